@@ -1,0 +1,1 @@
+"""The huaico gateway: ingest, store, rules and alerts on a Raspberry Pi."""

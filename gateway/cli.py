@@ -1,0 +1,15 @@
+"""The `huaico` command: one click group that each part of the gateway extends."""
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="huaico")
+def main():
+    """huaico: community sensor networks that warn of floods.
+
+    \b
+    Example:
+        huaico --version
+    """
