@@ -1,0 +1,1 @@
+"""Protocol tests that run unchanged under MicroPython (tests/portable/run.py) and pytest."""
