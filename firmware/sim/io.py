@@ -1,0 +1,285 @@
+"""Sensor-facing peripherals of the simulated `machine` module.
+
+The real drivers talk to these exactly as they would to a board's Pin, ADC,
+I2C and time_pulse_us; each call is answered by the device model wired in
+firmware/sim/bus.py, so the drivers run unchanged on the unix port.
+F1's firmware/sim/machine.py re-exports these names.
+"""
+from firmware.sim import bus
+
+try:
+    import micropython
+except ImportError:  # CPython: no heap lock, handlers run as soft IRQs
+    micropython = None
+
+_ENODEV = 19  # errno: no device answered its address
+_ETIMEDOUT = 110  # errno: the bus timed out
+
+# Pins made so far, by id: `fire` drives the newest Pin of an id, like a
+# signal on the one physical pad that every Pin object of that id shares.
+_pins = {}
+
+# Interrupt state: a `fire` while interrupts are disabled is held and
+# delivered when they are enabled again, as a pending hardware IRQ would be.
+_irq = {"enabled": True}
+_held = []
+
+
+class _Irq:
+    """What Pin.irq() returns: the handler and trigger, and the last cause."""
+
+    def __init__(self, handler, trigger, hard):
+        self.handler = handler
+        self._trigger = trigger
+        self.hard = hard
+        self._flags = 0
+
+    def trigger(self, value=None):
+        if value is not None:
+            self._trigger = value
+        return self._trigger
+
+    def flags(self):
+        return self._flags
+
+
+class Pin:
+    IN = 0
+    OUT = 1
+    OPEN_DRAIN = 2
+    PULL_UP = 1
+    PULL_DOWN = 2
+    IRQ_FALLING = 4
+    IRQ_RISING = 8
+
+    def __init__(self, id, mode=-1, pull=-1, value=None):
+        self.id = id
+        self._mode = Pin.IN
+        self._pull = None
+        self._out = 0
+        self._level = None
+        self._irq = None
+        _pins[id] = self
+        self.init(mode, pull, value)
+
+    def init(self, mode=-1, pull=-1, value=None):
+        if mode != -1:
+            self._mode = mode
+        if pull != -1:
+            self._pull = pull
+        if value is not None:
+            self.value(value)
+
+    def _input(self):
+        model = bus.pin_model(self.id)
+        if model is not None and hasattr(model, "level"):
+            return 1 if model.level() else 0
+        if self._level is not None:
+            return self._level
+        # A floating input reads what its pull resistor gives it.
+        return 1 if self._pull == Pin.PULL_UP else 0
+
+    def value(self, v=None):
+        if v is None:
+            if self._mode == Pin.OUT:
+                return self._out
+            return self._input()
+        self._out = 1 if v else 0
+        model = bus.pin_model(self.id)
+        if model is not None and hasattr(model, "written"):
+            model.written(self._out)
+        return None
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+    def on(self):
+        self.value(1)
+
+    def off(self):
+        self.value(0)
+
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, hard=False):
+        if handler is not None or self._irq is None:
+            self._irq = _Irq(handler, trigger, hard)
+        return self._irq
+
+    def __repr__(self):
+        return "Pin(%r)" % (self.id,)
+
+
+def fire(pin_id, level):
+    """Drive input pin `pin_id` to `level` and run its IRQ handler on a matching edge.
+
+    A handler registered with hard=True runs under micropython.heap_lock(),
+    so a handler that allocates raises MemoryError here as it would crash a
+    board's hard IRQ. Returns True when a handler ran (or is held until
+    interrupts are enabled again).
+    """
+    pin = _pins.get(pin_id)
+    level = 1 if level else 0
+    if pin is None:
+        return False
+    before = pin._input()
+    pin._level = level
+    if before == level or pin._irq is None or pin._irq.handler is None:
+        return False
+    edge = Pin.IRQ_RISING if level else Pin.IRQ_FALLING
+    if not pin._irq._trigger & edge:
+        return False
+    pin._irq._flags = edge
+    if not _irq["enabled"]:
+        _held.append(pin)
+        return True
+    _run(pin)
+    return True
+
+
+def _run(pin):
+    irq = pin._irq
+    if irq.hard and micropython is not None:
+        micropython.heap_lock()
+        try:
+            irq.handler(pin)
+        finally:
+            micropython.heap_unlock()
+    else:
+        irq.handler(pin)
+
+
+def disable_irq():
+    """Hold IRQs from `fire`; returns the state to give to enable_irq."""
+    state = _irq["enabled"]
+    _irq["enabled"] = False
+    return state
+
+
+def enable_irq(state=True):
+    """Restore the IRQ state and deliver the edges held meanwhile, in order."""
+    _irq["enabled"] = bool(state)
+    while _irq["enabled"] and _held:
+        _run(_held.pop(0))
+
+
+def time_pulse_us(pin, pulse_level, timeout_us=1000000):
+    """Length of the next pulse at `pulse_level` on `pin`, as machine.time_pulse_us.
+
+    -2 when the pulse did not start within timeout_us, -1 when it did not end.
+    The model on the pin answers (`pulse_us`); a pin with no model never pulses.
+    """
+    model = bus.pin_model(pin.id)
+    if model is None or not hasattr(model, "pulse_us"):
+        return -2
+    return model.pulse_us(pulse_level, timeout_us)
+
+
+class ADC:
+    """An ADC channel; the volts come from the source wired at the pin.
+
+    Without attenuation the full scale is `ADC.VREF` (3.3 V, an RP2040's);
+    an ESP32-style atten() sets the full scale its datasheet gives.
+    """
+
+    VREF = 3.3
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+    WIDTH_9BIT = 9
+    WIDTH_10BIT = 10
+    WIDTH_11BIT = 11
+    WIDTH_12BIT = 12
+    _FULL = (1.0, 1.34, 2.0, 3.6)  # volts at full scale per attenuation (MicroPython esp32 docs)
+
+    def __init__(self, pin, atten=None):
+        self.id = pin.id if isinstance(pin, Pin) else pin
+        self._full = ADC.VREF
+        self._bits = 12
+        if atten is not None:
+            self.atten(atten)
+
+    def atten(self, atten):
+        self._full = ADC._FULL[atten]
+
+    def width(self, bits):
+        self._bits = bits
+
+    def _volts(self):
+        source = bus.adc_source(self.id)
+        if source is None:
+            return 0.0
+        return source()
+
+    def read_u16(self):
+        volts = self._volts()
+        if volts <= 0:
+            return 0
+        if volts >= self._full:
+            return 65535
+        return int(volts / self._full * 65535 + 0.5)
+
+    def read(self):
+        return self.read_u16() >> (16 - self._bits)
+
+    def read_uv(self):
+        volts = min(max(self._volts(), 0.0), self._full)
+        return int(volts * 1000000 + 0.5)
+
+
+def _buffer(data, n):
+    """A model's answer checked to be n bytes: a short answer is a bus timeout."""
+    if data is None or len(data) < n:
+        raise OSError(_ETIMEDOUT)
+    return data[:n]
+
+
+class I2C:
+    """An I2C controller; `id` names the bus the models were attached to."""
+
+    def __init__(self, id=0, scl=None, sda=None, freq=400000, timeout=50000):
+        self.id = id
+        self.freq = freq
+        self.timeout = timeout
+
+    def _device(self, addr):
+        model = bus.i2c_device(self.id, addr)
+        if model is None or bus.dead(model):
+            raise OSError(_ENODEV)
+        return model
+
+    def scan(self):
+        found = []
+        for addr in bus.i2c_scan(self.id):
+            if not bus.dead(bus.i2c_device(self.id, addr)):
+                found.append(addr)
+        return found
+
+    def writeto(self, addr, buf, stop=True):
+        self._device(addr).write(bytes(buf))
+        return len(buf)
+
+    def readfrom(self, addr, nbytes, stop=True):
+        return bytes(_buffer(self._device(addr).read(nbytes), nbytes))
+
+    def readfrom_into(self, addr, buf, stop=True):
+        buf[:] = _buffer(self._device(addr).read(len(buf)), len(buf))
+
+    def writeto_mem(self, addr, memaddr, buf, addrsize=8):
+        self._device(addr).write(bytes((memaddr,)) + bytes(buf))
+
+    def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
+        model = self._device(addr)
+        model.write(bytes((memaddr,)))
+        return bytes(_buffer(model.read(nbytes), nbytes))
+
+    def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
+        model = self._device(addr)
+        model.write(bytes((memaddr,)))
+        buf[:] = _buffer(model.read(len(buf)), len(buf))
+
+
+class SoftI2C(I2C):
+    """A bit-banged I2C on two Pins; its bus id is the pair of pin ids."""
+
+    def __init__(self, scl, sda, freq=400000, timeout=50000):
+        I2C.__init__(self, (scl.id, sda.id), scl, sda, freq, timeout)
