@@ -11,8 +11,10 @@ paho callbacks only put tuples on queues:
 - an internal control queue is read by one small supervisor thread that
   resubscribes after a reconnect, settles publish handles and, for
   protocol="auto", falls back to MQTT 3.1.1 when a broker refuses MQTT 5.
-  It resubscribes *before* it forwards ("connected", rc), so by the time the
-  gateway sees "connected" the subscriptions are on the wire.
+  It forwards ("connected", rc) only once the broker has acked the
+  resubscriptions (SUBACK), so from "connected" on no message is missed.
+  A subscription the broker refuses (ACL) comes out as
+  ("subscribe-failed", topic, reason_code).
 
 Delivery: `publish()` returns a `Delivery`; `wait(timeout)` is True only once
 the broker has acked (PUBACK for QoS 1, socket write for QoS 0). While the
@@ -119,7 +121,9 @@ class MqttLink:
         self._lock = threading.Lock()  # guards _pending and _subscriptions
         self._pending = {}
         self._subscriptions = {}
+        self._subacks = {}  # mid -> topic, resubscriptions not yet acked
         self._up = threading.Event()
+        self._connected_code = None
         self._client = None
         self._supervisor = None
 
@@ -190,6 +194,9 @@ class MqttLink:
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         self._control.put(("ack", client, mid, reason_code))
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        self._control.put(("suback", client, mid, reason_codes))
+
     def _on_message(self, client, userdata, message):
         props = message.properties.json() if message.properties is not None else {}
         self.events.put(("message", message.topic, message.payload, props))
@@ -206,8 +213,11 @@ class MqttLink:
                 continue  # from a client replaced by the 3.1.1 fallback
             if kind == "connect":
                 self._connected(client, item[2])
+            elif kind == "suback":
+                self._subscribed(item[2], item[3])
             elif kind == "disconnect":
                 self._up.clear()
+                self._subacks = {}
                 self._fail_pending()
                 self.events.put(("disconnected", item[2]))
             elif kind == "ack":
@@ -226,12 +236,29 @@ class MqttLink:
             return
         with self._lock:
             subscriptions = list(self._subscriptions.items())
+        self._subacks = {}
         for topic, qos in subscriptions:
-            client.subscribe(topic, qos)
+            result, mid = client.subscribe(topic, qos)
+            if result == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._subacks[mid] = topic
+        self._connected_code = reason_code
+        if not self._subacks:
+            self._ready(client)
+
+    def _subscribed(self, mid, reason_codes):
+        topic = self._subacks.pop(mid, None)
+        if topic is None:
+            return  # a live subscribe() call, not a resubscription
+        if reason_codes[0].is_failure:
+            self.events.put(("subscribe-failed", topic, reason_codes[0]))
+        if not self._subacks:
+            self._ready(self._client)
+
+    def _ready(self, client):
         if self._birth is not None:
             client.publish(*self._birth)
         self._up.set()
-        self.events.put(("connected", reason_code))
+        self.events.put(("connected", self._connected_code))
 
     def _fail_pending(self):
         with self._lock:
@@ -255,6 +282,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.reconnect_delay_set(*self._reconnect_delay)
         client.max_inflight_messages_set(self._max_inflight)
