@@ -209,6 +209,13 @@ def test_frame_over_decoder_limit_is_too_long():
     decoder = Decoder(max_frame=8)
     items = decoder.feed(encode(b"123456789", 9) + encode(b"12345678"))
     assert _reasons(items) == ["too_long", b"12345678"]
+    # The buffer's bound leaves room for a code byte per 254 bytes, so a
+    # zero-rich frame one byte over the limit fits in it and is refused after
+    # decoding instead.
+    decoder = Decoder()
+    wire = encode(bytes(MAX_FRAME + 1), MAX_FRAME + 1)
+    assert len(wire) - 1 <= decoder.capacity
+    assert _reasons(decoder.feed(wire)) == ["too_long"]
 
 
 def test_garbage_then_valid_frame_recovers():
