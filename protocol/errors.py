@@ -7,7 +7,7 @@ what was wrong (a short fixed word) and where (byte offset, or -1).
 
 class ProtocolError(ValueError):
     def __init__(self, reason, offset=-1, detail=""):
-        ValueError.__init__(self, reason, offset, detail)
+        super().__init__(reason, offset, detail)
         self.reason = reason
         self.offset = offset
         self.detail = detail
