@@ -1,0 +1,26 @@
+"""ESP32 DevKitC (ESP32-WROOM-32): UART or MQTT over Wi-Fi."""
+
+NAME = "esp32"
+ARCH = "xtensawin"
+# Analog roles use ADC1 only (GPIO32-39): ADC2 cannot be read while Wi-Fi
+# is on. The rain pin is an RTC GPIO so that it can wake the chip.
+PINS = {
+    "rain": 27, "trigger": 5, "echo": 18, "onewire": 4,
+    "hx711_sck": 25, "hx711_dt": 26,
+    "i2c0": 0, "adc0": 34, "adc1": 35, "adc2": 32, "battery": 33,
+    "uart": 2,
+}
+I2C = {0: (22, 21)}
+UART = {2: (17, 16), 1: (10, 9)}
+ADC_BITS = 12
+ADC_VREF = 1.1
+ADC_ATTEN = 3  # ADC.ATTN_11DB: about 0.15-2.45 V usable, 3.6 V nominal full scale
+ADC_PINS = (32, 33, 34, 35, 36, 39)
+BATTERY_DIVIDER = 2.0
+FREE_HEAP = 100 * 1024  # a plain ESP32's share once Wi-Fi is up
+FLASH_SIZE = 4 * 1024 * 1024
+FS_SIZE = 2 * 1024 * 1024
+WDT_MAX_MS = 600000  # the task watchdog takes any timeout; ten minutes is our cap
+SLEEP_MODES = ("none", "light", "deep")
+TRANSPORTS = ("uart", "mqtt")
+RETAINED = "rtc"  # RTC slow memory survives deep sleep and soft resets
