@@ -1,0 +1,481 @@
+"""A GSM modem (SIM800 / SIM7600 class) driven with 3GPP TS 27.005 / 27.007
+AT commands in PDU mode, as an SMS backend (gateway.sms).
+
+The port is opened with pyserial's serial_for_url, so a device path, a pty,
+`loop://` or `spy://` (hexdump for field debugging) all work. There is no
+reader thread: each command reads its own answer under the modem's lock, and
+unsolicited result codes (RING, +CMTI, +CDS, ...) met on the way, or found
+waiting before the next command, are set aside instead of being mistaken
+for the answer. Every read has a deadline.
+"""
+import collections
+import logging
+import random
+import threading
+import time
+
+import serial
+
+from gateway import sms_pdu
+from gateway.sms import DeliveryReport, IncomingSms, SmsError, SmsTimeout
+
+log = logging.getLogger("huaico.sms.modem")
+
+_CTRL_Z = b"\x1a"
+_ESC = b"\x1b"
+
+# +CMS ERROR (27.005 3.2.5; 1-127 are RP causes from TS 24.011 E.2, 128-255
+# TP-FCS from TS 23.040 9.2.3.22): meaning, and whether the same message may
+# go through later. A cause not listed is retryable unless it is a TP-FCS
+# (the message itself was refused).
+CMS_ERRORS = {
+    1: ("unassigned (unallocated) number", False),
+    8: ("operator determined barring", False),
+    10: ("call barred", False),
+    17: ("network failure", True),
+    21: ("short message transfer rejected", False),
+    22: ("congestion", True),
+    27: ("destination out of service", True),
+    28: ("unidentified subscriber", False),
+    29: ("facility rejected", False),
+    30: ("unknown subscriber", False),
+    38: ("network out of order", True),
+    41: ("temporary failure", True),
+    42: ("congestion", True),
+    47: ("resources unavailable, unspecified", True),
+    50: ("requested facility not subscribed", False),
+    69: ("requested facility not implemented", False),
+    81: ("invalid short message transfer reference value", True),
+    95: ("invalid message, unspecified", False),
+    96: ("invalid mandatory information", False),
+    97: ("message type non-existent or not implemented", False),
+    98: ("message not compatible with short message protocol state", True),
+    99: ("information element non-existent or not implemented", False),
+    111: ("protocol error, unspecified", True),
+    127: ("interworking, unspecified", True),
+    144: ("data coding scheme (alphabet) not supported", False),
+    176: ("TPDU not supported", False),
+    192: ("SC busy", True),
+    193: ("no SC subscription", False),
+    194: ("SC system failure", True),
+    195: ("invalid SME address", False),
+    196: ("destination SME barred", False),
+    197: ("SM rejected - duplicate SM", False),
+    198: ("TP-VPF not supported", False),
+    199: ("TP-VP not supported", False),
+    208: ("SIM SMS storage full", True),
+    210: ("error in MS", True),
+    211: ("memory capacity exceeded", True),
+    212: ("SIM application toolkit busy", True),
+    255: ("unspecified error cause", True),
+    300: ("ME failure", True),
+    301: ("SMS service of ME reserved", True),
+    302: ("operation not allowed", False),
+    303: ("operation not supported", False),
+    304: ("invalid PDU mode parameter", False),
+    305: ("invalid text mode parameter", False),
+    310: ("SIM not inserted", False),
+    311: ("SIM PIN required", False),
+    312: ("PH-SIM PIN required", False),
+    313: ("SIM failure", False),
+    314: ("SIM busy", True),
+    315: ("SIM wrong", False),
+    316: ("SIM PUK required", False),
+    317: ("SIM PIN2 required", False),
+    318: ("SIM PUK2 required", False),
+    320: ("memory failure", True),
+    321: ("invalid memory index", False),
+    322: ("memory full", True),
+    330: ("SMSC address unknown", False),
+    331: ("no network service", True),
+    332: ("network timeout", True),
+    340: ("no +CNMA acknowledgement expected", False),
+    500: ("unknown error", True),
+}
+
+# +CME ERROR (27.007 9.2).
+CME_ERRORS = {
+    0: ("phone failure", True),
+    3: ("operation not allowed", False),
+    4: ("operation not supported", False),
+    10: ("SIM not inserted", False),
+    11: ("SIM PIN required", False),
+    12: ("SIM PUK required", False),
+    13: ("SIM failure", False),
+    14: ("SIM busy", True),
+    15: ("SIM wrong", False),
+    16: ("incorrect password", False),
+    20: ("memory full", True),
+    21: ("invalid index", False),
+    30: ("no network service", True),
+    31: ("network timeout", True),
+    32: ("network not allowed - emergency calls only", True),
+    100: ("unknown", True),
+}
+
+# 27.007 7.2 <stat> of +CREG.
+REGISTRATION = {
+    0: "not registered", 1: "home", 2: "searching", 3: "denied", 4: "unknown", 5: "roaming",
+}
+
+# Lines a modem may send at any time; +CDS and +CMT carry a PDU on the next line.
+_URC_PREFIXES = ("RING", "+CMTI:", "+CDS:", "+CDSI:", "+CMT:", "NO CARRIER", "+CLIP:",
+                 "RDY", "+CFUN:", "+CPIN:", "Call Ready", "SMS Ready", "+CREG:",
+                 "NORMAL POWER DOWN", "UNDER-VOLTAGE", "OVER-VOLTAGE", "PB DONE")
+
+
+def cms_error(code):
+    text, retryable = CMS_ERRORS.get(
+        code, ("unlisted cause %d" % code, not 128 <= code <= 255))
+    return SmsError(code, text, retryable)
+
+
+def cme_error(code):
+    text, retryable = CME_ERRORS.get(code, ("unlisted cause %d" % code, True))
+    return SmsError(code, text, retryable)
+
+
+def csq_to_dbm(rssi):
+    """27.007 8.5: 0 is -113 dBm or less, 31 is -51 or more, 99 unknown."""
+    if rssi == 99 or not 0 <= rssi <= 31:
+        return None
+    return -113 + 2 * rssi
+
+
+class Modem:
+    """An SMS backend on a GSM modem.
+
+    command_timeout bounds ordinary commands; send_timeout bounds the wait
+    for +CMGS after the PDU (the SIM800 manual gives AT+CMGS up to 60 s).
+    reset_command is what reset() sends (AT+CFUN=1,1 restarts SIM800 and
+    SIM7600; some boards want a power-key pulse instead)."""
+
+    def __init__(self, url, baudrate=115200, command_timeout=5.0, send_timeout=60.0,
+                 reset_command="AT+CFUN=1,1", ready_timeout=60.0, validity_minutes=24 * 60):
+        self.command_timeout = command_timeout
+        self.send_timeout = send_timeout
+        self.reset_command = reset_command
+        self.ready_timeout = ready_timeout
+        self.validity_minutes = validity_minutes
+        self.counters = collections.Counter()
+        self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05,
+                                           write_timeout=command_timeout)
+        self._lock = threading.RLock()
+        self._buf = bytearray()
+        self._reports = []
+        self._incoming = []
+        self._reassembler = sms_pdu.Reassembler()
+        self._ready = False
+        # The concatenation reference varies per message so that a phone
+        # never joins parts of two alerts; a random start survives restarts.
+        self._concat_ref = random.randrange(256)
+
+    def close(self):
+        with self._lock:
+            self._port.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- the backend interface -------------------------------------------
+
+    def send(self, number, text, status_report=False):
+        """Send text to number; the TP-MR of each part, as strings, in order."""
+        with self._lock:
+            self._concat_ref = (self._concat_ref + 1) % 256
+            try:
+                pdus = sms_pdu.submit_pdus(number, text, self._concat_ref, status_report,
+                                           self.validity_minutes)
+            except sms_pdu.PduError as exc:
+                raise SmsError(None, str(exc), False) from None
+            self._ensure_ready()
+            refs = []
+            for hex_pdu, length in pdus:
+                try:
+                    refs.append(str(self._send_part(hex_pdu, length)))
+                except SmsError as exc:
+                    exc.sent_refs = refs
+                    raise
+            return refs
+
+    def read_incoming(self):
+        """Messages waiting in the modem, multipart joined; each stored PDU is
+        deleted (AT+CMGD) once read. Parts of a message still incomplete are
+        kept in memory until the rest arrives."""
+        with self._lock:
+            self._ensure_ready()
+            lines = self._command("AT+CMGL=4", expect="+CMGL:", pdu_lines=True)
+            for header, pdu in lines:
+                index, length = _cmgl_fields(header)
+                try:
+                    decoded = sms_pdu.decode_pdu(pdu, length)
+                except sms_pdu.PduError as exc:
+                    # Deleted anyway: a PDU that cannot be read would fill
+                    # the SIM's few slots and stop all reception.
+                    self.counters["bad_pdu"] += 1
+                    log.warning("unreadable stored SMS at index %s (%s): %s", index, exc, pdu)
+                else:
+                    self._take(decoded)
+                if index is not None:
+                    self._command("AT+CMGD=%d" % index)
+            messages, self._incoming = self._incoming, []
+            return messages
+
+    def delivery_reports(self):
+        """Status reports (+CDS) received since the last call."""
+        with self._lock:
+            if self._port.is_open:
+                self._drain()
+            reports, self._reports = self._reports, []
+            return reports
+
+    def probe(self):
+        """Health as a dict: ok, rssi, dbm, sim, sim_ready, registration,
+        registered, roaming, operator, error."""
+        with self._lock:
+            info = {"ok": False, "rssi": None, "dbm": None, "sim": None, "sim_ready": False,
+                    "registration": None, "registered": False, "roaming": False,
+                    "operator": None, "error": None}
+            try:
+                self._ensure_ready()
+                info["ok"] = True
+                info["sim"] = self._query_sim()
+                info["sim_ready"] = info["sim"] == "READY"
+                fields = _fields(self._command("AT+CSQ", expect="+CSQ:")[0])
+                info["rssi"] = int(fields[0])
+                info["dbm"] = csq_to_dbm(info["rssi"])
+                stat = int(_fields(self._command("AT+CREG?", expect="+CREG:")[0])[1])
+                info["registration"] = REGISTRATION.get(stat, "unknown")
+                info["registered"] = stat in (1, 5)
+                info["roaming"] = stat == 5
+                cops = _fields(self._command("AT+COPS?", expect="+COPS:")[0])
+                info["operator"] = cops[2].strip('"') if len(cops) >= 3 else None
+            except (SmsError, ValueError, IndexError) as exc:
+                info["error"] = str(exc)
+            return info
+
+    # -- modem control -----------------------------------------------------
+
+    def reset(self):
+        """Restart the modem (reset_command) and wait until it answers with a
+        ready SIM; then set it up again."""
+        with self._lock:
+            self._ready = False
+            self._write(self.reset_command + "\r")
+            deadline = time.monotonic() + self.ready_timeout
+            # The modem may answer OK before restarting, or restart at once.
+            time.sleep(0.2)
+            while True:
+                try:
+                    self._setup()
+                    if self._query_sim() == "READY":
+                        return
+                except SmsError as exc:
+                    if time.monotonic() >= deadline:
+                        raise SmsTimeout("modem not ready %.0f s after reset: %s"
+                                         % (self.ready_timeout, exc.text)) from None
+                if time.monotonic() >= deadline:
+                    raise SmsTimeout("SIM not ready %.0f s after reset" % self.ready_timeout)
+                time.sleep(0.2)
+
+    def _ensure_ready(self):
+        if not self._ready:
+            self._setup()
+
+    def _setup(self):
+        """Echo off, numeric errors, PDU mode, status reports as +CDS."""
+        self._ready = False
+        self._command("AT", timeout=min(self.command_timeout, 2.0))
+        self._command("ATE0")
+        self._command("AT+CMEE=1")
+        self._command("AT+CMGF=0")
+        # 27.005 3.4.1: mt=1 stores incoming SMS and says +CMTI; ds=1 routes
+        # SMS-STATUS-REPORTs straight to us as +CDS.
+        self._command("AT+CNMI=2,1,0,1,0")
+        self._ready = True
+
+    def _query_sim(self):
+        try:
+            return self._command("AT+CPIN?", expect="+CPIN:")[0].split(":", 1)[1].strip()
+        except SmsError as exc:
+            if exc.code in (10, 310):
+                return "NOT INSERTED"
+            raise
+
+    # -- the AT exchange -----------------------------------------------------
+
+    def _send_part(self, hex_pdu, length):
+        self._drain()
+        self._write("AT+CMGS=%d\r" % length)
+        deadline = time.monotonic() + self.command_timeout
+        while True:
+            line = self._line_or_timeout(deadline, "no > prompt after AT+CMGS", prompt=True)
+            if line == ">":
+                break
+            self._final_or_none(line)
+        self._write(hex_pdu + "\x1a")
+        deadline = time.monotonic() + self.send_timeout
+        reference = None
+        while True:
+            line = self._line_or_timeout(deadline, "no +CMGS within %.0f s" % self.send_timeout)
+            if line.startswith("+CMGS:"):
+                reference = int(line.split(":", 1)[1].split(",")[0])
+            elif self._final_or_none(line) and reference is not None:
+                return reference
+
+    def _line_or_timeout(self, deadline, what, prompt=False):
+        try:
+            return self._read_line(deadline, prompt)
+        except SmsTimeout:
+            # ESC leaves the prompt without sending (27.005 3.5.1); the modem
+            # is then re-synchronised before its next use.
+            self._write(_ESC)
+            self._ready = False
+            self.counters["timeout"] += 1
+            raise SmsTimeout(what) from None
+
+    def _command(self, command, expect=None, timeout=None, pdu_lines=False):
+        """Run one command; the lines starting with `expect` (with the PDU line
+        that follows each, as pairs, when pdu_lines), or raise SmsError."""
+        self._drain()
+        self._write(command + "\r")
+        deadline = time.monotonic() + (timeout or self.command_timeout)
+        lines = []
+        while True:
+            try:
+                line = self._read_line(deadline)
+            except SmsTimeout:
+                self._ready = False
+                self.counters["timeout"] += 1
+                raise SmsTimeout("no answer to %s" % command) from None
+            if expect and line.startswith(expect):
+                if pdu_lines:
+                    lines.append((line, self._read_line(deadline)))
+                else:
+                    lines.append(line)
+            elif self._final_or_none(line):
+                if expect and not lines and not pdu_lines:
+                    raise SmsError(None, "%s answered OK without %s" % (command, expect), True)
+                return lines
+            elif line == command:
+                pass  # echo, before ATE0 took effect or after a modem restart
+
+    def _final_or_none(self, line):
+        """True for OK; raises for an error result; False for anything else
+        (after handing unsolicited codes to _urc)."""
+        if line == "OK":
+            return True
+        if line == "ERROR":
+            raise SmsError(None, "modem answered ERROR", True)
+        if line.startswith("+CMS ERROR:"):
+            raise _coded(line, cms_error)
+        if line.startswith("+CME ERROR:"):
+            raise _coded(line, cme_error)
+        if line.startswith(_URC_PREFIXES):
+            self._urc(line, time.monotonic() + self.command_timeout)
+        return False
+
+    def _urc(self, line, deadline):
+        self.counters["urc"] += 1
+        if line.startswith(("+CDS:", "+CMT:")):
+            try:
+                pdu = self._read_line(deadline)
+                length = int(line.rsplit(",", 1)[-1].split(":")[-1])
+                decoded = sms_pdu.decode_pdu(pdu, length)
+            except (SmsTimeout, ValueError) as exc:
+                self.counters["bad_pdu"] += 1
+                log.warning("unreadable %s: %s", line, exc)
+                return
+            self._take(decoded)
+        elif line.startswith("+CMTI:"):
+            self.counters["cmti"] += 1
+        else:
+            log.debug("unsolicited: %s", line)
+
+    def _take(self, decoded):
+        if isinstance(decoded, sms_pdu.StatusReport):
+            self._reports.append(DeliveryReport(
+                str(decoded.reference), decoded.number, decoded.outcome, decoded.status,
+                decoded.discharge or decoded.time))
+            return
+        done = self._reassembler.add(decoded)
+        if done is not None:
+            self._incoming.append(IncomingSms(*done))
+
+    def _drain(self):
+        """Handle what arrived between commands: URCs are kept, anything else
+        is a late answer to a command that timed out, and is dropped."""
+        deadline = time.monotonic()
+        while True:
+            if self._port.in_waiting:
+                self._buf += self._port.read(self._port.in_waiting)
+            if b"\n" not in self._buf:
+                return
+            line = self._read_line(deadline + self.command_timeout)
+            if line.startswith(_URC_PREFIXES):
+                self._urc(line, time.monotonic() + self.command_timeout)
+            else:
+                self.counters["stale_line"] += 1
+                log.info("dropped stale line from the modem: %r", line)
+
+    def _read_line(self, deadline, prompt=False):
+        """The next non-empty line, or ">" for the CMGS prompt (which has no
+        line end), before deadline, else SmsTimeout."""
+        while True:
+            while self._buf[:1] in (b"\r", b"\n"):
+                del self._buf[0]
+            if prompt and self._buf[:1] == b">":
+                del self._buf[:2 if self._buf[1:2] == b" " else 1]
+                return ">"
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buf[:end]).decode("ascii", "replace").strip()
+                del self._buf[:end + 1]
+                if line:
+                    return line
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SmsTimeout("modem silent")
+            self._port.timeout = min(remaining, 0.1)
+            try:
+                chunk = self._port.read(max(1, self._port.in_waiting))
+            except serial.SerialException as exc:
+                self._ready = False
+                raise SmsError(None, "serial port failed: %s" % exc, True) from None
+            self._buf += chunk
+
+    def _write(self, data):
+        if isinstance(data, str):
+            data = data.encode("ascii")
+        try:
+            self._port.write(data)
+            self._port.flush()
+        except serial.SerialException as exc:
+            self._ready = False
+            raise SmsError(None, "serial port failed: %s" % exc, True) from None
+
+
+def _coded(line, table):
+    value = line.split(":", 1)[1].strip()
+    try:
+        return table(int(value))
+    except ValueError:
+        return SmsError(None, value, True)  # verbose errors (AT+CMEE=2)
+
+
+def _fields(line):
+    return [f.strip() for f in line.split(":", 1)[1].split(",")]
+
+
+def _cmgl_fields(header):
+    """+CMGL: <index>,<stat>,[<alpha>],<length> -> (index, length)."""
+    fields = _fields(header)
+    try:
+        return int(fields[0]), int(fields[-1])
+    except (ValueError, IndexError):
+        return None, None
+
