@@ -1,0 +1,220 @@
+"""gateway.modem against the pty modem emulator: alerts in Spanish, Chinese
+and GSM-7 with extension characters reach the modem as correct concatenated
+PDUs (checked with the independent decoder smspdudecoder), errors map to
+retryable or not, every wait is bounded, replies and delivery reports come
+back."""
+import time
+
+import pytest
+
+from gateway.modem import Modem, csq_to_dbm
+from gateway.sms import SmsError, SmsTimeout
+from tests.test_sms_pdu import independent_decode
+
+SPANISH = ("Alerta de huaico: evacúen la quebrada Santa Rosa ahora. ¿Dónde ir? "
+           "Al colegio de la loma, ñandú y niños primero. Responda ACK.")
+CHINESE = ("山洪警报：河水水位迅速上涨，请立即撤离河道附近的住宅，前往学校高地避难。"
+           "请带上老人和儿童，不要试图穿越河流。社区志愿者将在桥头集合。收到请回复ACK。")
+GSM_EXT = ("ALERTA NIVEL 3 {rio Rimac} [sensor 12]: 4.2 m, sube 0.3 m/h. "
+           "Costo de evacuacion 0 €. Use ruta ~norte~ | puente cerrado \\ "
+           "Repetimos: {rio Rimac} [sensor 12] nivel critico, evacuen ahora.")
+
+
+@pytest.fixture
+def modem(modem_emulator):
+    m = Modem(modem_emulator.path, command_timeout=2.0, send_timeout=2.0, ready_timeout=10.0)
+    yield m
+    m.close()
+
+
+def reassemble(records):
+    decoded = [independent_decode(r["hex"]) for r in records]
+    concat = [d["concat"] for d in decoded]
+    return decoded, "".join(d["text"] for d in decoded), concat
+
+
+@pytest.mark.parametrize("text,dcs", [(SPANISH, 0x08), (CHINESE, 0x08), (GSM_EXT, 0x00)])
+def test_alert_arrives_as_concatenated_parts(modem, modem_emulator, text, dcs):
+    assert len(text) > 70
+    refs = modem.send("+51987654321", text)
+    records = modem_emulator.sent
+    assert len(records) == len(refs) >= 2
+    assert refs == [str(r["mr"]) for r in records]
+    decoded, joined, concat = reassemble(records)
+    assert joined == text
+    assert {c["reference"] for c in concat} == {concat[0]["reference"]}
+    assert [c["part_number"] for c in concat] == list(range(1, len(records) + 1))
+    assert all(c["parts_count"] == len(records) for c in concat)
+    assert all(d["recipient"] == "+51987654321" and d["dcs"] == dcs for d in decoded)
+
+
+def test_two_messages_use_different_concatenation_references(modem, modem_emulator):
+    modem.send("+51987654321", SPANISH)
+    first = len(modem_emulator.sent)
+    modem.send("+51987654321", SPANISH)
+    refs = {independent_decode(r["hex"])["concat"]["reference"] for r in modem_emulator.sent}
+    assert len(refs) == 2 and len(modem_emulator.sent) == 2 * first
+
+
+def test_national_number_and_single_part(modem, modem_emulator):
+    assert len(modem.send("987654321", "Lluvia fuerte")) == 1
+    d = independent_decode(modem_emulator.sent[0]["hex"])
+    assert d["recipient"] == "987654321" and d["text"] == "Lluvia fuerte"
+    assert d["toa"] == "unknown"
+
+
+def test_cms_38_is_retryable_and_21_is_not(modem, modem_emulator):
+    modem_emulator.fail_sends(38)
+    with pytest.raises(SmsError) as e:
+        modem.send("+51987654321", "hola")
+    assert (e.value.code, e.value.retryable) == (38, True)
+    assert "network out of order" in e.value.text
+    modem_emulator.fail_sends(21)
+    with pytest.raises(SmsError) as e:
+        modem.send("+51987654321", "hola")
+    assert (e.value.code, e.value.retryable) == (21, False)
+    assert modem.send("+51987654321", "hola") == ["1"]
+
+
+def test_failure_in_second_part_reports_parts_already_sent(modem, modem_emulator):
+    modem_emulator.fail_sends(42, after=1)
+    with pytest.raises(SmsError) as e:
+        modem.send("+51987654321", SPANISH)
+    assert e.value.code == 42 and e.value.retryable
+    assert e.value.sent_refs == ["1"]
+
+
+def test_plain_error_then_recovery(modem, modem_emulator):
+    modem_emulator.error_sends(1)
+    with pytest.raises(SmsError) as e:
+        modem.send("+51987654321", "hola")
+    assert e.value.code is None and e.value.retryable
+    assert len(modem.send("+51987654321", "hola")) == 1
+
+
+def test_send_timeout_is_bounded_and_modem_recovers(modem_emulator):
+    m = Modem(modem_emulator.path, command_timeout=1.0, send_timeout=1.5)
+    try:
+        modem_emulator.hang_sends(1)
+        start = time.monotonic()
+        with pytest.raises(SmsTimeout) as e:
+            m.send("+51987654321", "hola")
+        assert time.monotonic() - start < 5
+        assert e.value.retryable
+        assert len(m.send("+51987654321", "otra vez")) == 1
+        assert independent_decode(modem_emulator.sent[-1]["hex"])["text"] == "otra vez"
+    finally:
+        m.close()
+
+
+def test_silent_modem_times_out(modem_emulator):
+    m = Modem(modem_emulator.path, command_timeout=1.0, send_timeout=1.0)
+    try:
+        modem_emulator.silence(3)
+        start = time.monotonic()
+        with pytest.raises(SmsTimeout):
+            m.send("+51987654321", "hola")
+        assert time.monotonic() - start < 3
+        probe = m.probe()
+        assert probe["ok"] is False and probe["error"]
+    finally:
+        m.close()
+
+
+def test_lost_registration(modem, modem_emulator):
+    modem_emulator.drop_network()
+    info = modem.probe()
+    assert info["registration"] == "searching" and not info["registered"]
+    with pytest.raises(SmsError) as e:
+        modem.send("+51987654321", "hola")
+    assert (e.value.code, e.value.retryable) == (331, True)
+    modem_emulator.restore_network()
+    assert len(modem.send("+51987654321", "hola")) == 1
+
+
+def test_probe(modem, modem_emulator):
+    info = modem.probe()
+    assert info["ok"] and info["sim_ready"] and info["registered"]
+    assert info["rssi"] == 21 and info["dbm"] == -71
+    assert info["operator"] == "Claro PE" and not info["roaming"]
+    modem_emulator.registration = 5
+    assert modem.probe()["roaming"] is True
+    modem_emulator.sim_inserted = False
+    info = modem.probe()
+    assert info["sim"] == "NOT INSERTED" and not info["sim_ready"]
+    assert csq_to_dbm(0) == -113 and csq_to_dbm(31) == -51 and csq_to_dbm(99) is None
+
+
+def test_unsolicited_lines_in_the_middle_of_commands(modem, modem_emulator):
+    modem.probe()
+    modem_emulator.inject_in_next_answer("RING", '+CMTI: "SM",3')
+    assert modem.probe()["ok"]
+    modem_emulator.inject_in_next_answer("RING")
+    refs = modem.send("+51987654321", "hola")
+    assert refs == [str(modem_emulator.sent[-1]["mr"])]
+
+
+def test_incoming_ack_read_and_deleted(modem, modem_emulator):
+    modem_emulator.deliver("+51911222333", "ACK 42")
+    modem_emulator.deliver("+51944555666", "", parts=["Recibido, evacuamos ", "la quebrada ñ ¿ok?"],
+                           ucs2=True)
+    messages = modem.read_incoming()
+    assert [(m.number, m.text) for m in messages] == [
+        ("+51911222333", "ACK 42"),
+        ("+51944555666", "Recibido, evacuamos la quebrada ñ ¿ok?")]
+    assert messages[0].time.utcoffset().total_seconds() == -5 * 3600
+    assert modem_emulator.inbox == {}
+    assert modem.read_incoming() == []
+
+
+def test_garbled_stored_pdu_is_counted_and_removed(modem, modem_emulator):
+    modem_emulator.store_raw("0004", 1)
+    modem_emulator.deliver("+51911222333", "ACK 7")
+    assert [m.text for m in modem.read_incoming()] == ["ACK 7"]
+    assert modem.counters["bad_pdu"] == 1 and modem_emulator.inbox == {}
+
+
+def test_delivery_report(modem, modem_emulator):
+    refs = modem.send("+51987654321", "hola", status_report=True)
+    assert modem_emulator.sent[-1]["srr"]
+    deadline = time.monotonic() + 3
+    reports = []
+    while not reports and time.monotonic() < deadline:
+        reports = modem.delivery_reports()
+        time.sleep(0.05)
+    assert [(r.ref, r.number, r.status, r.code) for r in reports] == [
+        (refs[0], "+51987654321", "delivered", 0)]
+
+
+def test_delivery_report_arriving_during_a_command_is_kept(modem, modem_emulator):
+    modem_emulator.report_status = 0x46  # permanent error: SC-specific "expired"
+    refs = modem.send("+51987654321", "hola", status_report=True)
+    modem.probe()  # the +CDS is read while this command runs
+    reports = modem.delivery_reports()
+    assert [(r.ref, r.status) for r in reports] == [(refs[0], "failed")]
+
+
+def test_reset_waits_for_readiness_and_sets_pdu_mode_again(modem, modem_emulator):
+    modem.send("+51987654321", "antes")
+    modem.reset()
+    assert modem_emulator.cmgf == 0 and not modem_emulator.echo
+    assert len(modem.send("+51987654321", "después")) == 1
+    assert independent_decode(modem_emulator.sent[-1]["hex"])["text"] == "después"
+
+
+def test_bad_number_is_not_retryable(modem):
+    with pytest.raises(SmsError) as e:
+        modem.send("+51 98x", "hola")
+    assert not e.value.retryable
+
+
+def test_loop_url_times_out_instead_of_blocking():
+    # loop:// echoes our own bytes back: never an OK, so the timeout must act.
+    m = Modem("loop://", command_timeout=0.5)
+    try:
+        start = time.monotonic()
+        with pytest.raises(SmsTimeout):
+            m.send("+51987654321", "hola")
+        assert time.monotonic() - start < 3
+    finally:
+        m.close()
