@@ -1,0 +1,203 @@
+"""The gateway's configuration: one commented TOML file in the data directory.
+
+`huaico init` writes DEFAULT_TOML so that an operator editing it over SSH
+finds every key explained next to its value; `load()` reads it back with
+tomllib, fills in defaults for keys left out, and checks types so that a typo
+is reported by key name at start-up, not as a crash an hour later.
+
+The data directory (HUAICO_HOME, or --home) holds huaico.toml, the database
+and sites/; relative paths in the file are relative to it.
+"""
+import copy
+import os
+import pathlib
+import tomllib
+
+CONFIG_NAME = "huaico.toml"
+DEFAULT_HOME = "~/.huaico"
+
+DEFAULT_TOML = '''\
+# huaico gateway configuration. Written by `huaico init`; edit freely.
+# Relative paths are relative to the directory holding this file (HUAICO_HOME).
+
+[gateway]
+# SQLite database holding devices, readings, rules, alerts and the outbox.
+database = "huaico.db"
+# Where `huaico device add` writes each board's site config (sites/NAME.json).
+sites_dir = "sites"
+# Log level: "debug", "info", "warning" or "error".
+log = "info"
+
+[ingest]
+# Serial ports to read frames from, as pyserial URLs: a device path
+# ("/dev/ttyUSB0"), "loop://" (loopback for tests) or "spy:///dev/ttyUSB0"
+# (hexdumps both directions to stderr for field debugging). Several at once.
+serial = []
+# Baud rate for every serial port above.
+baudrate = 115200
+# UDP listen address "HOST:PORT" (one datagram = one frame); "" is off.
+udp = ""
+# Group commit: frames arriving within this many milliseconds share one
+# commit (and one fsync). Acks are sent only after that commit.
+batch_ms = 5
+# Replay window: how many recent sequence numbers per device are remembered
+# (1..64). A frame whose number is older than the window and was never
+# stored is rejected as "replayed".
+replay_window = 64
+
+[mqtt]
+# Connect to an MQTT broker: frames from Wi-Fi boards (<prefix>/<device id>/up),
+# acks back (<prefix>/<device id>/ack), readings, alerts, status and counters.
+enabled = false
+host = "127.0.0.1"
+port = 1883
+# Leave empty for an anonymous broker.
+username = ""
+password = ""
+# CA certificate file for TLS; "" means plain TCP.
+tls_ca = ""
+# "auto" (MQTT 5, falling back to 3.1.1), "5" or "3.1.1".
+protocol = "auto"
+# Also the persistent session's name: the broker keeps frames for it while
+# the gateway is down. Give every gateway sharing a broker its own.
+client_id = "huaico-gateway"
+# First level of every topic.
+topic_prefix = "huaico"
+
+[sms]
+# "none", "modem" (a GSM modem on a serial port, AT commands) or "spool"
+# (files for gammu-smsd).
+backend = "none"
+# Serial port (pyserial URL) of the modem.
+port = ""
+baudrate = 115200
+# gammu-smsd outbox directory when backend = "spool".
+spool_dir = ""
+# Ask the network for delivery reports.
+status_reports = true
+# Longest wait for the modem to answer AT+CMGS (the standard's 60 s limit).
+cmgs_timeout_s = 60
+
+[alerts]
+# Sender name shown in alert texts.
+sender = "huaico"
+# Default language of message texts: "es", "en", "qu" or "zh".
+language = "es"
+# Escalate to the next group when an alert is not acknowledged in this time.
+escalate_after_min = 15
+# Most SMS one recipient gets per hour (emergencies excepted).
+rate_limit_per_hour = 12
+# No non-emergency SMS in these hours (local time, "HH:MM-HH:MM"; "" is never).
+quiet_hours = "22:00-06:00"
+# Retry delays for failed deliveries: exponential from base to max, with jitter.
+retry_base_s = 5
+retry_max_s = 600
+
+# Recipient groups; copy the block for more. escalate_to names another group.
+[[groups]]
+name = "leaders"
+language = "es"
+numbers = ["+51987654321"]
+escalate_to = ""
+# Overrides [alerts] quiet_hours for this group when not empty.
+quiet_hours = ""
+# Lowest level sent to this group: "advisory", "watch", "warning" or "emergency".
+min_level = "watch"
+'''
+
+DEFAULTS = tomllib.loads(DEFAULT_TOML)
+DEFAULTS["groups"] = []
+
+
+class ConfigError(ValueError):
+    """The config file is missing, not TOML, or has a key of the wrong type."""
+
+
+def home_dir(home=None):
+    """The data directory: the argument, else $HUAICO_HOME, else ~/.huaico."""
+    chosen = home or os.environ.get("HUAICO_HOME") or DEFAULT_HOME
+    return pathlib.Path(chosen).expanduser().resolve()
+
+
+class Config(dict):
+    """Sections as dicts (config["ingest"]["batch_ms"]) plus where they live."""
+
+    def __init__(self, home, sections):
+        dict.__init__(self, sections)
+        self.home = pathlib.Path(home)
+
+    def path(self, value):
+        """A path from the file, made absolute against the data directory."""
+        path = pathlib.Path(value).expanduser()
+        return path if path.is_absolute() else self.home / path
+
+    @property
+    def database_path(self):
+        return self.path(self["gateway"]["database"])
+
+    @property
+    def sites_dir(self):
+        return self.path(self["gateway"]["sites_dir"])
+
+
+def _check(sections, defaults, where):
+    for key, default in defaults.items():
+        if key not in sections:
+            sections[key] = copy.deepcopy(default)
+            continue
+        value = sections[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError("[%s] must be a table" % key)
+            _check(value, default, key)
+        elif isinstance(default, bool) or not isinstance(default, (int, float)):
+            if type(value) is not type(default):
+                raise ConfigError("%s.%s must be %s, not %r"
+                                  % (where, key, type(default).__name__, value))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("%s.%s must be a number, not %r" % (where, key, value))
+
+
+def from_text(text, home, source="config"):
+    try:
+        sections = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("%s is not valid TOML: %s" % (source, exc)) from None
+    _check(sections, DEFAULTS, "config")
+    if not isinstance(sections["groups"], list):
+        raise ConfigError("groups must be an array of tables ([[groups]])")
+    for item in sections["ingest"]["serial"]:
+        if not isinstance(item, str) or not item:
+            raise ConfigError("ingest.serial must list pyserial URLs, not %r" % (item,))
+    window = sections["ingest"]["replay_window"]
+    if not 1 <= window <= 64:
+        raise ConfigError("ingest.replay_window must be 1..64, not %r" % window)
+    if sections["ingest"]["batch_ms"] < 0:
+        raise ConfigError("ingest.batch_ms must not be negative")
+    return Config(home, sections)
+
+
+def load(home=None):
+    """The config in the data directory; defaults alone when there is no file yet."""
+    home = home_dir(home)
+    path = home / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return from_text("", home)
+    except OSError as exc:
+        raise ConfigError("cannot read %s: %s" % (path, exc)) from None
+    return from_text(text, home, str(path))
+
+
+def write_default(home=None, force=False):
+    """Write DEFAULT_TOML unless a config is there; returns (path, written)."""
+    home = home_dir(home)
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / CONFIG_NAME
+    if path.exists() and not force:
+        return path, False
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(DEFAULT_TOML, encoding="utf-8")
+    os.replace(tmp, path)
+    return path, True

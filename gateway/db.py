@@ -1,0 +1,134 @@
+"""The gateway's SQLite database: how it is opened and its ordered, named migrations.
+
+Opened in WAL mode with synchronous=FULL because the gateway acks a frame
+after its commit and the board then forgets it: in WAL mode NORMAL can lose
+the last commits on a power cut, which solar sites see often. The Python
+sqlite3 driver runs in autocommit mode (isolation_level=None) so that the
+only transactions are the ones written out with `transaction()`.
+
+Migrations are (name, function) pairs applied in order, each in its own
+transaction together with its row in _migrations: G1's m001... here, then
+gateway.alert_schema.MIGRATIONS (rules, alerts, outbox) when that module is
+there.
+"""
+import contextlib
+import importlib
+import sqlite3
+import time
+
+import sqlite_utils
+
+BUSY_TIMEOUT_MS = 5000
+REJECTS_KEPT = 10000
+
+
+def open_db(path):
+    """A sqlite_utils.Database on `path`, usable from the thread that owns it."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    database = sqlite_utils.Database(conn)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=%d" % BUSY_TIMEOUT_MS)
+    return database
+
+
+@contextlib.contextmanager
+def transaction(database):
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+    IMMEDIATE takes the write lock up front: a deferred transaction that
+    reads first and writes later can fail with SQLITE_BUSY at once, without
+    waiting, when a CLI command writes at the same time.
+    """
+    conn = database.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def m001_initial(database):
+    database["devices"].create({
+        "id": str, "name": str, "site": str, "board": str, "transport": str,
+        "lat": float, "lon": float, "key": str, "allow_unsigned": int, "retired": int,
+        "last_seq": int, "seq_window": int, "last_seen": float, "battery_mv": int,
+        "rssi": int, "created": float,
+    }, pk="id", not_null={"name", "key"},
+        defaults={"allow_unsigned": 0, "retired": 0, "seq_window": 0, "transport": "uart"})
+    database["devices"].create_index(["name"], unique=True)
+    database["readings"].create({
+        "device_id": str, "seq": int, "channel": int, "idx": int, "time": int,
+        "value": int, "quality": int, "received": float, "unsynced": int,
+    })
+    # The unique key is what makes a resend never a duplicate row.
+    database["readings"].create_index(
+        ["device_id", "seq", "channel", "idx", "time"], unique=True)
+    database["readings"].create_index(["device_id", "channel", "time"])
+    database["counters"].create({"name": str, "value": int}, pk="name")
+    database["rejects"].create({
+        "time": float, "device_id": str, "reason": str, "detail": str, "source": str,
+    })
+
+
+MIGRATIONS = [("m001_initial", m001_initial)]
+
+
+def all_migrations():
+    """G1's migrations, then G2's (alert schema) when that module exists."""
+    try:
+        alert_schema = importlib.import_module("gateway.alert_schema")
+    except ModuleNotFoundError as exc:
+        if exc.name != "gateway.alert_schema":
+            raise
+        return list(MIGRATIONS)
+    return list(MIGRATIONS) + list(alert_schema.MIGRATIONS)
+
+
+def applied(database):
+    if "_migrations" not in database.table_names():
+        return set()
+    return {row[0] for row in database.execute("SELECT name FROM _migrations")}
+
+
+def migrate(database):
+    """Apply the migrations not yet recorded; returns the names applied now."""
+    database.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+    done = applied(database)
+    ran = []
+    for name, function in all_migrations():
+        if name in done:
+            continue
+        with transaction(database):
+            function(database)
+            database.execute("INSERT INTO _migrations (name, applied) VALUES (?, ?)",
+                             [name, time.time()])
+        ran.append(name)
+    return ran
+
+
+def add_counters(conn, deltas):
+    """Add counter deltas in the caller's transaction."""
+    conn.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        list(deltas.items()))
+
+
+def add_rejects(conn, rows):
+    """Record rejects (time, device_id, reason, detail, source), keeping the newest 10k."""
+    conn.executemany(
+        "INSERT INTO rejects (time, device_id, reason, detail, source) VALUES (?, ?, ?, ?, ?)",
+        rows)
+    conn.execute("DELETE FROM rejects WHERE rowid <= (SELECT max(rowid) FROM rejects) - ?",
+                 [REJECTS_KEPT])
+
+
+def counters(database):
+    return {name: value for name, value in
+            database.execute("SELECT name, value FROM counters ORDER BY name")}

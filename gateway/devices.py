@@ -1,0 +1,172 @@
+"""Devices: provisioning ids and keys, and the site config file each board reads.
+
+A device id (the COSE kid) is 4 random bytes and its key 32 random bytes
+from `secrets`; both live in the devices table and in sites/NAME.json, the
+file the volunteer flashes onto the board. Rotating a key rewrites that file
+and the old key stops verifying at once (the writer reads keys from the
+table on every batch that needs one). A retired device keeps its history
+but its frames are rejected as "retired".
+"""
+import importlib.util
+import json
+import os
+import pathlib
+import secrets
+import time
+
+KID_BYTES = 4
+KEY_BYTES = 32
+SITE_CONFIG_VERSION = 1
+_ID_TRIES = 16
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+class DeviceError(ValueError):
+    """A device command that cannot be done (names the device and why)."""
+
+
+def _board(name):
+    """The board module (boards/NAME.py): imported when `boards` is on the
+    path (a checkout), else loaded from the boards/ directory that ships
+    next to the gateway package."""
+    try:
+        import boards
+    except ModuleNotFoundError:
+        directory = pathlib.Path(__file__).resolve().parent.parent / "boards"
+        path = directory / (name + ".py")
+        if not name.isidentifier() or not path.is_file():
+            known = sorted(p.stem for p in directory.glob("*.py") if p.stem != "__init__")
+            raise DeviceError("unknown board %r (one of %s)" % (name, ", ".join(known))) from None
+        spec = importlib.util.spec_from_file_location("boards." + name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return boards.load(name)
+    except ValueError as exc:
+        raise DeviceError(str(exc)) from None
+
+
+def _check_name(name):
+    if not name or len(name) > 32 or not set(name) <= _NAME_CHARS:
+        raise DeviceError("device name %r: use 1-32 letters, digits, '-' or '_'" % name)
+
+
+def get(database, name):
+    """The device row (a dict) named `name`; DeviceError when there is none."""
+    rows = list(database.query("SELECT * FROM devices WHERE name = ?", [name]))
+    if not rows:
+        raise DeviceError("no device named %r (see `huaico device list`)" % name)
+    return rows[0]
+
+
+def all_devices(database):
+    return list(database.query("SELECT * FROM devices ORDER BY name"))
+
+
+def site_config(device, config):
+    """The board's site config (firmware/ reads it at boot) for a device row."""
+    mqtt = config["mqtt"]
+    site = {
+        "version": SITE_CONFIG_VERSION,
+        "name": device["name"],
+        "site": device["site"],
+        "board": device["board"],
+        "device_id": device["id"],
+        "key": device["key"],
+        "signed": not device["allow_unsigned"],
+        "transport": device["transport"],
+        "lat": device["lat"],
+        "lon": device["lon"],
+        "uart": {"baudrate": config["ingest"]["baudrate"]},
+        "sensors": [],
+    }
+    if device["transport"] == "mqtt":
+        site["wifi"] = {"ssid": "", "password": ""}
+        site["mqtt"] = {
+            "host": mqtt["host"], "port": mqtt["port"],
+            "topic_prefix": mqtt["topic_prefix"],
+            "client_id": "huaico-" + device["id"],
+            "username": "", "password": "",
+        }
+    return site
+
+
+def site_path(config, name):
+    return config.sites_dir / (name + ".json")
+
+
+def write_site_config(device, config):
+    """Write sites/NAME.json atomically, readable by its owner only (it holds the key)."""
+    path = site_path(config, device["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(site_config(device, config), out, indent=2, sort_keys=True)
+        out.write("\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def add(database, config, name, board, site, lat=None, lon=None, transport=None,
+        allow_unsigned=False):
+    """Provision a device: new id and key, a row, and its site config file."""
+    _check_name(name)
+    board_module = _board(board)
+    transport = transport or board_module.TRANSPORTS[0]
+    if transport not in board_module.TRANSPORTS:
+        raise DeviceError("board %s has no %s transport (it has %s)"
+                          % (board, transport, ", ".join(board_module.TRANSPORTS)))
+    if lat is not None and not -90 <= lat <= 90:
+        raise DeviceError("latitude %r is outside -90..90" % lat)
+    if lon is not None and not -180 <= lon <= 180:
+        raise DeviceError("longitude %r is outside -180..180" % lon)
+    if database.execute("SELECT 1 FROM devices WHERE name = ?", [name]).fetchone():
+        raise DeviceError("a device named %r exists already" % name)
+    for _ in range(_ID_TRIES):
+        kid = secrets.token_hex(KID_BYTES)
+        if not database.execute("SELECT 1 FROM devices WHERE id = ?", [kid]).fetchone():
+            break
+    else:
+        raise DeviceError("could not find a free device id")
+    device = {
+        "id": kid, "name": name, "site": site, "board": board, "transport": transport,
+        "lat": lat, "lon": lon, "key": secrets.token_hex(KEY_BYTES),
+        "allow_unsigned": int(bool(allow_unsigned)), "retired": 0, "last_seq": None,
+        "seq_window": 0, "last_seen": None, "battery_mv": None, "rssi": None,
+        "created": time.time(),
+    }
+    database["devices"].insert(device)
+    write_site_config(device, config)
+    return device
+
+
+def rotate_key(database, config, name):
+    """A new key for the device; its site file is rewritten, the old key is dead."""
+    device = get(database, name)
+    if device["retired"]:
+        raise DeviceError("device %r is retired" % name)
+    device["key"] = secrets.token_hex(KEY_BYTES)
+    database.execute("UPDATE devices SET key = ? WHERE id = ?", [device["key"], device["id"]])
+    write_site_config(device, config)
+    return device
+
+
+def retire(database, name):
+    """Reject the device's frames from now on ("retired"); its readings stay."""
+    device = get(database, name)
+    database.execute("UPDATE devices SET retired = 1 WHERE id = ?", [device["id"]])
+    device["retired"] = 1
+    return device
+
+
+def public(device, show_key=False):
+    """The device row for display: the key only when asked for."""
+    shown = dict(device)
+    if not show_key:
+        shown.pop("key", None)
+    shown.pop("seq_window", None)
+    return shown
