@@ -121,6 +121,7 @@ class MqttLink:
         self._lock = threading.Lock()  # guards _pending and _subscriptions
         self._pending = {}
         self._subscriptions = {}
+        self._live = False  # subscribe() may send SUBSCRIBE itself
         self._subacks = {}  # mid -> topic, resubscriptions not yet acked
         self._up = threading.Event()
         self._connected_code = None
@@ -155,6 +156,8 @@ class MqttLink:
         self._control.put(("stop", None))
         self._supervisor.join()
         self._supervisor = None
+        with self._lock:
+            self._live = False
         self._client = None
         self._up.clear()
         self._fail_pending()
@@ -163,9 +166,10 @@ class MqttLink:
         """Subscribe now if connected, and again after every reconnect."""
         with self._lock:
             self._subscriptions[topic] = qos
-        client = self._client
-        if client is not None and self._up.is_set():
-            client.subscribe(topic, qos)
+            # _live flips under this lock together with the supervisor's
+            # resubscription snapshot: a topic lands in one or the other.
+            if self._live:
+                self._client.subscribe(topic, qos)
 
     def publish(self, topic, payload, qos=1, retain=False):
         """Send one message; the returned Delivery says whether the broker
@@ -216,6 +220,8 @@ class MqttLink:
             elif kind == "suback":
                 self._subscribed(item[2], item[3])
             elif kind == "disconnect":
+                with self._lock:
+                    self._live = False
                 self._up.clear()
                 self._subacks = {}
                 self._fail_pending()
@@ -236,6 +242,7 @@ class MqttLink:
             return
         with self._lock:
             subscriptions = list(self._subscriptions.items())
+            self._live = True
         self._subacks = {}
         for topic, qos in subscriptions:
             result, mid = client.subscribe(topic, qos)

@@ -350,3 +350,13 @@ def test_bad_configuration_is_a_typed_error(kwargs, word):
     client_id = args.pop("client_id")
     with pytest.raises(MqttConfigError, match=word):
         MqttLink("127.0.0.1", 1, client_id, **args)
+
+
+def test_subscribe_after_connect_takes_effect(mosquitto_broker, links):
+    gateway = links(mosquitto_broker, "gateway")
+    gateway.start()
+    next_event(gateway, "connected")
+    gateway.subscribe("late/#")
+    # Same connection: the SUBSCRIBE is on the wire before this PUBLISH.
+    assert gateway.publish("late/1", b"x").wait(WAIT)
+    assert messages(gateway, 1) == [("late/1", b"x")]
