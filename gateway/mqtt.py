@@ -118,7 +118,7 @@ class MqttLink:
         self._reconnect_delay = reconnect_delay
         self._max_inflight = max_inflight
         self._control = queue.Queue()
-        self._lock = threading.Lock()  # guards _pending and _subscriptions
+        self._lock = threading.Lock()  # guards _pending, _subscriptions, _live
         self._pending = {}
         self._subscriptions = {}
         self._live = False  # subscribe() may send SUBSCRIBE itself
@@ -138,6 +138,7 @@ class MqttLink:
         return "5" if self._v5 else "3.1.1"
 
     def wait_connected(self, timeout=None):
+        """True once connected with subscriptions acked (within timeout)."""
         return self._up.wait(timeout)
 
     def start(self):
