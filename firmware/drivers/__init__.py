@@ -1,0 +1,116 @@
+"""What every driver shares: reading quality codes, calibration curves, ADC bursts.
+
+A driver's read() returns readings as (channel_code, index, value_int,
+quality): value_int is scaled by the channel's decimal exponent
+(protocol/channels.py) and quality is a protocol.frame Q_* code. The codes
+are repeated here as const() so a driver costs no import of protocol/;
+tests/test_drivers_math.py checks they agree.
+"""
+try:
+    from micropython import const
+except ImportError:  # CPython runs the pure calibration math in unit tests
+    def const(value):
+        return value
+
+Q_OK = const(0)
+Q_NO_RETURN = const(1)
+Q_OUT_OF_RANGE = const(2)
+Q_STUCK = const(3)
+Q_NOISY = const(4)
+
+
+def scaled(value, exponent):
+    """The integer sent for a physical value at a channel's decimal exponent, half away from zero."""
+    x = value * 10.0 ** -exponent
+    return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
+
+
+def curve(points, default):
+    """Calibration points as sorted (x, y) pairs ready for `interp`.
+
+    Two or three points from the config are used as given (piecewise
+    linear). One point keeps the default curve's slope and moves it through
+    that point: a single-buffer offset calibration. No point: the default.
+    Raises ValueError for points that share an x (the curve would be vertical).
+    """
+    if not points:
+        pts = [(float(x), float(y)) for x, y in default]
+    elif len(points) == 1:
+        x0, y0 = float(points[0][0]), float(points[0][1])
+        base = curve(None, default)
+        shift = y0 - interp(base, x0)
+        pts = [(x, y + shift) for x, y in base]
+    else:
+        pts = [(float(x), float(y)) for x, y in points]
+    pts.sort()
+    for i in range(1, len(pts)):
+        if pts[i][0] == pts[i - 1][0]:
+            raise ValueError("calibration points share x=%r" % (pts[i][0],))
+    return pts
+
+
+def interp(pts, x):
+    """Piecewise-linear value at x through sorted pts; the end segments extrapolate."""
+    if len(pts) == 1:
+        return pts[0][1]
+    i = 1
+    while i < len(pts) - 1 and x > pts[i][0]:
+        i += 1
+    x0, y0 = pts[i - 1]
+    x1, y1 = pts[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+class Burst:
+    """N raw ADC samples into a buffer made once, and the checks made on them.
+
+    `take()` returns the mean raw value (0..65535) and sets `spread` (max -
+    min, raw) and `railed` (a sample at 0 or full scale: an open or shorted
+    input). `stuck()` is True when the last `stuck_n` bursts were identical
+    raw for raw: a live ADC input always shows a few LSB of noise.
+    """
+
+    def __init__(self, adc, n=8, stuck_n=5):
+        self.adc = adc
+        self.samples = [0] * n
+        self.spread = 0
+        self.railed = False
+        self._last = -1
+        self._same = 0
+        self._stuck_n = stuck_n
+
+    def take(self):
+        total = 0
+        lo = 65535
+        hi = 0
+        samples = self.samples
+        for i in range(len(samples)):
+            raw = self.adc.read_u16()
+            samples[i] = raw
+            total += raw
+            if raw < lo:
+                lo = raw
+            if raw > hi:
+                hi = raw
+        self.spread = hi - lo
+        self.railed = lo == 0 or hi == 65535
+        if total == self._last:
+            self._same += 1
+        else:
+            self._same = 1
+            self._last = total
+        return total / len(samples)
+
+    def stuck(self):
+        return self._same >= self._stuck_n
+
+
+def analog_quality(burst, noise_raw):
+    """The quality of the burst just taken: rail, stuck or noisy, else ok."""
+    if burst.railed:
+        return Q_OUT_OF_RANGE
+    if burst.stuck():
+        return Q_STUCK
+    if burst.spread > noise_raw:
+        return Q_NOISY
+    return Q_OK

@@ -1,0 +1,65 @@
+"""Installs the simulated board for a driver check script run by the real micropython.
+
+    micropython -X heapsize=102400 tests/mp_drivers/check_x.py
+
+Puts the repository on sys.path, makes firmware/sim's `machine` (F1's when it
+exists, else tests/mp_drivers/sim_machine.py) and `onewire` the ones drivers
+import, and gives a board with every pin role the drivers use. `check` counts
+failures; `done()` prints "N passed, M failed" and exits 1 on a failure.
+"""
+import sys
+
+ROOT = "/".join(sys.argv[0].split("/")[:-3]) or "."
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+try:
+    import firmware.sim.machine as machine
+except ImportError:
+    import tests.mp_drivers.sim_machine as machine
+sys.modules["machine"] = machine
+import firmware.sim.onewire as onewire  # noqa: E402
+sys.modules["onewire"] = onewire
+
+import random  # noqa: E402
+
+from firmware.sim import bus  # noqa: E402
+
+random.seed(4)
+
+
+class Board:
+    NAME = "sim"
+    PINS = {"rain": 15, "trigger": 16, "echo": 17, "onewire": 18, "i2c0": 0, "adc0": 26,
+            "adc1": 27, "hx711_sck": 20, "hx711_dt": 21, "battery": 28}
+    I2C = {0: (5, 4), 1: (7, 6)}
+    ADC_PINS = (26, 27, 28, 29)
+    ADC_VREF = 3.3
+
+
+board = Board()
+_tally = [0, 0]
+
+
+def check(ok, what):
+    if ok:
+        _tally[0] += 1
+    else:
+        _tally[1] += 1
+        print("FAIL", what)
+
+
+def near(value, want, tol, what):
+    check(abs(value - want) <= tol, "%s: %r not within %r of %r" % (what, value, tol, want))
+
+
+def fresh(world=None):
+    """A new board's wiring and world."""
+    bus.reset()
+    if world:
+        bus.world.update(world)
+
+
+def done():
+    print("%d passed, %d failed" % (_tally[0], _tally[1]))
+    sys.exit(1 if _tally[1] else 0)
