@@ -13,7 +13,7 @@ from setuptools.command.build_ext import build_ext
 REQUIRED = os.environ.get("HUAICO_BUILD_EXT") == "1"
 SOURCE = "protocol/frame.py"
 COPY = "gateway/_frame_c.py"
-DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False}
+DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True}
 
 
 class OptionalBuildExt(build_ext):
@@ -48,6 +48,11 @@ def extensions():
     shutil.copyfile(SOURCE, COPY)
     try:
         return cythonize([COPY], compiler_directives=DIRECTIVES, quiet=True)
+    except Exception as exc:
+        if REQUIRED:
+            raise
+        print("huaico: Cython could not translate the decoder (%s); using the pure one" % exc)
+        return []
     finally:
         os.remove(COPY)
 

@@ -1,0 +1,57 @@
+# Types for compiling protocol/frame.py as gateway._frame_c (see setup.py).
+cimport cython
+from libc.stdint cimport int64_t, uint64_t
+
+cdef uint64_t _INT64_MAX
+cdef bytes _MAC0_HEAD, _MAC0_USUAL
+cdef int64_t KEY_STRIDE, MAX_READINGS, MAX_KID, Q_OK, VERSION
+cdef int64_t TAG_MAC0, ALG_HMAC_256_64, HDR_ALG, HDR_KID, TAG_LEN
+
+
+@cython.final
+@cython.no_gc
+cdef class Frame:
+    cdef public object kid
+    cdef public object seq
+    cdef public object time
+    cdef public object flags
+    cdef public list rows
+    cdef public bint signed
+
+
+@cython.final
+@cython.no_gc
+cdef class _Scanner:
+    cdef bytes buf
+    cdef Py_ssize_t pos
+    cdef Py_ssize_t end
+    cdef object kid
+    cdef bint signed
+
+    cdef fail(self, reason, detail=*)
+
+    @cython.locals(pos=cython.Py_ssize_t, ib=int, info=int, size=int, i=int, arg=uint64_t)
+    cdef int64_t head(self, int major) except? -1
+
+    cdef int64_t int_(self) except? -1
+
+    cdef Py_ssize_t span(self, int major) except -1
+
+    @cython.locals(major=int, info=int, count=cython.longlong, _=cython.longlong)
+    cdef skip(self, int depth)
+
+
+cdef int _head_size(Py_ssize_t length)
+cdef bytes _bstr_head(Py_ssize_t length)
+
+@cython.locals(buf=bytes, raw=cython.p_const_char, s=_Scanner, prot_start=cython.Py_ssize_t, prot_end=cython.Py_ssize_t,
+               payload_start=cython.Py_ssize_t, payload_end=cython.Py_ssize_t, tag_start=cython.Py_ssize_t,
+               tag_end=cython.Py_ssize_t, head_start=cython.Py_ssize_t, start=cython.Py_ssize_t, alg=cython.longlong, label=cython.longlong, _=cython.longlong)
+cdef _Scanner _unwrap(data, key_for, bytes aad)
+
+@cython.locals(s=_Scanner, fields=cython.longlong,
+               version=cython.longlong, seq=cython.longlong, base=cython.longlong, flags=cython.longlong,
+               count=cython.longlong, key=cython.longlong, channel=cython.longlong, dt=cython.longlong,
+               value=cython.longlong, at_base=object, at=cython.longlong, quality=cython.longlong, rows=list, row=tuple,
+               _=cython.longlong)
+cpdef Frame decode_frame(data, key_for)

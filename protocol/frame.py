@@ -1,0 +1,336 @@
+"""Frames and acks: build them on a board, check and unpack them on the gateway.
+
+The decoder is a scanner over the frame's fixed shape rather than a general
+CBOR decode followed by a mapping: it is the reference for what a valid frame
+is (SPEC.md) and the gateway compiles this very file with Cython (types in
+gateway/_frame_c.pxd), so the fast path cannot drift from it. It accepts any
+head width CBOR allows, rejects indefinite lengths, and raises FrameError
+(or AuthError) for everything else, naming what was wrong and where.
+"""
+from protocol import cbor
+from protocol.cose import ALG_HMAC_256_64, HDR_ALG, HDR_KID, PROTECTED, TAG_LEN, TAG_MAC0
+from protocol.errors import AuthError, FrameError
+
+VERSION = 1
+
+# Frame flags (bits of the flags field).
+FLAG_CLOCK_UNSYNCED = 1
+FLAG_LOW_BATTERY = 2
+FLAG_REBOOTED = 4
+FLAG_DROPPED = 8
+
+# Reading quality codes; 0 (ok) is never sent.
+Q_OK = 0
+Q_NO_RETURN = 1
+Q_OUT_OF_RANGE = 2
+Q_STUCK = 3
+Q_NOISY = 4
+QUALITY_NAMES = ("ok", "no_return", "out_of_range", "stuck", "noisy")
+
+KEY_STRIDE = 64  # wire key = channel + 64 * index
+MAX_READINGS = 255
+MAX_KID = 32
+ACK_AAD = b"huaico-ack"
+
+_INT64_MAX = 0x7FFFFFFFFFFFFFFF
+# "MAC0" as a tstr heading the MAC_structure array (RFC 9052 §6.3).
+_MAC0_HEAD = b"\x84\x64MAC0"
+# MAC_structure up to the payload for the usual protected header and no external_aad.
+_MAC0_USUAL = _MAC0_HEAD + b"\x43" + PROTECTED + b"\x40"
+
+
+class Frame:
+    """A checked frame: rows are (channel, index, time, value, quality)."""
+
+    def __init__(self, kid, seq, time, flags, rows, signed):
+        self.kid = kid
+        self.seq = seq
+        self.time = time
+        self.flags = flags
+        self.rows = rows
+        self.signed = signed
+
+    def __repr__(self):
+        return "Frame(kid=%s, seq=%d, time=%d, flags=%d, rows=%r, signed=%r)" % (
+            _hex(self.kid), self.seq, self.time, self.flags, self.rows, self.signed)
+
+
+def _hex(data):
+    return "".join("%02x" % b for b in data)
+
+
+class _Scanner:
+    """Reads CBOR heads from one buffer; every method raises FrameError on bad input."""
+
+    def __init__(self, buf, pos, end):
+        self.buf = buf
+        self.pos = pos
+        self.end = end
+        self.kid = None
+        self.signed = False
+
+    def fail(self, reason, detail=""):
+        raise FrameError(reason, self.pos, detail)
+
+    def head(self, major):
+        """The argument of an item of this major type; moves past the head."""
+        pos = self.pos
+        if pos >= self.end:
+            self.fail("truncated")
+        ib = self.buf[pos]
+        if ib >> 5 != major:
+            self.fail("structure", "major type %d, wanted %d" % (ib >> 5, major))
+        info = ib & 0x1F
+        pos += 1
+        if info < 24:
+            self.pos = pos
+            return info
+        if info > 27:
+            self.fail("malformed", "head 0x%02x" % ib)
+        size = 1 << (info - 24)
+        if pos + size > self.end:
+            self.fail("truncated")
+        arg = 0
+        for i in range(size):
+            arg = (arg << 8) | self.buf[pos + i]
+        if arg > _INT64_MAX:
+            self.fail("int_range")
+        self.pos = pos + size
+        return arg
+
+    def int_(self):
+        """A major type 0 or 1 integer that fits in 64-bit signed."""
+        if self.pos >= self.end:
+            self.fail("truncated")
+        if self.buf[self.pos] >> 5 == 1:
+            return -1 - self.head(1)
+        return self.head(0)
+
+    def span(self, major):
+        """Start of a byte or text string's content; moves past the content."""
+        length = self.head(major)
+        start = self.pos
+        if length > self.end - start:
+            self.fail("truncated")
+        self.pos = start + length
+        return start
+
+    def skip(self, depth):
+        """Moves past one well-formed definite-length item of any type."""
+        if depth > 8:
+            self.fail("malformed", "nested too deep")
+        if self.pos >= self.end:
+            self.fail("truncated")
+        major = self.buf[self.pos] >> 5
+        if major == 7:
+            info = self.buf[self.pos] & 0x1F
+            if info > 27:
+                self.fail("malformed", "simple or float head")
+            self.pos += 1 + ((1 << (info - 24)) if info >= 24 else 0)
+            if self.pos > self.end:
+                self.fail("truncated")
+            return
+        count = self.head(major)
+        if major == 2 or major == 3:
+            if count > self.end - self.pos:
+                self.fail("truncated")
+            self.pos += count
+        elif major == 4 or major == 5:
+            if major == 5:
+                count *= 2
+            if count > self.end - self.pos:
+                self.fail("truncated")
+            for _ in range(count):
+                self.skip(depth + 1)
+        elif major == 6:
+            self.skip(depth + 1)
+
+
+def _head_size(length):
+    """Bytes in the shortest head for this length (RFC 8949 §4.2.1)."""
+    if length < 24:
+        return 1
+    if length < 0x100:
+        return 2
+    if length < 0x10000:
+        return 3
+    return 5
+
+
+def _bstr_head(length):
+    if length < 24:
+        return bytes((0x40 | length,))
+    if length < 0x100:
+        return bytes((0x58, length))
+    return bytes((0x59, length >> 8, length & 0xFF))
+
+
+def _mac_input(protected, aad, payload):
+    return b"".join((_MAC0_HEAD, _bstr_head(len(protected)), protected,
+                     _bstr_head(len(aad)), aad, _bstr_head(len(payload)), payload))
+
+
+def _unwrap(data, key_for, aad):
+    """Check a COSE_Mac0; return a scanner limited to its payload, with kid and signed set."""
+    buf = data if type(data) is bytes else bytes(data)
+    raw = buf  # compiled, a char pointer: its slices are made without slice objects
+    s = _Scanner(buf, 0, len(buf))
+    if s.end > 0 and buf[0] >> 5 == 6:
+        if s.head(6) != TAG_MAC0:
+            s.fail("structure", "tag is not COSE_Mac0")
+    if s.head(4) != 4:
+        s.fail("structure", "COSE_Mac0 is an array of 4")
+    prot_start = s.span(2)
+    prot_end = s.pos
+    alg = -1
+    kid = None
+    if prot_end > prot_start:
+        # Scan the protected header in place, then come back to the outer array.
+        s.pos = prot_start
+        s.end = prot_end
+        for _ in range(s.head(5)):
+            label = s.int_()
+            if label == HDR_ALG:
+                alg = s.int_()
+            elif label == HDR_KID:
+                start = s.span(2)
+                kid = raw[start:s.pos]
+            else:
+                s.skip(0)
+        if s.pos != prot_end:
+            s.fail("trailing")
+        s.end = len(buf)
+    for _ in range(s.head(5)):
+        label = s.int_()
+        if label == HDR_KID and kid is None:
+            start = s.span(2)
+            kid = raw[start:s.pos]
+        else:
+            s.skip(0)
+    head_start = s.pos
+    payload_start = s.span(2)
+    payload_end = s.pos
+    tag_start = s.span(2)
+    tag_end = s.pos
+    if s.pos != s.end:
+        s.fail("trailing")
+    if kid is None or len(kid) == 0 or len(kid) > MAX_KID:
+        raise FrameError("no_kid", prot_start)
+    key = key_for(kid)
+    if key is None:
+        raise AuthError("unknown_device", prot_start, _hex(kid))
+    s.pos = payload_start
+    s.end = payload_end
+    if alg == -1 and prot_end == prot_start and tag_end == tag_start:
+        if not key.allow_unsigned:
+            raise AuthError("unsigned", tag_start, _hex(kid))
+        s.kid = kid
+        return s
+    if alg != ALG_HMAC_256_64:
+        raise AuthError("bad_alg", prot_start, "alg %d" % alg)
+    if tag_end - tag_start != TAG_LEN:
+        raise AuthError("bad_mac", tag_start, "tag of %d bytes" % (tag_end - tag_start))
+    if (len(aad) == 0 and prot_end - prot_start == 3 and buf[prot_start - 1] == 0x43
+            and buf[prot_start] == 0xA1 and buf[prot_start + 1] == 0x01
+            and buf[prot_start + 2] == ALG_HMAC_256_64
+            and payload_start - head_start == _head_size(payload_end - payload_start)):
+        # The usual frame: its bytes already hold the MAC_structure's tail.
+        mac_input = _MAC0_USUAL + raw[head_start:payload_end]
+    else:
+        mac_input = _mac_input(raw[prot_start:prot_end], aad, raw[payload_start:payload_end])
+    key.check(mac_input, raw[tag_start:tag_end])
+    s.kid = kid
+    s.signed = True
+    return s
+
+
+def decode_frame(data, key_for):
+    """Check a frame's MAC and unpack it.
+
+    key_for(kid) returns the device's MacKey, or None for an unknown device.
+    """
+    s = _unwrap(data, key_for, b"")
+    fields = s.head(4)
+    if fields != 5 and fields != 6:
+        s.fail("structure", "payload is an array of 5 or 6")
+    version = s.head(0)
+    if version != VERSION:
+        raise FrameError("version", s.pos - 1, "version %d" % version)
+    seq = s.head(0)
+    base = s.head(0)
+    flags = s.head(0)
+    count = s.head(4)
+    if count % 3 != 0:
+        s.fail("structure", "readings come in threes")
+    count //= 3
+    if count > MAX_READINGS:
+        s.fail("too_many")
+    rows = [None] * count
+    at_base = base  # one time object shared by the readings taken at the base time
+    for at in range(count):
+        key = s.head(0)
+        channel = key % KEY_STRIDE
+        if channel == 0:
+            s.fail("structure", "channel 0")
+        dt = s.int_()
+        value = s.int_()
+        rows[at] = (channel, key // KEY_STRIDE, at_base if dt == 0 else base + dt, value, Q_OK)
+    if fields == 6:
+        for _ in range(s.head(5)):
+            at = s.head(0)
+            quality = s.head(0)
+            if at >= count or rows[at][4] != Q_OK or quality == Q_OK:
+                s.fail("structure", "quality entry")
+            row = rows[at]
+            rows[at] = (row[0], row[1], row[2], row[3], quality)
+    if s.pos != s.end:
+        s.fail("trailing")
+    return Frame(s.kid, seq, at_base, flags, rows, s.signed)
+
+
+def encode_payload(seq, time, flags, readings):
+    """The CBOR payload for readings of (channel, index, dt, value, quality)."""
+    flat = []
+    quality = {}
+    for at, (channel, index, dt, value, q) in enumerate(readings):
+        flat.append(channel + KEY_STRIDE * index)
+        flat.append(dt)
+        flat.append(value)
+        if q != Q_OK:
+            quality[at] = q
+    fields = [VERSION, seq, time, flags, flat]
+    if quality:
+        fields.append(quality)
+    return cbor.dumps(fields)
+
+
+def _wrap(kid, key, payload, aad):
+    protected = PROTECTED if key is not None else b""
+    tag = key.tag(_mac_input(protected, aad, payload)) if key is not None else b""
+    return cbor.dumps(cbor.Tag(TAG_MAC0, [protected, {HDR_KID: bytes(kid)}, payload, tag]))
+
+
+def encode_frame(kid, key, seq, time, flags, readings):
+    """A signed frame (COSE_Mac0); key None makes an unsigned one."""
+    if len(readings) > MAX_READINGS:
+        raise ValueError("at most %d readings in a frame" % MAX_READINGS)
+    return _wrap(kid, key, encode_payload(seq, time, flags, readings), b"")
+
+
+def encode_ack(kid, key, seq, time):
+    """The gateway's ack of one frame, MACed so that a forged ack cannot drop frames."""
+    return _wrap(kid, key, cbor.dumps([seq, time]), ACK_AAD)
+
+
+def decode_ack(data, key):
+    """(kid, seq, gateway time) from an ack MACed under this device's key."""
+    s = _unwrap(data, lambda kid: key, ACK_AAD)
+    if not s.signed:
+        raise AuthError("unsigned", s.pos)
+    if s.head(4) != 2:
+        s.fail("structure", "ack is an array of 2")
+    seq = s.head(0)
+    time = s.head(0)
+    if s.pos != s.end:
+        s.fail("trailing")
+    return s.kid, seq, time
