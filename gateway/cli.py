@@ -13,3 +13,5 @@ def main():
     Example:
         huaico --version
     """
+
+from gateway.cli_core import register as _register_core; _register_core(main)  # noqa: E402

@@ -1,0 +1,243 @@
+"""The gateway's core commands: `huaico init`, `huaico run` and `huaico device ...`.
+
+Each command is a thin call into config, db, devices or service; user errors
+come out as one-line click.ClickException messages, never tracebacks.
+"""
+import functools
+import json
+import time
+
+import click
+
+from gateway import config as config_mod
+from gateway import db, devices, service
+
+home_option = click.option(
+    "--home", type=click.Path(file_okay=False), envvar="HUAICO_HOME",
+    help="Data directory holding huaico.toml, the database and sites/ "
+         "(default: $HUAICO_HOME, else ~/.huaico).")
+
+
+def _user_errors(function):
+    """Turn the library's typed errors into one-line CLI errors."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (config_mod.ConfigError, devices.DeviceError, service.ServiceError) as exc:
+            raise click.ClickException(str(exc)) from None
+    return wrapper
+
+
+def _open(home):
+    config = config_mod.load(home)
+    if not config.database_path.exists():
+        raise click.ClickException("no database at %s: run `huaico init` first"
+                                   % config.database_path)
+    database = db.open_db(config.database_path)
+    db.migrate(database)
+    return config, database
+
+
+@click.command()
+@home_option
+@click.option("--force", is_flag=True, help="Overwrite an existing huaico.toml with the defaults.")
+@_user_errors
+def init(home, force):
+    """Create the data directory, a commented huaico.toml and the database.
+
+    Safe to run again: it never overwrites an existing config without --force,
+    and it only applies database migrations not yet applied.
+
+    \b
+    Example:
+        huaico init --home /var/lib/huaico
+    """
+    path, written = config_mod.write_default(home, force=force)
+    click.echo(("wrote %s" if written else "kept %s (use --force to overwrite)") % path)
+    config = config_mod.load(home)
+    config.sites_dir.mkdir(parents=True, exist_ok=True)
+    database = db.open_db(config.database_path)
+    applied = db.migrate(database)
+    database.conn.close()
+    click.echo("database %s: %s" % (config.database_path,
+                                    "applied " + ", ".join(applied) if applied else "up to date"))
+
+
+@click.command()
+@home_option
+@click.option("--serial", "serial_urls", multiple=True, metavar="URL",
+              help="Serial port as a pyserial URL (repeat for several); replaces ingest.serial.")
+@click.option("--udp", metavar="HOST:PORT", help="UDP listen address; replaces ingest.udp.")
+@click.option("--log-format", type=click.Choice(service.LOG_FORMATS), default="kv",
+              show_default=True, help="key=value lines or JSON lines on stderr.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Overrides gateway.log.")
+@click.option("--status-every", type=float, default=10.0, show_default=True, metavar="SECONDS",
+              help="How often to print the status line (and publish counters).")
+@click.option("--once", is_flag=True, help="Stop once nothing has arrived for a second.")
+@click.option("--for", "duration", type=float, metavar="SECONDS", help="Stop after this long.")
+@click.option("--no-rules", is_flag=True,
+              help="Store and ack only: no rules, no alerts (a relay or a bench set-up).")
+@_user_errors
+def run(home, serial_urls, udp, log_format, log_level, status_every, once, duration, no_rules):
+    """Run the gateway: read frames, store them, ack them, run rules, send alerts.
+
+    Stops cleanly on SIGTERM or Ctrl-C: readers stop, queued frames are
+    committed and acked, then it exits.
+
+    \b
+    Example:
+        huaico run --serial /dev/ttyUSB0 --serial /dev/ttyACM0 --udp 0.0.0.0:5683
+    """
+    config = config_mod.load(home)
+    service.setup_logging(log_level or config["gateway"]["log"], log_format)
+    if not config.database_path.exists():
+        raise click.ClickException("no database at %s: run `huaico init` first"
+                                   % config.database_path)
+    service.run(config, duration=duration, once=once, serial_urls=list(serial_urls) or None,
+                udp=udp, status_every=status_every, rules=not no_rules)
+
+
+@click.group()
+def device():
+    """Provision and manage boards: ids, keys and site config files.
+
+    \b
+    Example:
+        huaico device add rain-01 --board pico_w --site "Quebrada Huaycoloro"
+    """
+
+
+@device.command("add")
+@home_option
+@click.argument("name")
+@click.option("--board", required=True, help="Board name, e.g. pico, pico_w, esp32.")
+@click.option("--site", required=True, help="Where the board is, in words.")
+@click.option("--lat", type=float, help="Latitude in degrees.")
+@click.option("--lon", type=float, help="Longitude in degrees.")
+@click.option("--transport", type=click.Choice(["uart", "mqtt"]),
+              help="How the board reaches the gateway (default: the board's first).")
+@click.option("--allow-unsigned", is_flag=True,
+              help="Accept frames without a MAC from this device (bench set-ups only).")
+@_user_errors
+def device_add(home, name, board, site, lat, lon, transport, allow_unsigned):
+    """Add a device: a new id and key, and its site config file sites/NAME.json.
+
+    Copy the site file onto the board (`huaico flash` does it); it holds the
+    key, so keep it private.
+
+    \b
+    Example:
+        huaico device add rain-01 --board pico_w --site "Quebrada Huaycoloro" \\
+            --lat -11.95 --lon -76.69 --transport mqtt
+    """
+    config, database = _open(home)
+    added = devices.add(database, config, name, board, site, lat=lat, lon=lon,
+                        transport=transport, allow_unsigned=allow_unsigned)
+    click.echo("added %s id=%s site file %s" % (name, added["id"],
+                                                 devices.site_path(config, name)))
+
+
+def _age(seconds):
+    if seconds is None:
+        return "never"
+    age = time.time() - seconds
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if age >= size:
+            return "%d%s ago" % (age // size, unit)
+    return "%ds ago" % max(age, 0)
+
+
+@device.command("list")
+@home_option
+@click.option("--json", "as_json", is_flag=True, help="JSON array instead of a table.")
+@_user_errors
+def device_list(home, as_json):
+    """List devices with their site, board, last frame and battery.
+
+    \b
+    Example:
+        huaico device list --json
+    """
+    config, database = _open(home)
+    rows = [devices.public(row) for row in devices.all_devices(database)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("NAME", "ID", "BOARD", "TRANSPORT", "SITE", "LAST SEQ", "LAST SEEN", "BATTERY", "STATE")
+    table = [header]
+    for row in rows:
+        table.append((row["name"], row["id"], row["board"], row["transport"], row["site"],
+                      "-" if row["last_seq"] is None else str(row["last_seq"]),
+                      _age(row["last_seen"]),
+                      "-" if row["battery_mv"] is None else "%.2f V" % (row["battery_mv"] / 1000),
+                      "retired" if row["retired"] else "active"))
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+@device.command("show")
+@home_option
+@click.argument("name")
+@click.option("--show-key", is_flag=True, help="Also print the device key (a secret).")
+@click.option("--json", "as_json", is_flag=True, help="JSON object instead of lines.")
+@_user_errors
+def device_show(home, name, show_key, as_json):
+    """Show one device; the key only with --show-key.
+
+    \b
+    Example:
+        huaico device show rain-01
+    """
+    config, database = _open(home)
+    row = devices.public(devices.get(database, name), show_key=show_key)
+    row["site_file"] = str(devices.site_path(config, name))
+    if as_json:
+        click.echo(json.dumps(row, indent=2))
+        return
+    for key, value in row.items():
+        click.echo("%-14s %s" % (key, "-" if value is None else value))
+
+
+@device.command("rotate-key")
+@home_option
+@click.argument("name")
+@_user_errors
+def device_rotate_key(home, name):
+    """Give a device a new key and rewrite its site file; the old key stops working.
+
+    Flash the new site file onto the board: until then its frames are
+    rejected (bad_mac).
+
+    \b
+    Example:
+        huaico device rotate-key rain-01
+    """
+    config, database = _open(home)
+    devices.rotate_key(database, config, name)
+    click.echo("new key for %s; site file %s rewritten" % (name, devices.site_path(config, name)))
+
+
+@device.command("retire")
+@home_option
+@click.argument("name")
+@_user_errors
+def device_retire(home, name):
+    """Retire a device: its frames are rejected from now on, its readings stay.
+
+    \b
+    Example:
+        huaico device retire rain-01
+    """
+    config, database = _open(home)
+    devices.retire(database, name)
+    click.echo("retired %s" % name)
+
+
+def register(main):
+    """Add these commands to the `huaico` group (gateway/cli.py)."""
+    main.add_command(init)
+    main.add_command(run)
+    main.add_command(device)
