@@ -30,6 +30,7 @@ QUALITY_NAMES = ("ok", "no_return", "out_of_range", "stuck", "noisy")
 KEY_STRIDE = 64  # wire key = channel + 64 * index
 MAX_READINGS = 255
 MAX_KID = 32
+MAX_BYTES = 2048  # far above any real frame; bounds the work a hostile one can cause
 ACK_AAD = b"huaico-ack"
 
 _INT64_MAX = 0x7FFFFFFFFFFFFFFF
@@ -173,6 +174,8 @@ def _mac_input(protected, aad, payload):
 def _unwrap(data, key_for, aad):
     """Check a COSE_Mac0; return a scanner limited to its payload, with kid and signed set."""
     buf = data if type(data) is bytes else bytes(data)
+    if len(buf) > MAX_BYTES:
+        raise FrameError("too_long", MAX_BYTES, "%d bytes" % len(buf))
     raw = buf  # compiled, a char pointer: its slices are made without slice objects
     s = _Scanner(buf, 0, len(buf))
     if s.end > 0 and buf[0] >> 5 == 6:
