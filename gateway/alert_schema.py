@@ -1,0 +1,155 @@
+"""Tables of the alerting half of the gateway: rules, their state, alerts, the
+outbox of messages and what became of each delivery attempt.
+
+gateway.db.migrate applies these after the store's own migrations; windows
+read history through the store's readings(device_id, channel, time) index. Each migration is a named
+function of a sqlite_utils.Database; a name, once released, never changes.
+
+Why these shapes:
+- alert_state holds what a rule needs to continue after a restart (current
+  level and its alert, when each level's condition began), and is written in the same transaction as the readings, so a
+  crash can never leave an alert raised in one table and forgotten in another.
+- alerts is one row per episode (raised .. cleared); alert_events one row per
+  CAP message of the episode (Alert, Update, all-clear), whose `references`
+  point at the episode's first event.
+- outbox is one row per message per recipient; its status only moves forward
+  (pending -> sent | failed) and is changed in the same transaction that logs
+  the attempt in delivery_log.
+"""
+
+
+def m100_rules(db):
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS rules (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            device TEXT,
+            site TEXT,
+            channel TEXT,
+            idx INTEGER,
+            window_s INTEGER NOT NULL DEFAULT 0,
+            levels TEXT NOT NULL,
+            hysteresis REAL NOT NULL DEFAULT 0,
+            min_duration_s INTEGER NOT NULL DEFAULT 0,
+            bucket_mm REAL,
+            place TEXT,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        )""")
+
+
+def m101_alert_state(db):
+    # One row per rule and subject (device, index). `since` maps a level to
+    # the time its condition began (minimum duration). Windows are not
+    # stored: after a restart they are rebuilt from the readings themselves,
+    # which are the truth and cost nothing extra to keep.
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS alert_state (
+            rule_id INTEGER NOT NULL REFERENCES rules(id) ON DELETE CASCADE,
+            device_id TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            level TEXT NOT NULL DEFAULT '',
+            alert_id INTEGER,
+            since TEXT NOT NULL DEFAULT '{}',
+            value REAL,
+            last_time INTEGER,
+            updated REAL NOT NULL,
+            PRIMARY KEY (rule_id, device_id, idx)
+        )""")
+
+
+def m102_alerts(db):
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS alerts (
+            id INTEGER PRIMARY KEY,
+            rule_id INTEGER REFERENCES rules(id) ON DELETE SET NULL,
+            rule_name TEXT NOT NULL,
+            device_id TEXT,
+            idx INTEGER,
+            kind TEXT NOT NULL,
+            channel TEXT,
+            place TEXT NOT NULL,
+            level TEXT NOT NULL,
+            peak_level TEXT NOT NULL,
+            value REAL,
+            unit TEXT,
+            status TEXT NOT NULL,
+            raised REAL NOT NULL,
+            cleared REAL,
+            acked REAL,
+            acked_by TEXT,
+            escalation INTEGER NOT NULL DEFAULT 0,
+            escalated REAL
+        )""")
+    db.execute("CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status)")
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS alert_events (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id),
+            msg_type TEXT NOT NULL,
+            level TEXT NOT NULL,
+            value REAL,
+            time REAL NOT NULL,
+            identifier TEXT NOT NULL UNIQUE,
+            refs TEXT
+        )""")
+
+
+def m103_outbox(db):
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS outbox (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER REFERENCES alerts(id),
+            event_id INTEGER REFERENCES alert_events(id),
+            transport TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            grp TEXT,
+            level TEXT NOT NULL,
+            language TEXT,
+            body TEXT NOT NULL,
+            escalation INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL,
+            hold TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            sent REAL,
+            refs TEXT,
+            last_error TEXT
+        )""")
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(status, id)")
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_recipient_sent ON outbox(recipient, sent)")
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS delivery_log (
+            id INTEGER PRIMARY KEY,
+            outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+            time REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            detail TEXT,
+            refs TEXT
+        )""")
+    db.execute("CREATE INDEX IF NOT EXISTS delivery_log_outbox ON delivery_log(outbox_id)")
+
+
+def m104_incoming(db):
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS incoming (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            number TEXT NOT NULL,
+            text TEXT NOT NULL,
+            action TEXT NOT NULL,
+            alert_id INTEGER,
+            detail TEXT
+        )""")
+
+
+MIGRATIONS = [
+    ("m100_rules", m100_rules),
+    ("m101_alert_state", m101_alert_state),
+    ("m102_alerts", m102_alerts),
+    ("m103_outbox", m103_outbox),
+    ("m104_incoming", m104_incoming),
+]
