@@ -96,7 +96,9 @@ class Writer:
     """The one thread that writes the database; see the module docstring.
 
     engine: an object with on_readings(conn, device, rows, now) -> outbox
-    ids and tick(conn, now) (gateway.rules.RuleEngine), or None.
+    ids and tick(conn, now) (gateway.rules.RuleEngine), or None. If it
+    caches state between calls it may have rolled_back(), called after a
+    transaction it took part in was rolled back, to drop that cache.
     on_commit(outbox_ids) runs after each commit that queued messages (the
     dispatcher's wake-up).
     """
@@ -246,6 +248,9 @@ class Writer:
         except BaseException:
             self._devices.clear()  # windows must match the database again
             self._data_version = None
+            forget = getattr(self.engine, "rolled_back", None)
+            if forget is not None:
+                forget()
             raise
         return outcomes, acks, outbox
 

@@ -1,0 +1,234 @@
+"""The writer against a real SQLite file: stored once, acked after commit,
+bad frames rejected, counted and kept away from the rules."""
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import db, devices, replay
+from gateway.store import Writer
+from protocol import frame as wire
+from protocol.cose import MacKey
+from tests.fixtures.gateway import RecordingEngine
+
+NOW = 1_800_000_100.0
+
+
+def writer_for(home, engine=None, **options):
+    return Writer(home.database, engine=engine, clock=lambda: NOW, **options)
+
+
+class Acks:
+    """reply() functions that record acks and check, at the moment of the ack,
+    that the frame is visible to another connection: i.e. committed."""
+
+    def __init__(self, home, board):
+        self.home = home
+        self.board = board
+        self.got = []
+        self.check = home.open()
+
+    def reply(self, data):
+        kid, seq, gateway_time = self.board.ack(data)
+        committed = self.check.execute(
+            "SELECT count(*) FROM readings WHERE device_id = ? AND seq = ?",
+            [kid.hex(), seq]).fetchone()[0]
+        self.got.append((seq, gateway_time, committed))
+
+
+def submit(writer, items, reply=None):
+    return writer.process([("test", raw, NOW - 1, reply) for raw in items])
+
+
+def test_frame_is_stored_once_and_acked_after_commit(gateway_home, recording_engine):
+    board = gateway_home.add("rg1")
+    acks = Acks(gateway_home, board)
+    writer = writer_for(gateway_home, recording_engine)
+    readings = [(1, 0, 0, 12, 0), (4, 0, -30, 1520, 0), (4, 1, -30, 1490, 3), (19, 0, 0, 3712, 0)]
+    assert submit(writer, [board.frame(readings)], acks.reply) == ["stored"]
+    assert acks.got == [(1, int(NOW), 4)]
+    rows = gateway_home.readings(board)
+    assert [(r["seq"], r["channel"], r["idx"], r["time"], r["value"], r["quality"])
+            for r in rows] == [(1, 1, 0, 1_800_000_000, 12, 0),
+                               (1, 4, 0, 1_799_999_970, 1520, 0),
+                               (1, 4, 1, 1_799_999_970, 1490, 3),
+                               (1, 19, 0, 1_800_000_000, 3712, 0)]
+    assert len(recording_engine.calls) == 1
+    device = devices.get(gateway_home.open(), "rg1")
+    assert (device["last_seq"], device["battery_mv"], device["last_seen"]) == (1, 3712, NOW - 1)
+    assert gateway_home.counters() == {"frames_ok": 1, "readings": 4}
+
+
+def test_resend_after_lost_ack_is_acked_again_and_counted_duplicate(gateway_home,
+                                                                    recording_engine):
+    board = gateway_home.add("rg1")
+    acks = Acks(gateway_home, board)
+    writer = writer_for(gateway_home, recording_engine)
+    first = board.frame()
+    submit(writer, [first])  # the ack is lost on the way
+    assert submit(writer, [first], acks.reply) == ["duplicate"]
+    # Twice in one batch as well: the second copy is a duplicate of the first.
+    second = board.frame()
+    assert submit(writer, [second, second], acks.reply) == ["stored", "duplicate"]
+    assert [seq for seq, _, _ in acks.got] == [1, 2, 2]
+    assert all(committed == 1 for _, _, committed in acks.got)
+    assert len(gateway_home.readings(board)) == 2
+    assert len(recording_engine.calls) == 2
+    counters = gateway_home.counters()
+    assert (counters["frames_ok"], counters["duplicates"]) == (2, 2)
+
+
+def test_forged_replayed_and_unsigned_frames_are_rejected_and_never_reach_rules(
+        gateway_home, recording_engine):
+    board = gateway_home.add("rg1")
+    acks = Acks(gateway_home, board)
+    writer = writer_for(gateway_home, recording_engine, window=8)
+    old = board.frame(seq=1)
+    submit(writer, [board.frame(seq=20)])
+    calls = len(recording_engine.calls)
+    forged = board.frame(key=MacKey(b"k" * 32))
+    unsigned = board.frame(key=None)
+    stranger = wire.encode_frame(b"\x01\x02\x03\x04", MacKey(b"s" * 32), 1, 0, 0, [])
+    outcomes = submit(writer, [forged, old, unsigned, stranger, b"\xff\x00"], acks.reply)
+    assert outcomes == ["bad_mac", "replayed", "unsigned", "unknown_device", "structure"]
+    assert acks.got == []
+    assert len(recording_engine.calls) == calls
+    assert [r["seq"] for r in gateway_home.readings(board)] == [20]
+    counters = gateway_home.counters()
+    for reason in ("bad_mac", "replayed", "unsigned", "unknown_device", "structure"):
+        assert counters["rejected_" + reason] == 1
+    rejects = list(gateway_home.open().query("SELECT device_id, reason, source FROM rejects"))
+    assert [(r["device_id"], r["reason"]) for r in rejects] == [
+        (board.row["id"], "bad_mac"), (board.row["id"], "replayed"),
+        (board.row["id"], "unsigned"), ("01020304", "unknown_device"), (None, "structure")]
+
+
+def test_old_frame_that_was_stored_is_a_duplicate_not_a_reject(gateway_home):
+    board = gateway_home.add("rg1")
+    writer = writer_for(gateway_home, window=4)
+    first = board.frame()
+    submit(writer, [first] + [board.frame() for _ in range(10)])
+    acks = Acks(gateway_home, board)
+    assert submit(writer, [first], acks.reply) == ["duplicate"]
+    assert [seq for seq, _, _ in acks.got] == [1]
+
+
+def test_unsigned_frames_accepted_only_from_a_device_that_allows_them(gateway_home):
+    bench = gateway_home.add("bench", allow_unsigned=True)
+    writer = writer_for(gateway_home)
+    acks = Acks(gateway_home, bench)
+    assert submit(writer, [bench.frame(key=None), bench.frame()], acks.reply) == ["stored"] * 2
+    # The ack is signed even for an unsigned frame: the board can trust it.
+    assert [seq for seq, _, _ in acks.got] == [1, 2]
+
+
+def test_retired_and_rotated_devices(gateway_home):
+    board = gateway_home.add("rg1")
+    writer = writer_for(gateway_home)
+    assert submit(writer, [board.frame()]) == ["stored"]
+    other = gateway_home.open()  # the CLI, from another process
+    devices.rotate_key(other, gateway_home.config, "rg1")
+    assert submit(writer, [board.frame()]) == ["bad_mac"]
+    board.key = MacKey(bytes.fromhex(devices.get(other, "rg1")["key"]))
+    assert submit(writer, [board.frame()]) == ["stored"]
+    devices.retire(other, "rg1")
+    assert submit(writer, [board.frame()]) == ["retired"]
+    assert len(gateway_home.readings(board)) == 2  # history kept
+    assert gateway_home.counters()["rejected_retired"] == 1
+
+
+def test_restart_keeps_the_replay_window(gateway_home):
+    board = gateway_home.add("rg1")
+    frames = [board.frame() for _ in range(5)]
+    submit(writer_for(gateway_home, window=16), frames[:4])
+    gateway_home.database.conn.close()
+    gateway_home.database = gateway_home.open()
+    writer = writer_for(gateway_home, window=16)
+    assert submit(writer, frames) == ["duplicate"] * 4 + ["stored"]
+    row = devices.get(gateway_home.open(), "rg1")
+    assert row["last_seq"] == 5
+    assert replay.from_db(row["seq_window"]) == 0b11111
+
+
+def test_unsynced_clock_rows_are_stamped_with_receive_time(gateway_home):
+    board = gateway_home.add("rg1")
+    writer = writer_for(gateway_home)
+    # Seconds since boot: base 100, rows at 100-20 and 100+5.
+    raw = board.frame([(1, 0, -20, 3, 0), (2, 0, 5, 1, 0)], time=100,
+                      flags=wire.FLAG_CLOCK_UNSYNCED)
+    writer.process([("test", raw, 1_800_000_000.7, None)])
+    rows = gateway_home.readings(board)
+    assert [(r["channel"], r["time"], r["unsynced"]) for r in rows] == [
+        (1, 1_800_000_000 - 25, 1), (2, 1_800_000_000, 1)]
+
+
+def test_engine_failure_keeps_the_readings_and_acks(gateway_home):
+    board = gateway_home.add("rg1")
+    engine = RecordingEngine(fail_on=lambda device, rows: rows[0][3] == 666)
+    writer = writer_for(gateway_home, engine)
+    acks = Acks(gateway_home, board)
+    batch = [board.frame([(1, 0, 0, 1, 0)]), board.frame([(1, 0, 0, 666, 0)]),
+             board.frame([(1, 0, 0, 2, 0)])]
+    assert submit(writer, batch, acks.reply) == ["stored"] * 3
+    assert [seq for seq, _, _ in acks.got] == [1, 2, 3]
+    assert len(gateway_home.readings(board)) == 3
+    # The batch was tried whole once (rolled back), then frame by frame.
+    assert engine.rollbacks == 1
+    assert [rows[0][3] for _, rows in engine.calls][-2:] == [1, 2]
+    assert gateway_home.counters()["rules_failed"] == 1
+
+
+def test_link_errors_are_counted_and_recorded(gateway_home):
+    from protocol.errors import LinkError
+    writer = writer_for(gateway_home)
+    assert writer.process([("serial:x", LinkError("bad_crc", 17, "9 bytes"), NOW, None)]) == [
+        "link_bad_crc"]
+    assert gateway_home.counters() == {"link_bad_crc": 1}
+
+
+def test_group_commit_thread_stores_a_burst(gateway_home):
+    boards = [gateway_home.add("b%d" % i) for i in range(3)]
+    writer = writer_for(gateway_home, batch_ms=20)
+    writer.start()
+    for _ in range(200):
+        for board in boards:
+            writer.submit("test", board.frame(), time.time(), None)
+    writer.stop()
+    assert gateway_home.counters()["frames_ok"] == 600
+    for board in boards:
+        assert [r["seq"] for r in gateway_home.readings(board)] == list(range(1, 201))
+
+
+def test_rejects_are_kept_as_a_bounded_ring(gateway_home):
+    database = gateway_home.database
+    with db.transaction(database) as conn:
+        db.add_rejects(conn, [(float(i), None, "x", "", "t") for i in range(db.REJECTS_KEPT + 50)])
+    times = [row[0] for row in database.execute("SELECT time FROM rejects ORDER BY rowid")]
+    assert len(times) == db.REJECTS_KEPT
+    assert times[0] == 50.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(1, 64), seqs=st.lists(st.integers(0, 200), max_size=60))
+def test_replay_window_agrees_with_a_set_of_stored_numbers(size, seqs):
+    window = replay.Window(size)
+    stored = set()
+    for seq in seqs:
+        verdict = window.check(seq)
+        newest = max(stored) if stored else None
+        if newest is not None and seq <= newest - size:
+            assert verdict == replay.OLD
+        elif seq in stored:
+            assert verdict == replay.SEEN
+        else:
+            assert verdict == replay.NEW
+            window.mark(seq)
+            stored.add(seq)
+        restored = replay.Window(size, window.last, replay.from_db(replay.to_db(window.bits)))
+        assert (restored.last, restored.bits) == (window.last, window.bits)
+
+
+def test_window_size_is_checked():
+    with pytest.raises(ValueError):
+        replay.Window(65)
