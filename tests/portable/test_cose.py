@@ -75,6 +75,10 @@ def test_hmac_repeats_and_takes_any_buffer():
     assert key.hmac(bytearray(b"Hi There")) == want
     assert key.hmac(memoryview(b"xHi Therex")[1:9]) == want
     assert MacKey(bytearray(b"\x0b" * 20)).hmac(b"Hi There") == want
+    # The receiver hashes a constant head and a slice of the frame as two parts.
+    for cut in range(9):
+        assert key.hmac(b"Hi There"[:cut], b"Hi There"[cut:]) == want, cut
+        assert key.tag(b"Hi There"[:cut], b"Hi There"[cut:]) == want[:8], cut
 
 
 def test_short_keys_are_refused():
@@ -90,9 +94,11 @@ def test_short_keys_are_refused():
 def test_check_accepts_the_right_tag():
     for case, key, data, mac in RFC4231:
         mac_key = _key(key)
-        mac_key.check(data, _h(mac)[:8])
-        mac_key.check(data, bytearray(_h(mac)[:8]))
-        mac_key.check(data, memoryview(_h(mac))[:8])
+        mac_key.check(data, b"", _h(mac)[:8])
+        mac_key.check(data, b"", bytearray(_h(mac)[:8]))
+        mac_key.check(data, b"", memoryview(_h(mac))[:8])
+        for cut in (0, 1, len(data) // 2, len(data)):
+            mac_key.check(data[:cut], data[cut:], _h(mac)[:8])
 
 
 def test_check_refuses_any_other_tag():
@@ -102,13 +108,14 @@ def test_check_refuses_any_other_tag():
         for bit in range(8):
             bad = bytearray(tag)
             bad[i] ^= 1 << bit
-            _auth_error("bad_mac", key.check, b"Hi There", bytes(bad))
-    _auth_error("bad_mac", key.check, b"Hi There", tag[:7])
-    _auth_error("bad_mac", key.check, b"Hi There", tag + b"\x00")
-    _auth_error("bad_mac", key.check, b"Hi There", b"")
-    _auth_error("bad_mac", key.check, b"Hi There", _h(RFC4231[0][3]))  # untruncated
-    _auth_error("bad_mac", key.check, b"Hi there", tag)
-    _auth_error("bad_mac", _key(b"\x0c" * 20).check, b"Hi There", tag)
+            _auth_error("bad_mac", key.check, b"Hi There", b"", bytes(bad))
+    _auth_error("bad_mac", key.check, b"Hi There", b"", tag[:7])
+    _auth_error("bad_mac", key.check, b"Hi There", b"", tag + b"\x00")
+    _auth_error("bad_mac", key.check, b"Hi There", b"", b"")
+    _auth_error("bad_mac", key.check, b"Hi There", b"", _h(RFC4231[0][3]))  # untruncated
+    _auth_error("bad_mac", key.check, b"Hi there", b"", tag)
+    _auth_error("bad_mac", key.check, b"Hi", b"There", tag)  # the tail is part of the message
+    _auth_error("bad_mac", _key(b"\x0c" * 20).check, b"Hi There", b"", tag)
 
 
 def test_allow_unsigned_defaults_off():
