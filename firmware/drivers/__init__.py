@@ -114,3 +114,55 @@ def analog_quality(burst, noise_raw):
     if burst.spread > noise_raw:
         return Q_NOISY
     return Q_OK
+
+
+def motion(samples, n, ms2_per_lsb):
+    """Tilt and vibration from n accelerometer samples stored x, y, z in `samples`.
+
+    Tilt x/y (degrees) come from the mean, i.e. gravity; vibration is what is
+    left once the mean is removed: the RMS and the peak of its magnitude, in
+    m/s2. `still` is True when every sample was identical, which a live
+    sensor's noise never allows (a stuck register or a frozen bus).
+    """
+    import math
+
+    sx = sy = sz = 0
+    for i in range(0, 3 * n, 3):
+        sx += samples[i]
+        sy += samples[i + 1]
+        sz += samples[i + 2]
+    mx = sx / n
+    my = sy / n
+    mz = sz / n
+    total = 0.0
+    peak = 0.0
+    still = True
+    for i in range(0, 3 * n, 3):
+        dx = samples[i] - mx
+        dy = samples[i + 1] - my
+        dz = samples[i + 2] - mz
+        d2 = dx * dx + dy * dy + dz * dz
+        total += d2
+        if d2 > peak:
+            peak = d2
+        if samples[i] != samples[0] or samples[i + 1] != samples[1] or samples[i + 2] != samples[2]:
+            still = False
+    tilt_x = math.degrees(math.atan2(mx, math.sqrt(my * my + mz * mz)))
+    tilt_y = math.degrees(math.atan2(my, math.sqrt(mx * mx + mz * mz)))
+    return tilt_x, tilt_y, math.sqrt(total / n) * ms2_per_lsb, math.sqrt(peak) * ms2_per_lsb, still
+
+
+def motion_readings(index, samples, n, ms2_per_lsb):
+    """The four accelerometer readings (tilt x/y, vibration RMS/peak) of a full window."""
+    tilt_x, tilt_y, rms, peak, still = motion(samples, n, ms2_per_lsb)
+    q = Q_STUCK if still else Q_OK
+    return [(12, index, scaled(tilt_x, -2), q), (13, index, scaled(tilt_y, -2), q),
+            (16, index, scaled(rms, -3), q), (17, index, scaled(peak, -3), q)]
+
+
+# The accelerometers' channels: tilt_x, tilt_y (deg, -2), vibration_rms, vibration_peak (m/s2, -3).
+MOTION_CHANNELS = (12, 13, 16, 17)
+
+
+def motion_failed(index):
+    return [(code, index, 0, Q_NO_RETURN) for code in MOTION_CHANNELS]
