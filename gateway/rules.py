@@ -355,7 +355,19 @@ class RuleEngine:
         """Evaluate a new frame's rows (channel, index, time, value, quality)
         for `device` (a dict with id, name, site); returns outbox ids."""
         conn = _raw(conn)
-        device = dict(device)
+        try:
+            return self._on_readings(conn, dict(device), rows, now)
+        except BaseException:
+            # Trackers may be ahead of a transaction that will not commit.
+            self.rolled_back()
+            raise
+
+    def rolled_back(self):
+        """The writer's transaction was rolled back: in-memory windows and
+        levels are rebuilt from the database (alert_state, readings)."""
+        self._trackers.clear()
+
+    def _on_readings(self, conn, device, rows, now):
         outbox = []
         for rule in self.rules(conn):
             if not rule.matches(device):
@@ -389,6 +401,13 @@ class RuleEngine:
         """Timers: silent devices, minimum durations met without a new
         reading, escalation of unacknowledged alerts. Returns outbox ids."""
         conn = _raw(conn)
+        try:
+            return self._tick(conn, now)
+        except BaseException:
+            self.rolled_back()
+            raise
+
+    def _tick(self, conn, now):
         outbox = []
         rules = self.rules(conn)
         silent = [rule for rule in rules if rule.kind == "silent"]

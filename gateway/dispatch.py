@@ -1,0 +1,311 @@
+"""The dispatcher: one thread, with its own database connection, that delivers
+the outbox over SMS (gateway.sms backends) and MQTT (gateway.mqtt.MqttLink).
+
+Each pass takes the pending rows in id order and, per recipient:
+- skips rows that a policy holds back, without blocking the recipient's
+  other rows: quiet hours hold advisory and watch messages (warnings and
+  emergencies go), the hourly rate limit holds everything but emergencies;
+- sends the rest in order: a row waiting for its retry blocks the
+  recipient's later rows (in order per recipient), but never anyone else's;
+- a retryable failure sets the row's own next attempt, exponential from
+  retry_base_s to retry_max_s with jitter so that many rows failing together
+  do not retry together; a permanent one (SmsError.retryable False) marks it
+  failed, counts it, and, for warnings and emergencies, escalates the alert
+  at once, since its recipient will not be warned.
+
+Exactly once, as far as a modem allows: a row is marked sent in the same
+transaction that stores the modem's message references and the delivery
+log line. A crash after the modem accepted a message and before that
+commit leaves the row pending, and it is sent again after the restart: we
+choose at-least-once, because a doubled warning costs a shrug and a lost
+one can cost a life. The same holds for MQTT (QoS 1 is at-least-once; CAP
+identifiers let consumers drop repeats).
+
+Time comes from `clock` (and every pass takes `now`), so tests drive quiet
+hours, rate limits, backoff and escalation with an injected clock.
+"""
+import datetime
+import json
+import logging
+import random
+import threading
+import time
+import zoneinfo
+
+from gateway import acks, alerts, db
+from gateway.sms import SmsError
+
+log = logging.getLogger("huaico.dispatch")
+
+URGENT = ("warning", "emergency", "test")
+QUIET_HELD = ("advisory", "watch")
+
+
+def parse_quiet_hours(text):
+    """(start_minute, end_minute) of the day from "22:00-06:00", or None."""
+    if not text or text.strip().lower() in ("", "off", "none", "-"):
+        return None
+    try:
+        start, end = text.split("-")
+        minutes = []
+        for part in (start, end):
+            hours, mins = part.strip().split(":")
+            minutes.append(int(hours) * 60 + int(mins))
+    except ValueError:
+        raise ValueError("quiet hours %r: use HH:MM-HH:MM, e.g. 22:00-06:00" % text) from None
+    return tuple(minutes)
+
+
+def in_quiet_hours(span, local):
+    if span is None:
+        return False
+    start, end = span
+    minute = local.hour * 60 + local.minute
+    return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+def backoff(attempts, base, cap, rng):
+    """Seconds before attempt number attempts+1: base * 2^(attempts-1), at most
+    cap, scaled by a random factor in [0.5, 1) ("equal jitter")."""
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    return delay * (0.5 + 0.5 * rng.random())
+
+
+def sms_backend_from_config(config):
+    """The SMS backend [sms] names, or None for backend = "none"."""
+    sms = config["sms"]
+    if sms["backend"] == "modem":
+        from gateway.modem import Modem
+        return Modem(sms["port"], baudrate=sms["baudrate"], send_timeout=sms["cmgs_timeout_s"])
+    if sms["backend"] == "spool":
+        from gateway.sms_spool import GammuSpool
+        return GammuSpool(str(config.path(sms["spool_dir"])) if hasattr(config, "path")
+                          else sms["spool_dir"])
+    if sms["backend"] != "none":
+        raise ValueError("sms.backend must be none, modem or spool, not %r" % sms["backend"])
+    return None
+
+
+class Dispatcher:
+    """Delivers the outbox; see the module docstring.
+
+    database: a path (opened here, for the thread) or a sqlite_utils
+    Database used only by this dispatcher. sms: an SMS backend or None;
+    mqtt: an MqttLink or None."""
+
+    def __init__(self, database, config, *, sms=None, mqtt=None, clock=time.time, rng=None,
+                 poll_s=1.0, incoming_every_s=10.0, mqtt_timeout_s=5.0, counters=None):
+        self.database = database if hasattr(database, "conn") else None
+        self._path = None if self.database is not None else database
+        self.config = config
+        self.sms = sms
+        self.mqtt = mqtt
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.poll_s = poll_s
+        self.incoming_every_s = incoming_every_s
+        self.mqtt_timeout_s = mqtt_timeout_s
+        self.counters = counters
+        section = (config or {}).get("alerts") or {}
+        self.retry_base_s = float(section.get("retry_base_s", 5))
+        self.retry_max_s = float(section.get("retry_max_s", 600))
+        self.rate_limit = int(section.get("rate_limit_per_hour", 12))
+        self.status_reports = bool(((config or {}).get("sms") or {}).get("status_reports", True))
+        zone = section.get("timezone")
+        self.zone = zoneinfo.ZoneInfo(zone) if zone else None
+        self.groups = alerts.groups(config)
+        self._quiet = {name: parse_quiet_hours(group["quiet_hours"])
+                       for name, group in self.groups.items()}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+        self._last_incoming = None
+
+    # -- thread ---------------------------------------------------------------
+
+    def start(self):
+        self._thread = threading.Thread(target=self.run, name="dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=30):
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self, outbox_ids=None):
+        """Called after a commit that queued messages: deliver now."""
+        self._wake.set()
+
+    def run(self):
+        if self.database is None:
+            self.database = db.open_db(self._path)
+        while not self._stop.is_set():
+            self._wake.clear()
+            now = self.clock()
+            try:
+                self.step(now)
+                if self.sms is not None and (self._last_incoming is None or
+                                             now - self._last_incoming >= self.incoming_every_s):
+                    self._last_incoming = now
+                    self.poll_incoming(now)
+            except Exception:
+                log.exception("event=dispatch_pass_failed")
+            self._wake.wait(self.poll_s)
+
+    # -- one pass ---------------------------------------------------------------
+
+    def step(self, now):
+        """One pass over the pending outbox; returns {outcome: count}."""
+        conn = self.database.conn
+        cursor = conn.execute(
+            "SELECT id, alert_id, transport, recipient, grp, level, body, attempts, "
+            "next_attempt, hold FROM outbox WHERE status = 'pending' ORDER BY id")
+        names = [column[0] for column in cursor.description]
+        rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+        blocked = set()
+        done = {}
+        for row in rows:
+            key = (row["transport"], row["recipient"])
+            if key in blocked:
+                continue
+            if row["transport"] == "sms":
+                hold = self._policy_hold(conn, row, now)
+                if hold:
+                    if row["hold"] != hold:
+                        conn.execute("UPDATE outbox SET hold = ? WHERE id = ?", [hold, row["id"]])
+                    done[hold] = done.get(hold, 0) + 1
+                    continue
+            if row["next_attempt"] > now:
+                blocked.add(key)
+                continue
+            outcome = self._attempt(row, now)
+            done[outcome] = done.get(outcome, 0) + 1
+            if outcome == "retry":
+                blocked.add(key)
+        return done
+
+    def _policy_hold(self, conn, row, now):
+        level = row["level"]
+        if level in QUIET_HELD:
+            local = datetime.datetime.fromtimestamp(now, self.zone)
+            if in_quiet_hours(self._quiet.get(row["grp"]), local):
+                return "quiet"
+        if level not in ("emergency", "test") and self.rate_limit > 0:
+            sent = conn.execute(
+                "SELECT count(*) FROM outbox WHERE transport = 'sms' AND recipient = ? "
+                "AND status = 'sent' AND sent > ?", [row["recipient"], now - 3600]).fetchone()[0]
+            if sent >= self.rate_limit:
+                return "rate"
+        return ""
+
+    def _attempt(self, row, now):
+        try:
+            refs = self._send(row)
+        except SmsError as exc:
+            detail = "%s%s" % (exc, " (parts already sent: %s)" % ",".join(exc.sent_refs)
+                               if exc.sent_refs else "")
+            return self._failed(row, now, detail) if not exc.retryable else \
+                self._retry(row, now, detail)
+        except _NotDelivered as exc:
+            return self._retry(row, now, str(exc))
+        except Exception as exc:  # a port that vanished, a broken backend: try later
+            log.exception("event=send_error outbox=%d", row["id"])
+            return self._retry(row, now, repr(exc))
+        with db.transaction(self.database) as conn:
+            conn.execute("UPDATE outbox SET status = 'sent', sent = ?, refs = ?, "
+                         "attempts = attempts + 1, hold = '', last_error = NULL "
+                         "WHERE id = ? AND status = 'pending'", [now, json.dumps(refs), row["id"]])
+            self._log(conn, row, now, "sent", None, refs)
+            db.add_counters(conn, {"messages_sent": 1})
+        log.info("event=message_sent outbox=%d transport=%s to=%s alert=%s refs=%s",
+                 row["id"], row["transport"], row["recipient"], row["alert_id"], refs)
+        return "sent"
+
+    def _send(self, row):
+        if row["transport"] == "sms":
+            if self.sms is None:
+                raise _NotDelivered("no SMS backend configured ([sms] backend)")
+            return self.sms.send(row["recipient"], row["body"], self.status_reports)
+        if row["transport"] == "mqtt":
+            if self.mqtt is None:
+                raise _NotDelivered("MQTT is not enabled")
+            delivery = self.mqtt.publish(row["recipient"], row["body"].encode("utf-8"), qos=1)
+            if not delivery.wait(self.mqtt_timeout_s):
+                raise _NotDelivered("broker did not ack (link down or slow)")
+            return []
+        raise _NotDelivered("unknown transport %r" % row["transport"])
+
+    def _retry(self, row, now, detail):
+        attempts = row["attempts"] + 1
+        delay = backoff(attempts, self.retry_base_s, self.retry_max_s, self.rng)
+        with db.transaction(self.database) as conn:
+            conn.execute("UPDATE outbox SET attempts = ?, next_attempt = ?, hold = 'retry', "
+                         "last_error = ? WHERE id = ?", [attempts, now + delay, detail, row["id"]])
+            self._log(conn, row, now, "retry", detail, None)
+            db.add_counters(conn, {"message_retries": 1})
+        log.warning("event=message_retry outbox=%d to=%s attempt=%d in_s=%.1f error=%s",
+                    row["id"], row["recipient"], attempts, delay, detail)
+        return "retry"
+
+    def _failed(self, row, now, detail):
+        with db.transaction(self.database) as conn:
+            conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, "
+                         "hold = '', last_error = ? WHERE id = ?", [detail, row["id"]])
+            self._log(conn, row, now, "failed", detail, None)
+            db.add_counters(conn, {"messages_failed": 1})
+            # Nobody at this number will be warned: for a warning or an
+            # emergency the next group must know now, not after the timer.
+            if row["alert_id"] is not None and row["level"] in ("warning", "emergency"):
+                acked = conn.execute("SELECT acked, status FROM alerts WHERE id = ?",
+                                     [row["alert_id"]]).fetchone()
+                if acked and acked[0] is None and acked[1] == "active":
+                    alerts.escalate(conn, self.config, row["alert_id"], now,
+                                    "delivery to %s failed: %s" % (row["recipient"], detail))
+        log.error("event=message_failed outbox=%d to=%s alert=%s error=%s",
+                  row["id"], row["recipient"], row["alert_id"], detail)
+        return "failed"
+
+    @staticmethod
+    def _log(conn, row, now, outcome, detail, refs):
+        conn.execute("INSERT INTO delivery_log (outbox_id, time, outcome, detail, refs) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     [row["id"], now, outcome, detail, json.dumps(refs) if refs else None])
+
+    # -- incoming ---------------------------------------------------------------
+
+    def poll_incoming(self, now):
+        """Acknowledgements and delivery reports from the SMS backend."""
+        try:
+            messages = self.sms.read_incoming()
+            reports = self.sms.delivery_reports()
+        except SmsError as exc:
+            log.warning("event=sms_poll_failed error=%s", exc)
+            return []
+        results = []
+        with db.transaction(self.database) as conn:
+            for message in messages:
+                results.append(acks.handle_sms(conn, self.config, message.number, message.text,
+                                               now))
+            for report in reports:
+                self._report(conn, report, now)
+        return results
+
+    @staticmethod
+    def _report(conn, report, now):
+        # TP-MR wraps at 256: the newest sent row to that number holding the
+        # reference is the one reported on.
+        row = conn.execute(
+            "SELECT id FROM outbox WHERE transport = 'sms' AND status = 'sent' AND refs LIKE ? "
+            "ORDER BY sent DESC LIMIT 1", ['%%"%s"%%' % report.ref]).fetchone()
+        if row is None:
+            return
+        conn.execute("INSERT INTO delivery_log (outbox_id, time, outcome, detail, refs) "
+                     "VALUES (?, ?, ?, ?, ?)",
+                     [row[0], now, "report_" + report.status,
+                      "TP-Status %s" % report.code, json.dumps([report.ref])])
+
+
+class _NotDelivered(Exception):
+    """A delivery that did not happen and may later (no ack, no backend)."""

@@ -1,0 +1,112 @@
+"""The rule engine's incremental windows and level state against a
+brute-force recomputation from every reading seen so far, over
+hypothesis-generated sequences with late readings and restarts."""
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from gateway import rules
+from gateway.rules import LEVELS
+from tests.fixtures.alerting import AlertDb, CONFIG
+
+RAIN = 1          # 0.1 mm
+LEVEL = 4         # water_level, mm
+T0 = 1_800_000_000
+
+
+def brute_value(rule, seen):
+    """The rule's value after `seen` (arrival order), from scratch."""
+    latest = max(t for t, _ in seen)
+    ordered = sorted(seen, key=lambda item: item[0])  # stable: ties in arrival order
+    if rule.kind == "above":
+        return rule.physical(ordered[-1][1])
+    inside = [(t, v) for t, v in ordered if latest - rule.window_s < t <= latest]
+    if rule.kind == "accumulation":
+        return rule.physical(sum(v for _, v in inside))
+    return rule.physical(inside[-1][1] - min(v for _, v in inside))
+
+
+def brute_levels(rule, evaluations):
+    """Level after each evaluation (time, value), written as a search back
+    over the run of evaluations meeting each threshold."""
+    level = -1
+    out = []
+    for i, (t, value) in enumerate(evaluations):
+        up = -1
+        held = -1
+        for index, name in enumerate(LEVELS):
+            if name not in rule.levels:
+                continue
+            threshold = rule.sign * rule.levels[name]
+            meets = [rule.sign * v >= threshold for _, v in evaluations[:i + 1]]
+            if meets[-1]:
+                start = i
+                while start > 0 and meets[start - 1]:
+                    start -= 1
+                if t - evaluations[start][0] >= rule.min_duration_s:
+                    up = index
+            if index <= level and rule.sign * value >= threshold - rule.hysteresis:
+                held = index
+        level = max(up, held)
+        out.append(level)
+    return out
+
+
+# Steps of 100 s so that readings fall exactly on window edges often.
+readings = st.tuples(st.integers(-9, 7).map(lambda n: n * 100), st.integers(0, 40))
+batches = st.lists(st.tuples(st.lists(readings, min_size=1, max_size=4), st.booleans()),
+                   min_size=1, max_size=25)
+rule_specs = st.one_of(
+    st.tuples(st.just("accumulation"), st.sampled_from([600, 1800, 3600]),
+              st.just({"watch": 3.0, "warning": 6.0, "emergency": 9.0})),
+    st.tuples(st.just("rise"), st.sampled_from([600, 1800]),
+              st.just({"advisory": 0.005, "warning": 0.02})),
+    st.tuples(st.just("above"), st.just(0), st.just({"watch": 0.01, "emergency": 0.03})),
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(spec=rule_specs, hysteresis=st.sampled_from([0.0, 0.5, 0.002]),
+       min_duration=st.sampled_from([0, 300, 900]), plan=batches)
+def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis, min_duration,
+                                              plan):
+    kind, window, levels = spec
+    adb = AlertDb(tmp_path_factory.mktemp("w") / "huaico.db")
+    device = adb.add_device("0a0b0c0d", "g1")
+    channel = "rain" if kind == "accumulation" else "water_level"
+    code = RAIN if kind == "accumulation" else LEVEL
+    rule = adb.add_rule(rules.Rule("r", kind, levels, channel=channel, window_s=window,
+                                   hysteresis=hysteresis, min_duration_s=min_duration))
+    observed = []
+    engine = rules.RuleEngine(adb.database, CONFIG,
+                              observer=lambda r, d, i, t, tr: observed.append(tr.value))
+    seen = []
+    expected = []
+    evaluations = []
+    clock = T0
+    for batch, restart in plan:
+        if restart:
+            engine = rules.RuleEngine(adb.database, CONFIG,
+                                      observer=lambda r, d, i, t, tr: observed.append(tr.value))
+        rows = []
+        times = set()
+        for step, value in batch:
+            clock += step
+            if clock in times:
+                continue
+            times.add(clock)
+            rows.append((code, 0, clock, value, 0))
+        adb.store(engine, device, rows, clock)
+        newest = max((t for t, _ in seen), default=None)
+        for _, _, t, v, _ in sorted(rows, key=lambda row: row[2]):
+            late = newest is not None and t < newest
+            seen.append((t, v))
+            newest = max(newest or t, t)
+            value = brute_value(rule, seen)
+            expected.append(value)
+            if not (late and kind == "above"):
+                evaluations.append((newest, value))
+    assert observed == expected
+    level = adb.rows("SELECT level FROM alert_state")
+    want = brute_levels(rule, evaluations)[-1] if evaluations else -1
+    assert (level[0][0] if level else "") == rules.level_name(want)
+    adb.database.conn.close()
