@@ -45,7 +45,8 @@ def ultrasonic():
     bus.world["water_level_m"] = 4.9  # 10 cm below the mount: inside the blind zone
     check(one(sensor)[3] == Q_OUT_OF_RANGE, "blind zone flagged")
     dead_is_flagged(sensor, "sonar", 1)
-    check(one(sensor)[3] == Q_NO_RETURN or True, "")
+    bus.faults.add("sonar")
+    check(one(sensor)[3] == Q_NO_RETURN, "no echo is no-return")
 
 
 def loop_ma():

@@ -21,7 +21,6 @@ def rain_counts_every_tip_without_allocating():
     models = wire(board, {"sensors": [RAIN]})
     sensor = sensors.make(board, RAIN)
     gauge = models["rain0"]
-    handler = bus  # keep names alive
     gc.collect()
     micropython.heap_lock()
     try:
@@ -41,7 +40,6 @@ def rain_counts_every_tip_without_allocating():
     gauge.tip(3)
     sensor.restore(5)
     check(sensor.read()[0][2] == 8, "restored tips join the next read")
-    del handler
 
 
 def rain_debounces_a_bouncing_reed():
