@@ -60,25 +60,31 @@ class MacKey:
         self._inner = inner if hasattr(inner, "copy") else None
         self._outer = hashlib.sha256(self._opad) if self._inner is not None else None
 
-    def hmac(self, msg):
-        """The full 32-byte HMAC-SHA256 of msg."""
+    def hmac(self, msg, tail=b""):
+        """The full 32-byte HMAC-SHA256 of msg followed by tail.
+
+        Two parts so that a receiver can hash a constant head and a slice of
+        the frame without first joining them into a new buffer.
+        """
         if self._inner is None:
             inner = hashlib.sha256(self._ipad)
             inner.update(msg)
+            inner.update(tail)
             outer = hashlib.sha256(self._opad)
             outer.update(inner.digest())
             return outer.digest()
         inner = self._inner.copy()
         inner.update(msg)
+        inner.update(tail)
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
 
-    def tag(self, msg):
+    def tag(self, msg, tail=b""):
         """The HMAC 256/64 tag: the first 8 bytes (RFC 9053 §3.1)."""
-        return self.hmac(msg)[:TAG_LEN]
+        return self.hmac(msg, tail)[:TAG_LEN]
 
-    def check(self, msg, tag):
-        """Raise AuthError("bad_mac") unless tag is msg's tag, in constant time."""
-        if not compare_digest(self.tag(msg), bytes(tag)):
+    def check(self, msg, tail, tag):
+        """Raise AuthError("bad_mac") unless tag is the tag of msg + tail, in constant time."""
+        if not compare_digest(self.tag(msg, tail), bytes(tag)):
             raise AuthError("bad_mac")

@@ -238,10 +238,10 @@ def _unwrap(data, key_for, aad):
             and buf[prot_start + 2] == ALG_HMAC_256_64
             and payload_start - head_start == _head_size(payload_end - payload_start)):
         # The usual frame: its bytes already hold the MAC_structure's tail.
-        mac_input = _MAC0_USUAL + raw[head_start:payload_end]
+        key.check(_MAC0_USUAL, raw[head_start:payload_end], raw[tag_start:tag_end])
     else:
-        mac_input = _mac_input(raw[prot_start:prot_end], aad, raw[payload_start:payload_end])
-    key.check(mac_input, raw[tag_start:tag_end])
+        key.check(_mac_input(raw[prot_start:prot_end], aad, raw[payload_start:payload_end]),
+                  b"", raw[tag_start:tag_end])
     s.kid = kid
     s.signed = True
     return s
