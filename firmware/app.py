@@ -1,0 +1,320 @@
+"""The board's main loop: sample, commit each round to flash as a frame, send until acked, sleep.
+
+Each sampling round becomes one frame committed to the ring at once, so a
+reading never waits in RAM for a report; reporting only decides when the
+ring is sent. Rain tips are the one thing counted in RAM (by the gauge's
+IRQ): the loop keeps the untaken count in retained memory (see
+retained.py), so a watchdog or soft reset does not lose them.
+
+The watchdog is fed in one place, health(), at the top of each loop and
+only when the board is well (heap above a floor, the link not stuck), so a
+hang anywhere ends in a reset and the ring resends what was not acked.
+Every wait in the loop is bounded; config.check() proves at boot that one
+loop fits in the watchdog's timeout.
+"""
+import gc
+import time
+
+import machine
+from protocol import channels
+from protocol.cose import MacKey
+from protocol.errors import FrameError
+from protocol.frame import (FLAG_CLOCK_UNSYNCED, FLAG_DROPPED, FLAG_LOW_BATTERY, FLAG_REBOOTED,
+                            Q_OK, decode_ack, encode_frame)
+
+from firmware import config, log
+from firmware.flash import Flash
+from firmware.retained import NONE, Retained
+from firmware.ring import Ring
+
+_RAIN_TIPS = 2  # protocol/channels.py "rain_tips"
+_BATTERY = 19  # protocol/channels.py "battery", mV
+_HEAP_FLOOR = 6144  # below this the board is sick: let the watchdog restart it
+_ACK_POLL_MS = 10
+_STUCK_S = 3600  # link up but no ack for this long: a wedged radio, reset
+
+
+class Rule:
+    """A local threshold: while it holds, report at once and then every report_s."""
+
+    def __init__(self, raw, sensors):
+        channel = channels.BY_NAME[raw["channel"]]
+        self.code = channel.code
+        self.sensor = raw["sensor"]
+        self.index = 0
+        for s in sensors:
+            if s.name == self.sensor:
+                self.index = s.index
+        self.above = channel.to_int(raw["above"]) if "above" in raw else None
+        self.below = channel.to_int(raw["below"]) if "below" in raw else None
+        clear = channel.to_int(raw["clear"]) if "clear" in raw else None
+        self.clear = clear if clear is not None else (self.above if self.above is not None else self.below)
+        self.report_ms = raw["report_s"] * 1000
+        self.active = False
+
+    def update(self, value):
+        """True when this reading makes the rule start holding."""
+        if self.active:
+            if self.above is not None:
+                self.active = value >= self.clear
+            else:
+                self.active = value <= self.clear
+            return False
+        if (self.above is not None and value >= self.above) or (self.below is not None and value <= self.below):
+            self.active = True
+            return True
+        return False
+
+
+class App:
+    def __init__(self, site, board, root):
+        from firmware import sensors as factory
+
+        self.site = site
+        self.board = board
+        self.kid_hex = "".join("%02x" % b for b in site.kid)
+        self.retained = Retained(board)
+        # The rain gauge first: its IRQ counts from the earliest instant of boot.
+        order = sorted(site.sensors, key=lambda cfg: 0 if cfg["type"] == "rain_gauge" else 1)
+        self.sensors = [factory.make(board, cfg) for cfg in order]
+        self.rain = [s for s in self.sensors if hasattr(s, "pending")]
+        self.ring = Ring(Flash(root + "/ring"), site.ring_frames, site.seq_block)
+        self._restore_tips()
+        self.key = MacKey(site.key)
+        self.rules = [Rule(raw, self.sensors) for raw in site.thresholds]
+        t = site.transport
+        self.t = t
+        if t["type"] == "mqtt":
+            from firmware.mqttlink import MqttLink
+            self.link = MqttLink(self.kid_hex, t)
+        else:
+            from firmware.uartlink import UartLink
+            self.link = UartLink(board, t)
+        self.wdt = machine.WDT(timeout=site.watchdog_ms)
+        now = time.ticks_ms()
+        self.due = [now for _ in self.sensors]
+        self.next_send = now
+        self.retry_ms = t["retry_s"] * 1000
+        self.report_now = True
+        self.rebooted = True
+        self.synced = False
+        self.offset = 0
+        self.battery_mv = -1
+        self.last_ack = now
+        self.bad_acks = 0
+        self.sent = 0
+
+    def _restore_tips(self):
+        pending, seq, taken = self.retained.load()
+        if seq != NONE and self.ring.get(seq) is None:
+            pending += taken  # the frame with these tips never reached flash
+        if pending and self.rain:
+            self.rain[0].restore(pending)
+        log.event("restored", "tips", pending, "frames", len(self.ring), "dropped", self.ring.dropped)
+
+    def rain_pending(self):
+        n = 0
+        for s in self.rain:
+            n += s.pending()
+        return n
+
+    def now_s(self):
+        return time.time() + self.offset
+
+    def low_battery(self):
+        return 0 <= self.battery_mv < self.site.low_battery_mv
+
+    # One loop.
+    def run(self, loops=-1):
+        while loops:
+            loops -= 1
+            self.health()
+            now = time.ticks_ms()
+            self.sample(now)
+            self.service(now)
+            self.retained.save(self.rain_pending())
+            gc.collect()
+            self.sleep()
+
+    def health(self):
+        free = gc.mem_free()
+        stuck = len(self.ring) and time.ticks_diff(time.ticks_ms(), self.last_ack) > _STUCK_S * 1000
+        if free >= _HEAP_FLOOR and not stuck:
+            self.wdt.feed()
+        else:
+            log.event("unhealthy", "free", free, "stuck", bool(stuck))
+
+    def fast_ms(self):
+        """The shortest report_s of the rules that hold now, or 0."""
+        fast = 0
+        for rule in self.rules:
+            if rule.active and (not fast or rule.report_ms < fast):
+                fast = rule.report_ms
+        return fast
+
+    def sample(self, now):
+        due = False
+        for at in self.due:
+            if time.ticks_diff(now, at) >= 0:
+                due = True
+        if not due:
+            return
+        fast = self.fast_ms()
+        readings = []
+        taken = 0
+        for i in range(len(self.sensors)):
+            if time.ticks_diff(now, self.due[i]) < 0:
+                continue
+            s = self.sensors[i]
+            for code, index, value, quality in s.read():
+                readings.append((code, index, 0, value, quality))
+                if code == _RAIN_TIPS:
+                    taken += value
+                if code == _BATTERY and quality == Q_OK:
+                    self.battery_mv = value
+                self._check_rules(s.name, code, index, value)
+            interval = s.interval_s * 1000
+            if fast and fast < interval:
+                interval = fast
+            self.due[i] = time.ticks_add(now, interval)
+        self.commit(readings, taken)
+
+    def _check_rules(self, name, code, index, value):
+        for rule in self.rules:
+            if rule.sensor == name and rule.code == code and rule.index == index:
+                was = rule.active
+                if rule.update(value):
+                    self.report_now = True
+                    log.event("alarm", "sensor", name, "channel", code, "value", value)
+                elif was and not rule.active:
+                    log.event("clear", "sensor", name, "channel", code, "value", value)
+
+    def commit(self, readings, taken):
+        flags = 0
+        if not self.synced:
+            flags |= FLAG_CLOCK_UNSYNCED
+        if self.rebooted:
+            flags |= FLAG_REBOOTED
+        if self.ring.take_drop_flag():
+            flags |= FLAG_DROPPED
+        if self.low_battery():
+            flags |= FLAG_LOW_BATTERY
+        seq = self.ring.next_seq()
+        data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings)
+        if taken:
+            # Should a reset hit before the frame is in flash, these tips come back.
+            self.retained.save(self.rain_pending(), seq, taken)
+        self.ring.put(seq, data)
+        self.retained.save(self.rain_pending())
+        self.rebooted = False
+        log.event("frame", "seq", seq, "n", len(readings), "bytes", len(data), "tips", taken,
+                  "flags", flags, "ring", len(self.ring))
+
+    def service(self, now):
+        for data in self.link.poll():
+            self.on_ack(data)
+        if not len(self.ring) or self.low_battery():
+            return
+        if not self.report_now and time.ticks_diff(now, self.next_send) < 0:
+            return
+        self.report_now = False
+        if not self.link.up(now):
+            self._backoff(now, "link_down")
+            return
+        seqs = self.ring.seqs
+        count = min(len(seqs), self.t["burst"])
+        wanted = seqs[:count]
+        for seq in wanted:
+            data = self.ring.get(seq)
+            if data is None:
+                continue
+            if not self.link.send(data):
+                break
+            self.sent += 1
+            log.event("sent", "seq", seq)
+        deadline = time.ticks_add(time.ticks_ms(), self.t["ack_timeout_ms"])
+        while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+            for data in self.link.poll():
+                self.on_ack(data)
+            if not _any_in(wanted, self.ring.seqs):
+                break
+            time.sleep_ms(_ACK_POLL_MS)
+        if _any_in(wanted, self.ring.seqs):
+            self._backoff(now, "no_ack")
+            return
+        self.retry_ms = self.t["retry_s"] * 1000
+        if len(self.ring):
+            self.next_send = now  # a backlog: keep going next loop
+        else:
+            self.next_send = time.ticks_add(now, self.fast_ms() or self.site.report_s * 1000)
+
+    def _backoff(self, now, why):
+        self.next_send = time.ticks_add(now, self.retry_ms)
+        log.event("retry", "why", why, "in_ms", self.retry_ms, "ring", len(self.ring))
+        self.retry_ms = min(self.retry_ms * 2, self.t["retry_max_s"] * 1000)
+
+    def on_ack(self, data):
+        try:
+            kid, seq, gateway_time = decode_ack(data, self.key)
+        except FrameError as exc:  # AuthError included: a forged or damaged ack drops nothing
+            self.bad_acks += 1
+            log.event("bad_ack", "why", str(exc))
+            return
+        if bytes(kid) != self.site.kid:
+            self.bad_acks += 1
+            log.event("bad_ack", "why", "kid")
+            return
+        self.last_ack = time.ticks_ms()
+        # Gateway time: the clock of record. Frames say whether they had it.
+        self.offset = gateway_time - time.time()
+        self.synced = True
+        if self.ring.ack(seq):
+            log.event("ack", "seq", seq, "ring", len(self.ring))
+
+    def sleep(self):
+        wake = self.due[0] if self.due else time.ticks_add(time.ticks_ms(), self.site.sleep_max_ms)
+        for at in self.due:
+            if time.ticks_diff(at, wake) < 0:
+                wake = at
+        if len(self.ring) and not self.low_battery() and time.ticks_diff(self.next_send, wake) < 0:
+            wake = self.next_send
+        ms = time.ticks_diff(wake, time.ticks_ms())
+        if ms <= 0:
+            return
+        if ms > self.site.sleep_max_ms:
+            ms = self.site.sleep_max_ms
+        mode = self.site.sleep_mode
+        if mode == "light":
+            machine.lightsleep(ms)  # the tip IRQ still counts, and wakes the board
+        elif mode == "deep":
+            self.retained.save(self.rain_pending())
+            machine.deepsleep(ms)  # ends in a reset; the ring and seq are in flash
+        else:
+            time.sleep_ms(ms)
+
+
+def _any_in(wanted, seqs):
+    for seq in wanted:
+        if seq in seqs:
+            return True
+    return False
+
+
+def main(site_path="site.json", root="/data"):
+    """Boot: check the site config, then run for ever. Returns only if the config is refused."""
+    cause = machine.reset_cause()
+    log.event("boot", "cause", cause)
+    try:
+        site = config.load(site_path)
+    except config.ConfigError as exc:
+        for line in exc.errors:
+            print("config error: " + line)
+        log.event("config_refused", "errors", len(exc.errors))
+        return None
+    from boards import load
+
+    board = load(site.board)
+    app = App(site, board, root)
+    log.event("running", "board", board.NAME, "kid", app.kid_hex, "transport", site.transport["type"])
+    app.run()
+    return app

@@ -1,0 +1,287 @@
+"""The site config: one JSON file per device, checked field by field at boot.
+
+A volunteer edits this file, so every wrong field gets its own console line
+naming the field and what it should be. A config that could brick the board
+or lose readings (a sleep the watchdog would not survive, frames larger
+than the link carries, deep sleep with a rain gauge whose tips would go
+uncounted) is refused: the firmware then prints the problems and stays at
+the REPL instead of starting the watchdog, so the file can be fixed.
+
+Example:
+{"device_id": "a1b2c3d4", "key": "<64 hex digits>", "board": "pico",
+ "sensors": [{"type": "rain_gauge", "name": "rain0", "interval_s": 60}],
+ "report_s": 300,
+ "thresholds": [{"sensor": "rain0", "channel": "rain", "above": 2.0, "report_s": 30}],
+ "transport": {"type": "uart", "uart": 0, "baud": 9600, "mtu": 255, "ack_timeout_ms": 1500},
+ "watchdog": {"timeout_ms": 8000}, "sleep": {"mode": "light", "max_ms": 2000},
+ "ring": {"frames": 512}, "battery": {"low_v": 3.4}}
+"""
+import json
+
+from protocol import channels
+
+# Worst-case frame bytes (COSE_Mac0 wrapper, payload head with a 32-bit seq
+# and time, flags, array heads, quality map head) and per reading (key 2,
+# time offset 5, value 5, quality entry 3). A frame is built from one
+# sampling round, so one round of every sensor must fit the MTU.
+FRAME_OVERHEAD = 56
+READING_BYTES = 15
+# Readings one sampling round of a sensor type can give.
+_READINGS = {"rain_gauge": 2, "accel_adxl345": 4, "accel_mpu6050": 4}
+# What one sensor read may take at most, for the watchdog budget.
+SENSOR_BUDGET_MS = 500
+# Time for the loop's own work besides sensors and the network.
+LOOP_MARGIN_MS = 1000
+MTU_MAX = {"uart": 255, "mqtt": 1024}
+
+_DEFAULTS = {
+    "report_s": 300,
+    "thresholds": [],
+    "watchdog": {"timeout_ms": 8000},
+    "sleep": {"mode": "light", "max_ms": 2000},
+    "ring": {"frames": 512, "seq_block": 64},
+    "battery": {"low_v": 0.0},
+}
+_TRANSPORT_DEFAULTS = {
+    "uart": {"uart": None, "baud": 9600, "mtu": 255, "ack_timeout_ms": 1500, "burst": 8,
+             "retry_s": 10, "retry_max_s": 60},
+    "mqtt": {"ssid": "", "password": "", "host": None, "port": 1883, "mtu": 255,
+             "connect_timeout_ms": 2500, "io_timeout_ms": 1000, "ack_timeout_ms": 1500,
+             "keepalive_s": 60, "burst": 8, "retry_s": 10, "retry_max_s": 60},
+}
+
+
+class ConfigError(Exception):
+    """The config is refused; `errors` holds one readable line per problem."""
+
+    def __init__(self, errors):
+        Exception.__init__(self, "%d problem(s) in the site config" % len(errors))
+        self.errors = errors
+
+
+class Site:
+    """A checked site config: plain attributes, defaults filled in."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.kid = _unhex(raw["device_id"])
+        self.key = _unhex(raw["key"])
+        self.board = raw["board"]
+        self.sensors = raw["sensors"]
+        self.report_s = raw["report_s"]
+        self.thresholds = raw["thresholds"]
+        self.transport = raw["transport"]
+        self.watchdog_ms = raw["watchdog"]["timeout_ms"]
+        self.sleep_mode = raw["sleep"]["mode"]
+        self.sleep_max_ms = raw["sleep"]["max_ms"]
+        self.ring_frames = raw["ring"]["frames"]
+        self.seq_block = raw["ring"].get("seq_block", 64)
+        self.low_battery_mv = int(raw["battery"].get("low_v", 0.0) * 1000)
+
+
+def _unhex(text):
+    return bytes(int(text[i:i + 2], 16) for i in range(0, len(text), 2))
+
+
+def _is_hex(text, digits):
+    if not isinstance(text, str) or len(text) != digits:
+        return False
+    for c in text:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
+def _is_int(value, lo, hi):
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _is_num(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fill(raw):
+    for name, default in _DEFAULTS.items():
+        if name not in raw:
+            raw[name] = default
+        elif isinstance(default, dict) and isinstance(raw[name], dict):
+            for key, value in default.items():
+                raw[name].setdefault(key, value)
+    transport = raw.get("transport")
+    if isinstance(transport, dict) and transport.get("type") in _TRANSPORT_DEFAULTS:
+        for key, value in _TRANSPORT_DEFAULTS[transport["type"]].items():
+            transport.setdefault(key, value)
+
+
+def transport_budget_ms(t):
+    """The longest one loop's network work can take: sends plus the ack wait (plus connect)."""
+    if t["type"] == "mqtt":
+        return t["connect_timeout_ms"] + t["io_timeout_ms"] * (t["burst"] + 2) + t["ack_timeout_ms"]
+    return t["ack_timeout_ms"] + 100 * t["burst"]
+
+
+def check(raw, board_loader=None):
+    """The problems with a parsed config, one line each; [] when it is safe to run."""
+    if not isinstance(raw, dict):
+        return ["config: the file must hold one JSON object"]
+    _fill(raw)
+    errors = []
+    add = errors.append
+    if not _is_hex(raw.get("device_id"), 8):
+        add("device_id: must be 8 hex digits (the 4-byte kid from provisioning), got %r" % (raw.get("device_id"),))
+    if not _is_hex(raw.get("key"), 64):
+        add("key: must be 64 hex digits (the 32-byte device key from provisioning)")
+    board = None
+    if board_loader is None:
+        from boards import load as board_loader
+    try:
+        board = board_loader(raw.get("board"))
+    except (ValueError, ImportError) as exc:
+        add("board: %s" % exc)
+    if not _is_int(raw["report_s"], 1, 86400):
+        add("report_s: must be whole seconds 1..86400, got %r" % (raw["report_s"],))
+    sensors = raw.get("sensors")
+    names = []
+    readings = 1  # the uptime/battery status reading a frame may carry
+    if not isinstance(sensors, list) or not sensors:
+        add("sensors: must be a non-empty list of sensor entries")
+        sensors = []
+    rain = False
+    for at, entry in enumerate(sensors):
+        if not isinstance(entry, dict):
+            add("sensors[%d]: must be an object" % at)
+            continue
+        if entry.get("name") in names:
+            add("sensors[%d].name: %r is used twice" % (at, entry.get("name")))
+        names.append(entry.get("name"))
+        readings += _READINGS.get(entry.get("type"), 2)
+        rain = rain or entry.get("type") == "rain_gauge"
+        if board is not None:
+            from firmware import sensors as factory  # the drivers' own checks
+            for line in factory.validate(board, entry):
+                add("sensors[%d]: %s" % (at, line))
+    _check_thresholds(raw["thresholds"], names, add)
+    _check_transport(raw.get("transport"), board, readings, add)
+    _check_power(raw, board, rain, len(sensors), add)
+    ring = raw["ring"]
+    if not _is_int(ring.get("frames"), 8, 65535):
+        add("ring.frames: must be 8..65535 frames, got %r" % (ring.get("frames"),))
+    elif board is not None and isinstance(raw.get("transport"), dict) and _is_int(raw["transport"].get("mtu"), 1, 4096):
+        need = ring["frames"] * (raw["transport"]["mtu"] + 16)
+        if need > board.FS_SIZE // 2:
+            add("ring.frames: %d frames of up to %d bytes need %d bytes, more than half of %s's %d-byte filesystem"
+                % (ring["frames"], raw["transport"]["mtu"], need, board.NAME, board.FS_SIZE))
+    if not _is_int(ring.get("seq_block"), 1, 4096):
+        add("ring.seq_block: must be 1..4096")
+    if not _is_num(raw["battery"].get("low_v")) or not 0 <= raw["battery"]["low_v"] <= 20:
+        add("battery.low_v: must be volts 0..20 (0: never skip the radio)")
+    return errors
+
+
+def _check_thresholds(thresholds, names, add):
+    if not isinstance(thresholds, list):
+        add("thresholds: must be a list")
+        return
+    for at, rule in enumerate(thresholds):
+        where = "thresholds[%d]" % at
+        if not isinstance(rule, dict):
+            add("%s: must be an object" % where)
+            continue
+        if rule.get("sensor") not in names:
+            add("%s.sensor: %r is not a configured sensor name" % (where, rule.get("sensor")))
+        if rule.get("channel") not in channels.BY_NAME:
+            add("%s.channel: unknown channel %r" % (where, rule.get("channel")))
+        if not _is_num(rule.get("above")) and not _is_num(rule.get("below")):
+            add("%s: needs a number under \"above\" or \"below\" (in the channel's unit)" % where)
+        if "clear" in rule and not _is_num(rule["clear"]):
+            add("%s.clear: must be a number" % where)
+        if not _is_int(rule.get("report_s"), 1, 86400):
+            add("%s.report_s: how often to report while it holds, whole seconds 1..86400" % where)
+
+
+def _check_transport(t, board, readings, add):
+    if not isinstance(t, dict) or t.get("type") not in _TRANSPORT_DEFAULTS:
+        add("transport.type: must be \"uart\" or \"mqtt\"")
+        return
+    kind = t["type"]
+    if board is not None and kind not in board.TRANSPORTS:
+        add("transport.type: board %s has no %s (it has: %s)" % (board.NAME, kind, ", ".join(board.TRANSPORTS)))
+    largest = FRAME_OVERHEAD + READING_BYTES * readings
+    mtu = t.get("mtu")
+    if not _is_int(mtu, 1, MTU_MAX[kind]):
+        add("transport.mtu: must be bytes up to %d, got %r" % (MTU_MAX[kind], mtu))
+    elif mtu < largest:
+        add("transport.mtu: %d bytes is smaller than the largest frame these sensors make (%d bytes)" % (mtu, largest))
+    for key in ("ack_timeout_ms", "connect_timeout_ms", "io_timeout_ms"):
+        if key in t and not _is_int(t[key], 50, 60000):
+            add("transport.%s: must be 50..60000 ms" % key)
+    if not _is_int(t.get("burst"), 1, 64):
+        add("transport.burst: frames sent per loop, 1..64")
+    if not _is_int(t.get("retry_s"), 1, 3600) or not _is_int(t.get("retry_max_s"), 1, 86400):
+        add("transport.retry_s / retry_max_s: whole seconds")
+    if kind == "uart":
+        if board is not None and t.get("uart") is None:
+            t["uart"] = board.PINS.get("uart")
+        if board is not None and t.get("uart") not in board.UART:
+            add("transport.uart: board %s has UARTs %s, not %r" % (board.NAME, sorted(board.UART), t.get("uart")))
+        if not _is_int(t.get("baud"), 1200, 3000000):
+            add("transport.baud: must be 1200..3000000")
+    else:
+        if not isinstance(t.get("host"), str) or not t["host"]:
+            add("transport.host: the MQTT broker's address is required")
+        if not _is_int(t.get("port"), 1, 65535):
+            add("transport.port: must be 1..65535")
+        if not isinstance(t.get("ssid"), str) or not isinstance(t.get("password"), str):
+            add("transport.ssid / password: must be strings")
+        if not _is_int(t.get("keepalive_s"), 10, 3600):
+            add("transport.keepalive_s: must be 10..3600")
+
+
+def _check_power(raw, board, rain, n_sensors, add):
+    wdt = raw["watchdog"].get("timeout_ms")
+    sleep = raw["sleep"]
+    mode = sleep.get("mode")
+    if board is not None:
+        if not _is_int(wdt, 1000, board.WDT_MAX_MS):
+            add("watchdog.timeout_ms: must be 1000..%d on %s, got %r" % (board.WDT_MAX_MS, board.NAME, wdt))
+            return
+        if mode not in board.SLEEP_MODES:
+            add("sleep.mode: %s can do %s, not %r" % (board.NAME, ", ".join(board.SLEEP_MODES), mode))
+    if mode == "deep" and rain:
+        add("sleep.mode: deep sleep stops the tip counter IRQ and would lose rain; use \"light\"")
+    max_ms = sleep.get("max_ms")
+    if not _is_int(max_ms, 10, 3600000):
+        add("sleep.max_ms: must be 10..3600000 ms")
+        return
+    t = raw.get("transport")
+    if not _is_int(wdt, 1, 10000000) or not isinstance(t, dict) or t.get("type") not in _TRANSPORT_DEFAULTS:
+        return
+    try:
+        net = transport_budget_ms(t)
+    except (KeyError, TypeError):
+        return
+    if mode != "deep":
+        loop = max_ms + net + SENSOR_BUDGET_MS * n_sensors + LOOP_MARGIN_MS
+        if loop > wdt:
+            add("sleep.max_ms: a loop may take %d ms (sleep %d + network %d + sensors %d + margin %d) "
+                "but the watchdog resets after %d ms; sleep less or shorten the timeouts"
+                % (loop, max_ms, net, SENSOR_BUDGET_MS * n_sensors, LOOP_MARGIN_MS, wdt))
+
+
+def load(path, board_loader=None):
+    """The Site from a JSON file; ConfigError with every problem otherwise."""
+    try:
+        f = open(path)
+    except OSError:
+        raise ConfigError(["config: cannot open %s" % path])
+    try:
+        try:
+            raw = json.load(f)
+        except ValueError as exc:
+            raise ConfigError(["config: %s is not valid JSON (%s)" % (path, exc)])
+    finally:
+        f.close()
+    errors = check(raw, board_loader)
+    if errors:
+        raise ConfigError(errors)
+    return Site(raw)

@@ -1,0 +1,4 @@
+"""The board's /main.py (copied there by deployment): start the firmware at power-on."""
+from firmware.app import main
+
+main()

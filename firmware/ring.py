@@ -1,0 +1,199 @@
+"""Store-and-forward: frames kept in flash until the gateway acks them, and the sequence counter.
+
+Why files and renames: a power cut can come at any instant, and rename is
+the one step that both LittleFS and POSIX make atomic. A frame is written
+to "tmp" then renamed to its own name ("f" + seq in hex), so every frame
+file is either whole or absent; each still carries a CRC-32, checked at
+boot, in case a flash page went bad. LittleFS keeps files this small inline
+in the directory's metadata, so a frame does not take a whole 4 KB block.
+
+The sequence number must never repeat under one key (the gateway drops a
+replay). It is reserved in blocks: "meta" records the first number not yet
+reserved, written (tmp + rename) before any number of the block is used, so
+after a reset the counter starts at the recorded mark and at worst skips a
+few unused numbers.
+
+When the store is full the new frame is committed first and the oldest is
+dropped after ("oldest dropped last"): a cut between the two leaves one frame
+too many, which the next boot trims. The drop is written to "meta" (count
+and the seq being dropped) before the file goes, so that it is counted
+exactly once whatever the cut.
+"""
+import struct
+from binascii import crc32
+
+_FRAME_MAGIC = b"HRF1"
+_FRAME_HEAD = "<4sIHI"  # magic, seq, length, crc32 of the frame
+_FRAME_HEAD_SIZE = struct.calcsize(_FRAME_HEAD)
+_META_MAGIC = b"HRM1"
+_META = "<4sIIiI"  # magic, next unreserved seq, dropped total, seq being dropped (-1: none), crc32
+_META_BODY = struct.calcsize(_META) - 4
+_SEQ_LIMIT = 0xFFFFFFFF
+
+
+class StoreError(Exception):
+    pass
+
+
+def _name(seq):
+    return "f%08x" % seq
+
+
+def _seq_of(name):
+    if len(name) != 9 or name[0] != "f":
+        return -1
+    try:
+        return int(name[1:], 16)
+    except ValueError:
+        return -1
+
+
+class Ring:
+    """Frames awaiting the gateway's ack, oldest first, at most `capacity` of them.
+
+    Counters: `dropped` (frames pushed out when full, ever), `corrupt` (bad
+    files found at boot). `seqs` is the sorted list of stored sequence numbers (small ints:
+    no object per entry on MicroPython).
+    """
+
+    def __init__(self, flash, capacity, block=64):
+        if capacity < 1:
+            raise ValueError("a ring holds at least one frame")
+        self.flash = flash
+        self.capacity = capacity
+        self.block = block
+        self.corrupt = 0
+        self.dropped = 0
+        self._reserved = 0
+        self._drop_flag = False
+        self.seqs = []
+        self._recover()
+
+    # Boot: make the directory consistent with what was committed.
+    def _recover(self):
+        flash = self.flash
+        flash.remove("tmp")
+        flash.remove("meta.tmp")
+        drop_seq = self._read_meta()
+        found = []
+        highest = -1
+        stale = []
+        for name in flash.names():
+            seq = _seq_of(name)
+            if seq < 0:
+                continue
+            if seq == drop_seq or self._load(seq) is None:
+                stale.append(name)
+                if seq != drop_seq:
+                    self.corrupt += 1
+                continue
+            found.append(seq)
+            if seq > highest:
+                highest = seq
+        for name in stale:
+            flash.remove(name)
+        found.sort()
+        self.seqs = found
+        if highest + 1 > self._reserved:
+            self._reserved = highest + 1
+        self._next = self._reserved
+        while len(self.seqs) > self.capacity:
+            self._drop_oldest()
+
+    def _read_meta(self):
+        data = self.flash.read("meta")
+        if data is None:
+            return -1
+        if len(data) != struct.calcsize(_META):
+            raise StoreError("meta has %d bytes" % len(data))
+        magic, reserved, dropped, drop_seq, crc = struct.unpack(_META, data)
+        if magic != _META_MAGIC or crc32(data[:_META_BODY]) != crc:
+            raise StoreError("meta fails its check")
+        self._reserved = reserved
+        self.dropped = dropped
+        return drop_seq
+
+    def _write_meta(self, reserved, dropped, drop_seq):
+        body = struct.pack(_META, _META_MAGIC, reserved, dropped, drop_seq, 0)[:_META_BODY]
+        self.flash.write("meta.tmp", body + struct.pack("<I", crc32(body)))
+        self.flash.rename("meta.tmp", "meta")
+
+    # Sequence numbers.
+    def next_seq(self):
+        """A sequence number never handed out before under this store."""
+        seq = self._next
+        if seq >= _SEQ_LIMIT:
+            raise StoreError("sequence numbers exhausted: provision a new key")
+        if seq >= self._reserved:
+            reserved = seq + self.block
+            self._write_meta(reserved, self.dropped, -1)
+            self._reserved = reserved
+        self._next = seq + 1
+        return seq
+
+    # Frames.
+    def put(self, seq, frame):
+        """Commit a frame; returns only once it would survive a power cut."""
+        head = struct.pack(_FRAME_HEAD, _FRAME_MAGIC, seq, len(frame), crc32(frame))
+        self.flash.write("tmp", head + frame)
+        self.flash.rename("tmp", _name(seq))
+        self._insert(seq)
+        while len(self.seqs) > self.capacity:
+            self._drop_oldest()
+
+    def _insert(self, seq):
+        seqs = self.seqs
+        if not seqs or seqs[-1] < seq:
+            seqs.append(seq)
+            return
+        at = 0
+        while at < len(seqs) and seqs[at] < seq:
+            at += 1
+        if at < len(seqs) and seqs[at] == seq:
+            return
+        seqs.insert(at, seq)
+
+    def _drop_oldest(self):
+        seq = self.seqs[0]
+        self._write_meta(self._reserved, self.dropped + 1, seq)
+        self.dropped += 1
+        self.flash.remove(_name(seq))
+        self._remove(seq)
+        self._drop_flag = True
+
+    def _remove(self, seq):
+        seqs = self.seqs
+        if seq in seqs:
+            seqs.remove(seq)
+            return True
+        return False
+
+    def ack(self, seq):
+        """The gateway has this frame: forget it. False when it was not held."""
+        if not self._remove(seq):
+            return False
+        self.flash.remove(_name(seq))
+        return True
+
+    def get(self, seq):
+        """The frame's bytes, or None when absent or failing its check."""
+        return self._load(seq)
+
+    def _load(self, seq):
+        data = self.flash.read(_name(seq))
+        if data is None or len(data) < _FRAME_HEAD_SIZE:
+            return None
+        magic, stored, length, crc = struct.unpack_from(_FRAME_HEAD, data)
+        frame = data[_FRAME_HEAD_SIZE:]
+        if magic != _FRAME_MAGIC or stored != seq or len(frame) != length or crc32(frame) != crc:
+            return None
+        return frame
+
+    def __len__(self):
+        return len(self.seqs)
+
+    def take_drop_flag(self):
+        """True once after frames were dropped: the next frame carries FLAG_DROPPED."""
+        flag = self._drop_flag
+        self._drop_flag = False
+        return flag

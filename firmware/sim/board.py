@@ -1,0 +1,38 @@
+"""What outlives a reset of the simulated board: the clock, retained memory, the cause, the link.
+
+The runner drops every firmware module at a reset (RAM is gone) but keeps
+this one, as the hardware keeps its RTC, its RTC memory or watchdog scratch
+registers, and its cables. A power cut also clears the retained memory.
+"""
+
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+
+
+class Reset(BaseException):
+    """The board restarts. BaseException so that no `except Exception` in the firmware stops it."""
+
+    def __init__(self, cause, power=False):
+        self.cause = cause
+        self.power = power
+
+
+class ScenarioEnd(BaseException):
+    """The scenario's time is up: the runner stops the board."""
+
+
+state = {
+    "cause": PWRON_RESET,
+    "rtc_memory": b"",
+    "link_down": False,
+}
+scratch = {}  # RP2 watchdog scratch registers, by address
+
+
+def power_cut():
+    """RAM and the retained memory are gone; flash and cables stay."""
+    state["rtc_memory"] = b""
+    scratch.clear()
