@@ -3,7 +3,7 @@ the outbox over SMS (gateway.sms backends) and MQTT (gateway.mqtt.MqttLink).
 
 Each pass takes the pending rows in id order and, per recipient:
 - skips rows that a policy holds back, without blocking the recipient's
-  other rows: quiet hours hold advisory and watch messages (warnings and
+  other rows: no backend configured for the transport; quiet hours hold advisory and watch messages (warnings and
   emergencies go), the hourly rate limit holds everything but emergencies;
 - sends the rest in order: a row waiting for its retry blocks the
   recipient's later rows (in order per recipient), but never anyone else's;
@@ -170,13 +170,12 @@ class Dispatcher:
             key = (row["transport"], row["recipient"])
             if key in blocked:
                 continue
-            if row["transport"] == "sms":
-                hold = self._policy_hold(conn, row, now)
-                if hold:
-                    if row["hold"] != hold:
-                        conn.execute("UPDATE outbox SET hold = ? WHERE id = ?", [hold, row["id"]])
-                    done[hold] = done.get(hold, 0) + 1
-                    continue
+            hold = self._policy_hold(conn, row, now)
+            if hold:
+                if row["hold"] != hold:
+                    conn.execute("UPDATE outbox SET hold = ? WHERE id = ?", [hold, row["id"]])
+                done[hold] = done.get(hold, 0) + 1
+                continue
             if row["next_attempt"] > now:
                 blocked.add(key)
                 continue
@@ -187,6 +186,12 @@ class Dispatcher:
         return done
 
     def _policy_hold(self, conn, row, now):
+        # Without a backend a row waits, unchanged and uncounted, for the
+        # operator to configure one: that is not a delivery failure.
+        if row["transport"] == "mqtt":
+            return "" if self.mqtt is not None else "no_mqtt"
+        if self.sms is None:
+            return "no_sms_backend"
         level = row["level"]
         if level in QUIET_HELD:
             local = datetime.datetime.fromtimestamp(now, self.zone)

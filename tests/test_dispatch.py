@@ -1,0 +1,222 @@
+"""The dispatcher against real parts: the pty modem emulator answering ERROR
+for a while, a real Mosquitto stopped and restarted, and an injected clock
+for backoff, escalation, rate limits and quiet hours."""
+import datetime
+import json
+import queue
+import random
+import time
+
+from gateway import alerts, db, rules
+from gateway.dispatch import Dispatcher, backoff
+from gateway.modem import Modem
+from gateway.mqtt import MqttLink
+from tests.fixtures.alerting import rule as make_rule
+from tests.modem_emulator import _recipient
+
+T0 = 1_800_000_000  # 2027-01-15 08:00 UTC
+
+
+def queue_alerts(adb, config, n):
+    """n alert episodes (each: 2 leaders), all in the outbox."""
+    device = adb.add_device("0a0b0c0d", "g1")
+    adb.add_rule(make_rule(kind="above", channel="water_level", levels={"warning": 1.0}))
+    engine = rules.RuleEngine(adb.database, config)
+    t = T0
+    for _ in range(n):
+        adb.store(engine, device, [(4, 0, t, 1500, 0)], t)
+        adb.store(engine, device, [(4, 0, t + 1, 500, 0)], t + 1)  # all-clear
+        t += 10
+    return engine, device
+
+
+def pending(adb):
+    return adb.rows("SELECT count(*) FROM outbox WHERE status = 'pending'")[0][0]
+
+
+def test_modem_errors_then_recovers_all_delivered_in_order(alert_db, alert_config,
+                                                           modem_emulator):
+    queue_alerts(alert_db, alert_config, 3)
+    total = alert_db.rows("SELECT count(*) FROM outbox")[0][0]
+    assert total == 12
+    modem_emulator.error_sends(5)
+    modem = Modem(modem_emulator.path, command_timeout=2.0, send_timeout=5.0)
+    try:
+        dispatcher = Dispatcher(alert_db.database, alert_config, sms=modem,
+                                rng=random.Random(1))
+        now = T0 + 100
+        passes = 0
+        while pending(alert_db) and passes < 60:
+            dispatcher.step(now)
+            now += 30
+            passes += 1
+    finally:
+        modem.close()
+    assert pending(alert_db) == 0
+    assert alert_db.rows("SELECT count(*) FROM delivery_log WHERE outcome = 'retry'")[0][0] == 5
+    by_ref = {}
+    for outbox_id, recipient, refs in alert_db.rows(
+            "SELECT id, recipient, refs FROM outbox ORDER BY id"):
+        for ref in json.loads(refs):  # one per part (UCS-2 Spanish texts take two)
+            by_ref[(recipient, ref)] = outbox_id
+    assert len(modem_emulator.sent) == len(by_ref)  # every part exactly once
+    order = {}
+    for record in modem_emulator.sent:
+        recipient = _recipient(record["hex"])
+        ids = order.setdefault(recipient, [])
+        outbox_id = by_ref[(recipient, str(record["mr"]))]
+        if not ids or ids[-1] != outbox_id:
+            ids.append(outbox_id)
+    assert set(order) == {"+51987654321", "+51911111111"}
+    for ids in order.values():
+        assert ids == sorted(ids) and len(ids) == total // 2  # alert before its all-clear, first episode first
+
+
+def test_broker_down_then_back_all_alerts_published(alert_db, alert_config, mosquitto_broker):
+    alert_config["mqtt"]["enabled"] = True
+    watcher = MqttLink(mosquitto_broker.host, mosquitto_broker.port, "watcher", clean=True,
+                       reconnect_delay=(0.1, 0.5))
+    link = MqttLink(mosquitto_broker.host, mosquitto_broker.port, "gw", reconnect_delay=(0.1, 0.5))
+    watcher.start()
+    link.start()
+    try:
+        assert watcher.wait_connected(10) and link.wait_connected(10)
+        watcher.subscribe("huaico/alerts/#")
+        mosquitto_broker.stop()
+        queue_alerts(alert_db, alert_config, 2)
+        dispatcher = Dispatcher(alert_db.database, alert_config, mqtt=link,
+                                rng=random.Random(2), mqtt_timeout_s=2.0)
+        now = T0 + 100
+        outcome = dispatcher.step(now)
+        # One attempt per topic (the rest wait behind it); SMS has no backend here.
+        assert outcome == {"retry": 4, "no_sms_backend": 8}
+        mosquitto_broker.start()
+        assert link.wait_connected(10)
+        deadline = time.monotonic() + 20
+        while not watcher.wait_connected(0.2) and time.monotonic() < deadline:
+            pass
+        watcher.subscribe("huaico/alerts/#")
+        time.sleep(0.5)  # let the resubscription land before publishing
+        while alert_db.rows("SELECT count(*) FROM outbox WHERE transport = 'mqtt' "
+                            "AND status = 'pending'")[0][0] and time.monotonic() < deadline:
+            now += 700
+            dispatcher.step(now)
+        got = []
+        while True:
+            try:
+                event = watcher.events.get(timeout=2)
+            except queue.Empty:
+                break
+            if event[0] == "message":
+                got.append((event[1], event[2]))
+    finally:
+        link.stop()
+        watcher.stop()
+    mqtt_rows = alert_db.rows("SELECT recipient, body FROM outbox WHERE transport = 'mqtt' "
+                              "ORDER BY id")
+    assert alert_db.rows("SELECT count(*) FROM outbox WHERE transport = 'mqtt' "
+                         "AND status != 'sent'") == [(0,)]
+    assert len(mqtt_rows) == 8
+    received = [(topic, payload.decode()) for topic, payload in got]
+    for row in mqtt_rows:
+        assert row in received
+    cap_json = [json.loads(p) for t, p in received if t == "huaico/alerts/1"]
+    assert [m["msgType"] for m in cap_json] == ["Alert", "Update"]
+
+
+def test_escalation_when_not_acknowledged(alert_db, alert_config):
+    engine, _ = queue_alerts(alert_db, alert_config, 0)
+    device = {"id": "0a0b0c0d", "name": "g1", "site": "chosica"}
+    alert_db.store(engine, device, [(4, 0, T0, 1500, 0)], T0)  # warning, not cleared
+    assert alert_db.tick(engine, T0 + 14 * 60) == []
+    ids = alert_db.tick(engine, T0 + 15 * 60)
+    assert alert_db.rows("SELECT recipient, grp, escalation FROM outbox WHERE id IN (%s)"
+                         % ",".join(map(str, ids))) == [("+5114000000", "municipal", 1)]
+    assert alert_db.tick(engine, T0 + 31 * 60) == []  # nobody further up
+    # An acknowledged alert is not escalated.
+    alert_db.store(engine, device, [(4, 0, T0 + 40 * 60, 500, 0)], T0 + 40 * 60)
+    alert_db.store(engine, device, [(4, 0, T0 + 41 * 60, 1500, 0)], T0 + 41 * 60)
+    with db.transaction(alert_db.database) as conn:
+        assert alerts.acknowledge(conn, 2, "cli", T0 + 42 * 60)
+    assert alert_db.tick(engine, T0 + 60 * 60) == []
+
+
+def test_rate_limit_holds_all_but_emergencies(alert_db, alert_config, modem_emulator):
+    alert_config["alerts"]["rate_limit_per_hour"] = 2
+    alert_config["groups"][0]["numbers"] = ["+51987654321"]
+    with db.transaction(alert_db.database) as conn:
+        for level in ("watch", "watch", "warning", "emergency"):
+            alerts._insert(conn, None, None, "sms", "+51987654321", "leaders", level, "es",
+                           "msg %s" % level, 0, T0)
+    modem = Modem(modem_emulator.path, command_timeout=2.0)
+    try:
+        dispatcher = Dispatcher(alert_db.database, alert_config, sms=modem)
+        assert dispatcher.step(T0) == {"sent": 3, "rate": 1}
+        assert alert_db.rows("SELECT level, status, hold FROM outbox ORDER BY id") == [
+            ("watch", "sent", ""), ("watch", "sent", ""), ("warning", "pending", "rate"),
+            ("emergency", "sent", "")]
+        assert dispatcher.step(T0 + 3601) == {"sent": 1}
+    finally:
+        modem.close()
+
+
+def test_quiet_hours_hold_watch_not_warning(alert_db, alert_config, modem_emulator):
+    alert_config["groups"][0]["quiet_hours"] = "22:00-06:00"
+    night = datetime.datetime(2027, 1, 15, 23, 30, tzinfo=datetime.timezone.utc).timestamp()
+    morning = datetime.datetime(2027, 1, 16, 6, 1, tzinfo=datetime.timezone.utc).timestamp()
+    with db.transaction(alert_db.database) as conn:
+        for level in ("watch", "warning", "watch"):
+            alerts._insert(conn, None, None, "sms", "+51987654321", "leaders", level, "es",
+                           "msg %s" % level, 0, night)
+    modem = Modem(modem_emulator.path, command_timeout=2.0)
+    try:
+        dispatcher = Dispatcher(alert_db.database, alert_config, sms=modem)
+        assert dispatcher.step(night) == {"quiet": 2, "sent": 1}
+        assert dispatcher.step(morning) == {"sent": 2}
+    finally:
+        modem.close()
+    assert alert_db.rows("SELECT id FROM outbox ORDER BY sent, id") == [(2,), (1,), (3,)]
+
+
+def test_permanent_failure_fails_and_escalates_at_once(alert_db, alert_config, modem_emulator):
+    alert_config["groups"][0]["numbers"] = ["+51987654321"]
+    engine, device = queue_alerts(alert_db, alert_config, 0)
+    alert_db.store(engine, device, [(4, 0, T0, 1500, 0)], T0)
+    modem_emulator.fail_sends(1)  # +CMS ERROR 1: unassigned number, not retryable
+    modem = Modem(modem_emulator.path, command_timeout=2.0)
+    try:
+        dispatcher = Dispatcher(alert_db.database, alert_config, sms=modem)
+        assert dispatcher.step(T0 + 1) == {"failed": 1}
+        assert alert_db.rows("SELECT recipient, status, escalation FROM outbox ORDER BY id") == [
+            ("+51987654321", "failed", 0), ("+5114000000", "pending", 1)]
+        assert dispatcher.step(T0 + 2) == {"sent": 1}
+    finally:
+        modem.close()
+    assert alert_db.rows("SELECT outcome FROM delivery_log ORDER BY id") == [("failed",), ("sent",)]
+
+
+def test_sms_ack_from_group_number_only(alert_db, alert_config, modem_emulator):
+    engine, device = queue_alerts(alert_db, alert_config, 0)
+    alert_db.store(engine, device, [(4, 0, T0, 1500, 0)], T0)
+    modem_emulator.deliver("+51999000999", "ACK 1")  # a stranger
+    modem_emulator.deliver("+51911111111", "si 1")   # a leader, lower case, Spanish
+    modem = Modem(modem_emulator.path, command_timeout=2.0)
+    try:
+        dispatcher = Dispatcher(alert_db.database, alert_config, sms=modem)
+        results = dispatcher.poll_incoming(T0 + 60)
+    finally:
+        modem.close()
+    assert sorted(results) == [("acked", 1), ("unknown_number", 1)]
+    assert alert_db.rows("SELECT acked, acked_by FROM alerts") == [
+        (T0 + 60, "+51911111111 (leaders)")]
+    assert alert_db.rows("SELECT number, action FROM incoming ORDER BY number") == [
+        ("+51911111111", "acked"), ("+51999000999", "unknown_number")]
+    assert alert_db.tick(engine, T0 + 3600) == []  # acked: no escalation
+
+
+def test_backoff_grows_with_jitter_within_bounds():
+    rng = random.Random(3)
+    delays = [backoff(n, 5, 600, rng) for n in range(1, 12)]
+    assert all(2.5 <= d < 5 for d in delays[:1])
+    assert all(300 <= d < 600 for d in delays[-3:])
+    assert len({round(d, 6) for d in delays}) == len(delays)
