@@ -52,6 +52,6 @@ cdef _Scanner _unwrap(data, key_for, bytes aad)
 @cython.locals(s=_Scanner, fields=cython.longlong,
                version=cython.longlong, seq=cython.longlong, base=cython.longlong, flags=cython.longlong,
                count=cython.longlong, key=cython.longlong, channel=cython.longlong, dt=cython.longlong,
-               value=cython.longlong, at_base=object, at=cython.longlong, quality=cython.longlong, rows=list, row=tuple,
+               value=cython.longlong, at_base=object, result=Frame, at=cython.longlong, quality=cython.longlong, rows=list, row=tuple,
                _=cython.longlong)
 cpdef Frame decode_frame(data, key_for)

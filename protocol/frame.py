@@ -41,15 +41,12 @@ _MAC0_USUAL = _MAC0_HEAD + b"\x43" + PROTECTED + b"\x40"
 
 
 class Frame:
-    """A checked frame: rows are (channel, index, time, value, quality)."""
+    """A checked frame: rows are (channel, index, time, value, quality).
 
-    def __init__(self, kid, seq, time, flags, rows, signed):
-        self.kid = kid
-        self.seq = seq
-        self.time = time
-        self.flags = flags
-        self.rows = rows
-        self.signed = signed
+    Only decode_frame makes these. It sets every field one by one, with no
+    __init__ arguments, because the compiled decoder then builds no argument
+    tuple per frame.
+    """
 
     def __repr__(self):
         return "Frame(kid=%s, seq=%d, time=%d, flags=%d, rows=%r, signed=%r)" % (
@@ -61,14 +58,10 @@ def _hex(data):
 
 
 class _Scanner:
-    """Reads CBOR heads from one buffer; every method raises FrameError on bad input."""
+    """Reads CBOR heads from buf[pos:end]; every method raises FrameError on bad input.
 
-    def __init__(self, buf, pos, end):
-        self.buf = buf
-        self.pos = pos
-        self.end = end
-        self.kid = None
-        self.signed = False
+    Made by _unwrap, which sets every field, for the same reason as Frame.
+    """
 
     def fail(self, reason, detail=""):
         raise FrameError(reason, self.pos, detail)
@@ -177,7 +170,12 @@ def _unwrap(data, key_for, aad):
     if len(buf) > MAX_BYTES:
         raise FrameError("too_long", MAX_BYTES, "%d bytes" % len(buf))
     raw = buf  # compiled, a char pointer: its slices are made without slice objects
-    s = _Scanner(buf, 0, len(buf))
+    s = _Scanner()
+    s.buf = buf
+    s.pos = 0
+    s.end = len(buf)
+    s.kid = None
+    s.signed = False
     if s.end > 0 and buf[0] >> 5 == 6:
         if s.head(6) != TAG_MAC0:
             s.fail("structure", "tag is not COSE_Mac0")
@@ -288,7 +286,14 @@ def decode_frame(data, key_for):
             rows[at] = (row[0], row[1], row[2], row[3], quality)
     if s.pos != s.end:
         s.fail("trailing")
-    return Frame(s.kid, seq, at_base, flags, rows, s.signed)
+    result = Frame()
+    result.kid = s.kid
+    result.seq = seq
+    result.time = at_base
+    result.flags = flags
+    result.rows = rows
+    result.signed = s.signed
+    return result
 
 
 def encode_payload(seq, time, flags, readings):
