@@ -1,0 +1,385 @@
+"""`huaico rules ...` and `huaico alerts ...`: thin commands over gateway.rules,
+gateway.alerts and the outbox, for operators over SSH."""
+import datetime
+import functools
+import json
+import time
+
+import click
+
+from gateway import alerts, db, rules, templates
+from gateway.cli_core import _open, home_option
+
+
+def _user_errors(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (rules.RuleError, alerts.AlertError, templates.TemplateError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    return wrapper
+
+
+def _when(text, now):
+    """Epoch seconds from "24h" / "7d" (ago) or an ISO date or datetime (local time)."""
+    try:
+        return now - rules.parse_duration(text)
+    except rules.RuleError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise click.BadParameter("%r: a duration such as 24h or a date such as 2026-01-01"
+                                 % text) from None
+
+
+def _stamp(epoch):
+    return "-" if epoch is None else datetime.datetime.fromtimestamp(epoch).strftime(
+        "%Y-%m-%d %H:%M:%S")
+
+
+def _load_rule(database, name):
+    cursor = database.execute("SELECT * FROM rules WHERE name = ?", [name])
+    row = cursor.fetchone()
+    if row is None:
+        raise click.ClickException("no rule named %r (see `huaico rules list`)" % name)
+    return rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
+
+
+def _rule_options(function):
+    options = [
+        click.option("--kind", type=click.Choice(rules.KINDS), help="What the rule checks."),
+        click.option("--device", help="One device (name)."),
+        click.option("--site", help="Every device of a site."),
+        click.option("--channel", help="Channel name, e.g. rain, water_level, tilt_x."),
+        click.option("--index", "idx", type=int, help="Sensor index (default: each index)."),
+        click.option("--window", help="Window for accumulation/rise, e.g. 10m, 1h, 24h."),
+        click.option("--levels", help="e.g. watch=20,warning=40,emergency=60 (physical units; "
+                                      "silent: durations, e.g. watch=30m)."),
+        click.option("--hysteresis", type=float, help="Clear only below threshold minus this."),
+        click.option("--min-duration", help="Condition must hold this long, e.g. 5m."),
+        click.option("--bucket-mm", type=float, help="Tipping bucket size for rain_tips."),
+        click.option("--place", help="Place name used in messages (default: device and site)."),
+        click.option("--disable/--enable", "disabled", default=None, help="Switch the rule off/on."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _apply(fields, kind, device, site, channel, idx, window, levels, hysteresis, min_duration,
+           bucket_mm, place, disabled):
+    if kind is not None:
+        fields["kind"] = kind
+    for key, value in (("device", device), ("site", site), ("channel", channel), ("idx", idx),
+                       ("hysteresis", hysteresis), ("bucket_mm", bucket_mm), ("place", place)):
+        if value is not None:
+            fields[key] = value
+    if window is not None:
+        fields["window_s"] = rules.parse_duration(window)
+    if min_duration is not None:
+        fields["min_duration_s"] = rules.parse_duration(min_duration)
+    if levels is not None:
+        fields["levels"] = rules.parse_levels(levels, fields.get("kind"))
+    if disabled is not None:
+        fields["enabled"] = 0 if disabled else 1
+    return rules.Rule(**fields)
+
+
+def _save(database, rule, now, new):
+    row = rule.to_row()
+    row["updated"] = now
+    with db.transaction(database) as conn:
+        if new:
+            row["created"] = now
+            conn.execute("INSERT INTO rules (%s) VALUES (%s)"
+                         % (", ".join(row), ", ".join("?" * len(row))), list(row.values()))
+        else:
+            conn.execute("UPDATE rules SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in row),
+                         list(row.values()) + [rule.id])
+
+
+@click.group(name="rules")
+def rules_group():
+    """Alert rules: thresholds, accumulations, rises, silent devices.
+
+    \b
+    Example:
+        huaico rules add rain-1h --site chosica --channel rain --kind accumulation \\
+            --window 1h --levels watch=20,warning=40,emergency=60 --hysteresis 5
+    """
+
+
+@rules_group.command(name="list")
+@home_option
+@click.option("--json", "as_json", is_flag=True, help="JSON array instead of a table.")
+@_user_errors
+def rules_list(home, as_json):
+    """List the rules.
+
+    \b
+    Example:
+        huaico rules list --json
+    """
+    _, database = _open(home)
+    cursor = database.execute("SELECT * FROM rules ORDER BY name")
+    found = [rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
+             for row in cursor]
+    if as_json:
+        click.echo(json.dumps([dict(r.to_row(), levels=r.levels) for r in found], indent=2))
+        return
+    for rule in found:
+        click.echo("%-20s %s%s" % (rule.name, rule.describe(), "" if rule.enabled else " (off)"))
+
+
+@rules_group.command(name="show")
+@home_option
+@click.argument("name")
+@_user_errors
+def rules_show(home, name):
+    """Show one rule and its current state per device.
+
+    \b
+    Example:
+        huaico rules show rain-1h
+    """
+    _, database = _open(home)
+    rule = _load_rule(database, name)
+    click.echo(json.dumps(dict(rule.to_row(), levels=rule.levels), indent=2))
+    for device_id, idx, level, value, updated in database.execute(
+            "SELECT device_id, idx, level, value, updated FROM alert_state WHERE rule_id = ?",
+            [rule.id]):
+        click.echo("%s[%d]: %s value=%s at %s" % (device_id, idx, level or "normal", value,
+                                                 _stamp(updated)))
+
+
+@rules_group.command(name="add")
+@home_option
+@click.argument("name")
+@_rule_options
+@_user_errors
+def rules_add(home, name, **options):
+    """Add a rule.
+
+    \b
+    Example:
+        huaico rules add rain-1h --device g1 --channel rain --kind accumulation \\
+            --window 1h --levels watch=20,warning=40,emergency=60 --hysteresis 5 --min-duration 0
+        huaico rules add quiet --site chosica --kind silent --levels watch=30m,warning=2h
+    """
+    _, database = _open(home)
+    if options["kind"] is None or options["levels"] is None:
+        raise click.UsageError("--kind and --levels are required")
+    rule = _apply({"name": name}, **options)
+    if database.execute("SELECT 1 FROM rules WHERE name = ?", [name]).fetchone():
+        raise click.ClickException("a rule named %r exists; use `huaico rules edit`" % name)
+    _save(database, rule, time.time(), new=True)
+    click.echo("added %s: %s" % (name, rule.describe()))
+
+
+@rules_group.command(name="edit")
+@home_option
+@click.argument("name")
+@_rule_options
+@_user_errors
+def rules_edit(home, name, **options):
+    """Change some fields of a rule; the running gateway picks it up.
+
+    \b
+    Example:
+        huaico rules edit rain-1h --levels watch=25,warning=45,emergency=70
+    """
+    _, database = _open(home)
+    old = _load_rule(database, name)
+    fields = {key: getattr(old, key) for key in rules.Rule.FIELDS if key != "updated"}
+    if options["kind"] is not None and options["levels"] is None:
+        options["levels"] = ",".join("%s=%g" % item for item in old.levels.items())
+    rule = _apply(fields, **options)
+    _save(database, rule, time.time(), new=False)
+    click.echo("changed %s: %s" % (name, rule.describe()))
+
+
+@rules_group.command(name="remove")
+@home_option
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Remove even with active alerts (they are cancelled "
+                                            "without an all-clear).")
+@_user_errors
+def rules_remove(home, name, force):
+    """Remove a rule.
+
+    \b
+    Example:
+        huaico rules remove rain-1h
+    """
+    _, database = _open(home)
+    rule = _load_rule(database, name)
+    active = database.execute("SELECT count(*) FROM alerts WHERE rule_id = ? AND status = "
+                              "'active'", [rule.id]).fetchone()[0]
+    if active and not force:
+        raise click.ClickException("%d active alert(s) from %s; wait for the all-clear or use "
+                                   "--force" % (active, name))
+    with db.transaction(database) as conn:
+        conn.execute("UPDATE alerts SET status = 'cancelled' WHERE rule_id = ? AND status = "
+                     "'active'", [rule.id])
+        conn.execute("DELETE FROM alert_state WHERE rule_id = ?", [rule.id])
+        conn.execute("DELETE FROM rules WHERE id = ?", [rule.id])
+    click.echo("removed %s" % name)
+
+
+@rules_group.command(name="replay")
+@home_option
+@click.argument("name")
+@click.option("--since", required=True, help="Start: 24h / 7d ago, or a date 2026-01-01.")
+@click.option("--until", help="End (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="JSON array instead of lines.")
+@_user_errors
+def rules_replay(home, name, since, until, as_json):
+    """Run a rule over stored readings and print when it would have fired
+    and cleared; writes nothing and sends nothing.
+
+    \b
+    Example:
+        huaico rules replay rain-1h --since 2026-01-01 --until 2026-02-01
+    """
+    _, database = _open(home)
+    rule = _load_rule(database, name)
+    now = time.time()
+    events = rules.replay(database, rule, _when(since, now),
+                          _when(until, now) if until else None)
+    if as_json:
+        click.echo(json.dumps([dict(zip(("time", "device", "index", "event", "level", "value"),
+                                        e)) for e in events], indent=2))
+        return
+    for t, device_id, idx, event, level, value in events:
+        click.echo("%s  %s[%d]  %-6s %-9s %.2f %s" % (_stamp(t), device_id, idx, event, level,
+                                                     value, rule.unit))
+    click.echo("%d event(s)" % len(events))
+
+
+@click.group(name="alerts")
+def alerts_group():
+    """Alerts raised, their messages, acknowledgements and test messages.
+
+    \b
+    Example:
+        huaico alerts list
+    """
+
+
+@alerts_group.command(name="list")
+@home_option
+@click.option("--all", "show_all", is_flag=True, help="Also cleared ones (newest 50).")
+@click.option("--json", "as_json", is_flag=True, help="JSON array instead of a table.")
+@_user_errors
+def alerts_list(home, show_all, as_json):
+    """Active alerts (with --all, recent ones too), and failed messages.
+
+    \b
+    Example:
+        huaico alerts list --all
+    """
+    _, database = _open(home)
+    where = "" if show_all else "WHERE status = 'active'"
+    cursor = database.execute("SELECT id, status, level, place, rule_name, value, unit, raised, "
+                              "cleared, acked_by FROM alerts %s ORDER BY id DESC LIMIT 50" % where)
+    names = [c[0] for c in cursor.description]
+    found = [dict(zip(names, row)) for row in cursor]
+    failed = database.execute("SELECT count(*) FROM outbox WHERE status = 'failed'").fetchone()[0]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for a in found:
+        click.echo("%5d %-9s %-9s %s  %s=%s %s  raised %s%s" % (
+            a["id"], a["status"], a["level"], a["place"], a["rule_name"], a["value"],
+            a["unit"] or "", _stamp(a["raised"]),
+            "  acked by %s" % a["acked_by"] if a["acked_by"] else ""))
+    if failed:
+        click.echo("%d message(s) failed permanently: `huaico alerts show ID`" % failed)
+
+
+@alerts_group.command(name="show")
+@home_option
+@click.argument("alert_id", type=int)
+@_user_errors
+def alerts_show(home, alert_id):
+    """One alert: its CAP events and every message with its delivery log.
+
+    \b
+    Example:
+        huaico alerts show 42
+    """
+    _, database = _open(home)
+    with db.transaction(database) as conn:
+        alert = alerts._alert(conn, alert_id)
+    for key, value in alert.items():
+        click.echo("%-11s %s" % (key, _stamp(value) if key in ("raised", "cleared", "acked",
+                                                                "escalated") else value))
+    for ident, msg_type, level, t in database.execute(
+            "SELECT identifier, msg_type, level, time FROM alert_events WHERE alert_id = ? "
+            "ORDER BY id", [alert_id]):
+        click.echo("event %s %s %s at %s" % (ident, msg_type, level, _stamp(t)))
+    for oid, transport, recipient, status, attempts, error in database.execute(
+            "SELECT id, transport, recipient, status, attempts, last_error FROM outbox "
+            "WHERE alert_id = ? ORDER BY id", [alert_id]):
+        click.echo("message %d %s %s: %s after %d attempt(s)%s" % (
+            oid, transport, recipient, status, attempts, " (%s)" % error if error else ""))
+
+
+@alerts_group.command(name="ack")
+@home_option
+@click.argument("alert_id", type=int)
+@click.option("--by", default="cli", help="Who acknowledges (kept with the alert).")
+@_user_errors
+def alerts_ack(home, alert_id, by):
+    """Acknowledge an alert: stops its escalation.
+
+    \b
+    Example:
+        huaico alerts ack 42 --by "Rosa (municipal)"
+    """
+    _, database = _open(home)
+    with db.transaction(database) as conn:
+        fresh = alerts.acknowledge(conn, alert_id, by, time.time())
+    click.echo("acknowledged %d" % alert_id if fresh else "alert %d was already acknowledged"
+               % alert_id)
+
+
+@alerts_group.command(name="test")
+@home_option
+@click.argument("group")
+@click.option("--wait", type=float, default=0, help="Seconds to wait for the running gateway "
+                                                    "to deliver (0: just queue).")
+@_user_errors
+def alerts_test(home, group, wait):
+    """Queue a test SMS to every number of GROUP through the outbox, exactly
+    as an alert goes; the running gateway (`huaico run`) delivers it.
+
+    \b
+    Example:
+        huaico alerts test leaders --wait 60
+    """
+    config, database = _open(home)
+    with db.transaction(database) as conn:
+        ids = alerts.queue_test(conn, config, group, time.time())
+    click.echo("queued %d test message(s) to %s: outbox %s" % (len(ids), group,
+                                                               ", ".join(map(str, ids))))
+    deadline = time.monotonic() + wait
+    marks = ",".join("?" * len(ids))
+    while wait and time.monotonic() < deadline:
+        states = database.execute("SELECT recipient, status, last_error FROM outbox WHERE id IN "
+                                  "(%s)" % marks, ids).fetchall()
+        if all(state[1] != "pending" for state in states):
+            break
+        time.sleep(0.5)
+    if wait:
+        for recipient, status, error in database.execute(
+                "SELECT recipient, status, last_error FROM outbox WHERE id IN (%s)" % marks, ids):
+            click.echo("%s: %s%s" % (recipient, status, " (%s)" % error if error else ""))
+
+
+def register(main):
+    """Add `rules` and `alerts` to the `huaico` group (gateway/cli.py)."""
+    main.add_command(rules_group)
+    main.add_command(alerts_group)

@@ -1,0 +1,58 @@
+"""`huaico rules ...` and `huaico alerts ...` through click's CliRunner on a
+real data directory."""
+import json
+
+from click.testing import CliRunner
+
+from gateway import rules
+from gateway.cli import main
+from tests.fixtures.alerting import AlertDb, CONFIG
+
+T0 = 1_800_000_000
+
+
+def run(home, *args):
+    result = CliRunner().invoke(main, list(args) + ["--home", str(home)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_rules_and_alerts_commands(tmp_path):
+    run(tmp_path, "init")
+    out = run(tmp_path, "rules", "add", "rain-1h", "--device", "g1", "--channel", "rain",
+              "--kind", "accumulation", "--window", "1h",
+              "--levels", "watch=2,warning=4,emergency=6", "--hysteresis", "0.5",
+              "--min-duration", "0")
+    assert "accumulation rain of device g1 over 3600s" in out
+    bad = CliRunner().invoke(main, ["rules", "add", "x", "--kind", "rise", "--channel", "rain",
+                                    "--levels", "watch=2", "--home", str(tmp_path)])
+    assert bad.exit_code != 0 and "window" in bad.output
+    run(tmp_path, "rules", "edit", "rain-1h", "--levels", "watch=2.5,warning=4")
+    listed = json.loads(run(tmp_path, "rules", "list", "--json"))
+    assert listed[0]["levels"] == {"watch": 2.5, "warning": 4.0}
+
+    adb = AlertDb(tmp_path / "huaico.db")
+    device = adb.add_device("0a0b0c0d", "g1")
+    for i, tenths in enumerate([10, 20, 0, 0, 0, 0, 0]):
+        adb.store(None, device, [(1, 0, T0 + i * 1200, tenths, 0)], T0)
+    out = run(tmp_path, "rules", "replay", "rain-1h", "--since", "2027-01-01")
+    assert "raise  watch" in out and "clear  watch" in out and "2 event(s)" in out
+    assert adb.rows("SELECT count(*) FROM alerts") == [(0,)]
+
+    engine = rules.RuleEngine(adb.database, CONFIG)
+    adb.store(engine, device, [(1, 0, T0 + 9000, 30, 0)], T0 + 9000)
+    assert "watch" in run(tmp_path, "alerts", "list")
+    assert "event huaico.1.1 Alert watch" in run(tmp_path, "alerts", "show", "1")
+    assert "acknowledged 1" in run(tmp_path, "alerts", "ack", "1", "--by", "Rosa")
+    assert "already" in run(tmp_path, "alerts", "ack", "1")
+    no_group = CliRunner().invoke(main, ["alerts", "test", "nobody", "--home", str(tmp_path)])
+    assert no_group.exit_code != 0 and "no group 'nobody'" in no_group.output
+    out = run(tmp_path, "alerts", "test", "leaders")  # the default config's group
+    assert "queued 1 test message(s) to leaders" in out
+    assert adb.rows("SELECT recipient, level FROM outbox WHERE alert_id IS NULL") == [
+        ("+51987654321", "test")]
+    active = CliRunner().invoke(main, ["rules", "remove", "rain-1h", "--home", str(tmp_path)])
+    assert active.exit_code != 0 and "active alert" in active.output
+    run(tmp_path, "rules", "remove", "rain-1h", "--force")
+    assert run(tmp_path, "rules", "list") == ""
+    adb.database.conn.close()
