@@ -22,7 +22,7 @@ from protocol.errors import FrameError
 from protocol.frame import (FLAG_CLOCK_UNSYNCED, FLAG_DROPPED, FLAG_LOW_BATTERY, FLAG_REBOOTED,
                             Q_OK, decode_ack, encode_frame)
 
-from firmware import config, log
+from firmware import log
 from firmware.flash import Flash
 from firmware.retained import NONE, Retained
 from firmware.ring import Ring
@@ -300,16 +300,47 @@ def _any_in(wanted, seqs):
     return False
 
 
-def main(site_path="site.json", root="/data"):
-    """Boot: check the site config, then run for ever. Returns only if the config is refused."""
-    cause = machine.reset_cause()
-    log.event("boot", "cause", cause)
+class Settings:
+    """The checked site config, held without the checking code (see main)."""
+
+
+_SETTINGS = ("raw", "kid", "key", "board", "sensors", "report_s", "thresholds", "transport", "watchdog_ms",
+             "sleep_mode", "sleep_max_ms", "ring_frames", "seq_block", "low_battery_mv")
+
+
+def load_settings(site_path):
+    """The site config checked by firmware.config, which is then unloaded: its
+    messages and checks are needed once per boot and would hold ~10 KB of heap."""
+    import sys
+
+    from firmware import config
+
     try:
         site = config.load(site_path)
     except config.ConfigError as exc:
         for line in exc.errors:
             print("config error: " + line)
         log.event("config_refused", "errors", len(exc.errors))
+        return None
+    finally:
+        sys.modules.pop("firmware.config", None)
+        import firmware
+
+        if hasattr(firmware, "config"):
+            delattr(firmware, "config")
+    settings = Settings()
+    for name in _SETTINGS:
+        setattr(settings, name, getattr(site, name))
+    return settings
+
+
+def main(site_path="site.json", root="/data"):
+    """Boot: check the site config, then run for ever. Returns only if the config is refused."""
+    cause = machine.reset_cause()
+    log.event("boot", "cause", cause)
+    site = load_settings(site_path)
+    gc.collect()
+    if site is None:
         return None
     from boards import load
 
