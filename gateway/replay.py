@@ -13,7 +13,7 @@ Verdicts:
   ack (or a replay of one, which is the same bytes): ack again, store
   nothing, no rules.
 - OLD: older than the window: the caller decides by looking in the
-  readings (stored -> SEEN, else rejected as "replayed").
+  readings (gateway/store.py: stored -> "replayed", else a late frame).
 
 SQLite integers are signed 64-bit, so windows are at most 64 wide and the
 bitmap is kept as a signed value in the database (to_db / from_db).

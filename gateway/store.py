@@ -18,6 +18,15 @@ newest). The relative spacing of a burst survives, the absolute time errs
 late by the frame's transit and queueing delay, and the rows say so with
 unsynced=1.
 
+Sequence numbers (gateway/replay.py): a frame inside the window that was
+stored already is a "duplicate" (a resend after a lost ack): acked again,
+nothing stored, no rules. A frame older than the window that was stored
+already is "replayed": rejected (counted, logged, recorded, no rules) but
+still acked, because the board that resends it after a long-lost ack must
+be able to drop it and an ack helps nobody else. A frame older than the
+window that was never stored is authentic data whose first copy was lost
+while newer frames got through: stored as a "late" frame rather than lost.
+
 Bad input never stops the writer: each rejected frame gets a typed reason
 (the decoder's, or "retired", "replayed"), a counter rejected_<reason>, a
 log line naming the device, and a row in rejects.
@@ -280,6 +289,7 @@ class Writer:
             self._reject(rejects, delta, received, None, "link_" + raw.reason, str(raw), source)
             return "link_" + raw.reason, None
         asked = []
+        replayed = False
 
         def key_for(kid):
             asked.append(kid)
@@ -293,21 +303,27 @@ class Writer:
             if device.row["retired"]:
                 raise RejectedFrame("retired", -1, "device %s" % device.row["name"])
             verdict = device.window.check(frame.seq)
-            if verdict == replay.OLD:
-                stored = conn.execute("SELECT 1 FROM readings WHERE device_id = ? AND seq = ? "
-                                      "LIMIT 1", [kid_hex, frame.seq]).fetchone()
-                if stored is None:
-                    raise RejectedFrame("replayed", -1, "seq %d is older than the window "
-                                        "(last %d)" % (frame.seq, device.window.last))
-                verdict = replay.SEEN
+            if verdict == replay.OLD and (not frame.rows or self._stored(conn, kid_hex, frame.seq)):
+                replayed = True
         except ProtocolError as exc:
             kid_hex = asked[-1].hex() if asked else None
             self._reject(rejects, delta, received, kid_hex, exc.reason, str(exc), source)
             return exc.reason, None
         ack = encode_ack(frame.kid, device.mac, frame.seq, int(now))
+        if replayed:
+            # Acked all the same: the ack is harmless to anyone but the board,
+            # which may be resending it because an ack was lost long ago.
+            self._reject(rejects, delta, received, kid_hex, "replayed",
+                         "seq %d was stored already and is older than the window (last %d)"
+                         % (frame.seq, device.window.last), source)
+            return "replayed", ack
         if verdict == replay.SEEN:
             delta["duplicates"] = delta.get("duplicates", 0) + 1
             return "duplicate", ack
+        if verdict == replay.OLD:
+            # Authentic and never stored (the first copy was lost while newer
+            # frames got through): stored late rather than lost.
+            delta["late_frames"] = delta.get("late_frames", 0) + 1
         rows = frame.rows
         unsynced = 1 if frame.flags & FLAG_CLOCK_UNSYNCED else 0
         if unsynced and rows:
@@ -319,7 +335,8 @@ class Writer:
                                    for c, i, t, v, q in rows])
         delta["readings"] = delta.get("readings", 0) + conn.total_changes - before
         delta["frames_ok"] = delta.get("frames_ok", 0) + 1
-        device.window.mark(frame.seq)
+        if verdict == replay.NEW:
+            device.window.mark(frame.seq)
         row = device.row
         row["last_seq"] = device.window.last
         row["seq_window"] = replay.to_db(device.window.bits)
@@ -335,6 +352,11 @@ class Writer:
         if self.engine is not None:
             outbox += self._rules(conn, row, rows, now, isolate, delta)
         return "stored", ack
+
+    @staticmethod
+    def _stored(conn, kid_hex, seq):
+        return conn.execute("SELECT 1 FROM readings WHERE device_id = ? AND seq = ? LIMIT 1",
+                            [kid_hex, seq]).fetchone() is not None
 
     def _rules(self, conn, row, rows, now, isolate, delta):
         """The engine's outbox ids; when a frame is retried alone and the engine

@@ -85,16 +85,17 @@ def test_forged_replayed_and_unsigned_frames_are_rejected_and_never_reach_rules(
     acks = Acks(gateway_home, board)
     writer = writer_for(gateway_home, recording_engine, window=8)
     old = board.frame(seq=1)
-    submit(writer, [board.frame(seq=20)])
+    submit(writer, [old, board.frame(seq=20)])
     calls = len(recording_engine.calls)
     forged = board.frame(key=MacKey(b"k" * 32))
     unsigned = board.frame(key=None)
     stranger = wire.encode_frame(b"\x01\x02\x03\x04", MacKey(b"s" * 32), 1, 0, 0, [])
     outcomes = submit(writer, [forged, old, unsigned, stranger, b"\xff\x00"], acks.reply)
     assert outcomes == ["bad_mac", "replayed", "unsigned", "unknown_device", "structure"]
-    assert acks.got == []
+    # Only the replayed frame is acked (it was stored once, long ago).
+    assert [seq for seq, _, _ in acks.got] == [1]
     assert len(recording_engine.calls) == calls
-    assert [r["seq"] for r in gateway_home.readings(board)] == [20]
+    assert [r["seq"] for r in gateway_home.readings(board)] == [1, 20]
     counters = gateway_home.counters()
     for reason in ("bad_mac", "replayed", "unsigned", "unknown_device", "structure"):
         assert counters["rejected_" + reason] == 1
@@ -104,14 +105,17 @@ def test_forged_replayed_and_unsigned_frames_are_rejected_and_never_reach_rules(
         (board.row["id"], "unsigned"), ("01020304", "unknown_device"), (None, "structure")]
 
 
-def test_old_frame_that_was_stored_is_a_duplicate_not_a_reject(gateway_home):
+def test_old_frame_never_stored_is_stored_late_not_lost(gateway_home, recording_engine):
     board = gateway_home.add("rg1")
-    writer = writer_for(gateway_home, window=4)
-    first = board.frame()
-    submit(writer, [first] + [board.frame() for _ in range(10)])
+    writer = writer_for(gateway_home, recording_engine, window=4)
+    lost = board.frame()  # its first copy never arrived
+    submit(writer, [board.frame() for _ in range(10)])
     acks = Acks(gateway_home, board)
-    assert submit(writer, [first], acks.reply) == ["duplicate"]
-    assert [seq for seq, _, _ in acks.got] == [1]
+    assert submit(writer, [lost, lost], acks.reply) == ["stored", "replayed"]
+    assert [seq for seq, _, _ in acks.got] == [1, 1]
+    assert [r["seq"] for r in gateway_home.readings(board)] == list(range(1, 12))
+    assert len(recording_engine.calls) == 11
+    assert gateway_home.counters()["late_frames"] == 1
 
 
 def test_unsigned_frames_accepted_only_from_a_device_that_allows_them(gateway_home):
