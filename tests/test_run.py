@@ -91,7 +91,9 @@ def assert_each_acked_frame_stored_once(home, feeder):
 def test_kill_9_at_random_moments_loses_no_acked_frame(gateway_home, pty_pair):
     board = gateway_home.add("rg1")
     feeder = Feeder(pty_pair, board)
-    rng = random.Random(int(os.environ.get("HUAICO_KILL_SEED", time.time_ns())))
+    seed = int(os.environ.get("HUAICO_KILL_SEED", time.time_ns()))
+    print("HUAICO_KILL_SEED=%d" % seed)  # shown when the test fails
+    rng = random.Random(seed)
     acked_before = []
     for _ in range(KILLS):
         gateway = start_gateway(gateway_home, pty_pair.path, "--no-rules")
