@@ -177,7 +177,14 @@ class Service:
         dispatch = _optional("gateway.dispatch")
         if dispatch is None:
             return None
-        return dispatch.Dispatcher(self.config, mqtt=self.mqtt)
+        try:
+            sms = dispatch.sms_backend_from_config(self.config)
+        except (ValueError, OSError) as exc:
+            raise ServiceError("sms: %s" % exc) from None
+        # Its own connection (opened in its thread), so delivery never waits
+        # on the writer's transactions beyond SQLite's own locking.
+        return dispatch.Dispatcher(self.config.database_path, self.config, sms=sms,
+                                   mqtt=self.mqtt, counters=self.counters)
 
     def _committed(self, outbox_ids):
         if self.dispatcher is not None:

@@ -96,7 +96,7 @@ def test_kill_9_at_random_moments_loses_no_acked_frame(gateway_home, pty_pair):
     rng = random.Random(seed)
     acked_before = []
     for _ in range(KILLS):
-        gateway = start_gateway(gateway_home, pty_pair.path, "--no-rules")
+        gateway = start_gateway(gateway_home, pty_pair.path)  # with rules and dispatcher
         kill_at = time.monotonic() + rng.uniform(0.4, 1.2)
         while time.monotonic() < kill_at:
             feeder.send_new(rng.randint(1, 8))
@@ -107,7 +107,7 @@ def test_kill_9_at_random_moments_loses_no_acked_frame(gateway_home, pty_pair):
         gateway.stdout.close()
         gateway.stderr.close()
         acked_before.append(len(feeder.acked))
-    gateway = start_gateway(gateway_home, pty_pair.path, "--no-rules")
+    gateway = start_gateway(gateway_home, pty_pair.path)
     # New frames as well: their acks show this last gateway is up (and has
     # its SIGTERM handler) before it is asked to stop.
     feeder.send_new(3)

@@ -236,3 +236,36 @@ def test_replay_window_agrees_with_a_set_of_stored_numbers(size, seqs):
 def test_window_size_is_checked():
     with pytest.raises(ValueError):
         replay.Window(65)
+
+
+def test_with_the_real_rule_engine_alerts_come_from_good_frames_only(gateway_home):
+    from gateway import rules
+    rule = rules.Rule("river-high", "above", {"warning": 2.0}, channel="water_level",
+                      place="Puente Huaycoloro")
+    row = rule.to_row()
+    row["created"] = row["updated"] = NOW
+    with db.transaction(gateway_home.database) as conn:
+        conn.execute("INSERT INTO rules (%s) VALUES (%s)" % (", ".join(row), ", ".join("?" * len(row))),
+                     list(row.values()))
+    board = gateway_home.add("river1")
+    engine = rules.RuleEngine(gateway_home.database, gateway_home.config)
+    woken = []
+    writer = Writer(gateway_home.database, engine=engine, clock=lambda: NOW, on_commit=woken.append)
+    high = [(4, 0, 0, 2500, 0)]
+    forged = board.frame(high, key=MacKey(b"f" * 32))
+    unsigned = board.frame(high, key=None)
+    assert submit(writer, [forged, unsigned, board.frame([(4, 0, 0, 800, 0)])]) == [
+        "bad_mac", "unsigned", "stored"]
+    check = gateway_home.open()
+    assert check.execute("SELECT count(*) FROM alerts").fetchone()[0] == 0
+    assert check.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    raising = board.frame(high)
+    assert submit(writer, [raising]) == ["stored"]
+    alerts = list(check.query("SELECT level, device_id FROM alerts"))
+    assert alerts == [{"level": "warning", "device_id": board.row["id"]}]
+    queued = check.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert queued > 0 and len(woken) == 1
+    # The resend of the frame that raised it raises nothing more.
+    assert submit(writer, [raising]) == ["duplicate"]
+    assert check.execute("SELECT count(*) FROM outbox").fetchone()[0] == queued
+    assert check.execute("SELECT count(*) FROM alerts").fetchone()[0] == 1
