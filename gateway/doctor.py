@@ -1,0 +1,346 @@
+"""`huaico doctor`: checks the gateway's surroundings and says what to fix.
+
+Each check returns Check(name, level, detail, fix) with level OK, WARN, FAIL
+or SKIP (not configured). Every check is bounded by a short timeout so that
+a dead modem or a black-holed broker cannot hang an operator's SSH session.
+
+Checks that touch shared hardware are careful with a running gateway:
+the modem is not probed while another process has its port open (two
+readers of one serial port steal each other's bytes), and the broker check
+connects with its own client id, never the gateway's (the broker would
+disconnect the gateway to let the newcomer in).
+"""
+import errno
+import os
+import pathlib
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+
+import serial
+
+from gateway import config as config_mod
+from gateway import db
+
+OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
+TIMEOUT_S = 3.0
+MIN_YEAR = 2024
+# Free disk thresholds: below FAIL_FREE the gateway may stop storing soon.
+FAIL_FREE = 200 * 1024 * 1024
+WARN_FREE = 1024 * 1024 * 1024
+WEAK_DBM = -100
+
+
+class Check:
+    """One line of the report."""
+
+    def __init__(self, name, level, detail, fix=""):
+        self.name = name
+        self.level = level
+        self.detail = detail
+        self.fix = fix
+
+    def as_dict(self):
+        return {"check": self.name, "level": self.level, "detail": self.detail, "fix": self.fix}
+
+    def line(self):
+        text = "%-4s %-14s %s" % (self.level, self.name, self.detail)
+        return text + (" -> " + self.fix if self.fix else "")
+
+
+def _holders(path):
+    """(pid, command) of other processes that have `path` open, from /proc."""
+    try:
+        target = os.path.realpath(path)
+    except OSError:
+        return []
+    found = []
+    mine = os.getpid()
+    for entry in pathlib.Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        if pid == mine:
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        errors="replace").strip()
+                    found.append((pid, cmd or entry.name))
+                    break
+            except OSError:
+                continue
+    return found
+
+
+def _is_device_path(url):
+    return "://" not in url
+
+
+def check_serial_port(name, url):
+    """Exists, can be opened, and no other program holds it."""
+    if not _is_device_path(url):
+        return Check(name, SKIP, "%s is a pyserial URL; not checked" % url)
+    if not os.path.exists(url):
+        return Check(name, FAIL, "%s does not exist" % url,
+                     "plug the board/modem in, check `ls /dev/serial/by-id/`, "
+                     "then fix the path in huaico.toml")
+    try:
+        # exclusive=True takes an flock: it fails when another program
+        # holds one (a running pyserial user with exclusive access).
+        port = serial.Serial(url, exclusive=True, timeout=0)
+    except serial.SerialException as exc:
+        code = getattr(exc, "errno", None)
+        if code in (errno.EBUSY, errno.EAGAIN) or "busy" in str(exc).lower() \
+                or "lock" in str(exc).lower():
+            return Check(name, FAIL, "%s is busy: another program holds it" % url,
+                         "find it with `fuser -v %s` and stop it" % url)
+        if code == errno.EACCES or "ermission" in str(exc):
+            return Check(name, FAIL, "%s: permission denied" % url,
+                         "add the gateway's user to the dialout group: "
+                         "`sudo usermod -aG dialout $USER`, then log in again")
+        return Check(name, FAIL, "%s cannot be opened: %s" % (url, exc),
+                     "check the cable and the path in huaico.toml")
+    port.close()
+    others = _holders(url)
+    if others:
+        pid, cmd = others[0]
+        if "huaico" in cmd and " run" in cmd:
+            return Check(name, OK, "%s in use by the gateway (pid %d)" % (url, pid))
+        return Check(name, WARN, "%s is also open in pid %d (%s)" % (url, pid, cmd[:60]),
+                     "two programs reading one port lose bytes; stop it "
+                     "(ModemManager often grabs ttyACM/ttyUSB: "
+                     "`sudo systemctl disable --now ModemManager`)")
+    return Check(name, OK, "%s opens and is free" % url)
+
+
+def check_modem(config):
+    sms = config["sms"]
+    backend = sms["backend"]
+    if backend == "none":
+        return [Check("sms", WARN, "no SMS backend: alerts reach nobody without MQTT",
+                      "set [sms] backend = \"modem\" or \"spool\" in huaico.toml")]
+    if backend == "spool":
+        spool = config.path(sms["spool_dir"]) if sms["spool_dir"] else None
+        if spool is None or not spool.is_dir():
+            return [Check("sms", FAIL, "spool directory %s does not exist" % (spool or "(empty)"),
+                          "set [sms] spool_dir to gammu-smsd's outbox directory")]
+        if not os.access(spool, os.W_OK):
+            return [Check("sms", FAIL, "cannot write the spool %s" % spool,
+                          "give the gateway's user write access to it")]
+        return [Check("sms", OK, "gammu-smsd spool %s is writable" % spool)]
+    if backend != "modem":
+        return [Check("sms", FAIL, "unknown [sms] backend %r" % backend,
+                      "use \"none\", \"modem\" or \"spool\"")]
+    url = sms["port"]
+    if not url:
+        return [Check("modem", FAIL, "[sms] backend is modem but port is empty",
+                      "set [sms] port, e.g. \"/dev/ttyUSB2\"")]
+    port_check = check_serial_port("modem port", url)
+    if port_check.level == FAIL:
+        return [port_check]
+    if _is_device_path(url) and _holders(url):
+        return [port_check, Check("modem", SKIP, "not probed: its port is in use",
+                                  "stop the other program to probe the modem")]
+    return [port_check] + probe_modem(url, sms["baudrate"])
+
+
+def probe_modem(url, baudrate, timeout=TIMEOUT_S):
+    from gateway.modem import Modem
+    try:
+        modem = Modem(url, baudrate=baudrate, command_timeout=timeout)
+    except serial.SerialException as exc:
+        return [Check("modem", FAIL, "cannot open %s: %s" % (url, exc),
+                      "check the cable and [sms] port")]
+    try:
+        info = modem.probe()
+    finally:
+        modem.close()
+    if not info["ok"]:
+        return [Check("modem", FAIL, "no answer from a modem on %s (%s)" % (url, info["error"]),
+                      "check its power supply (a SIM800 needs 2 A peaks), the cable, "
+                      "[sms] port and baudrate")]
+    checks = [Check("modem", OK, "answers on %s" % url)]
+    if not info["sim_ready"]:
+        checks.append(Check("SIM", FAIL, "SIM %s" % (info["sim"] or info["error"] or "unknown"),
+                            "insert an active SIM without a PIN (or remove its PIN in a phone)"))
+        return checks
+    checks.append(Check("SIM", OK, "ready"))
+    if not info["registered"]:
+        checks.append(Check("network", FAIL, "not registered (%s)" % info["registration"],
+                            "check the antenna, coverage and that the SIM is active with credit"))
+    else:
+        checks.append(Check("network", OK, "registered%s on %s" % (
+            " (roaming)" if info["roaming"] else "", info["operator"] or "unknown operator")))
+    dbm = info["dbm"]
+    if dbm is None:
+        checks.append(Check("signal", WARN, "unknown (CSQ %s)" % info["rssi"],
+                            "check the antenna"))
+    elif dbm < WEAK_DBM:
+        checks.append(Check("signal", WARN, "%d dBm is weak" % dbm,
+                            "move or raise the antenna; below -100 dBm SMS may fail"))
+    else:
+        checks.append(Check("signal", OK, "%d dBm" % dbm))
+    return checks
+
+
+def check_broker(config, timeout=TIMEOUT_S):
+    mqtt = config["mqtt"]
+    if not mqtt["enabled"]:
+        return Check("broker", SKIP, "MQTT is off (mqtt.enabled = false)")
+    where = "%s:%s" % (mqtt["host"], mqtt["port"])
+    try:
+        socket.create_connection((mqtt["host"], mqtt["port"]), timeout=timeout).close()
+    except OSError as exc:
+        return Check("broker", FAIL, "cannot reach %s: %s" % (where, exc.strerror or exc),
+                     "start the broker (`sudo systemctl start mosquitto`) or fix [mqtt] host/port")
+    from gateway.mqtt import MqttLink
+    tls = {"ca": str(config.path(mqtt["tls_ca"]))} if mqtt["tls_ca"] else None
+    link = MqttLink(mqtt["host"], mqtt["port"], "%s-doctor-%d" % (mqtt["client_id"], os.getpid()),
+                    username=mqtt["username"] or None, password=mqtt["password"] or None,
+                    tls=tls, protocol=mqtt["protocol"], clean=True)
+    link.start()
+    try:
+        if link.wait_connected(timeout):
+            return Check("broker", OK, "%s accepts MQTT %s" % (where, link.protocol))
+        reason = "no CONNACK within %.0f s" % timeout
+        while not link.events.empty():
+            event = link.events.get_nowait()
+            if event[0] == "disconnected":
+                reason = "refused: %s" % event[1]
+        return Check("broker", FAIL, "%s: TCP works but MQTT CONNECT failed (%s)" % (where, reason),
+                     "check [mqtt] username/password/tls_ca/protocol and the broker's log")
+    finally:
+        link.stop()
+
+
+def check_database(config, quick=False):
+    path = config.database_path
+    if not path.exists():
+        return [Check("database", FAIL, "no database at %s" % path, "run `huaico init`")]
+    checks = []
+    try:
+        conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=TIMEOUT_S)
+        try:
+            pragma = "quick_check" if quick else "integrity_check"
+            result = [row[0] for row in conn.execute("PRAGMA %s" % pragma)]
+            journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return [Check("database", FAIL, "%s cannot be read: %s" % (path, exc),
+                      "restore it from a backup; keep the broken file for inspection")]
+    if result != ["ok"]:
+        checks.append(Check("database", FAIL, "%s: %s" % (pragma, "; ".join(result[:3])),
+                            "stop the gateway, `sqlite3 %s .recover`, restore from backup" % path))
+    else:
+        checks.append(Check("database", OK, "%s passes %s" % (path, pragma)))
+    if journal.lower() != "wal":
+        checks.append(Check("journal", WARN, "journal_mode is %s, not wal" % journal,
+                            "run `huaico run` once: it opens the database in WAL mode"))
+    else:
+        checks.append(Check("journal", OK, "WAL"))
+    database = db.open_db(path)
+    try:
+        synchronous = database.execute("PRAGMA synchronous").fetchone()[0]
+        pending = [name for name, _ in db.all_migrations() if name not in db.applied(database)]
+    finally:
+        database.conn.close()
+    if synchronous != 2:
+        checks.append(Check("synchronous", FAIL, "gateway connections use synchronous=%d" % synchronous,
+                            "acks need FULL (2): a power cut could lose acked frames"))
+    else:
+        checks.append(Check("synchronous", OK, "FULL: an acked frame survives a power cut"))
+    if pending:
+        checks.append(Check("migrations", WARN, "not applied: %s" % ", ".join(pending),
+                            "run `huaico init` (it only applies what is missing)"))
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        checks.append(Check("permissions", WARN, "%s is readable by others (mode %o); it holds "
+                            "device keys" % (path, mode & 0o777), "chmod 600 %s" % path))
+    return checks
+
+
+def check_disk(config):
+    where = config.database_path.parent if config.database_path.parent.exists() else config.home
+    while not where.exists():
+        where = where.parent
+    usage = shutil.disk_usage(where)
+    text = "%s free of %s where the database lives (%s)" % (
+        human_bytes(usage.free), human_bytes(usage.total), where)
+    if usage.free < FAIL_FREE:
+        return Check("disk", FAIL, text, "free space now: SQLite stops storing when the disk is full")
+    if usage.free < WARN_FREE:
+        return Check("disk", WARN, text, "free space or move the data directory to a bigger disk "
+                                         "(`huaico storage estimate` says how long it lasts)")
+    return Check("disk", OK, text)
+
+
+def check_clock(now=None, timedatectl="timedatectl"):
+    now = time.time() if now is None else now
+    checks = []
+    year = time.localtime(now).tm_year
+    if year < MIN_YEAR:
+        checks.append(Check("clock", FAIL, "the clock says %s" % time.strftime("%Y-%m-%d %H:%M",
+                                                                              time.localtime(now)),
+                            "boards take their time from the gateway: set it "
+                            "(`sudo timedatectl set-ntp true`, or `sudo date -s ...`)"))
+    else:
+        checks.append(Check("clock", OK, time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))))
+    if shutil.which(timedatectl) is None:
+        checks.append(Check("ntp", SKIP, "timedatectl not found; NTP state unknown"))
+        return checks
+    try:
+        done = subprocess.run([timedatectl, "show", "-p", "NTPSynchronized", "--value"],
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        checks.append(Check("ntp", WARN, "timedatectl failed: %s" % exc, "check systemd-timesyncd"))
+        return checks
+    answer = done.stdout.strip()
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[0]
+        checks.append(Check("ntp", WARN, "NTP state unknown (%s)" % reason,
+                            "on a Raspberry Pi OS gateway `timedatectl` shows it"))
+    elif answer == "yes":
+        checks.append(Check("ntp", OK, "synchronised"))
+    else:
+        checks.append(Check("ntp", WARN, "clock not synchronised with NTP",
+                            "`sudo timedatectl set-ntp true`; a Pi without a network needs an RTC"))
+    return checks
+
+
+def human_bytes(n):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
+        n /= 1024.0
+
+
+def run(home=None, quick=False):
+    """All checks, in the order a person would fix things."""
+    try:
+        config = config_mod.load(home)
+    except config_mod.ConfigError as exc:
+        home_path = config_mod.home_dir(home)
+        return [Check("config", FAIL, str(exc), "fix %s (compare with `huaico init --home "
+                      "/tmp/fresh`)" % (home_path / config_mod.CONFIG_NAME))] + check_clock()
+    config_file = config.home / config_mod.CONFIG_NAME
+    checks = [Check("config", OK if config_file.exists() else WARN,
+                    "%s %s" % (config_file, "loads" if config_file.exists() else "missing; defaults used"),
+                    "" if config_file.exists() else "run `huaico init`")]
+    serial_urls = config["ingest"]["serial"]
+    if not serial_urls:
+        checks.append(Check("serial", SKIP, "no serial ports in [ingest] serial"))
+    for url in serial_urls:
+        checks.append(check_serial_port("serial", url))
+    checks += check_modem(config)
+    checks.append(check_broker(config))
+    checks += check_database(config, quick=quick)
+    checks.append(check_disk(config))
+    checks += check_clock()
+    return checks

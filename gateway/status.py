@@ -1,0 +1,145 @@
+"""The network at a glance: every device with when it was last heard, its
+battery and signal, its newest value per channel, and the active alerts.
+
+A device is stale when it has not been heard for longer than the threshold
+(`--stale`, else `[status] stale_after` in huaico.toml, else 15 minutes):
+a silent rain gauge during a storm is exactly what an operator must see
+first, so stale devices are listed first and marked.
+"""
+import time
+
+from gateway import readings_query
+
+DEFAULT_STALE = "15m"
+STALE_MARK = "!"
+
+
+def stale_after(config, option=None):
+    """Seconds: the --stale option, else [status] stale_after, else 15 minutes."""
+    if option:
+        return readings_query.parse_span(option)
+    configured = config.get("status", {}).get("stale_after", DEFAULT_STALE)
+    return readings_query.parse_span(configured)
+
+
+def ago(seconds, now):
+    """"3 min ago" for an epoch time; "never" for None."""
+    if seconds is None:
+        return "never"
+    age = now - seconds
+    if age < 0:
+        return "in the future (%s): check clocks" % _span(-age)
+    if age < 10:
+        return "just now"
+    return _span(age) + " ago"
+
+
+def _span(seconds):
+    for name, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return "%d %s" % (seconds // size, name)
+    return "%d s" % seconds
+
+
+def _last_values(database, device_id):
+    # SQLite gives the bare columns of the row holding max(time) in its group.
+    rows = database.execute(
+        "SELECT channel, idx, value, quality, max(time) FROM readings "
+        "WHERE device_id = ? GROUP BY channel, idx ORDER BY channel, idx", [device_id])
+    return [{"channel": readings_query.channel_name(code), "idx": idx,
+             "value": readings_query.value_text(value, code),
+             "unit": readings_query.unit(code),
+             "quality": readings_query.quality_name(quality), "time": at}
+            for code, idx, value, quality, at in rows]
+
+
+def active_alerts(database):
+    if "alerts" not in database.table_names():
+        return []
+    return list(database.query(
+        "SELECT a.id, a.level, a.rule_name AS rule, coalesce(d.name, a.device_id) AS device, "
+        "a.place, a.channel, a.value, a.unit, a.raised, a.acked, a.acked_by, a.escalation "
+        "FROM alerts a LEFT JOIN devices d ON d.id = a.device_id "
+        "WHERE a.status = 'active' ORDER BY a.raised"))
+
+
+def collect(database, stale_s, now=None):
+    """The status as plain data (what --json prints)."""
+    now = time.time() if now is None else now
+    found = []
+    for row in database.query("SELECT * FROM devices ORDER BY name"):
+        retired = bool(row["retired"])
+        stale = not retired and (row["last_seen"] is None or now - row["last_seen"] > stale_s)
+        found.append({
+            "name": row["name"], "id": row["id"], "site": row["site"], "board": row["board"],
+            "retired": retired, "last_seen": row["last_seen"],
+            "age_s": None if row["last_seen"] is None else round(now - row["last_seen"], 1),
+            "stale": stale,
+            "battery_v": None if row["battery_mv"] is None else row["battery_mv"] / 1000,
+            "rssi_dbm": row["rssi"],
+            "values": _last_values(database, row["id"]),
+        })
+    alerts = active_alerts(database)
+    return {"time": now, "stale_after_s": stale_s, "devices": found, "alerts": alerts,
+            "stale": sum(1 for d in found if d["stale"])}
+
+
+def _values_text(values):
+    parts = []
+    for item in values:
+        name = item["channel"] if not item["idx"] else "%s/%d" % (item["channel"], item["idx"])
+        text = "%s %s %s" % (name, item["value"], item["unit"])
+        if item["quality"] != "ok":
+            text += " (%s)" % item["quality"]
+        parts.append(text.rstrip())
+    return ", ".join(parts) or "-"
+
+
+def render(status, style=lambda text, **kw: text):
+    """Lines for a person; `style` is click.style (colour shows on a TTY only)."""
+    now = status["time"]
+    devices = status["devices"]
+    if not devices:
+        return ["No devices yet. Add one with: huaico device add rain-01 --board pico "
+                "--site \"Quebrada Huaycoloro\""]
+    lines = ["%d device%s, %d stale (not heard for %s), %d active alert%s" % (
+        len(devices), "" if len(devices) == 1 else "s", status["stale"],
+        _span(status["stale_after_s"]), len(status["alerts"]),
+        "" if len(status["alerts"]) == 1 else "s"), ""]
+    # Stale devices first: they are what needs a person.
+    ordered = sorted(devices, key=lambda d: (not d["stale"], d["retired"], d["name"]))
+    header = ("", "DEVICE", "SITE", "LAST SEEN", "BATTERY", "SIGNAL", "LAST VALUES")
+    rows = [header]
+    for item in ordered:
+        mark = STALE_MARK if item["stale"] else ""
+        seen = ago(item["last_seen"], now)
+        if item["stale"]:
+            seen += " STALE"
+        elif item["retired"]:
+            seen += " (retired)"
+        rows.append((mark, item["name"], item["site"] or "-", seen,
+                     "-" if item["battery_v"] is None else "%.2f V" % item["battery_v"],
+                     "-" if item["rssi_dbm"] is None else "%d dBm" % item["rssi_dbm"],
+                     _values_text(item["values"])))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    for number, row in enumerate(rows):
+        text = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+        if number and ordered[number - 1]["stale"]:
+            text = style(text, fg="red", bold=True)
+        elif number == 0:
+            text = style(text, bold=True)
+        lines.append(text)
+    lines.append("")
+    if not status["alerts"]:
+        lines.append("No active alerts.")
+        return lines
+    lines.append(style("Active alerts:", bold=True))
+    for alert in status["alerts"]:
+        value = "" if alert["value"] is None else " %g %s" % (alert["value"], alert["unit"] or "")
+        acked = ("acked by %s" % alert["acked_by"]) if alert["acked"] else "NOT acknowledged"
+        text = "  #%d %s %s at %s (%s%s), raised %s, %s" % (
+            alert["id"], alert["level"].upper(), alert["rule"], alert["place"],
+            alert["channel"] or "-", value.rstrip(), ago(alert["raised"], now), acked)
+        colour = "red" if alert["level"] in ("warning", "emergency") else "yellow"
+        lines.append(style(text, fg=colour))
+    return lines
