@@ -42,7 +42,6 @@ cdef class _Scanner:
 
 
 cdef int _head_size(Py_ssize_t length)
-cdef bytes _bstr_head(Py_ssize_t length)
 
 @cython.locals(buf=bytes, raw=cython.p_const_char, s=_Scanner, prot_start=cython.Py_ssize_t, prot_end=cython.Py_ssize_t,
                payload_start=cython.Py_ssize_t, payload_end=cython.Py_ssize_t, tag_start=cython.Py_ssize_t,
