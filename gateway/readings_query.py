@@ -122,7 +122,8 @@ def query(database, device=None, channel=None, since=None, until=None, limit=Non
            "LEFT JOIN devices d ON d.id = r.device_id")
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY r.time DESC, r.device_id, r.channel, r.idx"
+    # Newest first for LIMIT, then reversed: oldest first, channels in order.
+    sql += " ORDER BY r.time DESC, r.device_id DESC, r.channel DESC, r.idx DESC"
     if limit:
         sql += " LIMIT %d" % int(limit)
     rows = list(database.query(sql, args))
