@@ -164,6 +164,24 @@ def test_both_impls_and_the_oracle_agree(impls, inputs, signed):
         assert oracle(data, {kid: raw}) == want
 
 
+@SETTINGS
+@given(frame_inputs(), st.booleans())
+def test_encoder_writes_preferred_cbor(impl, inputs, signed):
+    # SPEC.md: senders use preferred serialization; cbor2 writes the shortest heads.
+    kid, raw, seq, time, flags, readings = inputs
+    key = MacKey(raw) if signed else None
+    data = impl.encode_frame(kid, key, seq, time, flags, readings)
+    flat = [x for c, i, dt, v, q in readings for x in (c + 64 * i, dt, v)]
+    quality = {at: r[4] for at, r in enumerate(readings) if r[4]}
+    payload = cbor2.dumps([1, seq, time, flags, flat] + ([quality] if quality else []))
+    protected = b"\xa1\x01\x04" if signed else b""
+    tag = b""
+    if signed:
+        structure = cbor2.dumps(["MAC0", protected, b"", payload])
+        tag = hmac.new(raw, structure, hashlib.sha256).digest()[:8]
+    assert data == cbor2.dumps(cbor2.CBORTag(17, [protected, {4: kid}, payload, tag]))
+
+
 @st.composite
 def loose_frames(draw):
     """A valid frame whose every CBOR head has a drawn width, MACed over the
