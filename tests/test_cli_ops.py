@@ -6,9 +6,17 @@ storage estimate, serve's canned queries, and one-line user errors."""
 import csv
 import io
 import json
+import os
+import pathlib
+import signal
+import socket
 import sqlite3
+import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
 import serial
@@ -348,3 +356,77 @@ def test_canned_queries_answer_on_a_populated_database(network, tmp_path):
     assert answers["undelivered_messages"] and all(
         r["status"] == "pending" for r in answers["undelivered_messages"])
     assert answers["rejects_by_reason"] == []
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_serve_runs_datasette_with_canned_queries(network):
+    try:
+        import datasette  # noqa: F401
+    except ModuleNotFoundError:
+        pytest.fail("datasette is not installed: pip install 'huaico[serve]'")
+    port = _free_port()
+    env = dict(os.environ, HUAICO_HOME=str(network.home.path), PYTHONPATH=os.getcwd())
+    process = subprocess.Popen([sys.executable, "-c", "from gateway.cli import main; main()",
+                                "serve", "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = "http://127.0.0.1:%d/huaico/rain_24h.json?_shape=array" % port
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    rows = json.load(answer)
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read().decode()
+                assert time.monotonic() < deadline, "datasette did not answer on port %d" % port
+                time.sleep(0.2)
+        assert rows == [{"device": "rain-01", "site": "Quebrada Huaycoloro", "rain_mm": 16.3,
+                         "readings": 2, "last_reading": rows[0]["last_reading"]}]
+        children = pathlib.Path("/proc/%d/task/%d/children" % (process.pid, process.pid))
+        datasette_pids = [int(pid) for pid in children.read_text().split()]
+        assert datasette_pids
+        # Read-only: a write is refused.
+        status, refused = _fetch("http://127.0.0.1:%d/huaico.json?sql=%s" % (
+            port, urllib.parse.quote("delete from readings")))
+        assert status == 400 and refused["ok"] is False
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        process.stderr.close()
+    # Stopping `huaico serve` by its pid stops Datasette too.
+    for pid in datasette_pids:
+        assert not pathlib.Path("/proc/%d" % pid).exists() or \
+            "zombie" in pathlib.Path("/proc/%d/status" % pid).read_text()
+    assert len(list(network.home.open().query("SELECT * FROM readings"))) == 9
+
+
+def test_doctor_warns_when_another_program_has_the_port(gateway_home, pty_pair):
+    write_config(gateway_home, **{"serial = []": 'serial = ["%s"]' % pty_pair.path})
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; f = open(sys.argv[1], 'rb'); "
+                               "print('open', flush=True); time.sleep(60)", pty_pair.path],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"open\n"
+        result, lines = doctor_lines()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    serial_line = [line for line in result.output.splitlines() if pty_pair.path in line][0]
+    assert serial_line.startswith("WARN serial")
+    assert "also open in pid %d" % holder.pid in serial_line and "ModemManager" in serial_line
