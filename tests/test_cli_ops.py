@@ -22,13 +22,10 @@ import pytest
 import serial
 from click.testing import CliRunner
 
-from gateway import datasette_queries, rules
+from gateway import datasette_queries
 from gateway.cli import main
-from gateway.rules import RuleEngine
-from gateway.store import Writer
+from tests.fixtures.operators import LEVEL
 
-NOW = time.time()
-RAIN, LEVEL, BATTERY, RSSI = 1, 4, 19, 20
 
 
 def invoke(*args):
@@ -45,40 +42,7 @@ def assert_user_error(result, *words):
         assert word in lines[0], lines[0]
 
 
-class Network:
-    """A gateway home with four devices, fed through the real writer."""
-
-    def __init__(self, home):
-        self.home = home
-        self.rain = home.add("rain-01", site="Quebrada Huaycoloro")
-        self.river = home.add("river-02", site="Rio Rimac, puente")
-        self.soil = home.add("soil-03", site="Ladera norte")
-        self.never = home.add("never-04", site="Almacen")
-        rule = rules.Rule("river-high", "above", {"watch": 2.0, "warning": 3.0},
-                          device="river-02", channel="water_level")
-        row = rule.to_row()
-        row.update(created=NOW, updated=NOW)
-        home.database["rules"].insert(row)
-        self.writer = Writer(home.database, engine=RuleEngine(home.database, home.config))
-
-    def send(self, board, readings, received):
-        raw = board.frame(readings, time=int(received))
-        outcome = self.writer.process([("test", raw, received, None)])
-        assert outcome == ["stored"], outcome
-
-
-@pytest.fixture
-def network(gateway_home):
-    net = Network(gateway_home)
-    net.send(net.rain, [(RAIN, 0, -300, 40, 0), (BATTERY, 0, -300, 3700, 0)], NOW - 420)
-    net.send(net.rain, [(RAIN, 0, 0, 123, 0), (BATTERY, 0, 0, 3710, 0), (RSSI, 0, 0, -71, 0)],
-             NOW - 120)
-    net.send(net.river, [(LEVEL, 0, 0, 2500, 0), (BATTERY, 0, 0, 3950, 0)], NOW - 60)
-    net.send(net.soil, [(11, 0, 0, 315, 0), (BATTERY, 0, 0, 3300, 0)], NOW - 3 * 3600 - 30)
-    return net
-
-
-def test_status_shows_devices_values_units_stale_and_alerts(network):
+def test_status_shows_devices_values_units_stale_and_alerts(ops_network):
     result = invoke("status")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -109,13 +73,13 @@ def test_status_shows_devices_values_units_stale_and_alerts(network):
     assert "\x1b[" not in result.output
 
 
-def test_status_colour_on_a_terminal(network):
+def test_status_colour_on_a_terminal(ops_network):
     result = CliRunner().invoke(main, ["status"], color=True)
     stale = [line for line in result.output.splitlines() if "soil-03" in line][0]
     assert stale.startswith("\x1b[31m") or "\x1b[31m" in stale
 
 
-def test_status_stale_option_and_json(network):
+def test_status_stale_option_and_json(ops_network):
     result = invoke("status", "--stale", "5h", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -143,7 +107,7 @@ def test_bad_config_is_one_line(gateway_home):
         assert_user_error(invoke(*command), "batch_ms")
 
 
-def test_readings_formats_parse(network):
+def test_readings_formats_parse(ops_network):
     table = invoke("readings", "--device", "rain-01")
     assert table.exit_code == 0, table.output
     assert table.output.splitlines()[0].split()[:5] == ["DEVICE", "CHANNEL", "IDX", "TIME", "VALUE"]
@@ -159,7 +123,7 @@ def test_readings_formats_parse(network):
     assert all(r["unit"] == "V" for r in data)
 
     pack = json.loads(invoke("readings", "--device", "rain-01", "--format", "senml").output)
-    assert pack[0]["bn"] == "urn:dev:huaico:%s:" % network.rain.row["id"]
+    assert pack[0]["bn"] == "urn:dev:huaico:%s:" % ops_network.rain.row["id"]
     values = sorted((r["n"], r["v"]) for r in pack)
     assert ("rain", 12.3) in values and ("rssi", -71.0) in values
 
@@ -169,11 +133,11 @@ def test_readings_formats_parse(network):
     assert {r["device"] for r in recent} == {"rain-01", "river-02"}
     old = json.loads(invoke("readings", "--until", "1h", "--format", "json").output)
     assert {r["device"] for r in old} == {"soil-03"}
-    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(NOW - 200))
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ops_network.now - 200))
     assert len(json.loads(invoke("readings", "--since", iso, "--format", "json").output)) == 5
 
 
-def test_readings_user_errors(network):
+def test_readings_user_errors(ops_network):
     assert_user_error(invoke("readings", "--device", "nobody"), "no device named 'nobody'")
     assert_user_error(invoke("readings", "--channel", "rainfall"), "unknown channel 'rainfall'",
                       "water_level")
@@ -181,10 +145,10 @@ def test_readings_user_errors(network):
     assert invoke("readings", "--device", "never-04").output.strip() == "no readings match"
 
 
-def test_plot_in_the_terminal(network):
+def test_plot_in_the_terminal(ops_network):
     for seconds in range(0, 3600, 300):
-        network.send(network.river, [(LEVEL, 0, 0, 2000 + seconds // 10, 0)],
-                     NOW - 3600 + seconds)
+        ops_network.send(ops_network.river, [(LEVEL, 0, 0, 2000 + seconds // 10, 0)],
+                     ops_network.now - 3600 + seconds)
     result = invoke("plot", "river-02", "water_level", "--since", "2h", "--width", "80",
                     "--height", "20")
     assert result.exit_code == 0, result.output
@@ -195,7 +159,7 @@ def test_plot_in_the_terminal(network):
     assert any(ch in result.output for ch in "▗▖▝▘▀▄▞▚⠁⢀⣀")
 
 
-def test_plot_user_errors(network, tmp_path):
+def test_plot_user_errors(ops_network, tmp_path):
     assert_user_error(invoke("plot", "nobody", "rain"), "no device named")
     assert_user_error(invoke("plot", "rain-01", "rainfall"), "unknown channel")
     assert_user_error(invoke("plot", "rain-01", "water_level"), "no water_level readings")
@@ -339,8 +303,8 @@ def test_serve_without_datasette(gateway_home, monkeypatch):
     assert_user_error(invoke("serve"), "pip install 'huaico[serve]'")
 
 
-def test_canned_queries_answer_on_a_populated_database(network, tmp_path):
-    copy = datasette_queries.snapshot(network.home.config.database_path, tmp_path / "snap.db")
+def test_canned_queries_answer_on_a_populated_database(ops_network, tmp_path):
+    copy = datasette_queries.snapshot(ops_network.home.config.database_path, tmp_path / "snap.db")
     conn = sqlite3.connect("file:%s?mode=ro&immutable=1" % copy, uri=True)
     conn.row_factory = sqlite3.Row
     assert {row[0] for row in conn.execute("SELECT key FROM devices")} == {""}
@@ -372,13 +336,13 @@ def _fetch(url):
         return exc.code, json.load(exc)
 
 
-def test_serve_runs_datasette_with_canned_queries(network):
+def test_serve_runs_datasette_with_canned_queries(ops_network):
     try:
         import datasette  # noqa: F401
     except ModuleNotFoundError:
         pytest.fail("datasette is not installed: pip install 'huaico[serve]'")
     port = _free_port()
-    env = dict(os.environ, HUAICO_HOME=str(network.home.path), PYTHONPATH=os.getcwd())
+    env = dict(os.environ, HUAICO_HOME=str(ops_network.home.path), PYTHONPATH=os.getcwd())
     process = subprocess.Popen([sys.executable, "-c", "from gateway.cli import main; main()",
                                 "serve", "--port", str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -411,7 +375,7 @@ def test_serve_runs_datasette_with_canned_queries(network):
     for pid in datasette_pids:
         assert not pathlib.Path("/proc/%d" % pid).exists() or \
             "zombie" in pathlib.Path("/proc/%d/status" % pid).read_text()
-    assert len(list(network.home.open().query("SELECT * FROM readings"))) == 9
+    assert len(list(ops_network.home.open().query("SELECT * FROM readings"))) == 9
 
 
 def test_doctor_warns_when_another_program_has_the_port(gateway_home, pty_pair):
