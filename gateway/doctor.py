@@ -245,12 +245,19 @@ def check_database(config, quick=False):
                             "run `huaico run` once: it opens the database in WAL mode"))
     else:
         checks.append(Check("journal", OK, "WAL"))
-    database = db.open_db(path)
     try:
-        synchronous = database.execute("PRAGMA synchronous").fetchone()[0]
-        pending = [name for name, _ in db.all_migrations() if name not in db.applied(database)]
-    finally:
-        database.conn.close()
+        # Opened the gateway's way, to see the settings its connections get.
+        database = db.open_db(path)
+        try:
+            synchronous = database.execute("PRAGMA synchronous").fetchone()[0]
+            pending = [name for name, _ in db.all_migrations()
+                       if name not in db.applied(database)]
+        finally:
+            database.conn.close()
+    except sqlite3.DatabaseError as exc:
+        checks.append(Check("synchronous", WARN, "cannot open it as the gateway does: %s" % exc,
+                            "is another program holding a long write lock?"))
+        return checks
     if synchronous != 2:
         checks.append(Check("synchronous", FAIL, "gateway connections use synchronous=%d" % synchronous,
                             "acks need FULL (2): a power cut could lose acked frames"))
@@ -321,6 +328,15 @@ def human_bytes(n):
         n /= 1024.0
 
 
+def _guarded(name, function, *args, **kwargs):
+    """A check's result, or a FAIL naming the error: the doctor never crashes."""
+    try:
+        result = function(*args, **kwargs)
+    except Exception as exc:  # an unforeseen fault is itself a finding
+        return [Check(name, FAIL, "check failed: %r" % exc, "report this with the line above")]
+    return result if isinstance(result, list) else [result]
+
+
 def run(home=None, quick=False):
     """All checks, in the order a person would fix things."""
     try:
@@ -337,10 +353,10 @@ def run(home=None, quick=False):
     if not serial_urls:
         checks.append(Check("serial", SKIP, "no serial ports in [ingest] serial"))
     for url in serial_urls:
-        checks.append(check_serial_port("serial", url))
-    checks += check_modem(config)
-    checks.append(check_broker(config))
-    checks += check_database(config, quick=quick)
-    checks.append(check_disk(config))
-    checks += check_clock()
+        checks += _guarded("serial", check_serial_port, "serial", url)
+    checks += _guarded("sms", check_modem, config)
+    checks += _guarded("broker", check_broker, config)
+    checks += _guarded("database", check_database, config, quick=quick)
+    checks += _guarded("disk", check_disk, config)
+    checks += _guarded("clock", check_clock)
     return checks
