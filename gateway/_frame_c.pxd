@@ -2,9 +2,9 @@
 cimport cython
 from libc.stdint cimport int64_t, uint64_t
 
-cdef uint64_t _INT64_MAX
+cdef int64_t _INT64_MAX
 cdef bytes _MAC0_HEAD, _MAC0_USUAL
-cdef int64_t KEY_STRIDE, MAX_READINGS, MAX_KID, MAX_BYTES, Q_OK, VERSION
+cdef int64_t KEY_STRIDE, MAX_CHANNEL, MAX_INDEX, Q_MAX, MAX_READINGS, MAX_KID, MAX_BYTES, Q_OK, VERSION
 cdef int64_t TAG_MAC0, ALG_HMAC_256_64, HDR_ALG, HDR_KID, TAG_LEN
 
 

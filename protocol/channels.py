@@ -8,8 +8,7 @@ stay below 64; 24..63 are free for new quantities, which append here and
 never renumber. Units are SenML's (RFC 8428, RFC 8798).
 """
 
-MAX_CODE = 63
-MAX_INDEX = 7
+from protocol.frame import MAX_CHANNEL as MAX_CODE, MAX_INDEX
 
 # code, name, SenML unit, decimal exponent, lowest and highest valid value
 # (scaled integers, i.e. as sent).

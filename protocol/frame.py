@@ -30,9 +30,12 @@ Q_NO_RETURN = 1
 Q_OUT_OF_RANGE = 2
 Q_STUCK = 3
 Q_NOISY = 4
+Q_MAX = 4
 QUALITY_NAMES = ("ok", "no_return", "out_of_range", "stuck", "noisy")
 
 KEY_STRIDE = 64  # wire key = channel + 64 * index
+MAX_CHANNEL = KEY_STRIDE - 1
+MAX_INDEX = 7
 MAX_READINGS = 255
 MAX_KID = 32
 MAX_BYTES = 2048  # far above any real frame; bounds the work a hostile one can cause
@@ -135,10 +138,12 @@ class _Scanner:
                 self.fail("truncated")
             self.pos += count
         elif major == 4 or major == 5:
-            if major == 5:
-                count *= 2
+            # Every item takes a byte at least: a count beyond what is left is
+            # truncated, and checking before doubling keeps 64-bit math exact.
             if count > self.end - self.pos:
                 self.fail("truncated")
+            if major == 5:
+                count *= 2
             for _ in range(count):
                 self.skip(depth + 1)
         elif major == 6:
@@ -305,14 +310,18 @@ def decode_frame(data, key_for):
         channel = key % KEY_STRIDE
         if channel == 0:
             s.fail("structure", "channel 0")
+        if key // KEY_STRIDE > MAX_INDEX:
+            s.fail("structure", "sensor index above %d" % MAX_INDEX)
         dt = s.int_()
+        if dt > _INT64_MAX - base:
+            s.fail("int_range", "reading time")
         value = s.int_()
         rows[at] = (channel, key // KEY_STRIDE, at_base if dt == 0 else base + dt, value, Q_OK)
     if fields == 6:
         for _ in range(s.head(5)):
             at = s.head(0)
             quality = s.head(0)
-            if at >= count or rows[at][4] != Q_OK or quality == Q_OK:
+            if at >= count or rows[at][4] != Q_OK or quality == Q_OK or quality > Q_MAX:
                 s.fail("structure", "quality entry")
             row = rows[at]
             rows[at] = (row[0], row[1], row[2], row[3], quality)
@@ -329,11 +338,23 @@ def decode_frame(data, key_for):
 
 
 def encode_payload(seq, time, flags, readings):
-    """The CBOR payload for readings of (channel, index, dt, value, quality)."""
+    """The CBOR payload for readings of (channel, index, dt, value, quality).
+
+    Raises ValueError for what no gateway would accept, rather than letting a
+    board resend a frame forever that is never acked.
+    """
+    if len(readings) > MAX_READINGS:
+        raise ValueError("at most %d readings in a frame" % MAX_READINGS)
     out = bytearray()
     quality = []
     for at in range(len(readings)):
-        if readings[at][4] != Q_OK:
+        channel, index, dt, value, q = readings[at]
+        if not (1 <= channel <= MAX_CHANNEL and 0 <= index <= MAX_INDEX and 0 <= q <= Q_MAX):
+            raise ValueError("reading %d: channel 1..%d, index 0..%d, quality 0..%d"
+                             % (at, MAX_CHANNEL, MAX_INDEX, Q_MAX))
+        if time + dt > _INT64_MAX:
+            raise ValueError("reading %d: time %d + dt %d is out of range" % (at, time, dt))
+        if q != Q_OK:
             quality.append(at)
     _head(out, 4, 6 if quality else 5)
     for field in (VERSION, seq, time, flags):
@@ -352,6 +373,8 @@ def encode_payload(seq, time, flags, readings):
 
 
 def _wrap(kid, key, payload, aad):
+    if not 1 <= len(kid) <= MAX_KID:
+        raise ValueError("a kid has 1..%d bytes, got %d" % (MAX_KID, len(kid)))
     protected = PROTECTED if key is not None else b""
     out = bytearray(b"\xd1\x84")  # tag 17, array of 4
     _bstr(out, protected)
@@ -360,13 +383,13 @@ def _wrap(kid, key, payload, aad):
     _bstr(out, kid)
     _bstr(out, payload)
     _bstr(out, key.tag(_mac_input(protected, aad, payload)) if key is not None else b"")
+    if len(out) > MAX_BYTES:
+        raise ValueError("a frame of %d bytes is over the %d-byte limit" % (len(out), MAX_BYTES))
     return bytes(out)
 
 
 def encode_frame(kid, key, seq, time, flags, readings):
     """A signed frame (COSE_Mac0); key None makes an unsigned one."""
-    if len(readings) > MAX_READINGS:
-        raise ValueError("at most %d readings in a frame" % MAX_READINGS)
     return _wrap(kid, key, encode_payload(seq, time, flags, readings), b"")
 
 
