@@ -55,7 +55,8 @@ def queries():
         },
         "rain_24h": {
             "title": "Rain in the last 24 hours per device",
-            "description": "Sum of the rain channel (mm) over the last 24 hours, good readings only.",
+            "description": "Sum of the rain channel (mm) over the last 24 hours, "
+                           "good readings only.",
             "sql": (
                 "SELECT coalesce(d.name, r.device_id) AS device, d.site, "
                 "round(sum(r.value) * 0.1, 1) AS rain_mm, count(*) AS readings, "
@@ -86,7 +87,8 @@ def queries():
         },
         "rejects_by_reason": {
             "title": "Rejected frames by reason",
-            "description": "Why frames were refused (bad_mac, replayed, ...) and from which devices.",
+            "description": "Why frames were refused (bad_mac, replayed, ...) and from "
+                           "which devices.",
             "sql": (
                 "SELECT r.reason, count(*) AS frames, "
                 "datetime(max(r.time), 'unixepoch', 'localtime') AS last, "

@@ -90,6 +90,17 @@ def check_serial_port(name, url):
         return Check(name, FAIL, "%s does not exist" % url,
                      "plug the board/modem in, check `ls /dev/serial/by-id/`, "
                      "then fix the path in huaico.toml")
+    # Who has it open is asked first: opening a port in use would toggle its
+    # DTR/RTS lines under the program using it (which can reset a board).
+    others = _holders(url)
+    if others:
+        pid, cmd = others[0]
+        if "huaico" in cmd and " run" in cmd:
+            return Check(name, OK, "%s in use by the gateway (pid %d)" % (url, pid))
+        return Check(name, WARN, "%s is also open in pid %d (%s)" % (url, pid, cmd[:60]),
+                     "two programs reading one port lose bytes; stop it "
+                     "(ModemManager often grabs ttyACM/ttyUSB: "
+                     "`sudo systemctl disable --now ModemManager`)")
     try:
         # exclusive=True takes an flock: it fails when another program
         # holds one (a running pyserial user with exclusive access).
@@ -107,15 +118,6 @@ def check_serial_port(name, url):
         return Check(name, FAIL, "%s cannot be opened: %s" % (url, exc),
                      "check the cable and the path in huaico.toml")
     port.close()
-    others = _holders(url)
-    if others:
-        pid, cmd = others[0]
-        if "huaico" in cmd and " run" in cmd:
-            return Check(name, OK, "%s in use by the gateway (pid %d)" % (url, pid))
-        return Check(name, WARN, "%s is also open in pid %d (%s)" % (url, pid, cmd[:60]),
-                     "two programs reading one port lose bytes; stop it "
-                     "(ModemManager often grabs ttyACM/ttyUSB: "
-                     "`sudo systemctl disable --now ModemManager`)")
     return Check(name, OK, "%s opens and is free" % url)
 
 
@@ -259,7 +261,8 @@ def check_database(config, quick=False):
                             "is another program holding a long write lock?"))
         return checks
     if synchronous != 2:
-        checks.append(Check("synchronous", FAIL, "gateway connections use synchronous=%d" % synchronous,
+        checks.append(Check("synchronous", FAIL,
+                            "gateway connections use synchronous=%d" % synchronous,
                             "acks need FULL (2): a power cut could lose acked frames"))
     else:
         checks.append(Check("synchronous", OK, "FULL: an acked frame survives a power cut"))
@@ -281,7 +284,8 @@ def check_disk(config):
     text = "%s free of %s where the database lives (%s)" % (
         human_bytes(usage.free), human_bytes(usage.total), where)
     if usage.free < FAIL_FREE:
-        return Check("disk", FAIL, text, "free space now: SQLite stops storing when the disk is full")
+        return Check("disk", FAIL, text,
+                     "free space now: SQLite stops storing when the disk is full")
     if usage.free < WARN_FREE:
         return Check("disk", WARN, text, "free space or move the data directory to a bigger disk "
                                          "(`huaico storage estimate` says how long it lasts)")
@@ -298,7 +302,8 @@ def check_clock(now=None, timedatectl="timedatectl"):
                             "boards take their time from the gateway: set it "
                             "(`sudo timedatectl set-ntp true`, or `sudo date -s ...`)"))
     else:
-        checks.append(Check("clock", OK, time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))))
+        checks.append(Check("clock", OK,
+                            time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))))
     if shutil.which(timedatectl) is None:
         checks.append(Check("ntp", SKIP, "timedatectl not found; NTP state unknown"))
         return checks
@@ -347,7 +352,8 @@ def run(home=None, quick=False):
                       "/tmp/fresh`)" % (home_path / config_mod.CONFIG_NAME))] + check_clock()
     config_file = config.home / config_mod.CONFIG_NAME
     checks = [Check("config", OK if config_file.exists() else WARN,
-                    "%s %s" % (config_file, "loads" if config_file.exists() else "missing; defaults used"),
+                    "%s %s" % (config_file, "loads" if config_file.exists()
+                               else "missing; defaults used"),
                     "" if config_file.exists() else "run `huaico init`")]
     serial_urls = config["ingest"]["serial"]
     if not serial_urls:

@@ -310,7 +310,8 @@ def test_canned_queries_answer_on_a_populated_database(ops_network, tmp_path):
     assert {row[0] for row in conn.execute("SELECT key FROM devices")} == {""}
     answers = {name: [dict(row) for row in conn.execute(query["sql"])]
                for name, query in datasette_queries.queries().items()}
-    latest = {(r["device"], r["channel"]): (r["value"], r["unit"]) for r in answers["latest_readings"]}
+    latest = {(r["device"], r["channel"]): (r["value"], r["unit"])
+              for r in answers["latest_readings"]}
     assert latest[("rain-01", "rain")] == (12.3, "mm")
     assert latest[("river-02", "water_level")] == (2.5, "m")
     assert latest[("rain-01", "battery")] == (3.71, "V")
