@@ -10,6 +10,7 @@ UDP datagram or an MQTT message is one frame as it is.
 A serial port that fails (a USB adapter unplugged, a pty whose other end
 closed) is reopened with backoff; the readers end only when stopped.
 """
+import collections
 import logging
 import queue
 import socket
@@ -166,13 +167,30 @@ class MqttReader(_Reader):
     The link (gateway.mqtt.MqttLink) is shared with the dispatcher; it must
     have clean=False so that the broker queues QoS 1 frames for us while the
     gateway is down. This thread is the only reader of link.events.
+
+    Acks the link refuses are held, not dropped. After a reconnect with a
+    persistent session the broker sends the frames it kept right after
+    CONNACK, before our resubscription is acked; the link only publishes
+    once it is "connected" (subscriptions acked), so the writer's acks for
+    those frames come back refused. Losing them would make every board
+    resend all it sent while the gateway was away. They are published when
+    the "connected" event arrives (or dropped, oldest first, beyond
+    MAX_HELD_ACKS: those boards resend and get a duplicate's ack).
     """
+
+    MAX_HELD_ACKS = 10000
 
     def __init__(self, writer, mqtt, prefix):
         _Reader.__init__(self, writer, "mqtt")
         self.mqtt = mqtt
         self.prefix = prefix
         self.up_topic = prefix + "/+/up"
+        # Guards _held. reply() publishes and holds under it, and the flush
+        # on "connected" takes it, so an ack refused just before the link
+        # came up is held before the flush looks (not left until the next
+        # reconnect).
+        self._held_lock = threading.Lock()
+        self._held = collections.deque()
         mqtt.subscribe(self.up_topic, qos=1)
 
     def _run(self):
@@ -187,6 +205,8 @@ class MqttReader(_Reader):
                 self._message(event[1], event[2])
             elif kind in ("connected", "disconnected", "subscribe-failed"):
                 log.info("event=mqtt_%s detail=%s", kind.replace("-", "_"), event[1:])
+                if kind == "connected":
+                    self._flush_held()
 
     def _message(self, topic, payload):
         parts = topic.split("/")
@@ -196,6 +216,31 @@ class MqttReader(_Reader):
         ack_topic = "%s/%s/ack" % (self.prefix, device)
 
         def reply(ack):
-            self.mqtt.publish(ack_topic, ack, qos=1)
+            self._publish_ack(ack_topic, ack)
 
         self.writer.submit("mqtt:" + device, bytes(payload), time.time(), reply)
+
+    def _publish_ack(self, topic, ack):
+        """Publish an ack, or hold it while the link is not connected (see
+        the class docstring). Runs on the writer thread."""
+        with self._held_lock:
+            self._send_or_hold(topic, ack)
+
+    def _send_or_hold(self, topic, ack):
+        delivery = self.mqtt.publish(topic, ack, qos=1)
+        # Refused at once means it never reached paho; a publish in flight
+        # when the link drops is paho's to resend, not ours.
+        if delivery.done and not delivery.wait(0):
+            if len(self._held) >= self.MAX_HELD_ACKS:
+                self._held.popleft()
+                self.writer.counters.add("mqtt_acks_dropped")
+            self._held.append((topic, ack))
+
+    def _flush_held(self):
+        with self._held_lock:
+            held, self._held = self._held, collections.deque()
+            for topic, ack in held:
+                self._send_or_hold(topic, ack)
+        if held:
+            log.info("event=mqtt_held_acks_sent count=%d still_held=%d",
+                     len(held), len(self._held))

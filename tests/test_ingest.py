@@ -208,3 +208,28 @@ def test_mqtt_frames_are_stored_and_acked_on_the_ack_topic(gateway_home, running
         reader.join()
         gateway_link.stop()
     assert [r["seq"] for r in gateway_home.readings(board)] == [1, 2, 3, 4, 5]
+
+
+def test_mqtt_ack_refused_while_the_link_is_down_is_sent_once_it_is_up(gateway_home,
+                                                                      running_writer,
+                                                                      mosquitto_broker):
+    # After a reconnect with a persistent session the broker delivers kept
+    # frames before the link counts as connected; their acks must wait, not vanish.
+    board = gateway_home.add("wifi1", board="pico_w", transport="mqtt")
+    board_link = _board_link(mosquitto_broker, board)
+    gateway_link = MqttLink(mosquitto_broker.host, mosquitto_broker.port, "gw-held",
+                            clean=False, reconnect_delay=(0.1, 0.5))
+    reader = ingest.MqttReader(running_writer, gateway_link, "huaico")
+    try:
+        reader._message("huaico/%s/up" % board.row["id"], board.frame())
+        wait_for(lambda: len(gateway_home.readings(board)) == 1, "the frame to be stored")
+        wait_for(lambda: len(reader._held) == 1, "the refused ack to be held")
+        reader.start()
+        gateway_link.start()
+        assert _acks(board_link, board, 1) == [1]
+        assert len(reader._held) == 0
+    finally:
+        board_link.stop()
+        reader.stop()
+        reader.join()
+        gateway_link.stop()
