@@ -150,14 +150,14 @@ def board_site(device, written):
     return site
 
 
-# firmware/config.py runs in a child CPython with the sources' root first on
-# its path: the firmware's own checks, not a copy of them, and no `firmware`
-# or `boards` module left behind in the gateway process. sensors.py imports
+# firmware/config.py runs in a child CPython with the sources first on its
+# path: the firmware's own checks, not a copy of them, and no `firmware` or
+# `boards` module left behind in the gateway process. sensors.py imports
 # `machine` at the top to build drivers; its checks never touch it, so an
 # empty module stands in (the gateway has no MicroPython to run them under).
 _VALIDATE = r"""
 import json, sys, types
-sys.path.insert(0, sys.argv[1])
+sys.path[0:0] = sys.argv[1:3]
 sys.modules.setdefault("machine", types.ModuleType("machine"))
 from firmware import config
 print(json.dumps(config.check(json.loads(sys.stdin.read()))))
@@ -167,10 +167,8 @@ print(json.dumps(config.check(json.loads(sys.stdin.read()))))
 def validate_site(site, found=None):
     """The firmware's objections to a site config, one line each; [] when it would run."""
     found = found or sources()
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, "-c", _VALIDATE, str(found.root)], input=json.dumps(site),
-                          capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run([sys.executable, "-c", _VALIDATE, str(found.root), str(found.protocol.parent)],
+                          input=json.dumps(site), capture_output=True, text=True, timeout=60)
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise FlashError("could not run the firmware's config checks (%s): reinstall huaico" % last)
@@ -441,7 +439,7 @@ def check_board(info, board, bundle, url):
         return  # the unix port stands in for any board; the bundle is portable bytecode
     expected = PLATFORMS[board.NAME]
     if info.platform != expected:
-        raise FlashError("the board on %s is a %s (%s) but device %r is set up as %s: plug in the right "
+        raise FlashError("the board on %s runs MicroPython's %s port (%s) but device %r is set up as %s: plug in the right "
                          "board, or add the device again with its real --board"
                          % (url, info.platform, info.machine, bundle.device["name"], board.NAME))
     if bundle.compiled and bundle.native() and info.arch != ARCH_NUMBERS[board.ARCH]:
