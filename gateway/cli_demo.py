@@ -15,10 +15,12 @@ from gateway import demo as demo_mod
 @click.option("--duration", type=float, metavar="SECONDS",
               help="Scenario seconds each board runs (default: the scenario's).")
 @click.option("--no-mqtt", is_flag=True, help="Do not use a broker even if one is running.")
+@click.option("--mqtt-port", type=int, default=1883, show_default=True,
+              help="Port of the broker on 127.0.0.1 to use when it answers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON at the end.")
 @click.option("--list", "list_", is_flag=True, help="List the shipped scenarios and exit.")
 @click.option("--export", metavar="NAME", help="Print a scenario file to copy and edit, and exit.")
-def demo(scenario, home, speed, duration, no_mqtt, as_json, list_, export):
+def demo(scenario, home, speed, duration, no_mqtt, mqtt_port, as_json, list_, export):
     """Run a storm end to end on this machine: simulated boards running the real
     firmware, the gateway, rules, and SMS to an emulated modem.
 
@@ -46,7 +48,7 @@ def demo(scenario, home, speed, duration, no_mqtt, as_json, list_, export):
             return
         loaded = demo_mod.load_scenario(scenario)
         run = demo_mod.Demo(loaded, home, echo=click.echo, speed=speed, duration=duration,
-                            mqtt=not no_mqtt)
+                            mqtt=not no_mqtt, mqtt_port=mqtt_port)
         result = run.run()
     except demo_mod.DemoError as exc:
         raise click.ClickException(str(exc)) from None

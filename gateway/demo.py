@@ -16,6 +16,7 @@ event line, stamped when it arrived) to its SMS leaving the modem.
 import json
 import os
 import pathlib
+import queue
 import select
 import shlex
 import shutil
@@ -28,7 +29,6 @@ import threading
 import time
 import tomllib
 import tty
-import queue
 
 from protocol import link
 from protocol.cose import MacKey
@@ -305,7 +305,8 @@ class SimBoard:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "site.json").write_text(json.dumps(site, indent=1))
         (directory / "scenario.json").write_text(json.dumps(scenario, indent=1))
-        self.tips = {}  # tip number -> wall time
+        self.tips = {}  # tip number -> (scenario s, wall time)
+        self.frames = {}  # seq -> (scenario s when made, wall time, tips in it)
         self.end = None
         self.log_path = directory / "board.log"
         self._log = open(self.log_path, "w", encoding="utf-8")
@@ -330,7 +331,9 @@ class SimBoard:
             except ValueError:
                 continue
             if event.get("ev") == "tip":
-                self.tips[event["n"]] = now
+                self.tips[event["n"]] = (event["vt"], now)
+            elif event.get("ev") == "frame" and "seq" in event:
+                self.frames[event["seq"]] = (event["ms"] / 1000.0, now, event.get("tips", 0))
             elif event.get("ev") == "sim_end":
                 self.end = event
             self.on_event(self.name, event, now)
@@ -440,13 +443,15 @@ class MqttWatch:
 class Demo:
     """Set up, run and summarise one scenario in `home`. echo prints a line."""
 
-    def __init__(self, scenario, home, echo=print, speed=None, duration=None, mqtt=True):
+    def __init__(self, scenario, home, echo=print, speed=None, duration=None, mqtt=True,
+                 mqtt_port=1883):
         self.scenario = scenario
         self.home = pathlib.Path(home).resolve()
         self.echo = echo
         self.speed = float(speed or scenario["speed"])
         self.duration = float(duration or scenario["duration_s"])
         self.use_mqtt = mqtt
+        self.mqtt_port = mqtt_port
         self.events = queue.Queue()
         self.devices = {}
         self.boards = {}
@@ -455,6 +460,8 @@ class Demo:
         self.gateway = None
         self.watch = None
         self.started = time.time()
+        self._held = {}  # frames not yet shown, per board (one console line a second each)
+        self._shown = {}
 
     # Console.
 
@@ -518,13 +525,13 @@ class Demo:
         self.modem = ModemEmulator()
         self.modem.on_sent = lambda record: self.events.put(("sms", record, record["time"]))
         self._say("modem", "SIM800-class emulator on %s" % self.modem.path)
-        port = broker_port() if self.use_mqtt else None
+        port = broker_port(port=self.mqtt_port) if self.use_mqtt else None
         if port:
             self._say("mqtt", "broker on 127.0.0.1:%d: the gateway publishes readings and "
                               "alerts there" % port)
         else:
-            self._say("mqtt", "no broker on 127.0.0.1:1883: MQTT skipped (start mosquitto "
-                              "to see readings and alerts there)")
+            self._say("mqtt", "no broker on 127.0.0.1:%d: MQTT skipped (start mosquitto "
+                              "to see readings and alerts there)" % self.mqtt_port)
         (self.home / "huaico.toml").write_text(
             gateway_toml(self.scenario, self.modem.path, port), encoding="utf-8")
         for name, (row, spec) in self.devices.items():
@@ -566,18 +573,32 @@ class Demo:
 
         if kind == "frame":
             name, frame = item
+            held = self._held.setdefault(name, [])
+            held.append(frame)
+            if when - self._shown.get(name, 0) < 1.0:
+                return
+            self._shown[name] = when
+            self._held[name] = []
+            latest = {}
+            for f in held:
+                for row in f.rows:
+                    latest[(row[0], row[1])] = row
+            rows = sorted(latest.values())
             parts = []
-            for channel, index, _, value, quality in frame.rows:
+            for channel, index, _, value, quality in rows:
                 ch = channels.BY_CODE.get(channel)
                 if ch is None or ch.name == "rain_tips":
                     continue
+                if ch.name == "rain":
+                    value = sum(r[3] for f in held for r in f.rows if r[0] == channel)
                 text = "%s %s%s" % (ch.name, ("%.3f" % ch.to_float(value)).rstrip("0").rstrip("."),
                                     ch.unit)
                 parts.append(text + ("" if quality == 0 else " (quality %d)" % quality))
-            tips = sum(r[3] for r in frame.rows if r[0] == 2)
+            tips = sum(r[3] for f in held for r in f.rows if r[0] == 2)
             if tips:
                 parts.append("%d tips" % tips)
-            self._say("frame", "%-12s seq %-4d %s" % (name, frame.seq, ", ".join(parts)), when)
+            seqs = "seq %d" % frame.seq if len(held) == 1 else "seq %d-%d" % (held[0].seq, frame.seq)
+            self._say("frame", "%-12s %-11s %s" % (name, seqs, ", ".join(parts)), when)
         elif kind == "sms":
             from gateway.modem_emulator import decode_submit
 
@@ -616,8 +637,8 @@ class Demo:
         ended = None
         try:
             while True:
-                self._drain_events(0.2)
                 self._alerts_seen(database, seen)
+                self._drain_events(0.3)
                 if self.gateway.process.poll() is not None:
                     raise DemoError("the gateway stopped during the demo (status %s):\n  %s"
                                     % (self.gateway.process.returncode,
@@ -637,21 +658,23 @@ class Demo:
                 if (not pending and time.monotonic() - ended > 1.0) or \
                         time.monotonic() - ended > DRAIN_S:
                     break
+            self._alerts_seen(database, seen)
         finally:
             database.conn.close()
         self._drain_events(0)
 
     def _drain_events(self, wait):
-        try:
-            item = self.events.get(timeout=wait) if wait else self.events.get_nowait()
-        except queue.Empty:
-            return
+        """Show what happened since the last call, in time order."""
+        if wait:
+            time.sleep(wait)
+        items = []
         while True:
-            self._show(*item)
             try:
-                item = self.events.get_nowait()
+                items.append(self.events.get_nowait())
             except queue.Empty:
-                return
+                break
+        for item in sorted(items, key=lambda item: item[2]):
+            self._show(*item)
 
     def stop(self):
         for board in self.boards.values():
@@ -698,10 +721,12 @@ def summarise(home, boards, sent):
         ids = {row["id"]: row["name"] for row in database.query("SELECT id, name FROM devices")}
         name_of = {name: board for name, board in boards.items()}
         latencies = []
+        at_1x = []
         rows = []
         for event in database.query(
-                "SELECT e.id, e.alert_id, e.msg_type, e.level, e.time, a.rule_name, a.device_id, "
-                "a.kind, a.channel FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+                "SELECT e.id, e.alert_id, e.msg_type, e.level, e.value, e.time, a.rule_name, "
+                "a.device_id, a.kind, a.channel, r.levels FROM alert_events e "
+                "JOIN alerts a ON a.id = e.alert_id LEFT JOIN rules r ON r.id = a.rule_id "
                 "ORDER BY e.id"):
             sms = list(database.query("SELECT recipient, sent, refs FROM outbox WHERE event_id = ? "
                                       "AND transport = 'sms' AND status = 'sent'", [event["id"]]))
@@ -712,14 +737,19 @@ def summarise(home, boards, sent):
                 if times:
                     left.append(max(times))
             device = ids.get(event["device_id"])
-            trigger, trigger_time = _trigger(database, event, device, name_of.get(device))
+            trigger, trigger_time, board_wait, frame_wall = _trigger(
+                database, event, device, name_of.get(device))
             latency = min(left) - trigger_time if left and trigger_time else None
-            if latency is not None and trigger.startswith("tip"):
+            real = None
+            if latency is not None and board_wait is not None:
+                real = board_wait + (min(left) - frame_wall)
                 latencies.append(latency)
+                at_1x.append(real)
             rows.append({"event": event["id"], "alert": event["alert_id"],
                          "rule": event["rule_name"], "level": event["level"],
                          "device": device, "trigger": trigger, "sms": len(left),
-                         "latency_s": None if latency is None else round(latency, 3)})
+                         "latency_s": None if latency is None else round(latency, 3),
+                         "latency_1x_s": None if real is None else round(real, 3)})
         board_tips = {name: (b.end or {}).get("tips") for name, b in boards.items()}
         result = {
             "home": str(home),
@@ -738,35 +768,57 @@ def summarise(home, boards, sent):
             "tips_stored": {ids[d]: n for d, n in database.execute(
                 "SELECT device_id, sum(value) FROM readings WHERE channel = 2 GROUP BY device_id")},
             "events": rows,
+            "sms": [{"number": r["number"], "time": r["time"], "hex": r["hex"]} for r in sent],
             "latency_s": None,
         }
         if latencies:
             result["latency_s"] = {"median": round(statistics.median(latencies), 3),
                                    "max": round(max(latencies), 3), "n": len(latencies)}
+            result["latency_1x_s"] = {"median": round(statistics.median(at_1x), 3),
+                                      "max": round(max(at_1x), 3), "n": len(at_1x)}
         return result
     finally:
         database.conn.close()
 
 
 def _trigger(database, event, device, board):
-    """What raised an alert event: the tip whose frame crossed the threshold
-    (tip number n of the board, with its wall time), else the frame itself
-    (its receive time); silent-device alerts have no trigger."""
+    """What raised an alert event, as (label, wall time, board wait, frame wall time).
+
+    For rain: the tip that took the window over the level's threshold (not
+    merely the last tip of the frame), found from the frame's tips and the
+    window total; its wall time is when the simulator printed it. The board
+    wait is scenario seconds from that tip until the firmware made the frame,
+    i.e. what a real board at 1x would take. Other readings: the frame's
+    receive time. Silent-device alerts and all-clears have no trigger."""
+    none = ("-", None, None, None)
     if device is None or event["kind"] == "silent" or event["level"] == "clear":
-        return "-", None
+        return none
     row = database.execute(
         "SELECT seq, received FROM readings WHERE device_id = ? AND received <= ? "
         "ORDER BY received DESC, seq DESC LIMIT 1", [event["device_id"], event["time"] + 1e-3]
     ).fetchone()
     if row is None:
-        return "-", None
+        return none
     seq, received = row
-    if event["channel"] in ("rain", "rain_tips") and board is not None:
-        n = database.execute("SELECT sum(value) FROM readings WHERE device_id = ? AND "
-                             "channel = 2 AND seq <= ?", [event["device_id"], seq]).fetchone()[0]
-        if n and n in board.tips:
-            return "tip %d of %s" % (n, device), board.tips[n]
-    return "frame %d of %s" % (seq, device), received
+    if event["channel"] == "rain" and board is not None and event["kind"] == "accumulation":
+        sums = dict(database.execute(
+            "SELECT channel, sum(value) FROM readings WHERE device_id = ? AND seq = ? "
+            "AND channel IN (1, 2) GROUP BY channel", [event["device_id"], seq]).fetchall())
+        before = database.execute(
+            "SELECT coalesce(sum(value), 0) FROM readings WHERE device_id = ? AND channel = 2 "
+            "AND seq < ?", [event["device_id"], seq]).fetchone()[0]
+        tips, tenths = sums.get(2, 0), sums.get(1, 0)
+        threshold = json.loads(event["levels"] or "{}").get(event["level"])
+        if tips and tenths and threshold is not None and seq in board.frames:
+            per_tip = tenths / 10.0 / tips
+            short = threshold - (event["value"] - tenths / 10.0)
+            k = min(max(int(-(-round(short / per_tip, 6) // 1)), 1), tips)
+            n = before + k
+            if n in board.tips:
+                vt, wall = board.tips[n]
+                made_vt, frame_wall, _ = board.frames[seq]
+                return "tip %d of %s" % (n, device), wall, max(made_vt - vt, 0.0), frame_wall
+    return "frame %d of %s" % (seq, device), received, None, None
 
 
 def format_summary(result):
@@ -790,18 +842,23 @@ def format_summary(result):
         lines.append("  %-36s %d SenML, %d alerts, %d CAP" % (
             "seen on the broker", result["mqtt"]["senml"], result["mqtt"]["alerts"],
             result["mqtt"]["cap"]))
-    lines += ["", "  %-5s %-14s %-10s %-26s %4s %12s" % ("EVENT", "RULE", "LEVEL", "TRIGGER",
-                                                         "SMS", "TO SMS (s)")]
+    lines += ["", "  %-5s %-14s %-10s %-24s %4s %11s %11s" % (
+        "EVENT", "RULE", "LEVEL", "TRIGGER", "SMS", "TO SMS (s)", "AT 1x (s)")]
     for row in result["events"]:
-        lines.append("  %-5d %-14s %-10s %-26s %4d %12s" % (
-            row["event"], row["rule"][:14], row["level"], row["trigger"][:26], row["sms"],
-            "-" if row["latency_s"] is None else "%.2f" % row["latency_s"]))
+        lines.append("  %-5d %-14s %-10s %-24s %4d %11s %11s" % (
+            row["event"], row["rule"][:14], row["level"], row["trigger"][:24], row["sms"],
+            "-" if row["latency_s"] is None else "%.2f" % row["latency_s"],
+            "-" if row.get("latency_1x_s") is None else "%.2f" % row["latency_1x_s"]))
     latency = result["latency_s"]
     if latency:
-        verdict = "within" if latency["max"] <= LATENCY_GOAL_S else "OVER"
-        lines.append("")
-        lines.append("  tip to SMS: median %.2f s, max %.2f s over %d alert(s): %s the %g s goal"
-                     % (latency["median"], latency["max"], latency["n"], verdict, LATENCY_GOAL_S))
+        real = result["latency_1x_s"]
+        verdict = "within" if real["max"] <= LATENCY_GOAL_S else "OVER"
+        lines += ["",
+                  "  tip to SMS, wall clock: median %.2f s, max %.2f s over %d alert(s)"
+                  % (latency["median"], latency["max"], latency["n"]),
+                  "  at 1x (the board's wait in scenario time + gateway and modem): median "
+                  "%.2f s, max %.2f s: %s the %g s goal" % (real["median"], real["max"], verdict,
+                                                              LATENCY_GOAL_S)]
     lines += ["", "  database: %s/huaico.db   (try: huaico device list --home %s)"
               % (result["home"], result["home"])]
     return lines

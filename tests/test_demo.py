@@ -1,0 +1,120 @@
+"""`huaico demo` end to end: the real firmware under MicroPython, `huaico run`, the
+modem emulator on a pty and a real Mosquitto, as a user runs it (a subprocess).
+
+The scenarios run faster than their defaults (--speed) so that all four take
+about a minute and a half together; the hillside run is checked in depth,
+the others for the alert kinds they exist to show.
+"""
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_sms_pdu import independent_decode
+
+HUAICO = Path(sys.executable).parent / "huaico"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_demo(home, scenario, speed, *extra):
+    command = [str(HUAICO), "demo", "--scenario", scenario, "--home", str(home),
+               "--speed", str(speed), "--json"] + list(extra)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout, result
+
+
+def texts(result):
+    """Whole messages: the PDUs' parts joined by concatenation reference and recipient."""
+    parts = {}
+    for record in result["sms"]:
+        decoded = independent_decode(record["hex"])
+        concat = decoded.get("concat")
+        key = (record["number"], concat["reference"] if concat else id(record))
+        parts.setdefault(key, []).append((concat["part_number"] if concat else 1,
+                                          decoded["text"]))
+    return [(key[0], "".join(text for _, text in sorted(found))) for key, found in parts.items()]
+
+
+def alert_kinds(home):
+    with sqlite3.connect(home / "huaico.db") as conn:
+        return {row[0] for row in conn.execute("SELECT kind FROM alerts")}
+
+
+def test_hillside_rain_end_to_end(tmp_path, mosquitto_broker):
+    home = tmp_path / "demo"
+    out, result = run_demo(home, "hillside-rain", 120, "--mqtt-port", str(mosquitto_broker.port))
+    assert result["frames"] > 0 and result["readings"] > result["frames"]
+    assert result["messages_sms"] >= 1 and result["messages_pending"] == 0
+    assert result["rejects"] == 0
+    # SMS as the modem got them, decoded by an independent decoder: Spanish, naming the site.
+    messages = texts(result)
+    assert messages
+    for number, text in messages:
+        assert number.startswith("+51987000")
+        assert "Quebrada Santo Domingo" in text or "Puente Santo Domingo" in text, text
+        assert re.search(r"VIGILANCIA|ALERTA|EMERGENCIA|FIN alerta", text), text
+    assert any("lluvia" in text for _, text in messages)
+    # Every tip the boards counted is in the database once: the storm stops
+    # before the scenario ends, so every tip was framed and acked.
+    with sqlite3.connect(home / "huaico.db") as conn:
+        ids = dict(conn.execute("SELECT name, id FROM devices"))
+        for name in ("pluvio-alto", "pluvio-bajo"):
+            tips = result["tips"][name]
+            assert tips > 50
+            stored_tips, tenths, rows, frames = conn.execute(
+                "SELECT sum(CASE channel WHEN 2 THEN value END), sum(CASE channel WHEN 1 THEN value "
+                "END), sum(channel = 2), count(DISTINCT seq) FROM readings WHERE device_id = ? "
+                "AND channel IN (1, 2)", [ids[name]]).fetchone()
+            assert stored_tips == tips, name
+            assert tenths == tips * 2, name  # 0.2 mm buckets, in 0.1 mm
+            assert rows == frames, name  # one tip count per frame: nothing doubled
+    # The latency line is printed with numbers, and the JSON agrees.
+    match = re.search(r"tip to SMS, wall clock: median ([0-9.]+) s, max ([0-9.]+) s", out)
+    assert match, out[-2000:]
+    assert float(match.group(2)) == pytest.approx(result["latency_s"]["max"], abs=0.01)
+    assert result["latency_s"]["n"] >= 1 and result["latency_1x_s"]["max"] >= 0
+    assert "database: %s" % home in out
+    # MQTT: the gateway published the alerts (JSON and CAP) on the broker.
+    assert result["messages_mqtt"] > 0
+    assert result["mqtt"]["alerts"] > 0 and result["mqtt"]["cap"] > 0
+
+
+@pytest.mark.parametrize("scenario, speed, kinds, check", [
+    ("heritage-tilt", 240, {"above"}, lambda text: "casona-norte" in text and "tilt" in text),
+    ("equipment-health", 120, {"silent", "quality", "battery"}, lambda text: "estación" in text),
+    ("cloudburst", 120, {"accumulation"}, lambda text: "福田区" in text and "雨" in text),
+])
+def test_other_scenarios_raise_their_alerts(tmp_path, scenario, speed, kinds, check):
+    home = tmp_path / "demo"
+    _, result = run_demo(home, scenario, speed, "--no-mqtt")
+    assert kinds <= alert_kinds(home)
+    messages = texts(result)
+    assert messages and any(check(text) for _, text in messages), messages
+
+
+def test_list_export_and_a_bad_scenario(tmp_path):
+    listed = subprocess.run([str(HUAICO), "demo", "--list"], capture_output=True, text=True)
+    names = {line.split()[0] for line in listed.stdout.splitlines()}
+    assert {"hillside-rain", "heritage-tilt", "equipment-health", "cloudburst"} <= names
+    exported = subprocess.run([str(HUAICO), "demo", "--export", "cloudburst"],
+                              capture_output=True, text=True)
+    assert exported.returncode == 0 and "[[devices]]" in exported.stdout
+    broken = tmp_path / "broken.toml"
+    broken.write_text(exported.stdout.replace('kind = "accumulation"', 'knd = "accumulation"', 1))
+    done = subprocess.run([str(HUAICO), "demo", "--scenario", str(broken), "--home",
+                           str(tmp_path / "x")], capture_output=True, text=True)
+    assert done.returncode == 1 and "rules[0] has no 'kind'" in done.stderr
+    # A directory that is not a demo's is never wiped.
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "data.txt").write_text("mine")
+    done = subprocess.run([str(HUAICO), "demo", "--home", str(keep)], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "not a demo directory" in done.stderr
+    assert (keep / "data.txt").read_text() == "mine"
