@@ -16,7 +16,6 @@ import gc
 import time
 
 import machine
-from protocol import channels
 from protocol.cose import MacKey
 from protocol.errors import FrameError
 from protocol.frame import (FLAG_CLOCK_UNSYNCED, FLAG_DROPPED, FLAG_LOW_BATTERY, FLAG_REBOOTED,
@@ -35,21 +34,11 @@ _STUCK_S = 3600  # link up but no ack for this long: a wedged radio, reset
 
 
 class Rule:
-    """A local threshold: while it holds, report at once and then every report_s."""
+    """A local threshold: while it holds, report at once and then every report_ms.
+    Made at boot (firmware/boot.py) with its thresholds in the channel's integer units."""
 
-    def __init__(self, raw, sensors):
-        channel = channels.BY_NAME[raw["channel"]]
-        self.code = channel.code
-        self.sensor = raw["sensor"]
-        self.index = 0
-        for s in sensors:
-            if s.name == self.sensor:
-                self.index = s.index
-        self.above = channel.to_int(raw["above"]) if "above" in raw else None
-        self.below = channel.to_int(raw["below"]) if "below" in raw else None
-        clear = channel.to_int(raw["clear"]) if "clear" in raw else None
-        self.clear = clear if clear is not None else (self.above if self.above is not None else self.below)
-        self.report_ms = raw["report_s"] * 1000
+    def __init__(self, spec):
+        self.sensor, self.code, self.index, self.above, self.below, self.clear, self.report_ms = spec
         self.active = False
 
     def update(self, value):
@@ -67,21 +56,17 @@ class Rule:
 
 
 class App:
-    def __init__(self, site, board, root):
-        from firmware import sensors as factory
-
+    def __init__(self, site, board, root, sensors, rules):
         self.site = site
         self.board = board
         self.kid_hex = "".join("%02x" % b for b in site.kid)
         self.retained = Retained(board)
-        # The rain gauge first: its IRQ counts from the earliest instant of boot.
-        order = sorted(site.sensors, key=lambda cfg: 0 if cfg["type"] == "rain_gauge" else 1)
-        self.sensors = [factory.make(board, cfg) for cfg in order]
+        self.sensors = sensors
         self.rain = [s for s in self.sensors if hasattr(s, "pending")]
         self.ring = Ring(Flash(root + "/ring"), site.ring_frames, site.seq_block)
         self._restore_tips()
         self.key = MacKey(site.key)
-        self.rules = [Rule(raw, self.sensors) for raw in site.thresholds]
+        self.rules = [Rule(spec) for spec in rules]
         t = site.transport
         self.t = t
         if t["type"] == "mqtt":
@@ -298,54 +283,3 @@ def _any_in(wanted, seqs):
         if seq in seqs:
             return True
     return False
-
-
-class Settings:
-    """The checked site config, held without the checking code (see main)."""
-
-
-_SETTINGS = ("raw", "kid", "key", "board", "sensors", "report_s", "thresholds", "transport", "watchdog_ms",
-             "sleep_mode", "sleep_max_ms", "ring_frames", "seq_block", "low_battery_mv")
-
-
-def load_settings(site_path):
-    """The site config checked by firmware.config, which is then unloaded: its
-    messages and checks are needed once per boot and would hold ~10 KB of heap."""
-    import sys
-
-    from firmware import config
-
-    try:
-        site = config.load(site_path)
-    except config.ConfigError as exc:
-        for line in exc.errors:
-            print("config error: " + line)
-        log.event("config_refused", "errors", len(exc.errors))
-        return None
-    finally:
-        sys.modules.pop("firmware.config", None)
-        import firmware
-
-        if hasattr(firmware, "config"):
-            delattr(firmware, "config")
-    settings = Settings()
-    for name in _SETTINGS:
-        setattr(settings, name, getattr(site, name))
-    return settings
-
-
-def main(site_path="site.json", root="/data"):
-    """Boot: check the site config, then run for ever. Returns only if the config is refused."""
-    cause = machine.reset_cause()
-    log.event("boot", "cause", cause)
-    site = load_settings(site_path)
-    gc.collect()
-    if site is None:
-        return None
-    from boards import load
-
-    board = load(site.board)
-    app = App(site, board, root)
-    log.event("running", "board", board.NAME, "kid", app.kid_hex, "transport", site.transport["type"])
-    app.run()
-    return app

@@ -57,6 +57,7 @@ class ConfigError(Exception):
     def __init__(self, errors):
         Exception.__init__(self, "%d problem(s) in the site config" % len(errors))
         self.errors = errors
+        self.raw = None
 
 
 class Site:
@@ -120,8 +121,12 @@ def transport_budget_ms(t):
     return t["ack_timeout_ms"] + 100 * t["burst"]
 
 
-def check(raw, board_loader=None):
-    """The problems with a parsed config, one line each; [] when it is safe to run."""
+def check(raw, board_loader=None, sensor_check=True):
+    """The problems with a parsed config, one line each; [] when it is safe to run.
+
+    sensor_check=False leaves each sensor entry's own fields to the caller
+    (firmware/boot.py runs firmware.sensors.validate once this module is
+    unloaded, so the two are never on the heap together)."""
     if not isinstance(raw, dict):
         return ["config: the file must hold one JSON object"]
     _fill(raw)
@@ -156,7 +161,7 @@ def check(raw, board_loader=None):
         names.append(entry.get("name"))
         readings += _READINGS.get(entry.get("type"), 2)
         rain = rain or entry.get("type") == "rain_gauge"
-        if board is not None:
+        if board is not None and sensor_check:
             from firmware import sensors as factory  # the drivers' own checks
             for line in factory.validate(board, entry):
                 add("sensors[%d]: %s" % (at, line))
@@ -268,8 +273,9 @@ def _check_power(raw, board, rain, n_sensors, add):
                 % (loop, max_ms, net, SENSOR_BUDGET_MS * n_sensors, LOOP_MARGIN_MS, wdt))
 
 
-def load(path, board_loader=None):
-    """The Site from a JSON file; ConfigError with every problem otherwise."""
+def load(path, board_loader=None, sensor_check=True):
+    """The Site from a JSON file; ConfigError with every problem otherwise (and the
+    parsed config as its `raw`, None when the file did not parse)."""
     try:
         f = open(path)
     except OSError:
@@ -281,7 +287,9 @@ def load(path, board_loader=None):
             raise ConfigError(["config: %s is not valid JSON (%s)" % (path, exc)])
     finally:
         f.close()
-    errors = check(raw, board_loader)
+    errors = check(raw, board_loader, sensor_check)
     if errors:
-        raise ConfigError(errors)
+        refused = ConfigError(errors)
+        refused.raw = raw
+        raise refused
     return Site(raw)

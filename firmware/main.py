@@ -1,4 +1,4 @@
 """The board's /main.py (copied there by deployment): start the firmware at power-on."""
-from firmware.app import main
+from firmware.boot import main
 
 main()

@@ -1,16 +1,16 @@
 """The sensor factory: check a site config's sensor entries and build their drivers.
 
 validate(board, cfg) names every wrong field of one entry; make(board, cfg)
-builds the driver on the board's machine objects and wraps it in a Sensor,
-whose read() never raises: a driver that fails gives readings flagged
-no-return, and a value outside its channel's valid range is clamped and
-flagged out-of-range so that a frame always carries something sendable.
-Drivers are imported only for the types a site uses, to spare the heap.
+builds the driver on the board's machine objects and wraps it in a Sensor
+(firmware/sensor.py), whose read() never raises. Drivers are imported only
+for the types a site uses, and the firmware unloads this module once its
+sensors are built (firmware/app.py): the table and the checks are boot-time
+work that would otherwise hold ~16 KB of heap.
 """
 import machine
 
 from protocol import channels
-from firmware.drivers import Q_NO_RETURN, Q_OK, Q_OUT_OF_RANGE
+from firmware.sensor import RainSensor, Sensor
 
 # type -> (driver module, class, pin roles and how each is made, constructor
 # parameters after the index as flat (name, default, lowest, highest) quads).
@@ -161,47 +161,6 @@ def _check_points(where, points):
     return errors
 
 
-class Sensor:
-    """One configured sensor: its name, interval and a read() that never raises."""
-
-    def __init__(self, name, interval_s, index, driver):
-        self.name = name
-        self.interval_s = interval_s
-        self.index = index
-        self.driver = driver
-        self.errors = 0  # reads that raised inside the driver
-
-    def read(self):
-        try:
-            readings = self.driver.read()
-        except Exception as exc:  # a driver bug or a bus error it did not catch
-            self.errors += 1
-            print("sensor %s: %r" % (self.name, exc))
-            return [(code, self.index, 0, Q_NO_RETURN) for code in self.driver.CHANNELS]
-        out = []
-        for code, index, value, quality in readings:
-            channel = channels.BY_CODE[code]
-            if not channel.valid(value):
-                value = min(max(value, channel.lo), channel.hi)
-                if quality == Q_OK:
-                    quality = Q_OUT_OF_RANGE
-            out.append((code, index, value, quality))
-        return out
-
-
-class RainSensor(Sensor):
-    """The rain gauge's Sensor: its tips can be counted, taken and put back."""
-
-    def pending(self):
-        return self.driver.pending()
-
-    def take(self):
-        return self.driver.take()
-
-    def restore(self, n):
-        self.driver.restore(n)
-
-
 def _objects(board, cfg, role, how):
     Pin = machine.Pin
     where = pin_id(board, cfg, role)
@@ -243,5 +202,9 @@ def make(board, cfg):
     if errors:
         raise ValueError("; ".join(errors))
     driver = _build(board, cfg)
+    limits = []
+    for code in driver.CHANNELS:
+        channel = channels.BY_CODE[code]
+        limits.extend((code, channel.lo, channel.hi))
     cls = RainSensor if cfg["type"] == "rain_gauge" else Sensor
-    return cls(cfg["name"], cfg["interval_s"], cfg.get("index", 0), driver)
+    return cls(cfg["name"], cfg["interval_s"], cfg.get("index", 0), driver, tuple(limits))

@@ -29,15 +29,19 @@ ignore_errors = True
 def test_firmware_type_checks_against_board_stubs(family, tmp_path):
     stubs = ROOT / ".stubs" / family
     if not (stubs / "machine.pyi").exists():
-        pytest.fail("stubs missing; install with: pip install --target .stubs/%s %s" % (family, STUBS[family]))
+        pytest.fail("the %s stubs are missing (%s): run `make test`, which installs them, or install them with\n"
+                    "    %s -m pip install --target .stubs/%s %s"
+                    % (family, stubs, sys.executable, family, STUBS[family]))
     try:
         import mypy  # noqa: F401
     except ImportError:
-        pytest.fail("mypy missing; install with: pip install mypy")
+        pytest.fail("mypy is missing: run `make test`, or install it with\n    %s -m pip install mypy" % sys.executable)
     config = tmp_path / "mypy.ini"
     config.write_text(CONFIG)
-    done = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config), "firmware/"],
+    done = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config),
+                           "--cache-dir", str(tmp_path / "cache"), "firmware/"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={"MYPYPATH": str(stubs), "PATH": "/usr/bin:/bin"})
     ours = [line for line in done.stdout.splitlines() if line.startswith("firmware/")]
     assert not ours, "\n".join(ours)
+    assert done.returncode in (0, 1), "mypy did not run: " + done.stdout + done.stderr  # 2: a crash or bad option

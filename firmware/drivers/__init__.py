@@ -3,20 +3,16 @@
 A driver's read() returns readings as (channel_code, index, value_int,
 quality): value_int is scaled by the channel's decimal exponent
 (protocol/channels.py) and quality is a protocol.frame Q_* code. The codes
-are repeated here as const() so a driver costs no import of protocol/;
+are repeated here so a driver costs no import of protocol/;
 tests/test_drivers_math.py checks they agree.
 """
-try:
-    from micropython import const
-except ImportError:  # CPython runs the pure calibration math in unit tests
-    def const(value):
-        return value
-
-Q_OK = const(0)
-Q_NO_RETURN = const(1)
-Q_OUT_OF_RANGE = const(2)
-Q_STUCK = const(3)
-Q_NOISY = const(4)
+# Plain names, not const(): other modules import them, which const() would not
+# save anything for, and CPython runs this module's pure math in unit tests.
+Q_OK = 0
+Q_NO_RETURN = 1
+Q_OUT_OF_RANGE = 2
+Q_STUCK = 3
+Q_NOISY = 4
 
 
 def scaled(value, exponent):

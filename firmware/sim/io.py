@@ -1,9 +1,10 @@
-"""Sensor-facing peripherals of the simulated `machine` module.
+"""Pins of the simulated `machine` module: Pin with IRQs, time_pulse_us, irq masking.
 
-The real drivers talk to these exactly as they would to a board's Pin, ADC,
-I2C and time_pulse_us; each call is answered by the device model wired in
+The real drivers talk to these exactly as they would to a board's Pin and
+time_pulse_us; each call is answered by the device model wired in
 firmware/sim/bus.py, so the drivers run unchanged on the unix port.
-F1's firmware/sim/machine.py re-exports these names.
+ADC and I2C are in adc.py and i2c.py, loaded by firmware/sim/machine.py
+only when the firmware first asks for them (heap).
 """
 from firmware.sim import bus
 
@@ -11,9 +12,6 @@ try:
     import micropython
 except ImportError:  # CPython: no heap lock, handlers run as soft IRQs
     micropython = None
-
-_ENODEV = 19  # errno: no device answered its address
-_ETIMEDOUT = 110  # errno: the bus timed out
 
 # Pins made so far, by id: `fire` drives the newest Pin of an id, like a
 # signal on the one physical pad that every Pin object of that id shares.
@@ -171,115 +169,3 @@ def time_pulse_us(pin, pulse_level, timeout_us=1000000):
     if model is None or not hasattr(model, "pulse_us"):
         return -2
     return model.pulse_us(pulse_level, timeout_us)
-
-
-class ADC:
-    """An ADC channel; the volts come from the source wired at the pin.
-
-    Without attenuation the full scale is `ADC.VREF` (3.3 V, an RP2040's);
-    an ESP32-style atten() sets the full scale its datasheet gives.
-    """
-
-    VREF = 3.3
-    ATTN_0DB = 0
-    ATTN_2_5DB = 1
-    ATTN_6DB = 2
-    ATTN_11DB = 3
-    WIDTH_9BIT = 9
-    WIDTH_10BIT = 10
-    WIDTH_11BIT = 11
-    WIDTH_12BIT = 12
-    _FULL = (1.0, 1.34, 2.0, 3.6)  # volts at full scale per attenuation (MicroPython esp32 docs)
-
-    def __init__(self, pin, atten=None):
-        self.id = pin.id if isinstance(pin, Pin) else pin
-        self._full = ADC.VREF
-        self._bits = 12
-        if atten is not None:
-            self.atten(atten)
-
-    def atten(self, atten):
-        self._full = ADC._FULL[atten]
-
-    def width(self, bits):
-        self._bits = bits
-
-    def _volts(self):
-        source = bus.adc_source(self.id)
-        if source is None:
-            return 0.0
-        return source()
-
-    def read_u16(self):
-        volts = self._volts()
-        if volts <= 0:
-            return 0
-        if volts >= self._full:
-            return 65535
-        return int(volts / self._full * 65535 + 0.5)
-
-    def read(self):
-        return self.read_u16() >> (16 - self._bits)
-
-    def read_uv(self):
-        volts = min(max(self._volts(), 0.0), self._full)
-        return int(volts * 1000000 + 0.5)
-
-
-def _buffer(data, n):
-    """A model's answer checked to be n bytes: a short answer is a bus timeout."""
-    if data is None or len(data) < n:
-        raise OSError(_ETIMEDOUT)
-    return data[:n]
-
-
-class I2C:
-    """An I2C controller; `id` names the bus the models were attached to."""
-
-    def __init__(self, id=0, scl=None, sda=None, freq=400000, timeout=50000):
-        self.id = id
-        self.freq = freq
-        self.timeout = timeout
-
-    def _device(self, addr):
-        model = bus.i2c_device(self.id, addr)
-        if model is None or bus.dead(model):
-            raise OSError(_ENODEV)
-        return model
-
-    def scan(self):
-        found = []
-        for addr in bus.i2c_scan(self.id):
-            if not bus.dead(bus.i2c_device(self.id, addr)):
-                found.append(addr)
-        return found
-
-    def writeto(self, addr, buf, stop=True):
-        self._device(addr).write(bytes(buf))
-        return len(buf)
-
-    def readfrom(self, addr, nbytes, stop=True):
-        return bytes(_buffer(self._device(addr).read(nbytes), nbytes))
-
-    def readfrom_into(self, addr, buf, stop=True):
-        buf[:] = _buffer(self._device(addr).read(len(buf)), len(buf))
-
-    def writeto_mem(self, addr, memaddr, buf, addrsize=8):
-        self._device(addr).write(bytes((memaddr,)) + bytes(buf))
-
-    def readfrom_mem(self, addr, memaddr, nbytes, addrsize=8):
-        model = self._device(addr)
-        model.write(bytes((memaddr,)))
-        return bytes(_buffer(model.read(nbytes), nbytes))
-
-    def readfrom_mem_into(self, addr, memaddr, buf, addrsize=8):
-        model = self._device(addr)
-        model.write(bytes((memaddr,)))
-        buf[:] = _buffer(model.read(len(buf)), len(buf))
-
-
-class SoftI2C(I2C):
-    """A bit-banged I2C on two Pins; its bus id is the pair of pin ids."""
-
-    def __init__(self, scl, sda, freq=400000, timeout=50000):
-        I2C.__init__(self, (scl.id, sda.id), scl, sda, freq, timeout)

@@ -1,56 +1,22 @@
 """The simulated `machine` module: installed as sys.modules["machine"] on the unix port.
 
-Sensor-facing parts come from firmware/sim/io.py (Pin, ADC, I2C...); this
-adds the board-level ones: UART over a peer from firmware/sim/bus.py, RTC
-with memory() and RP2 watchdog scratch registers (mem32) that survive a
-reset, a WDT whose missed feed resets the board, sleep on the virtual
-clock, and reset causes.
+Sensor-facing parts come from firmware/sim/io.py (Pin), adc.py and i2c.py,
+the UART (over a peer from firmware/sim/bus.py) from uart.py; this adds the
+board-level ones: RTC with memory() and RP2 watchdog scratch registers
+(mem32) that survive a reset, a WDT whose missed feed resets the board,
+sleep on the virtual clock, and reset causes.
 """
-from firmware.sim import board, bus, vtime
-from firmware.sim.io import ADC, I2C, Pin, SoftI2C, disable_irq, enable_irq, time_pulse_us  # noqa: F401
+from firmware.sim import board, vtime
+from firmware.sim.io import Pin, disable_irq, enable_irq, time_pulse_us  # noqa: F401
 
 PWRON_RESET = board.PWRON_RESET
 HARD_RESET = board.HARD_RESET
 WDT_RESET = board.WDT_RESET
 DEEPSLEEP_RESET = board.DEEPSLEEP_RESET
 SOFT_RESET = board.SOFT_RESET
-_RX_MAX = 1024  # a board UART's receive ring; more is lost, as on a board
-
-
-class UART:
-    def __init__(self, id, baudrate=9600, bits=8, parity=None, stop=1, tx=None, rx=None, timeout=0,
-                 **kwargs):
-        self.id = id
-        self.baudrate = baudrate
-        self._rx = bytearray()
-
-    def _pull(self):
-        peer = bus.uart_peer(self.id)
-        if peer is None:
-            return
-        data = peer.read(_RX_MAX - len(self._rx))
-        if data:
-            self._rx.extend(data)
-
-    def any(self):
-        self._pull()
-        return len(self._rx)
-
-    def read(self, n=-1):
-        self._pull()
-        if not self._rx:
-            return None
-        if n < 0 or n > len(self._rx):
-            n = len(self._rx)
-        out = bytes(self._rx[:n])
-        self._rx = self._rx[n:]
-        return out
-
-    def write(self, data):
-        peer = bus.uart_peer(self.id)
-        if peer is not None:
-            peer.write(bytes(data))
-        return len(data)
+# Peripherals loaded when the firmware first names them: a site without I2C
+# sensors (or on MQTT, without a UART) never has their code on the heap.
+_LAZY = {"ADC": "adc", "I2C": "i2c", "SoftI2C": "i2c", "UART": "uart"}
 
 
 class RTC:
@@ -122,3 +88,12 @@ def freq(hz=None):
 
 def unique_id():
     return b"\xe6\x61\x38\x97\x83\x2f\x4c\x2b"
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    value = getattr(__import__("firmware.sim." + module, None, None, (name,)), name)
+    globals()[name] = value
+    return value

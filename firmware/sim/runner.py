@@ -8,13 +8,11 @@ import os
 import sys
 import time as _real_time
 
-import socket as _real_socket
-
 from firmware.sim import board, bus, vtime
 from firmware.sim.scenario import Scenario, emit
 
 _KEEP = ("firmware", "firmware.sim", "firmware.sim.board", "firmware.sim.bus", "firmware.sim.vtime",
-         "firmware.sim.scenario", "firmware.sim.network", "firmware.sim.netsock")
+         "firmware.sim.scenario", "firmware.sim.network", "firmware.sim.netsock", "firmware.sim.peers")
 
 
 def usage(msg):
@@ -39,94 +37,6 @@ def parse(argv):
     return opts
 
 
-class _Peer:
-    """The far end of the board's UART: bytes to and from the gateway, cut while the link is down."""
-
-    def __init__(self):
-        self.sock = None
-
-    def write(self, data):
-        if board.state["link_down"] or self.sock is None:
-            return
-        try:
-            self.sock.write(data)
-        except OSError:
-            pass
-
-    def read(self, n):
-        if self.sock is None or n <= 0:
-            return None
-        try:
-            data = self.sock.recv(n)
-        except OSError:
-            return None
-        if board.state["link_down"]:
-            return None  # sent into a dead link
-        return data or None
-
-
-class TcpPeer(_Peer):
-    def __init__(self, host, port):
-        _Peer.__init__(self)
-        s = _real_socket.socket()
-        s.connect(_real_socket.getaddrinfo(host, int(port))[0][-1])
-        s.setblocking(False)
-        self.sock = s
-
-
-class ListenPeer(_Peer):
-    def __init__(self, port):
-        _Peer.__init__(self)
-        self.server = _real_socket.socket()
-        self.server.setsockopt(_real_socket.SOL_SOCKET, _real_socket.SO_REUSEADDR, 1)
-        self.server.bind(_real_socket.getaddrinfo("127.0.0.1", int(port))[0][-1])
-        self.server.listen(1)
-        self.server.setblocking(False)
-
-    def _accept(self):
-        if self.sock is None:
-            try:
-                self.sock = self.server.accept()[0]
-                self.sock.setblocking(False)
-            except OSError:
-                pass
-
-    def write(self, data):
-        self._accept()
-        _Peer.write(self, data)
-
-    def read(self, n):
-        self._accept()
-        return _Peer.read(self, n)
-
-
-class PtyPeer(_Peer):
-    def __init__(self, path):
-        import select
-
-        _Peer.__init__(self)
-        os.system("stty -F %s raw -echo" % path)  # no echo, no CR/LF translation
-        self.f = open(path, "r+b")
-        self.poller = select.poll()
-        self.poller.register(self.f, select.POLLIN)
-        self.buf = bytearray(1)
-
-    def write(self, data):
-        if not board.state["link_down"]:
-            self.f.write(data)
-            self.f.flush()
-
-    def read(self, n):
-        out = bytearray()
-        while len(out) < n and self.poller.poll(0):
-            if not self.f.readinto(self.buf):
-                break
-            out.extend(self.buf)
-        if board.state["link_down"] or not out:
-            return None
-        return bytes(out)
-
-
 def install_modules(raw):
     """The board's own modules; network and onewire only where the site uses them (heap)."""
     sys.modules["time"] = vtime
@@ -146,16 +56,22 @@ def install_modules(raw):
         sys.modules["onewire"] = onewire
 
 
+def forget(name):
+    """Drop a module from sys.modules and from its package's attributes."""
+    sys.modules.pop(name, None)
+    parent, _, leaf = name.rpartition(".")
+    if parent in sys.modules and hasattr(sys.modules[parent], leaf):
+        delattr(sys.modules[parent], leaf)
+
+
 def purge():
     """RAM is gone: forget every firmware module but the board's lasting parts."""
     for name in list(sys.modules):
         if name in _KEEP:
             continue
-        if name.startswith("firmware") or name.startswith("boards") or name in ("machine", "onewire"):
-            del sys.modules[name]
-            parent, _, leaf = name.rpartition(".")
-            if parent in sys.modules and hasattr(sys.modules[parent], leaf):
-                delattr(sys.modules[parent], leaf)
+        if (name.startswith("firmware") or name.startswith("boards") or name.startswith("protocol")
+                or name in ("machine", "onewire")):
+            forget(name)
     gc.collect()
 
 
@@ -175,25 +91,15 @@ def effective_site(opts):
     return raw
 
 
-def make_peer(spec):
-    kind, _, rest = spec.partition(":")
-    if kind == "tcp":
-        host, port = rest.rsplit(":", 1)
-        return TcpPeer(host, port)
-    if kind == "tcp-listen":
-        return ListenPeer(rest)
-    if kind == "pty":
-        return PtyPeer(rest)
-    usage("unknown --uart %r" % spec)
-
-
 class Heap:
-    """Heap in use: all of it, and the firmware's share (above what the simulator
-    itself holds before the firmware boots; on a board machine and the models
-    are not on the heap). Steady: right after the main loop's gc.collect()."""
+    """Heap in use: all of it, and the firmware's share, i.e. above what the
+    simulator alone held before the first boot (on a board machine and the
+    models are not on the heap). The first boot's base serves every boot: the
+    names (qstrs) a boot interns are never freed, and belong to the firmware.
+    Steady: right after the main loop's gc.collect()."""
 
     def __init__(self):
-        self.base = 0
+        self.base = -1
         self.steady = 0
         self.peak = 0
         self.fw_steady = 0
@@ -212,6 +118,13 @@ class Heap:
                 self.fw_steady = alloc - self.base
 
 
+def boot(site_path, flash):
+    """The firmware's main(); its function object goes with this frame, so a reset frees the lot."""
+    from firmware.boot import main as firmware_main
+
+    return firmware_main(site_path, flash)
+
+
 def main():
     opts = parse(sys.argv[1:])
     flash = opts["flash"].rstrip("/")
@@ -228,7 +141,12 @@ def main():
     clock = vtime.Clock(float(opts["speed"]), scenario)
     clock.heap_probe = heap.probe
     vtime.install(clock)
-    peer = make_peer(opts["uart"]) if "uart" in opts else None
+    peer = None
+    if "uart" in opts:
+        from firmware.sim.peers import make_peer
+
+        peer = make_peer(opts["uart"], usage)
+        del make_peer
     install_modules(raw)
     scenario.start()
     emit("sim_start", 0, "board", raw.get("board"), "speed", clock.speed,
@@ -251,12 +169,12 @@ def main():
         if peer is not None:
             bus.uart_attach(raw["transport"].get("uart", b.PINS.get("uart")), peer)
         del models, b, load, wire
+        forget("firmware.sim.devices")  # wiring is done: its code can go
         gc.collect()
-        heap.base = gc.mem_alloc()
+        if heap.base < 0:
+            heap.base = gc.mem_alloc()
         try:
-            from firmware.app import main as firmware_main
-
-            if firmware_main(site_path, flash) is None:
+            if boot(site_path, flash) is None:
                 status = 2
             break
         except board.Reset as r:

@@ -7,7 +7,7 @@ import harness  # noqa: F401 - installs the simulated machine first
 from harness import board, check, done, fresh, near
 
 from firmware import sensors
-from firmware.drivers import Q_NO_RETURN, Q_OK, Q_OUT_OF_RANGE
+from firmware.drivers import Q_NO_RETURN, Q_OK, Q_OUT_OF_RANGE, Q_STUCK
 from firmware.sim import bus
 from firmware.sim.devices import wire
 from firmware.sim.devices.probes import do_saturation, probe_volts
@@ -65,7 +65,24 @@ def soil():
     dead_is_flagged(sensor, "soil")
 
 
-for test, args in ((quality, ("ph", "ph", 6.42, 2, 100, (4.0, 7.0, 10.0))),
+def stuck():
+    """An input frozen at one voltage (a latched amplifier, a shorted divider): once
+    five bursts in a row are identical raw for raw the reading is flagged stuck, the
+    value still sent; live noise clears the flag at the next read."""
+    cfg = {"type": "ph", "name": "ph_stuck", "interval_s": 60, "calibration": []}
+    sensor, model = setup(cfg, {"ph": 7.1, "water_temp_c": 25.0})
+    model.noise_v = 0.0
+    qualities = [one(sensor)[3] for _ in range(6)]
+    check(qualities[:4] == [Q_OK] * 4, "not stuck before five identical bursts: %r" % (qualities,))
+    check(qualities[4:] == [Q_STUCK, Q_STUCK], "stuck from the fifth identical burst: %r" % (qualities,))
+    code, index, value, q = one(sensor)
+    near(value, 710, 5, "a stuck reading still carries its value")
+    model.noise_v = 0.0008
+    check(one(sensor)[3] == Q_OK, "live again: ok")
+
+
+for test, args in ((stuck, ()),
+                   (quality, ("ph", "ph", 6.42, 2, 100, (4.0, 7.0, 10.0))),
                    (quality, ("turbidity", "turbidity_ntu", 123.0, 15, 10, (0.0, 1000.0))),
                    (quality, ("conductivity", "conductivity_us_cm", 812.0, 6, 1, (0.0, 1413.0),
                               {"water_temp_c": 18.0})),
