@@ -6,8 +6,14 @@ written), for every N until the workload completes uncut; after each cut a
 fresh Ring boots on the same directory and must be readable, hold every
 committed un-acked frame, hold no acked frame except the one whose ack the cut
 interrupted (resent once), and never hand out a sequence number again.
+
+The checker is run against two deliberately broken rings as well, defined in
+the script, and must catch each: one that loses its newest un-acked frame at
+boot, one that keeps its sequence counter in RAM only.
 """
 import subprocess
+
+import pytest
 
 from tests.fixtures.firmware import ROOT, micropython
 
@@ -15,7 +21,25 @@ SCRIPT = r'''
 import os, sys
 sys.path.insert(0, ROOT)
 from firmware.flash import Flash
-from firmware.ring import Ring
+from firmware.ring import Ring, _name
+
+class ForgetsNewest(Ring):
+    """Broken: an off-by-one at boot loses the newest committed frame."""
+    def _recover(self):
+        Ring._recover(self)
+        if self.seqs:
+            self.flash.remove(_name(self.seqs.pop()))
+
+class ReusesSeq(Ring):
+    """Broken: the counter lives in RAM; a boot restarts after the highest frame still stored."""
+    def next_seq(self):
+        seq = self._next
+        self._next = seq + 1
+        return seq
+    def _read_meta(self):
+        return -1
+
+RING = {"Ring": Ring, "ForgetsNewest": ForgetsNewest, "ReusesSeq": ReusesSeq}[VARIANT]
 
 class Cut(BaseException):
     pass
@@ -82,11 +106,11 @@ while True:
     state = {"handed": [], "put": None, "victim": None, "acking": None, "acked": [], "drops": 0}
     cut = False
     try:
-        ring = Ring(CutFlash(path, n), CAP, 3)
+        ring = RING(CutFlash(path, n), CAP, 3)
         workload(ring, model, state)
     except Cut:
         cut = True
-    after = Ring(Flash(path), CAP, 3)
+    after = RING(Flash(path), CAP, 3)
     present = set(after.seqs)
     for seq in present:
         assert after.get(seq) is not None, (n, "unreadable", seq)
@@ -108,7 +132,7 @@ while True:
     assert state["drops"] <= after.dropped <= state["drops"] + 1, (n, after.dropped, state["drops"])
     if state["acking"] is not None and state["acking"] in present:
         after.ack(state["acking"])  # the resend's ack: gone for good
-        assert state["acking"] not in set(Ring(Flash(path), CAP, 3).seqs)
+        assert state["acking"] not in set(RING(Flash(path), CAP, 3).seqs)
     wipe(path)
     if not cut:
         break
@@ -118,12 +142,24 @@ print("cuts checked", cuts)
 '''
 
 
-def test_ring_survives_a_power_cut_at_every_write_step(tmp_path):
+def _run(tmp_path, variant):
     script = tmp_path / "cut.py"
-    script.write_text("ROOT = %r\nTMP = %r\n" % (str(ROOT), str(tmp_path)) + SCRIPT)
-    done = subprocess.run([micropython(), "-X", "heapsize=190000", str(script)], capture_output=True,
+    script.write_text("ROOT = %r\nTMP = %r\nVARIANT = %r\n" % (str(ROOT), str(tmp_path), variant) + SCRIPT)
+    return subprocess.run([micropython(), "-X", "heapsize=190000", str(script)], capture_output=True,
                           text=True, timeout=300)
+
+
+def test_ring_survives_a_power_cut_at_every_write_step(tmp_path):
+    done = _run(tmp_path, "Ring")
     assert done.returncode == 0, done.stdout + done.stderr
     cuts = int(done.stdout.split("cuts checked")[-1])
     assert cuts > 40, done.stdout  # every step of 14 puts, drops and acks was cut once
     print(done.stdout)
+
+
+@pytest.mark.parametrize("variant, caught", [("ForgetsNewest", "'lost'"), ("ReusesSeq", "'seq reused'")])
+def test_the_checker_catches_a_broken_ring(variant, caught, tmp_path):
+    done = _run(tmp_path, variant)
+    output = done.stdout + done.stderr  # micropython prints the traceback on stdout
+    assert done.returncode != 0 and "AssertionError" in output, output
+    assert caught in output, output
