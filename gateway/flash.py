@@ -359,8 +359,14 @@ def check_port(url):
 
 # mpremote.
 
+def _mpremote_command(url, *args):
+    if importlib.util.find_spec("mpremote") is None:
+        raise FlashError("mpremote is not installed: run `pip install mpremote` (a huaico dependency)")
+    return [sys.executable, "-m", "mpremote", "connect", url, "resume", *args]
+
+
 def _mpremote(url, *args, timeout=_MPREMOTE_TIMEOUT):
-    command = [sys.executable, "-m", "mpremote", "connect", url, "resume", *args]
+    command = _mpremote_command(url, *args)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -478,16 +484,15 @@ def deploy(url, bundle, info, staging, progress=None):
     args = ["exec", _prepare_script(bundle)] + feed
     for path in bundle.ordered():
         args += ["+", "fs", "cp", str(pathlib.Path(staging) / path), ":" + path] + feed
-    command = [sys.executable, "-m", "mpremote", "connect", url, "resume", *args]
+    command = _mpremote_command(url, *args)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    staged = str(staging).rstrip("/") + "/"
     lines = []
     for line in proc.stdout:
         lines.append(line.rstrip())
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "cp" and progress is not None:
-            progress(parts[1][len(staged):] if parts[1].startswith(staged) else parts[1])
+        # mpremote announces each copy as "cp SOURCE :DEST" before it starts.
+        if line.startswith("cp ") and " :" in line and progress is not None:
+            progress(line.rstrip().rsplit(" :", 1)[1])
     err = proc.stderr.read()
     if proc.wait():
         last = (err.strip().splitlines() or lines or ["no output"])[-1]
