@@ -81,9 +81,10 @@ class PtyPeer(_Peer):
         self.buf = bytearray(1)
 
     def write(self, data):
+        # No flush(): MicroPython's file writes are unbuffered, and its flush()
+        # is an fsync(), which a tty refuses (EINVAL).
         if not board.state["link_down"]:
             self.f.write(data)
-            self.f.flush()
 
     def read(self, n):
         out = bytearray()
