@@ -55,7 +55,11 @@ def format_value(kind, value, unit):
     if kind == "silent":
         minutes = int(value // 60)
         return "%d h %02d min" % divmod(minutes, 60) if minutes >= 60 else "%d min" % minutes
-    text = ("%.2f" % value).rstrip("0").rstrip(".")
+    # Two decimals read well for rain and levels; strain and crack widths are
+    # far below 1 and keep three significant digits instead of showing "0".
+    text = "%.2f" % value if abs(value) >= 1 or value == 0 else "%.3g" % value
+    if "e" not in text and "." in text:
+        text = text.rstrip("0").rstrip(".")
     return "%s %s" % (text, unit) if unit and unit not in ("count", "/") else text
 
 
