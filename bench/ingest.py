@@ -6,9 +6,15 @@ written to the last ack read back), for the real rule engine with and
 without a rule that matches, against the same frames decoded and verified
 only (the ceiling the store and rules have to live under), plus the RSS.
 
+The boards' side (writing frames into the pty, decoding the acks) runs in
+a process of its own, as a real board does: in the gateway's process it
+would take a fifth of the GIL and its frames would count in the RSS. Each
+gateway run is its own process too, so the RSS printed is one gateway's.
+
     .venv/bin/python bench/ingest.py [--frames 50000] [--devices 20]
 """
 import argparse
+import multiprocessing
 import os
 import pathlib
 import resource
@@ -46,43 +52,92 @@ def decode_only(boards, wire):
     return len(wire) / (time.perf_counter() - start)
 
 
-def through_gateway(home, boards, wire, engine, batch_ms):
-    pair = PtyPair()
-    writer = Writer(home.database, engine=engine, batch_ms=batch_ms)
-    writer.start()
-    reader = ingest.SerialReader(writer, pair.path)
-    reader.start()
-    reader.opened.wait(10)
+def board_side(master, wire, go, result):
+    """The boards: write every frame into the pty, count the acks; sends
+    (acks, seconds from the first byte written to the last ack read)."""
     acks = [0]
     done = threading.Event()
+    count = len(wire)
 
     def read_acks():
         decoder = link.Decoder()
-        while acks[0] < len(wire):
-            ready, _, _ = select.select([pair.master], [], [], 10)
+        while acks[0] < count:
+            ready, _, _ = select.select([master], [], [], 10)
             if not ready:
                 break
-            for item in decoder.feed(os.read(pair.master, 65536)):
+            for item in decoder.feed(os.read(master, 65536)):
                 if not isinstance(item, link.LinkError):
                     acks[0] += 1
         done.set()
 
+    blob = b"".join(wire)
+    del wire
     thread = threading.Thread(target=read_acks, daemon=True)
+    go.wait()
     thread.start()
     start = time.perf_counter()
-    blob = b"".join(wire)
     step = 4096
     for at in range(0, len(blob), step):
-        os.write(pair.master, blob[at:at + step])
+        os.write(master, blob[at:at + step])
     done.wait(120)
-    elapsed = time.perf_counter() - start
+    result.send((acks[0], time.perf_counter() - start))
+
+
+def gateway_side(database_path, config_home, slave_path, with_engine, batch_ms, c_crc, ready,
+                 stop, result):
+    """One gateway: writer + serial reader on the pty, as `huaico run` wires
+    them; sends its peak RSS in MB when told to stop."""
+    from gateway import config as config_mod
+    if c_crc:
+        # What protocol/link.py would give on CPython with the C CRC of the
+        # standard library (the same CRC-16/CCITT-FALSE): its pure crc16 is
+        # a sixth of the gateway's CPU at this rate.
+        import binascii
+        link.crc16 = lambda data, start=0, end=-1: binascii.crc_hqx(
+            bytes(data[start:end if end >= 0 else len(data)]), 0xFFFF)
+    database = db.open_db(database_path)
+    engine = rules.RuleEngine(database, config_mod.load(config_home)) if with_engine else None
+    writer = Writer(database, engine=engine, batch_ms=batch_ms)
+    writer.start()
+    reader = ingest.SerialReader(writer, slave_path)
+    reader.start()
+    reader.opened.wait(10)
+    ready.set()
+    stop.wait()
     reader.stop()
     reader.join()
     writer.stop()
+    result.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def through_gateway(home, wire, with_engine, batch_ms, c_crc=False):
+    """(frames/s, gateway peak RSS in MB) with the boards and the gateway in
+    two processes of their own."""
+    pair = PtyPair()
+    spawn = multiprocessing.get_context("spawn")
+    ready, stop = spawn.Event(), spawn.Event()
+    gateway_result, gateway_send = spawn.Pipe(False)
+    gateway = spawn.Process(target=gateway_side, args=(
+        str(home.config.database_path), str(home.path), pair.path, with_engine, batch_ms,
+        c_crc, ready, stop, gateway_send))
+    gateway.start()
+    fork = multiprocessing.get_context("fork")
+    go = fork.Event()
+    board_result, board_send = fork.Pipe(False)
+    board = fork.Process(target=board_side, args=(pair.master, wire, go, board_send))
+    board.start()
+    if not ready.wait(60):
+        raise SystemExit("the gateway process did not start")
+    go.set()
+    acked, elapsed = board_result.recv()
+    board.join()
+    stop.set()
+    rss_mb = gateway_result.recv()
+    gateway.join()
     pair.close()
-    if acks[0] != len(wire):
-        raise SystemExit("only %d of %d frames acked" % (acks[0], len(wire)))
-    return len(wire) / elapsed
+    if acked != len(wire):
+        raise SystemExit("only %d of %d frames acked" % (acked, len(wire)))
+    return len(wire) / elapsed, rss_mb
 
 
 def main():
@@ -93,9 +148,11 @@ def main():
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, with_rule in (("store only (no rule engine)", None),
-                                 ("store + rules (no rule matches)", False),
-                                 ("store + rules (rain rule on every frame)", True)):
+        for label, with_rule, c_crc in (
+                ("store only (no rule engine)", None, False),
+                ("store + rules (no rule matches)", False, False),
+                ("store + rules (rain rule on every frame)", True, False),
+                ("same, link CRC in C (proposal, see above)", True, True)):
             home = Home(pathlib.Path(tmp) / label.replace(" ", "_"))
             boards = [home.add("b%d" % n) for n in range(args.devices)]
             if with_rule:
@@ -110,18 +167,20 @@ def main():
             wire = make_frames(boards, args.frames)
             if not results:
                 results.append(("decode + verify only (no pty, no store)",
-                                decode_only(boards, wire)))
-            engine = None if with_rule is None else rules.RuleEngine(home.database, home.config)
-            results.append((label, through_gateway(home, boards, wire, engine, args.batch_ms)))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                                decode_only(boards, wire), None))
+            home.database.conn.close()
+            results.append((label,) + through_gateway(home, wire, with_rule is not None,
+                                                      args.batch_ms, c_crc))
     print("ingest: %d frames of %d readings from %d devices, batch_ms=%d, decoder=%s"
           % (args.frames, len(READINGS), args.devices, args.batch_ms,
              "cython" if IS_COMPILED else "pure"))
-    print("%-44s %12s %12s %8s" % ("path", "frames/s", "readings/s", "ratio"))
+    print("%-44s %10s %12s %7s %9s" % ("path", "frames/s", "readings/s", "ratio", "RSS MB"))
     ceiling = results[0][1]
-    for label, rate in results:
-        print("%-44s %12.0f %12.0f %8.2f" % (label, rate, rate * len(READINGS), rate / ceiling))
-    print("peak RSS of this process (gateway + test board): %.1f MB" % rss_mb)
+    for label, rate, rss_mb in results:
+        print("%-44s %10.0f %12.0f %7.2f %9s" % (label, rate, rate * len(READINGS),
+                                                 rate / ceiling,
+                                                 "-" if rss_mb is None else "%.1f" % rss_mb))
+    print("RSS: peak resident size of the gateway process (writer, reader, rule engine)")
 
 
 if __name__ == "__main__":

@@ -70,10 +70,18 @@ class SerialReader(_Reader):
 
     def reply(self, ack):
         """Send an ack on this port (called by the writer thread)."""
+        self.send_all((ack,))
+
+    def send_all(self, acks):
+        """Send a batch's acks on this port in one write: a write per ack
+        costs a system call and pyserial's select each, a fifth of the
+        writer's time at 20k frames/s."""
         port = self.port
         if port is None:
             raise serial.SerialException("%s is closed" % self.url)
-        data = link.encode(ack, self.max_frame)
+        encode = link.encode
+        max_frame = self.max_frame
+        data = b"".join([encode(ack, max_frame) for ack in acks])
         with self._write_lock:
             port.write(data)
 
@@ -108,7 +116,7 @@ class SerialReader(_Reader):
         decoder = link.Decoder(self.max_frame)
         source = self.name
         submit = self.writer.submit
-        reply = self.reply
+        reply = _PortReply(self)
         while not self._stop.is_set():
             chunk = port.read(port.in_waiting or 1)
             if not chunk:
@@ -116,6 +124,19 @@ class SerialReader(_Reader):
             received = time.time()
             for item in decoder.feed(chunk):
                 submit(source, item, received, None if isinstance(item, link.LinkError) else reply)
+
+
+class _PortReply:
+    """The reply handed to the writer with each frame from one serial port;
+    its send_all lets the writer send the whole batch's acks in one write."""
+
+    __slots__ = ("send_all",)
+
+    def __init__(self, reader):
+        self.send_all = reader.send_all
+
+    def __call__(self, ack):
+        self.send_all((ack,))
 
 
 def parse_address(text):

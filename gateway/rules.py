@@ -317,9 +317,11 @@ def _raw(conn):
 class RuleEngine:
     """Evaluates the stored rules; see the module docstring.
 
-    on_readings() is called by the writer inside its transaction after the
-    frame's readings were inserted; it writes alert_state, alerts and outbox
-    rows on that same connection and never commits."""
+    on_frames() is called by the writer inside its transaction with the
+    batch's new frames, before their readings are inserted (later in the
+    same transaction); on_readings() is the same for one frame whose rows
+    are in the table already. Both write alert_state, alerts and outbox
+    rows on that same connection and never commit."""
 
     def __init__(self, database, config, observer=None):
         from gateway import alerts  # alerts imports LEVELS from here
@@ -353,12 +355,30 @@ class RuleEngine:
 
     def on_readings(self, conn, device, rows, now):
         """Evaluate a new frame's rows (channel, index, time, value, quality)
-        for `device` (a dict with id, name, site); returns outbox ids."""
+        for `device` (a dict with id, name, site), already inserted into
+        readings; returns outbox ids."""
         conn = _raw(conn)
         try:
-            return self._on_readings(conn, dict(device), rows, now)
+            return self._on_readings(conn, self.rules(conn), dict(device), rows, now, True)
         except BaseException:
             # Trackers may be ahead of a transaction that will not commit.
+            self.rolled_back()
+            raise
+
+    def on_frames(self, conn, frames, now):
+        """Evaluate a batch of new frames [(device, rows)] in arrival order,
+        whose rows are not in readings yet; returns outbox ids. The rules
+        are looked up once for the batch: nobody else can change them while
+        the writer holds the write lock."""
+        conn = _raw(conn)
+        try:
+            rules = self.rules(conn)
+            outbox = []
+            if rules:
+                for device, rows in frames:
+                    outbox += self._on_readings(conn, rules, device, rows, now, False)
+            return outbox
+        except BaseException:
             self.rolled_back()
             raise
 
@@ -367,9 +387,9 @@ class RuleEngine:
         levels are rebuilt from the database (alert_state, readings)."""
         self._trackers.clear()
 
-    def _on_readings(self, conn, device, rows, now):
+    def _on_readings(self, conn, rules, device, rows, now, stored):
         outbox = []
-        for rule in self.rules(conn):
+        for rule in rules:
             if not rule.matches(device):
                 continue
             if rule.kind == "silent":
@@ -385,7 +405,7 @@ class RuleEngine:
                     by_index.setdefault(row[1], []).append((row[2], row[3]))
             for index, readings in by_index.items():
                 readings.sort(key=lambda item: item[0])
-                tracker = self._tracker(conn, rule, device["id"], index, readings)
+                tracker = self._tracker(conn, rule, device["id"], index, readings, stored)
                 before = (tracker.level, dict(tracker.since))
                 for t, v in readings:
                     for old, new in tracker.feed(t, v):
@@ -446,7 +466,7 @@ class RuleEngine:
             self._save(conn, rule, device["id"], 0, tracker, now)
         return outbox
 
-    def _tracker(self, conn, rule, device_id, index, batch):
+    def _tracker(self, conn, rule, device_id, index, batch, stored=True):
         key = (rule.id, device_id, index)
         tracker = self._trackers.get(key)
         if tracker is not None:
@@ -460,7 +480,7 @@ class RuleEngine:
             since = {int(k): v for k, v in json.loads(row[1]).items()}
             tracker = Tracker(rule, level_index(row[0]), since, row[2])
         if rule.kind != "silent":
-            for t, v in history(conn, rule, device_id, index, batch):
+            for t, v in history(conn, rule, device_id, index, batch, stored):
                 tracker.add(t, v)
         self._trackers[key] = tracker
         return tracker
@@ -499,11 +519,15 @@ class RuleEngine:
         return dict(zip([column[0] for column in cursor.description], row))
 
 
-def history(conn, rule, device_id, index, batch=()):
+def history(conn, rule, device_id, index, batch=(), stored=True):
     """The stored readings a fresh tracker needs before `batch` (the rows
-    just inserted in this transaction, which are taken out again so that
-    they are fed one by one): for windows everything newer than the batch's
-    start minus the window, for point rules the newest few."""
+    of the frame being evaluated, fed one by one after): for windows
+    everything newer than the batch's start minus the window, for point
+    rules the newest few. stored: the batch's rows are in the table already
+    (inserted in this transaction) and are taken out again; when they are
+    not, nothing of this writer batch is (the writer inserts after the
+    engine ran, and an earlier frame of the batch with rows for this
+    tracker would have made it), so the table is exactly the history."""
     conn = _raw(conn)
     quality = "" if rule.kind == "quality" else " AND quality = 0"
     value = "(quality != 0)" if rule.kind == "quality" else "value"
@@ -522,9 +546,12 @@ def history(conn, rule, device_id, index, batch=()):
     else:
         rows = conn.execute("SELECT time, %s FROM readings WHERE %s "
                             "ORDER BY time DESC, rowid DESC LIMIT ?" % (value, where),
-                            [device_id, rule.code, index, len(batch) + 1]).fetchall()
+                            [device_id, rule.code, index,
+                             len(batch) + 1 if stored else 1]).fetchall()
         rows.reverse()
     rows = [(t, int(v)) for t, v in rows]
+    if not stored:
+        return rows
     pending = collections.Counter(batch)
     kept = []
     for item in reversed(rows):  # the batch's rows are the newest inserted

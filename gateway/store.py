@@ -4,11 +4,18 @@ Every reader (serial, UDP, MQTT) puts (source, raw, received, reply) on one
 queue; this one thread owns the database connection. It takes what arrived
 within batch_ms (group commit: one fsync for many frames), and in ONE
 transaction decodes and verifies each frame, checks its replay window,
-inserts its readings, updates the device, calls the rule engine for new
-frames only (so its alerts enter the outbox in the same transaction as the
-readings that raised them), adds the counters and the rejects; it commits,
-and only then sends each frame's ack. A crash before the commit loses no
-acked frame: the board still holds it and resends it.
+hands the new frames (never duplicates, replays or rejects) to the rule
+engine in arrival order, inserts all their readings with one executemany,
+updates the devices, adds the counters and the rejects; it commits, and only
+then sends the acks, one write per port for the whole batch. The engine's
+alerts thus enter the outbox in the same transaction as the readings that
+raised them. A crash before the commit loses no acked frame: the board
+still holds it and resends it.
+
+Per frame the writer does only what must be per frame (decode, MAC, window,
+building its rows); everything that can be per batch is: the readings
+insert, the device updates, the engine's rule lookup, the port writes. At
+20k frames/s that is the difference between meeting the budget and not.
 
 Clock handling: a frame flagged FLAG_CLOCK_UNSYNCED carries times from a
 clock that was never set (seconds since boot). Its newest time (the base
@@ -104,12 +111,17 @@ class _Device:
 class Writer:
     """The one thread that writes the database; see the module docstring.
 
-    engine: an object with on_readings(conn, device, rows, now) -> outbox
-    ids and tick(conn, now) (gateway.rules.RuleEngine), or None. If it
-    caches state between calls it may have rolled_back(), called after a
-    transaction it took part in was rolled back, to drop that cache.
+    engine: an object with on_frames(conn, frames, now) -> outbox ids,
+    frames being [(device, rows)] of the batch's new frames in arrival order
+    whose rows are inserted after the call in the same transaction, and
+    tick(conn, now) (gateway.rules.RuleEngine), or None. If it caches state
+    between calls it may have rolled_back(), called after a transaction it
+    took part in was rolled back, to drop that cache.
     on_commit(outbox_ids) runs after each commit that queued messages (the
     dispatcher's wake-up).
+
+    A reply may have a send_all(acks) method (a serial port: one write for
+    the batch's acks); otherwise it is called once per ack.
     """
 
     def __init__(self, database, *, engine=None, counters=None, window=64, batch_ms=5,
@@ -217,32 +229,51 @@ class Writer:
                 outcomes += result[0]
                 acks += result[1]
                 outbox += result[2]
-        for reply, ack, source in acks:
-            try:
-                reply(ack)
-            except Exception as exc:  # a port that went away: the board will resend
-                self.counters.add("ack_failed")
-                log.warning("event=ack_failed source=%s error=%r", source, exc)
+        self._send_acks(acks)
         if outbox and self.on_commit is not None:
             self.on_commit(outbox)
         return outcomes
+
+    def _send_acks(self, acks):
+        """Acks in order, grouped per reply target that can take them all at once."""
+        grouped = {}
+        for reply, ack, source in acks:
+            if hasattr(reply, "send_all"):
+                grouped.setdefault(reply, (source, []))[1].append(ack)
+                continue
+            self._reply(reply, ack, source, 1)
+        for reply, (source, batch) in grouped.items():
+            self._reply(reply.send_all, batch, source, len(batch))
+
+    def _reply(self, send, data, source, count):
+        try:
+            send(data)
+        except Exception as exc:  # a port that went away: the board will resend
+            self.counters.add("ack_failed", count)
+            log.warning("event=ack_failed source=%s acks=%d error=%r", source, count, exc)
 
     def _transaction(self, items, now, isolate):
         outcomes = []
         acks = []
         outbox = []
-        rejects = []
+        batch = _Batch()
         delta = {}
         try:
             with db.transaction(self.database) as conn:
                 self._refresh(conn)
                 for source, raw, received, reply in items:
-                    outcome, ack = self._one(conn, source, raw, received, now, rejects,
-                                             outbox, delta, isolate)
+                    outcome, ack = self._one(conn, source, raw, received, now, batch, delta)
                     outcomes.append(outcome)
                     if ack is not None and reply is not None:
                         acks.append((reply, ack, source))
+                if batch.frames and self.engine is not None:
+                    outbox += self._rules(conn, batch.frames, now, isolate, delta)
+                if batch.readings:
+                    before = conn.total_changes
+                    conn.executemany(_INSERT, batch.readings)
+                    delta["readings"] = conn.total_changes - before
                 self._save_devices(conn)
+                rejects = batch.rejects
                 if rejects:
                     db.add_rejects(conn, rejects)
                 for name, n in delta.items():
@@ -283,8 +314,9 @@ class Writer:
             self._devices[kid_hex] = device
         return device
 
-    def _one(self, conn, source, raw, received, now, rejects, outbox, delta, isolate):
+    def _one(self, conn, source, raw, received, now, batch, delta):
         """One item inside the transaction: (outcome, ack bytes or None)."""
+        rejects = batch.rejects
         if isinstance(raw, LinkError):
             self._reject(rejects, delta, received, None, "link_" + raw.reason, str(raw), source)
             return "link_" + raw.reason, None
@@ -303,7 +335,9 @@ class Writer:
             if device.row["retired"]:
                 raise RejectedFrame("retired", -1, "device %s" % device.row["name"])
             verdict = device.window.check(frame.seq)
-            if verdict == replay.OLD and (not frame.rows or self._stored(conn, kid_hex, frame.seq)):
+            if verdict == replay.OLD and (not frame.rows
+                                          or (kid_hex, frame.seq) in batch.seqs
+                                          or self._stored(conn, kid_hex, frame.seq)):
                 replayed = True
         except ProtocolError as exc:
             kid_hex = asked[-1].hex() if asked else None
@@ -330,16 +364,15 @@ class Writer:
             newest = max(frame.time, max(row[2] for row in rows))
             shift = int(received) - newest
             rows = [(c, i, t + shift, v, q) for c, i, t, v, q in rows]
-        before = conn.total_changes
-        conn.executemany(_INSERT, [(kid_hex, frame.seq, c, i, t, v, q, received, unsynced)
-                                   for c, i, t, v, q in rows])
-        delta["readings"] = delta.get("readings", 0) + conn.total_changes - before
+        seq = frame.seq
+        batch.readings += [(kid_hex, seq, c, i, t, v, q, received, unsynced)
+                           for c, i, t, v, q in rows]
+        batch.seqs.add((kid_hex, seq))
         delta["frames_ok"] = delta.get("frames_ok", 0) + 1
         if verdict == replay.NEW:
             device.window.mark(frame.seq)
         row = device.row
         row["last_seq"] = device.window.last
-        row["seq_window"] = replay.to_db(device.window.bits)
         row["last_seen"] = received
         for channel, index, _, value, _ in rows:
             if index == 0 and channel == _BATTERY:
@@ -350,7 +383,7 @@ class Writer:
         if received > (self.last_frame or 0):
             self.last_frame = received
         if self.engine is not None:
-            outbox += self._rules(conn, row, rows, now, isolate, delta)
+            batch.frames.append((_public(row), rows))
         return "stored", ack
 
     @staticmethod
@@ -358,18 +391,18 @@ class Writer:
         return conn.execute("SELECT 1 FROM readings WHERE device_id = ? AND seq = ? LIMIT 1",
                             [kid_hex, seq]).fetchone() is not None
 
-    def _rules(self, conn, row, rows, now, isolate, delta):
+    def _rules(self, conn, frames, now, isolate, delta):
         """The engine's outbox ids; when a frame is retried alone and the engine
         still fails on it, its readings are kept without rules (logged)."""
         if not isolate:
-            return list(self.engine.on_readings(conn, _public(row), rows, now) or ())
+            return list(self.engine.on_frames(conn, frames, now) or ())
         conn.execute("SAVEPOINT rules")
         try:
-            ids = list(self.engine.on_readings(conn, _public(row), rows, now) or ())
+            ids = list(self.engine.on_frames(conn, frames, now) or ())
         except Exception:
             conn.execute("ROLLBACK TO SAVEPOINT rules")
             conn.execute("RELEASE SAVEPOINT rules")
-            log.exception("event=rules_failed device=%s", row["name"])
+            log.exception("event=rules_failed device=%s", frames[0][0]["name"])
             delta["rules_failed"] = delta.get("rules_failed", 0) + 1
             return []
         conn.execute("RELEASE SAVEPOINT rules")
@@ -379,13 +412,14 @@ class Writer:
         changed = [device for device in self._devices.values() if device.dirty]
         if not changed:
             return
+        for device in changed:
+            device.row["seq_window"] = replay.to_db(device.window.bits)
+            device.dirty = False
         conn.executemany(
             "UPDATE devices SET last_seq = ?, seq_window = ?, last_seen = ?, battery_mv = ?, "
             "rssi = ? WHERE id = ?",
             [(d.row["last_seq"], d.row["seq_window"], d.row["last_seen"], d.row["battery_mv"],
               d.row["rssi"], d.row["id"]) for d in changed])
-        for device in changed:
-            device.dirty = False
 
     def _reject(self, rejects, delta, received, kid_hex, reason, detail, source):
         name = reason if reason.startswith("link_") else "rejected_" + reason
@@ -407,6 +441,18 @@ class Writer:
             return
         if outbox and self.on_commit is not None:
             self.on_commit(outbox)
+
+
+class _Batch:
+    """What one transaction gathers from its frames before writing it at once."""
+
+    __slots__ = ("readings", "frames", "seqs", "rejects")
+
+    def __init__(self):
+        self.readings = []  # rows for _INSERT
+        self.frames = []  # (device, rows) of new frames, for the engine
+        self.seqs = set()  # (device id, seq) stored in this batch, not yet in readings
+        self.rejects = []
 
 
 def _public(row):

@@ -1,6 +1,8 @@
 """The rule engine's incremental windows and level state against a
 brute-force recomputation from every reading seen so far, over
-hypothesis-generated sequences with late readings and restarts."""
+hypothesis-generated sequences with late readings and restarts, fed one
+frame per transaction (on_readings) or in writer batches (on_frames, before
+the batch's readings are in the table)."""
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gateway import rules
@@ -66,9 +68,10 @@ rule_specs = st.one_of(
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(spec=rule_specs, hysteresis=st.sampled_from([0.0, 0.5, 0.002]),
-       min_duration=st.sampled_from([0, 300, 900]), plan=batches)
+       min_duration=st.sampled_from([0, 300, 900]), plan=batches,
+       group=st.sampled_from([0, 1, 3, 8]))
 def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis, min_duration,
-                                              plan):
+                                              plan, group):
     kind, window, levels = spec
     adb = AlertDb(tmp_path_factory.mktemp("w") / "huaico.db")
     device = adb.add_device("0a0b0c0d", "g1")
@@ -83,8 +86,16 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
     expected = []
     evaluations = []
     clock = T0
+    pending = []  # frames of the writer batch being gathered (group > 0)
+
+    def flush():
+        if pending:
+            adb.store_frames(engine, device, list(pending), clock)
+            pending.clear()
+
     for batch, restart in plan:
         if restart:
+            flush()
             engine = rules.RuleEngine(adb.database, CONFIG,
                                       observer=lambda r, d, i, t, tr: observed.append(tr.value))
         rows = []
@@ -95,7 +106,12 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
                 continue
             times.add(clock)
             rows.append((code, 0, clock, value, 0))
-        adb.store(engine, device, rows, clock)
+        if group:
+            pending.append(rows)
+            if len(pending) >= group:
+                flush()
+        else:
+            adb.store(engine, device, rows, clock)
         newest = max((t for t, _ in seen), default=None)
         for _, _, t, v, _ in sorted(rows, key=lambda row: row[2]):
             late = newest is not None and t < newest
@@ -105,6 +121,7 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
             expected.append(value)
             if not (late and kind == "above"):
                 evaluations.append((newest, value))
+    flush()
     assert observed == expected
     level = adb.rows("SELECT level FROM alert_state")
     want = brute_levels(rule, evaluations)[-1] if evaluations else -1
