@@ -572,7 +572,10 @@ class BootWatch:
     simulated board's stdout print the same lines."""
 
     def __init__(self):
+        self._forget()
         self.booted = False
+
+    def _forget(self):
         self.running = None  # the "running" event: board, kid, transport
         self.first_frame = None
         self.acked = None
@@ -582,28 +585,25 @@ class BootWatch:
 
     def feed(self, line):
         line = line.strip()
+        event = _event(line)
+        if event.get("ev") == "boot":
+            # What came before was the old firmware's, or an earlier boot's.
+            self._forget()
+            self.booted = True
+            return
+        if not self.booted:
+            return
         if self.traceback or line.startswith("Traceback"):
             self.traceback.append(line)
-            return
-        if line.startswith("config error: "):
+        elif line.startswith("config error: "):
             self.config_errors.append(line[len("config error: "):])
-            return
-        if not line.startswith("{"):
-            return
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        name = event.get("ev") if isinstance(event, dict) else None
-        if name == "boot":
-            self.booted = True
-        elif name == "running":
+        elif event.get("ev") == "running":
             self.running = event
-        elif name == "frame" and self.first_frame is None:
+        elif event.get("ev") == "frame" and self.first_frame is None:
             self.first_frame = event
-        elif name == "ack" and self.acked is None:
+        elif event.get("ev") == "ack" and self.acked is None:
             self.acked = event
-        elif name == "config_refused":
+        elif event.get("ev") == "config_refused":
             self.refused = True
 
     @property
@@ -622,7 +622,7 @@ class BootWatch:
             raise FlashError("the firmware stopped with an error at boot (%s): run `huaico flash %s --check`, "
                              "then flash again" % (self.traceback[-1], name))
         if self.first_frame is None:
-            said = "it booted but made no frame" if self.booted else "it printed nothing"
+            said = "it booted but made no frame" if self.booted else "no boot line on its console"
             raise FlashError("the board did not report back in time (%s): check its sensors and power, "
                              "or watch its console with `mpremote connect PORT repl`" % said)
         board = self.running.get("board") if self.running else "?"
@@ -631,6 +631,17 @@ class BootWatch:
         if self.acked is not None:
             return text + " and acknowledged by the gateway (seq %d)." % self.acked.get("seq", -1)
         return text + "; no ack from the gateway yet: check the cable to the gateway and that `huaico run` is running."
+
+
+def _event(line):
+    """The firmware/log.py event on a console line, or {}."""
+    if not line.startswith("{"):
+        return {}
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
 
 
 def reboot_and_watch(url, wait, watch=None):
@@ -656,7 +667,6 @@ def reboot_and_watch(url, wait, watch=None):
         time.sleep(0.2)
         port.write(b"\x02")  # leave the raw REPL: a soft reset there would skip main.py
         time.sleep(0.2)
-        port.reset_input_buffer()
         port.write(b"\x04")  # soft reset: boot.py, then main.py starts the firmware
         while time.monotonic() < deadline and not watch.done:
             pending += port.read(256)

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tty
 import zipfile
@@ -214,17 +213,15 @@ def _simulated_hardware(board_root):
     return board_root / "firmware" / "sim" / "run.py"
 
 
-def _power_on(board_root, tmp_path, uart_port):
-    """Start the deployed firmware on the simulated board, its UART listening on uart_port."""
+def _power_on_command(board_root, tmp_path, uart_port):
+    """The simulated board starting the deployed firmware, its UART listening on uart_port."""
     runner = _simulated_hardware(board_root)
     scenario = tmp_path / "scenario.json"
     scenario.write_text(json.dumps({"duration_s": 3600, "world": {"battery_v": 4.0},
                                     "rain": [{"from_s": 0, "to_s": 3600, "every_s": 5.0}]}))
-    return subprocess.Popen(
-        [str(MICROPYTHON), "-X", "heapsize=190000", str(runner), "--site", str(board_root / "site.json"),
-         "--scenario", str(scenario), "--flash", str(board_root / "data"),
-         "--uart", "tcp-listen:%d" % uart_port, "--speed", "10"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return [str(MICROPYTHON), "-X", "heapsize=190000", str(runner), "--site", str(board_root / "site.json"),
+            "--scenario", str(scenario), "--flash", str(board_root / "data"),
+            "--uart", "tcp-listen:%d" % uart_port, "--speed", "10"]
 
 
 def _gateway(home, url):
@@ -234,7 +231,7 @@ def _gateway(home, url):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_flash_check_and_the_site_goes_live(gateway_home, virtual_board, tmp_path):
+def test_flash_check_and_the_site_goes_live(gateway_home, virtual_board, other_program, tmp_path):
     device = add_device(gateway_home)
     result = cli("flash", "quebrada-alta", "--port", virtual_board.url)
     assert result.exit_code == 0, result.output
@@ -248,44 +245,28 @@ def test_flash_check_and_the_site_goes_live(gateway_home, virtual_board, tmp_pat
     assert result.exit_code == 0, result.output
     assert "matches the bundle" in result.output
 
-    # Power-on: the deployed firmware boots on the simulated board, wired to a real gateway.
+    # Power-on: the deployed firmware boots on the simulated board, its UART wired
+    # to a real gateway, its console (stdout) behind socat like a board's USB port:
+    # flash's own console reader watches it (the bytes that soft-reboot a real
+    # board reach a runner that ignores them; the runner is the power-on here).
     uart = free_port()
-    board = _power_on(virtual_board.root, tmp_path, uart)
-    watch = flash.BootWatch()
-    lines = []
-
-    def read():
-        for line in board.stdout:
-            lines.append(line)
-            watch.feed(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    gateway = None
+    script = tmp_path / "power-on.sh"  # socat's EXEC would split the runner's options at ':'
+    script.write_text("#!/bin/sh\nexec %s\n" % " ".join(_power_on_command(virtual_board.root, tmp_path, uart)))
+    script.chmod(0o755)
+    console = other_program(str(script))
+    gateway = _gateway(gateway_home, "socket://127.0.0.1:%d" % uart)
     try:
-        deadline = time.monotonic() + WAIT
-        while not any('"sim_start"' in line for line in lines) and time.monotonic() < deadline:
-            assert board.poll() is None, "".join(lines)
-            time.sleep(0.05)
-        gateway = _gateway(gateway_home, "socket://127.0.0.1:%d" % uart)
-        rows = []
-        while (not rows or watch.acked is None) and time.monotonic() < deadline:
-            assert board.poll() is None, "".join(lines)
-            rows = gateway_home.readings(device)
-            time.sleep(0.1)
-        assert rows, "no frame reached the gateway:\n" + "".join(lines)
-        assert {row["device_id"] for row in rows} == {device.row["id"]}
-        said = watch.verdict("quebrada-alta", flash.version())
-        assert said.startswith("Site 'quebrada-alta' is live: board pico, firmware ")
-        assert "acknowledged by the gateway" in said
-        assert watch.first_frame["seq"] in {row["seq"] for row in rows}
+        watch = flash.reboot_and_watch(console.url, WAIT)
+        rows = gateway_home.readings(device)
     finally:
-        board.send_signal(signal.SIGTERM)
-        board.wait(timeout=10)
-        if gateway is not None:
-            gateway.send_signal(signal.SIGTERM)
-            gateway.communicate(timeout=30)
-        reader.join(timeout=5)
+        gateway.send_signal(signal.SIGTERM)
+        _, err = gateway.communicate(timeout=30)
+    assert rows, "no frame reached the gateway:\n" + err
+    assert {row["device_id"] for row in rows} == {device.row["id"]}
+    said = watch.verdict("quebrada-alta", flash.version())
+    assert said.startswith("Site 'quebrada-alta' is live: board pico, firmware ")
+    assert "acknowledged by the gateway" in said
+    assert watch.first_frame["seq"] in {row["seq"] for row in rows}
 
     # A file changed on the board: --check names it and fails.
     changed = virtual_board.root / "firmware" / "log.mpy"
@@ -310,8 +291,9 @@ def test_a_refused_config_is_reported_from_the_boot_lines(gateway_home, tmp_path
     site = json.loads((root / "site.json").read_text())
     site["sleep"] = {"mode": "deep", "max_ms": 2000}
     (root / "site.json").write_text(json.dumps(site))
-    board = _power_on(root, tmp_path, free_port())
-    out, _ = board.communicate(timeout=WAIT)
+    board = subprocess.run(_power_on_command(root, tmp_path, free_port()), capture_output=True, text=True,
+                           timeout=WAIT)
+    out = board.stdout
     watch = flash.BootWatch()
     for line in out.splitlines():
         watch.feed(line)
@@ -443,3 +425,33 @@ def test_auto_detect_without_a_board(gateway_home):
 def test_out_needs_dry_run(gateway_home, tmp_path):
     add_device(gateway_home)
     assert_user_error(cli("flash", "quebrada-alta", "--out", str(tmp_path)), "--out goes with --dry-run")
+
+
+# The console after a restart, as firmware/log.py prints it.
+OLD_RUN = ['{"ev":"frame","ms":90210,"seq":41,"n":3,"bytes":44,"tips":0,"flags":0,"ring":1}', "MPY: soft reboot"]
+BOOT = ['{"ev":"boot","ms":12,"cause":5}', '{"ev":"restored","ms":18,"tips":0,"frames":1,"dropped":0}',
+        '{"ev":"running","ms":19,"board":"pico","kid":"9d9c5ec6","transport":"uart"}']
+
+
+def _watched(lines):
+    watch = flash.BootWatch()
+    for line in lines:
+        watch.feed(line)
+    return watch
+
+
+def test_lines_from_before_the_restart_do_not_count():
+    watch = _watched(OLD_RUN + BOOT + ['{"ev":"frame","ms":20,"seq":42,"n":3,"bytes":44,"tips":0,"flags":5,"ring":2}'])
+    said = watch.verdict("quebrada-alta", "0.1.0")
+    assert said.startswith("Site 'quebrada-alta' is live: board pico, firmware 0.1.0, first frame seq 42 made")
+    assert "no ack from the gateway yet" in said
+    with pytest.raises(flash.FlashError, match="no boot line on its console"):
+        _watched(OLD_RUN).verdict("quebrada-alta", "0.1.0")
+
+
+def test_a_crash_at_boot_is_named():
+    watch = _watched(BOOT[:1] + ["Traceback (most recent call last):", '  File "main.py", line 2, in <module>',
+                                 "ImportError: no module named 'firmware.boot'"])
+    assert watch.done
+    with pytest.raises(flash.FlashError, match="ImportError: no module named 'firmware.boot'"):
+        watch.verdict("quebrada-alta", "0.1.0")
