@@ -7,16 +7,16 @@ sqlite3 driver runs in autocommit mode (isolation_level=None) so that the
 only transactions are the ones written out with `transaction()`.
 
 Migrations are (name, function) pairs applied in order, each in its own
-transaction together with its row in _migrations: G1's m001... here, then
-gateway.alert_schema.MIGRATIONS (rules, alerts, outbox) when that module is
-there.
+transaction together with its row in _migrations: m001... here, then
+gateway.alert_schema.MIGRATIONS (rules, alerts, outbox).
 """
 import contextlib
-import importlib
 import sqlite3
 import time
 
 import sqlite_utils
+
+from gateway import alert_schema
 
 BUSY_TIMEOUT_MS = 5000
 REJECTS_KEPT = 10000
@@ -79,13 +79,7 @@ MIGRATIONS = [("m001_initial", m001_initial)]
 
 
 def all_migrations():
-    """G1's migrations, then G2's (alert schema) when that module exists."""
-    try:
-        alert_schema = importlib.import_module("gateway.alert_schema")
-    except ModuleNotFoundError as exc:
-        if exc.name != "gateway.alert_schema":
-            raise
-        return list(MIGRATIONS)
+    """The store's migrations, then the alert schema's."""
     return list(MIGRATIONS) + list(alert_schema.MIGRATIONS)
 
 

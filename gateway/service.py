@@ -2,8 +2,8 @@
 
 Wiring: readers (serial ports, UDP, MQTT) -> the writer thread (store,
 rules, acks, and the engine's timers every few seconds) -> the dispatcher
-(gateway.dispatch, when present), woken after each commit that queued
-messages. SIGTERM or SIGINT stops the readers first, then lets the writer
+(gateway.dispatch), woken after each commit that queued messages; with
+--no-rules neither the rule engine nor the dispatcher runs. SIGTERM or SIGINT stops the readers first, then lets the writer
 drain its queue and commit, then stops the dispatcher and MQTT, so that no
 frame that was read is left unacked for a reason of our own.
 
@@ -12,7 +12,6 @@ lines with --log-format json), a status line every few seconds (frames/s,
 readings, rejects, queue depth, age of the last frame), and the counters
 table, which is also published on MQTT when it is enabled.
 """
-import importlib
 import json
 import logging
 import signal
@@ -20,7 +19,7 @@ import sys
 import threading
 import time
 
-from gateway import db, ingest
+from gateway import db, dispatch, ingest, rules as rules_mod
 from gateway.store import Counters, Writer
 
 log = logging.getLogger("huaico.service")
@@ -71,20 +70,6 @@ def setup_logging(level="info", log_format="kv", stream=None):
     root.propagate = False
 
 
-def _optional(module):
-    """The alerting module when it is installed, else None. One that is there
-    but broken stops the start-up: a gateway that silently sends no alerts is
-    worse than one that says why it cannot start."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise ServiceError("cannot load %s: %s" % (module, exc)) from None
-    except ImportError as exc:
-        raise ServiceError("cannot load %s: %s" % (module, exc)) from None
-
-
 class Service:
     """Everything `huaico run` starts; start(), then wait(), then stop()."""
 
@@ -122,12 +107,7 @@ class Service:
         if self.config["mqtt"]["enabled"]:
             self.mqtt = self._mqtt_link()
         if self.engine is None and self.use_rules:
-            rules = _optional("gateway.rules")
-            if rules is not None:
-                try:
-                    self.engine = rules.RuleEngine(self.database, self.config)
-                except ImportError as exc:
-                    raise ServiceError("cannot load the rule engine: %s" % exc) from None
+            self.engine = rules_mod.RuleEngine(self.database, self.config)
         self.dispatcher = self._dispatcher()
         ingest_cfg = self.config["ingest"]
         self.writer = Writer(self.database, engine=self.engine, counters=self.counters,
@@ -173,9 +153,6 @@ class Service:
 
     def _dispatcher(self):
         if not self.use_rules:
-            return None
-        dispatch = _optional("gateway.dispatch")
-        if dispatch is None:
             return None
         try:
             sms = dispatch.sms_backend_from_config(self.config)
