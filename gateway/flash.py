@@ -227,8 +227,8 @@ class Bundle:
         self.files[path] = data
 
     def ordered(self):
-        """Copy order: packages first, site.json then main.py last, so an interrupted
-        copy leaves the old /main.py starting the old firmware for as long as possible."""
+        """Copy order: packages, then site.json, then main.py: on a first flash a copy
+        cut short leaves no main.py to start half a firmware at power-on."""
         last = {"site.json": 1, "main.py": 2}
         return sorted(self.files, key=lambda p: (last.get(p, 0), p))
 
