@@ -20,10 +20,18 @@ $(COSE_VENV)/.installed:
 	$(COSE_VENV)/bin/pip install -q 'pycose==1.1.*' 'cbor2>=5.6,<6'
 	touch $@
 
+# MicroPython stubs for type-checking firmware/: each package has its own
+# `machine`, so each gets a directory of its own.
+STUBS := .stubs/rp2/machine.pyi .stubs/esp32/machine.pyi
+.stubs/rp2/machine.pyi:
+	$(PYTHON) -m pip install -q --target .stubs/rp2 micropython-rp2-rpi-pico-w-stubs
+.stubs/esp32/machine.pyi:
+	$(PYTHON) -m pip install -q --target .stubs/esp32 micropython-esp32-stubs
+
 build: $(STAMP)
 	HUAICO_BUILD_EXT=$${HUAICO_BUILD_EXT-1} $(BIN)/python setup.py -q build_ext --inplace
 
-test: build $(COSE_VENV)/.installed
+test: build $(COSE_VENV)/.installed $(STUBS)
 	HUAICO_COSE_PYTHON=$(COSE_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: build
@@ -33,4 +41,4 @@ bench: build
 	$(BIN)/python bench/decode.py
 
 clean:
-	rm -rf $(VENV) $(COSE_VENV) build *.egg-info gateway/*.so gateway/_frame_c.c
+	rm -rf $(VENV) $(COSE_VENV) .stubs build *.egg-info gateway/*.so gateway/_frame_c.c

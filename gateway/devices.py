@@ -7,10 +7,8 @@ and the old key stops verifying at once (the writer reads keys from the
 table on every batch that needs one). A retired device keeps its history
 but its frames are rejected as "retired".
 """
-import importlib.util
 import json
 import os
-import pathlib
 import secrets
 import time
 
@@ -25,24 +23,12 @@ class DeviceError(ValueError):
 
 
 def _board(name):
-    """The board module (boards/NAME.py): imported when `boards` is on the
-    path (a checkout), else loaded from the boards/ directory that ships
-    next to the gateway package."""
+    """The board module boards/NAME.py, from a checkout or from the wheel."""
+    from gateway import flash  # imported here: flash builds on this module
+
     try:
-        import boards
-    except ModuleNotFoundError:
-        directory = pathlib.Path(__file__).resolve().parent.parent / "boards"
-        path = directory / (name + ".py")
-        if not name.isidentifier() or not path.is_file():
-            known = sorted(p.stem for p in directory.glob("*.py") if p.stem != "__init__")
-            raise DeviceError("unknown board %r (one of %s)" % (name, ", ".join(known))) from None
-        spec = importlib.util.spec_from_file_location("boards." + name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    try:
-        return boards.load(name)
-    except ValueError as exc:
+        return flash.load_board(name)
+    except flash.FlashError as exc:
         raise DeviceError(str(exc)) from None
 
 
