@@ -23,10 +23,10 @@ $(COSE_VENV)/.installed:
 # MicroPython stubs for type-checking firmware/: each package has its own
 # `machine`, so each gets a directory of its own.
 STUBS := .stubs/rp2/machine.pyi .stubs/esp32/machine.pyi
-.stubs/rp2/machine.pyi:
-	$(PYTHON) -m pip install -q --target .stubs/rp2 micropython-rp2-rpi-pico-w-stubs
-.stubs/esp32/machine.pyi:
-	$(PYTHON) -m pip install -q --target .stubs/esp32 micropython-esp32-stubs
+.stubs/rp2/machine.pyi: $(STAMP)
+	$(BIN)/python -m pip install -q --target .stubs/rp2 micropython-rp2-rpi-pico-w-stubs
+.stubs/esp32/machine.pyi: $(STAMP)
+	$(BIN)/python -m pip install -q --target .stubs/esp32 micropython-esp32-stubs
 
 build: $(STAMP)
 	HUAICO_BUILD_EXT=$${HUAICO_BUILD_EXT-1} $(BIN)/python setup.py -q build_ext --inplace
