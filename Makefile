@@ -23,9 +23,9 @@ $(COSE_VENV)/.installed:
 # MicroPython stubs for type-checking firmware/: each package has its own
 # `machine`, so each gets a directory of its own.
 STUBS := .stubs/rp2/machine.pyi .stubs/esp32/machine.pyi
-.stubs/rp2/machine.pyi: $(STAMP)
+.stubs/rp2/machine.pyi: | $(STAMP)
 	$(BIN)/python -m pip install -q --target .stubs/rp2 micropython-rp2-rpi-pico-w-stubs
-.stubs/esp32/machine.pyi: $(STAMP)
+.stubs/esp32/machine.pyi: | $(STAMP)
 	$(BIN)/python -m pip install -q --target .stubs/esp32 micropython-esp32-stubs
 
 build: $(STAMP)
