@@ -55,7 +55,7 @@ class ConfigError(Exception):
     """The config is refused; `errors` holds one readable line per problem."""
 
     def __init__(self, errors):
-        Exception.__init__(self, "%d problem(s) in the site config" % len(errors))
+        super().__init__("%d problem(s) in the site config" % len(errors))
         self.errors = errors
         self.raw = None
 

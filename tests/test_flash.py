@@ -278,8 +278,6 @@ def test_flash_check_and_the_site_goes_live(gateway_home, virtual_board, other_p
     assert "firmware/app.mpy" not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="firmware/config.py: ConfigError calls Exception.__init__, which "
-                   "MicroPython lacks, so a refused config ends in an AttributeError at boot")
 def test_a_refused_config_is_reported_from_the_boot_lines(gateway_home, tmp_path):
     """The firmware's own boot lines for a config it refuses: the bundle as a board
     holds it (--dry-run --out, the same files the copy puts there), then a site.json
