@@ -1,6 +1,8 @@
 """The `huaico` command: one click group that each part of the gateway extends."""
 import click
 
+from gateway import cli_alerts, cli_core, cli_demo, cli_flash, cli_ops
+
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
@@ -11,11 +13,11 @@ def main():
 
     \b
     Example:
-        huaico --version
+        huaico init
+        huaico device add quebrada-alta --board pico_w --site "Quebrada Alta"
+        huaico run
     """
 
-from gateway.cli_core import register as _register_core; _register_core(main)  # noqa: E402
-from gateway.cli_alerts import register as _register_alerts; _register_alerts(main)  # noqa: E402
-from gateway.cli_ops import register as _register_ops; _register_ops(main)  # noqa: E402
-from gateway.cli_flash import register as _register_flash; _register_flash(main)  # noqa: E402
-from gateway.cli_demo import register as _register_demo; _register_demo(main)  # noqa: E402
+
+for _part in (cli_core, cli_alerts, cli_ops, cli_flash, cli_demo):
+    _part.register(main)

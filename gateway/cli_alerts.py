@@ -1,24 +1,16 @@
 """`huaico rules ...` and `huaico alerts ...`: thin commands over gateway.rules,
 gateway.alerts and the outbox, for operators over SSH."""
 import datetime
-import functools
 import json
 import time
 
 import click
 
 from gateway import alerts, db, rules, templates
-from gateway.cli_core import _open, home_option
+from gateway.cli_common import home_option, open_home, user_errors
 
 
-def _user_errors(function):
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except (rules.RuleError, alerts.AlertError, templates.TemplateError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
-    return wrapper
+_user_errors = user_errors(rules.RuleError, alerts.AlertError, templates.TemplateError, ValueError)
 
 
 def _when(text, now):
@@ -122,7 +114,7 @@ def rules_list(home, as_json):
     Example:
         huaico rules list --json
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     cursor = database.execute("SELECT * FROM rules ORDER BY name")
     found = [rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
              for row in cursor]
@@ -144,7 +136,7 @@ def rules_show(home, name):
     Example:
         huaico rules show rain-1h
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     rule = _load_rule(database, name)
     click.echo(json.dumps(dict(rule.to_row(), levels=rule.levels), indent=2))
     for device_id, idx, level, value, updated in database.execute(
@@ -168,7 +160,7 @@ def rules_add(home, name, **options):
             --window 1h --levels watch=20,warning=40,emergency=60 --hysteresis 5 --min-duration 0
         huaico rules add quiet --site chosica --kind silent --levels watch=30m,warning=2h
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     if options["kind"] is None or options["levels"] is None:
         raise click.UsageError("--kind and --levels are required")
     rule = _apply({"name": name}, **options)
@@ -190,7 +182,7 @@ def rules_edit(home, name, **options):
     Example:
         huaico rules edit rain-1h --levels watch=25,warning=45,emergency=70
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     old = _load_rule(database, name)
     fields = {key: getattr(old, key) for key in rules.Rule.FIELDS if key != "updated"}
     if options["kind"] is not None and options["levels"] is None:
@@ -213,7 +205,7 @@ def rules_remove(home, name, force):
     Example:
         huaico rules remove rain-1h
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     rule = _load_rule(database, name)
     active = database.execute("SELECT count(*) FROM alerts WHERE rule_id = ? AND status = "
                               "'active'", [rule.id]).fetchone()[0]
@@ -243,7 +235,7 @@ def rules_replay(home, name, since, until, as_json):
     Example:
         huaico rules replay rain-1h --since 2026-01-01 --until 2026-02-01
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     rule = _load_rule(database, name)
     now = time.time()
     events = rules.replay(database, rule, _when(since, now),
@@ -280,7 +272,7 @@ def alerts_list(home, show_all, as_json):
     Example:
         huaico alerts list --all
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     where = "" if show_all else "WHERE status = 'active'"
     cursor = database.execute("SELECT id, status, level, place, rule_name, value, unit, raised, "
                               "cleared, acked_by FROM alerts %s ORDER BY id DESC LIMIT 50" % where)
@@ -310,7 +302,7 @@ def alerts_show(home, alert_id):
     Example:
         huaico alerts show 42
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     with db.transaction(database) as conn:
         alert = alerts._alert(conn, alert_id)
     for key, value in alert.items():
@@ -339,7 +331,7 @@ def alerts_ack(home, alert_id, by):
     Example:
         huaico alerts ack 42 --by "Rosa (municipal)"
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     with db.transaction(database) as conn:
         fresh = alerts.acknowledge(conn, alert_id, by, time.time())
     click.echo("acknowledged %d" % alert_id if fresh else "alert %d was already acknowledged"
@@ -360,7 +352,7 @@ def alerts_test(home, group, wait):
     Example:
         huaico alerts test leaders --wait 60
     """
-    config, database = _open(home)
+    config, database = open_home(home)
     with db.transaction(database) as conn:
         ids = alerts.queue_test(conn, config, group, time.time())
     click.echo("queued %d test message(s) to %s: outbox %s" % (len(ids), group,

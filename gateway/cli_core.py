@@ -3,7 +3,6 @@
 Each command is a thin call into config, db, devices or service; user errors
 come out as one-line click.ClickException messages, never tracebacks.
 """
-import functools
 import json
 import time
 
@@ -11,32 +10,9 @@ import click
 
 from gateway import config as config_mod
 from gateway import db, devices, service
+from gateway.cli_common import home_option, open_home, user_errors
 
-home_option = click.option(
-    "--home", type=click.Path(file_okay=False), envvar="HUAICO_HOME",
-    help="Data directory holding huaico.toml, the database and sites/ "
-         "(default: $HUAICO_HOME, else ~/.huaico).")
-
-
-def _user_errors(function):
-    """Turn the library's typed errors into one-line CLI errors."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except (config_mod.ConfigError, devices.DeviceError, service.ServiceError) as exc:
-            raise click.ClickException(str(exc)) from None
-    return wrapper
-
-
-def _open(home):
-    config = config_mod.load(home)
-    if not config.database_path.exists():
-        raise click.ClickException("no database at %s: run `huaico init` first"
-                                   % config.database_path)
-    database = db.open_db(config.database_path)
-    db.migrate(database)
-    return config, database
+_user_errors = user_errors(devices.DeviceError, service.ServiceError)
 
 
 @click.command()
@@ -132,7 +108,7 @@ def device_add(home, name, board, site, lat, lon, transport, allow_unsigned):
         huaico device add rain-01 --board pico_w --site "Quebrada Huaycoloro" \\
             --lat -11.95 --lon -76.69 --transport mqtt
     """
-    config, database = _open(home)
+    config, database = open_home(home)
     added = devices.add(database, config, name, board, site, lat=lat, lon=lon,
                         transport=transport, allow_unsigned=allow_unsigned)
     click.echo("added %s id=%s site file %s" % (name, added["id"],
@@ -160,7 +136,7 @@ def device_list(home, as_json):
     Example:
         huaico device list --json
     """
-    config, database = _open(home)
+    config, database = open_home(home)
     rows = [devices.public(row) for row in devices.all_devices(database)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -191,7 +167,7 @@ def device_show(home, name, show_key, as_json):
     Example:
         huaico device show rain-01
     """
-    config, database = _open(home)
+    config, database = open_home(home)
     row = devices.public(devices.get(database, name), show_key=show_key)
     row["site_file"] = str(devices.site_path(config, name))
     if as_json:
@@ -215,7 +191,7 @@ def device_rotate_key(home, name):
     Example:
         huaico device rotate-key rain-01
     """
-    config, database = _open(home)
+    config, database = open_home(home)
     devices.rotate_key(database, config, name)
     click.echo("new key for %s; site file %s rewritten" % (name, devices.site_path(config, name)))
 
@@ -231,7 +207,7 @@ def device_retire(home, name):
     Example:
         huaico device retire rain-01
     """
-    config, database = _open(home)
+    config, database = open_home(home)
     devices.retire(database, name)
     click.echo("retired %s" % name)
 

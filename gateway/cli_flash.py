@@ -1,32 +1,14 @@
 """`huaico flash`: the volunteer's one command; a thin call into gateway/flash.py."""
-import functools
 import pathlib
 import tempfile
 
 import click
 
-from gateway import config as config_mod
-from gateway import db, devices, flash
-from gateway.cli_core import home_option
+from gateway import devices, flash
+from gateway.cli_common import home_option, open_home, user_errors
 
 
-def _user_errors(function):
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except (flash.FlashError, config_mod.ConfigError, devices.DeviceError) as exc:
-            raise click.ClickException(str(exc)) from None
-    return wrapper
-
-
-def _open(home):
-    config = config_mod.load(home)
-    if not config.database_path.exists():
-        raise click.ClickException("no database at %s: run `huaico init` first" % config.database_path)
-    database = db.open_db(config.database_path)
-    db.migrate(database)
-    return config, database
+_user_errors = user_errors(flash.FlashError, devices.DeviceError)
 
 
 @click.command("flash")
@@ -62,7 +44,7 @@ def flash_command(home, device, port, dry_run, out, check, no_compile, wait):
         raise click.ClickException("--out goes with --dry-run: add --dry-run, or drop --out to flash a board")
     if dry_run and check:
         raise click.ClickException("--check reads a board and --dry-run touches none: use one of them")
-    config, database = _open(home)
+    config, database = open_home(home)
     try:
         record, bundle = flash.prepare(database, config, device, compile=not no_compile)
     finally:

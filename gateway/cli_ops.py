@@ -4,11 +4,9 @@ One function per command, each a thin call into a library module (status,
 readings_query, plotting, doctor, storage, datasette_queries); user errors
 come out as one-line click.ClickException messages, never tracebacks.
 """
-import functools
 import json
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,9 +14,9 @@ import time
 import click
 
 from gateway import config as config_mod
-from gateway import datasette_queries, db, devices, doctor as doctor_mod, plotting
+from gateway import datasette_queries, devices, doctor as doctor_mod, plotting
 from gateway import readings_query, status as status_mod, storage as storage_mod
-from gateway.cli_core import home_option
+from gateway.cli_common import home_option, open_home, user_errors
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Machine-readable JSON instead of text.")
@@ -29,28 +27,8 @@ until_option = click.option("--until", metavar="SPAN|ISO",
                             help="Up to this long ago or this time (default: now).")
 
 
-def _user_errors(function):
-    """Turn the library's typed errors into one-line CLI errors."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except (config_mod.ConfigError, devices.DeviceError, readings_query.QueryError,
-                plotting.PlotError, datasette_queries.ServeError) as exc:
-            raise click.ClickException(str(exc)) from None
-        except sqlite3.DatabaseError as exc:
-            raise click.ClickException("database error: %s (try `huaico doctor`)" % exc) from None
-    return wrapper
-
-
-def _open(home):
-    config = config_mod.load(home)
-    if not config.database_path.exists():
-        raise click.ClickException("no database at %s: run `huaico init` first"
-                                   % config.database_path)
-    database = db.open_db(config.database_path)
-    db.migrate(database)
-    return config, database
+_user_errors = user_errors(devices.DeviceError, readings_query.QueryError,
+                           plotting.PlotError, datasette_queries.ServeError)
 
 
 def _times(since, until):
@@ -77,7 +55,7 @@ def status(home, stale, as_json):
         huaico status
         huaico status --stale 30m --json
     """
-    config, database = _open(home)
+    config, database = open_home(home)
     result = status_mod.collect(database, status_mod.stale_after(config, stale))
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
@@ -106,7 +84,7 @@ def readings(home, device, channel, since, until, limit, fmt):
         huaico readings --since 2025-02-14 --until 2025-02-15 --format csv --limit 0 > feb14.csv
         huaico readings --device rain-01 --since 1h --format senml
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     start, end = _times(since, until)
     rows = readings_query.query(database, device=device, channel=channel, since=start,
                                 until=end, limit=limit)
@@ -135,7 +113,7 @@ def plot(home, device_name, channel, since, until, index, png_path, width, heigh
         huaico plot rain-01 rain --since 24h
         huaico plot river-02 water_level --since 7d --png river-02.png
     """
-    _, database = _open(home)
+    _, database = open_home(home)
     start, end = _times(since, until)
     times, values, found = readings_query.series(database, device_name, channel, start, end, index)
     if not times:
@@ -248,7 +226,7 @@ def serve(home, port, live):
         huaico serve --port 8001
         ssh -L 8001:localhost:8001 pi@gateway   # then open http://localhost:8001
     """
-    config, database = _open(home)
+    config, database = open_home(home)
     database.conn.close()
     work = config.home / "serve"
     work.mkdir(exist_ok=True)
