@@ -40,8 +40,14 @@ def _crc_entry(byte):
     return crc
 
 
-# 512 bytes built once at import; an array keeps it off the heap as 256 objects.
-_CRC_TABLE = array("H", [_crc_entry(i) for i in range(256)])
+try:
+    # CPython has this very CRC in C (CRC-CCITT, poly 0x1021; init 0xFFFF makes
+    # it CCITT-FALSE): the gateway checks every frame with it.
+    from binascii import crc_hqx as _crc_in_c
+except ImportError:  # MicroPython
+    _crc_in_c = None
+    # 512 bytes built once at import; an array keeps it off the heap as 256 objects.
+    _CRC_TABLE = array("H", [_crc_entry(i) for i in range(256)])
 
 
 def crc16(data, start=0, end=-1):
@@ -52,6 +58,8 @@ def crc16(data, start=0, end=-1):
     """
     if end < 0:
         end = len(data)
+    if _crc_in_c is not None:
+        return _crc_in_c(memoryview(data)[start:end], 0xFFFF)
     table = _CRC_TABLE
     crc = 0xFFFF
     for i in range(start, end):
