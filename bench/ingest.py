@@ -83,18 +83,11 @@ def board_side(master, wire, go, result):
     result.send((acks[0], time.perf_counter() - start))
 
 
-def gateway_side(database_path, config_home, slave_path, with_engine, batch_ms, c_crc, ready,
-                 stop, result):
+def gateway_side(database_path, config_home, slave_path, with_engine, batch_ms, ready, stop,
+                 result):
     """One gateway: writer + serial reader on the pty, as `huaico run` wires
     them; sends its peak RSS in MB when told to stop."""
     from gateway import config as config_mod
-    if c_crc:
-        # What protocol/link.py would give on CPython with the C CRC of the
-        # standard library (the same CRC-16/CCITT-FALSE): its pure crc16 is
-        # a sixth of the gateway's CPU at this rate.
-        import binascii
-        link.crc16 = lambda data, start=0, end=-1: binascii.crc_hqx(
-            bytes(data[start:end if end >= 0 else len(data)]), 0xFFFF)
     database = db.open_db(database_path)
     engine = rules.RuleEngine(database, config_mod.load(config_home)) if with_engine else None
     writer = Writer(database, engine=engine, batch_ms=batch_ms)
@@ -110,7 +103,7 @@ def gateway_side(database_path, config_home, slave_path, with_engine, batch_ms, 
     result.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def through_gateway(home, wire, with_engine, batch_ms, c_crc=False):
+def through_gateway(home, wire, with_engine, batch_ms):
     """(frames/s, gateway peak RSS in MB) with the boards and the gateway in
     two processes of their own."""
     pair = PtyPair()
@@ -119,7 +112,7 @@ def through_gateway(home, wire, with_engine, batch_ms, c_crc=False):
     gateway_result, gateway_send = spawn.Pipe(False)
     gateway = spawn.Process(target=gateway_side, args=(
         str(home.config.database_path), str(home.path), pair.path, with_engine, batch_ms,
-        c_crc, ready, stop, gateway_send))
+        ready, stop, gateway_send))
     gateway.start()
     fork = multiprocessing.get_context("fork")
     go = fork.Event()
@@ -148,11 +141,10 @@ def main():
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, with_rule, c_crc in (
-                ("store only (no rule engine)", None, False),
-                ("store + rules (no rule matches)", False, False),
-                ("store + rules (rain rule on every frame)", True, False),
-                ("same, link CRC in C (proposal, see above)", True, True)):
+        for label, with_rule in (
+                ("store only (no rule engine)", None),
+                ("store + rules (no rule matches)", False),
+                ("store + rules (rain rule on every frame)", True)):
             home = Home(pathlib.Path(tmp) / label.replace(" ", "_"))
             boards = [home.add("b%d" % n) for n in range(args.devices)]
             if with_rule:
@@ -170,7 +162,7 @@ def main():
                                 decode_only(boards, wire), None))
             home.database.conn.close()
             results.append((label,) + through_gateway(home, wire, with_rule is not None,
-                                                      args.batch_ms, c_crc))
+                                                      args.batch_ms))
     print("ingest: %d frames of %d readings from %d devices, batch_ms=%d, decoder=%s"
           % (args.frames, len(READINGS), args.devices, args.batch_ms,
              "cython" if IS_COMPILED else "pure"))
