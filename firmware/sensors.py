@@ -45,13 +45,15 @@ _TYPES = {
         ('addr', 83, 8, 119, 'window', 32, 4, 256)),
     'accel_mpu6050': ('mpu6050', 'MPU6050', ('i2c0', 'i2c'),
         ('addr', 104, 8, 119, 'window', 32, 4, 256)),
+    'crack_gauge': ('crack_gauge', 'CrackGauge', ('adc0', 'adc'),
+        ('travel_mm', 25.0, 1.0, 300.0, 'calibration', None, None, None, 'zero_mm', 0.0, -300.0, 300.0, 'samples', 9, 1, 64, 'noise_v', 0.03, 0.0, 3.3)),
     'hx711': ('hx711', 'HX711', ('hx711_sck', 'out', 'hx711_dt', 'in'),
         ('scale', None, -1000000000.0, 1000000000.0, 'tare', 0, -8388608, 8388607, 'output', None, None, None, 'samples', 4, 1, 32, 'gain', 128, 32, 128)),
 }
 
-_CALIBRATED = ("ph", "turbidity", "conductivity", "dissolved_oxygen")
+_CALIBRATED = ("ph", "turbidity", "conductivity", "dissolved_oxygen", "crack_gauge")
 _ADC_TYPES = ("pressure_level_ma", "ph", "turbidity", "conductivity", "dissolved_oxygen",
-              "soil_moisture", "battery")
+              "soil_moisture", "battery", "crack_gauge")
 _I2C_TYPES = ("pressure_level_i2c", "accel_adxl345", "accel_mpu6050")
 _HX711_OUTPUTS = ("load", "strain")
 _DS18B20_OUTPUTS = ("water_temp", "air_temp")

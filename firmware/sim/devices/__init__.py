@@ -68,6 +68,11 @@ def _model(board, cfg):
             model, addr = MPU6050(name), cfg.get("addr", 0x68)
         bus.i2c_attach(_pin(board, cfg, "i2c0"), addr, model)
         return model
+    if kind == "crack_gauge":
+        from firmware.sim.devices.crack import CrackGauge
+        model = CrackGauge(name, cfg.get("travel_mm", 25.0), cfg.get("zero_mm", 0.0))
+        bus.adc_attach(_pin(board, cfg, "adc0"), model.volts)
+        return model
     if kind == "hx711":
         from firmware.sim.devices.hx711 import HX711
         model = HX711(name, _pin(board, cfg, "hx711_sck"), cfg.get("tare", 0), cfg["scale"],
