@@ -4,36 +4,10 @@ import gc
 import sys
 
 import harness  # noqa: F401 - installs the simulated machine first
-from harness import board, check, done, fresh, near
+from harness import check, dead_is_flagged, done, near, one, setup
 
-from firmware import sensors
-from firmware.drivers import Q_NO_RETURN, Q_OK, Q_OUT_OF_RANGE, Q_STUCK
-from firmware.sim import bus
-from firmware.sim.devices import wire
+from firmware.drivers import Q_OK, Q_STUCK
 from firmware.sim.devices.probes import do_saturation, probe_volts
-
-
-
-def setup(cfg, world):
-    fresh(world)
-    models = wire(board, {"sensors": [cfg]})
-    errors = sensors.validate(board, cfg)
-    check(not errors, "%s validates: %r" % (cfg["name"], errors))
-    return sensors.make(board, cfg), models[cfg["name"]]
-
-
-def one(sensor):
-    readings = sensor.read()
-    check(len(readings) == 1, "one reading: %r" % (readings,))
-    return readings[0]
-
-
-def dead_is_flagged(sensor, name, reads=2):
-    bus.faults.add(name)
-    for _ in range(reads):
-        for reading in sensor.read():
-            check(reading[3] != Q_OK, "%s dead: flagged, got %r" % (name, reading))
-    bus.faults.discard(name)
 
 
 def quality(kind, key, value, tol, scale, calibration_at, extra=None):

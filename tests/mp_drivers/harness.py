@@ -2,9 +2,8 @@
 
     micropython -X heapsize=102400 tests/mp_drivers/check_x.py
 
-Puts the repository on sys.path, makes firmware/sim's `machine` (F1's when it
-exists, else tests/mp_drivers/sim_machine.py) and `onewire` the ones drivers
-import, and gives a board with every pin role the drivers use. `check` counts
+Puts the repository on sys.path, makes firmware/sim's `machine` and `onewire`
+the ones drivers import, and gives a board with every pin role the drivers use. `check` counts
 failures; `done()` prints "N passed, M failed" and exits 1 on a failure.
 """
 import sys
@@ -13,10 +12,7 @@ ROOT = "/".join(sys.argv[0].split("/")[:-3]) or "."
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-try:
-    import firmware.sim.machine as machine
-except ImportError:
-    import tests.mp_drivers.sim_machine as machine
+import firmware.sim.machine as machine  # noqa: E402
 sys.modules["machine"] = machine
 import firmware.sim.onewire as onewire  # noqa: E402
 sys.modules["onewire"] = onewire
@@ -63,3 +59,29 @@ def fresh(world=None):
 def done():
     print("%d passed, %d failed" % (_tally[0], _tally[1]))
     sys.exit(1 if _tally[1] else 0)
+
+
+def setup(cfg, world):
+    """The sensor for one config entry on a fresh board, and its device model."""
+    from firmware import sensors
+    from firmware.sim.devices import wire
+    fresh(world)
+    models = wire(board, {"sensors": [cfg]})
+    errors = sensors.validate(board, cfg)
+    check(not errors, "%s validates: %r" % (cfg["name"], errors))
+    return sensors.make(board, cfg), models[cfg["name"]]
+
+
+def one(sensor):
+    readings = sensor.read()
+    check(len(readings) == 1, "one reading: %r" % (readings,))
+    return readings[0]
+
+
+def dead_is_flagged(sensor, name, reads=2):
+    """A failed sensor gives flagged readings, never an exception."""
+    bus.faults.add(name)
+    for _ in range(reads):
+        for reading in sensor.read():
+            check(reading[3] != 0, "%s dead: flagged, got %r" % (name, reading))
+    bus.faults.discard(name)
