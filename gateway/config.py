@@ -63,6 +63,9 @@ protocol = "auto"
 client_id = "huaico-gateway"
 # First level of every topic.
 topic_prefix = "huaico"
+# Publish every stored reading as SenML JSON on <prefix>/<device id>/senml.
+# Packs wait in the database while the broker is away; none is lost.
+publish_readings = true
 
 [sms]
 # "none", "modem" (a GSM modem on a serial port, AT commands) or "spool"

@@ -75,7 +75,12 @@ def m001_initial(database):
     })
 
 
-MIGRATIONS = [("m001_initial", m001_initial)]
+def m002_cursors(database):
+    """Where each outgoing feed (SenML over MQTT) has got to in the readings."""
+    database["cursors"].create({"name": str, "position": int}, pk="name")
+
+
+MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors)]
 
 
 def all_migrations():
@@ -121,6 +126,17 @@ def add_rejects(conn, rows):
         rows)
     conn.execute("DELETE FROM rejects WHERE rowid <= (SELECT max(rowid) FROM rejects) - ?",
                  [REJECTS_KEPT])
+
+
+def cursor(database, name):
+    """The readings rowid a feed has delivered up to (0 before its first)."""
+    row = database.execute("SELECT position FROM cursors WHERE name = ?", [name]).fetchone()
+    return row[0] if row else 0
+
+
+def set_cursor(conn, name, position):
+    conn.execute("INSERT INTO cursors (name, position) VALUES (?, ?) "
+                 "ON CONFLICT(name) DO UPDATE SET position = excluded.position", [name, position])
 
 
 def counters(database):

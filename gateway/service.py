@@ -3,8 +3,10 @@
 Wiring: readers (serial ports, UDP, MQTT) -> the writer thread (store,
 rules, acks, and the engine's timers every few seconds) -> the dispatcher
 (gateway.dispatch), woken after each commit that queued messages; with
---no-rules neither the rule engine nor the dispatcher runs. SIGTERM or SIGINT stops the readers first, then lets the writer
-drain its queue and commit, then stops the dispatcher and MQTT, so that no
+--no-rules neither the rule engine nor the dispatcher runs. With MQTT, the
+readings feed (gateway.readings_feed) publishes what was stored as SenML.
+SIGTERM or SIGINT stops the readers first, then lets the writer drain its
+queue and commit, then stops the dispatcher, the feed and MQTT, so that no
 frame that was read is left unacked for a reason of our own.
 
 Operators watch it through structured logs on stderr (key=value, or JSON
@@ -20,6 +22,7 @@ import threading
 import time
 
 from gateway import db, dispatch, ingest, rules as rules_mod
+from gateway.readings_feed import ReadingsFeed
 from gateway.store import Counters, Writer
 
 log = logging.getLogger("huaico.service")
@@ -90,6 +93,7 @@ class Service:
         self.readers = []
         self.mqtt = None
         self.dispatcher = None
+        self.feed = None
         self.stopping = threading.Event()
         self._last_status = (time.monotonic(), 0)
 
@@ -129,6 +133,10 @@ class Service:
             reader.start()
         if self.mqtt is not None:
             self.mqtt.start()
+            if self.config["mqtt"]["publish_readings"]:
+                self.feed = ReadingsFeed(self.config.database_path, self.mqtt,
+                                         self.config["mqtt"]["topic_prefix"], self.counters)
+                self.feed.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
         log.info("event=started serial=%s udp=%s mqtt=%s rules=%s dispatcher=%s",
@@ -235,6 +243,8 @@ class Service:
             self.writer.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        if self.feed is not None:
+            self.feed.stop()
         if self.mqtt is not None:
             # A clean disconnect suppresses the will, so say it ourselves.
             self.mqtt.publish(self._status_topic("status"), b"offline", qos=1,
