@@ -5,11 +5,17 @@ in a loop and its wait_msg() blocks, while the main loop must return to
 its watchdog health check within a known time. Here every write has a
 timeout and reading never blocks: poll() takes what the socket holds,
 parses whole packets out of one fixed buffer and returns the application
-messages. A broker's PUBACK only says the broker has the frame, so it is
-read and counted, nothing more: the ring drops a frame on the gateway's ack.
+messages. A broker's PUBACK only says the broker has the frame, so it
+never drops one from the ring (that takes the gateway's ack); it serves as
+proof of life. `owed` counts the replies the broker owes (PUBACK, SUBACK,
+PINGRESP) and `owed_since` is when the oldest went unanswered: a broker
+that stops answering on an open socket (an access point or NAT that lost
+the connection's state: no error ever comes back) shows there, and the
+link drops the session and opens a new one.
 """
 import socket
 import struct
+import time
 
 _CONNECT = 0x10
 _CONNACK = 0x20
@@ -55,6 +61,8 @@ class MQTTClient:
         self._n = 0
         self._pid = 0
         self.pubacks = 0  # broker receipts, for the log only
+        self.owed = 0
+        self.owed_since = 0
 
     def connect(self, timeout_ms):
         """Open the session (clean: the ring resends whatever was not acked)."""
@@ -76,6 +84,18 @@ class MQTTClient:
             raise MQTTError("broker refused: CONNACK %r" % bytes(head))
         sock.settimeout(self.io_timeout)
         self._n = 0
+        self.owed = 0
+
+    def _expect(self):
+        """One more reply owed by the broker."""
+        if not self.owed:
+            self.owed_since = time.ticks_ms()
+        self.owed += 1
+
+    def _answered(self):
+        if self.owed:
+            self.owed -= 1
+            self.owed_since = time.ticks_ms()
 
     def _read_exact(self, n):
         out = b""
@@ -104,14 +124,18 @@ class MQTTClient:
         head = _str(topic) + (struct.pack(">H", pid) if qos else b"")
         self._send(bytes((_PUBLISH | (qos << 1),)) + _length(len(head) + len(payload)) + head)
         self._send(payload)
+        if qos:
+            self._expect()
         return pid
 
     def subscribe(self, topic, qos=1):
         body = struct.pack(">H", self._next_pid()) + _str(topic) + bytes((qos,))
         self._send(bytes((_SUBSCRIBE,)) + _length(len(body)) + body)
+        self._expect()
 
     def ping(self):
         self._send(_PINGREQ)
+        self._expect()
 
     def poll(self):
         """[(topic, payload)] of the messages that arrived; never waits."""
@@ -158,9 +182,11 @@ class MQTTClient:
             kind = buf[0] & 0xF0
             if kind == _PUBLISH:
                 out.append(self._publish_in(buf[0], bytes(buf[at:at + size])))
-            elif kind == _PUBACK:
-                self.pubacks += 1
-            elif kind not in (_SUBACK, _PINGRESP):
+            elif kind in (_PUBACK, _SUBACK, _PINGRESP):
+                if kind == _PUBACK:
+                    self.pubacks += 1
+                self._answered()
+            else:
                 raise MQTTError("unexpected packet type 0x%02x" % kind)
             rest = self._n - at - size
             buf[0:rest] = buf[at + size:self._n]

@@ -3,6 +3,9 @@
 Wi-Fi joins in the background (WLAN.connect returns at once); the link is
 up only when Wi-Fi is connected and a broker session is open. Any socket
 error closes the session, and the main loop retries later with backoff.
+poll(), called every loop, also keeps the session alive (PINGREQ when idle
+for half the keepalive) and closes it when the broker has owed a reply for
+that long: a connection that went silent without an error (see mqtt.py).
 """
 import time
 
@@ -73,13 +76,23 @@ class MqttLink:
     def poll(self):
         if not self._connected:
             return ()
+        client = self.client
         try:
-            messages = self.client.poll()
+            messages = client.poll()
         except (OSError, MQTTError) as exc:
             print("mqtt: %r" % (exc,))
             self.errors += 1
             self._drop()
             return ()
+        now = time.ticks_ms()
+        half = self.t["keepalive_s"] * 500
+        if client.owed and time.ticks_diff(now, client.owed_since) > half:
+            print("mqtt: broker silent for %d ms with %d replies owed" % (time.ticks_diff(now, client.owed_since),
+                                                                          client.owed))
+            self.errors += 1
+            self._drop()
+        elif time.ticks_diff(now, self._last_io) > half:
+            self._guard(client.ping, now)
         out = []
         for topic, payload in messages:
             if topic == self.ack_topic.encode():

@@ -8,10 +8,16 @@ the gateway's own signed ack, never on the broker's PUBACK.
 (b) a gateway-side peer in the test withholds its acks for a while: the board
     keeps its frames through the broker's PUBACKs and resends them;
 (c) the broker goes down mid-run and comes back: nothing is lost, the board
-    reconnects.
+    reconnects;
+(d) the board's connection goes silent without an error (a proxy in the
+    test swallows it, as an access point or NAT that lost its state does):
+    the board notices the broker owes it replies, opens a new session and
+    loses nothing.
+No run may end in a watchdog reset: every network call is bounded.
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -52,6 +58,7 @@ class SimBoard:
     """The simulated board as a process whose JSON event lines the test can watch while it runs."""
 
     def __init__(self, tmp_path, site, scenario_raw, broker, speed=SPEED):
+        """`broker`: anything with .host and .port (the fixture broker, or a proxy to it)."""
         site_path = tmp_path / "site.json"
         site_path.write_text(json.dumps(site))
         scenario_path = tmp_path / "scenario.json"
@@ -128,6 +135,7 @@ def assert_ring_emptied(board):
     assert made, board.tail()
     assert made == acked, "frames never acked: %s\n%s" % (sorted(made - acked), board.tail())
     assert board.of("ack")[-1]["ring"] == 0, board.tail()
+    assert not board.of("board_reset"), "a network call outlived the watchdog:\n" + board.tail()
 
 
 class GatewayPeer:
@@ -317,5 +325,102 @@ def test_broker_down_mid_run_loses_nothing(tmp_path, mosquitto_broker):
         gateway.stop()
     after = board.events[down_at:]
     assert [e for e in after if e["ev"] == "ack"], "no ack after the broker came back:\n" + board.tail()
+    assert_ring_emptied(board)
+    check_stored(home, site, board)
+
+
+class SilentProxy:
+    """A TCP relay between the board and the broker. `silence()` makes every
+    connection open at that moment swallow all bytes both ways while staying
+    open (no FIN, no RST), as a Wi-Fi access point or NAT that rebooted does;
+    connections made afterwards relay normally."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, broker):
+        self.broker = broker
+        self.server = socket.socket()
+        self.server.bind((self.host, 0))
+        self.server.listen(4)
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.pairs = []
+        self.silenced = 0
+        self.stopping = False
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection((self.broker.host, self.broker.port), timeout=5)
+            pair = {"sockets": (conn, upstream), "silent": False}
+            self.pairs.append(pair)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                thread = threading.Thread(target=self._pump, args=(pair, a, b), daemon=True)
+                thread.start()
+                self.threads.append(thread)
+
+    def _pump(self, pair, src, dst):
+        src.settimeout(0.2)
+        while not self.stopping:
+            try:
+                data = src.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if pair["silent"]:
+                continue
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        if not pair["silent"]:
+            for sock in pair["sockets"]:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def silence(self):
+        for pair in self.pairs:
+            if not pair["silent"]:
+                pair["silent"] = True
+                self.silenced += 1
+
+    def close(self):
+        self.stopping = True
+        for thread in self.threads:
+            thread.join(timeout=5)
+        for pair in self.pairs:
+            for sock in pair["sockets"]:
+                sock.close()
+        self.server.close()
+
+
+def test_a_silent_connection_is_dropped_and_nothing_lost(tmp_path, mosquitto_broker):
+    home, site = gateway_home(tmp_path, mosquitto_broker)
+    proxy = SilentProxy(mosquitto_broker)
+    site["transport"]["port"] = proxy.port
+    gateway = Gateway(home)
+    try:
+        board = SimBoard(tmp_path, site, scenario(900, 360), proxy)
+        try:
+            board.wait_for(lambda: len(board.of("ack")) >= 2, "acks before the connection goes silent")
+            proxy.silence()
+            board.finish()
+        finally:
+            board.stop()
+    finally:
+        gateway.stop()
+        proxy.close()
+    assert proxy.silenced == 1 and len(proxy.pairs) >= 2, "the board never opened a new session"
+    assert "broker silent" in "".join(board.output), board.tail()
     assert_ring_emptied(board)
     check_stored(home, site, board)
