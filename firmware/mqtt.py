@@ -75,7 +75,7 @@ class MQTTClient:
             sock.connect(addr)
             body = _str("MQTT") + bytes((4, 0x02)) + struct.pack(">H", self.keepalive) + _str(self.client_id)
             self._send(bytes((_CONNECT,)) + _length(len(body)) + body)
-            head = self._read_exact(4)
+            head = self._read_exact(4, time.ticks_add(time.ticks_ms(), timeout_ms))
         except OSError as exc:
             self.close()
             raise MQTTError("connect: %r" % exc)
@@ -97,9 +97,13 @@ class MQTTClient:
             self.owed -= 1
             self.owed_since = time.ticks_ms()
 
-    def _read_exact(self, n):
+    def _read_exact(self, n, deadline):
+        # Each recv is bounded by the socket's timeout; the deadline bounds a broker
+        # that dribbles the CONNACK a byte at a time.
         out = b""
         while len(out) < n:
+            if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
+                raise OSError(110)
             chunk = self.sock.recv(n - len(out))
             if not chunk:
                 raise OSError(104)
