@@ -106,6 +106,13 @@ class Pin:
         return "Pin(%r)" % (self.id,)
 
 
+def forget_pins():
+    """A new boot: the Pins and held edges of the firmware that ran before are gone."""
+    _pins.clear()
+    del _held[:]
+    _irq["enabled"] = True
+
+
 def fire(pin_id, level):
     """Drive input pin `pin_id` to `level` and run its IRQ handler on a matching edge.
 

@@ -1,22 +1,140 @@
-"""The simulated `machine` module: installed as sys.modules["machine"] on the unix port.
+"""The simulated `machine` module of the firmware's process (installed as sys.modules["machine"]).
 
-Sensor-facing parts come from firmware/sim/io.py (Pin), adc.py and i2c.py,
-the UART (over a peer from firmware/sim/bus.py) from uart.py; this adds the
-board-level ones: RTC with memory() and RP2 watchdog scratch registers
-(mem32) that survive a reset, a WDT whose missed feed resets the board,
-sleep on the virtual clock, and reset causes.
+Thin proxies: every Pin, ADC, I2C, SoftI2C and UART is a firmware/sim/rpc.py
+Remote whose object (firmware/sim/io.py, adc.py, i2c.py, uart.py) and device
+model live in the hardware process, as a board's peripherals are silicon and
+not heap. Kept here: what must run in the firmware's own process, the pin
+IRQ handlers (run as hard IRQs, under micropython.heap_lock(), when an edge
+comes back from the hardware at a sleep), irq masking, the watchdog and sleep
+on the virtual clock (vtime.py), and the reset causes. RTC memory and the
+RP2 watchdog scratch registers (mem32) are kept by the hardware process,
+so they outlive this one at a reset.
 """
-from firmware.sim import board, vtime
-from firmware.sim.io import Pin, disable_irq, enable_irq, time_pulse_us  # noqa: F401
+import micropython
+
+from firmware.sim import board, rpc, vtime
 
 PWRON_RESET = board.PWRON_RESET
 HARD_RESET = board.HARD_RESET
 WDT_RESET = board.WDT_RESET
 DEEPSLEEP_RESET = board.DEEPSLEEP_RESET
 SOFT_RESET = board.SOFT_RESET
-# Peripherals loaded when the firmware first names them: a site without I2C
-# sensors (or on MQTT, without a UART) never has their code on the heap.
-_LAZY = {"ADC": "adc", "I2C": "i2c", "SoftI2C": "i2c", "UART": "uart"}
+
+_irq_pins = {}  # handle -> Pin with a handler: where the hardware's edges go
+_irq = [True]  # interrupts enabled
+_held = []  # edges that came while interrupts were disabled, in order
+
+
+class _Irq:
+    """What Pin.irq() returns: the handler and trigger, and the last cause."""
+
+    def __init__(self, handler, trigger, hard):
+        self.handler = handler
+        self._trigger = trigger
+        self.hard = hard
+        self._flags = 0
+
+    def trigger(self):
+        return self._trigger
+
+    def flags(self):
+        return self._flags
+
+
+class Pin(rpc.Remote):
+    KIND = "Pin"
+    IN = 0
+    OUT = 1
+    OPEN_DRAIN = 2
+    PULL_UP = 1
+    PULL_DOWN = 2
+    IRQ_FALLING = 4
+    IRQ_RISING = 8
+
+    def value(self, v=None):
+        if v is None:
+            return rpc.call("call", self._h, "value", ())
+        rpc.call("call", self._h, "value", (v,))
+        return None
+
+    def __call__(self, v=None):
+        return self.value(v)
+
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, hard=False):
+        irq = _Irq(handler, trigger, hard)
+        self._irq = irq
+        _irq_pins[self._h] = self
+        rpc.call("irq", self._h, trigger)
+        return irq
+
+
+class ADC(rpc.Remote):
+    KIND = "ADC"
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+    WIDTH_9BIT = 9
+    WIDTH_10BIT = 10
+    WIDTH_11BIT = 11
+    WIDTH_12BIT = 12
+
+
+class I2C(rpc.Remote):
+    KIND = "I2C"
+
+
+class SoftI2C(rpc.Remote):
+    KIND = "SoftI2C"
+
+
+class UART(rpc.Remote):
+    KIND = "UART"
+
+
+def time_pulse_us(pin, pulse_level, timeout_us=1000000):
+    return rpc.call("pulse", pin._h, pulse_level, timeout_us)
+
+
+def deliver(edges):
+    """Run the handlers of the edges the hardware saw, [handle, flags] each; True when one ran."""
+    ran = False
+    for h, flags in edges:
+        pin = _irq_pins.get(h)
+        if pin is not None and pin._irq.handler is not None:
+            pin._irq._flags = flags
+            if _irq[0]:
+                _run(pin)
+            else:
+                _held.append(pin)
+            ran = True
+    return ran
+
+
+def _run(pin):
+    irq = pin._irq
+    if irq.hard:
+        # A hard IRQ must not allocate: here an allocation raises MemoryError.
+        micropython.heap_lock()
+        try:
+            irq.handler(pin)
+        finally:
+            micropython.heap_unlock()
+    else:
+        irq.handler(pin)
+
+
+def disable_irq():
+    state = _irq[0]
+    _irq[0] = False
+    return state
+
+
+def enable_irq(state=True):
+    """Restore the IRQ state and run the handlers of the edges held meanwhile."""
+    _irq[0] = bool(state)
+    while _irq[0] and _held:
+        _run(_held.pop(0))
 
 
 class RTC:
@@ -24,24 +142,17 @@ class RTC:
         pass
 
     def memory(self, data=None):
-        if data is None:
-            return board.state["rtc_memory"]
-        board.state["rtc_memory"] = bytes(data)
-        return None
-
-    def datetime(self, dt=None):
-        t = vtime.localtime()
-        return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        return rpc.call("rtc", data)
 
 
 class _Mem32:
     """machine.mem32 for the few registers the firmware touches: the watchdog scratch words."""
 
     def __getitem__(self, addr):
-        return board.scratch.get(addr, 0)
+        return rpc.call("mem32", addr)
 
     def __setitem__(self, addr, value):
-        board.scratch[addr] = value & 0xFFFFFFFF
+        rpc.call("mem32", addr, value & 0xFFFFFFFF)
 
 
 mem32 = _Mem32()
@@ -81,19 +192,3 @@ def deepsleep(ms=None):
 def idle():
     vtime.clock.idle(1000, True)
 
-
-def freq(hz=None):
-    return 125000000
-
-
-def unique_id():
-    return b"\xe6\x61\x38\x97\x83\x2f\x4c\x2b"
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(name)
-    value = getattr(__import__("firmware.sim." + module, None, None, (name,)), name)
-    globals()[name] = value
-    return value

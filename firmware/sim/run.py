@@ -16,6 +16,11 @@ the gateway then sees). Output: JSON lines, the firmware's ("ms") and the
 simulator's ("vt"): sim_start, tip, link, reset, boot, frame, sent, ack,
 retry, sim_end with tips, resets and heap figures. Exit status 0 at the
 scenario's end, 2 when the firmware refused the config.
+
+This process is the board's hardware (runner.py); the firmware runs in a
+second micropython with the same -X heapsize, started as `run.py --mcu
+SOCKET` at each boot (mcu.py), so its heap holds the firmware and not the
+simulator.
 """
 import os
 import sys
@@ -31,6 +36,11 @@ ROOT = _parent(_parent(_parent(_here)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from firmware.sim.runner import main  # noqa: E402
+if sys.argv[1:2] == ["--mcu"]:
+    from firmware.sim.mcu import main  # noqa: E402
 
-main()
+    main(sys.argv[2])
+else:
+    from firmware.sim.runner import main  # noqa: E402
+
+    main()

@@ -1,18 +1,30 @@
-"""The scenario runner behind firmware/sim/run.py (see there for the options).
+"""The scenario runner behind firmware/sim/run.py (see there for the options): the hardware process.
+
+It holds the simulated hardware (firmware/sim/hardware.py: device models,
+scenario, UART peer, retained memory, the clock across resets) and starts
+the firmware in a MicroPython process of its own for each boot
+(firmware/sim/mcu.py), with this process's -X options (the heap size): on
+a board `machine` and the sensors are silicon, so only the firmware and the
+thin proxies of its machine share the board-sized heap. A reset ends that
+process; the next boot is a new one, with RAM as empty as a board's.
 
 A module of its own so that it can be shipped compiled (.mpy) like the firmware.
 """
 import gc
 import json
 import os
+import socket
+import struct
 import sys
-import time as _real_time
+import time
 
-from firmware.sim import board, bus, vtime
+from binascii import hexlify
+
+from firmware.sim import board, bus
+from firmware.sim.hardware import Hardware
 from firmware.sim.scenario import Scenario, emit
 
-_KEEP = ("firmware", "firmware.sim", "firmware.sim.board", "firmware.sim.bus", "firmware.sim.vtime",
-         "firmware.sim.scenario", "firmware.sim.network", "firmware.sim.netsock", "firmware.sim.peers")
+_CONNECT_S = 60  # a new firmware process connects within this, even on a loaded machine
 
 
 def usage(msg):
@@ -37,44 +49,6 @@ def parse(argv):
     return opts
 
 
-def install_modules(raw):
-    """The board's own modules; network and onewire only where the site uses them (heap)."""
-    sys.modules["time"] = vtime
-    sys.modules["utime"] = vtime
-    if raw.get("transport", {}).get("type") == "mqtt":
-        import firmware.sim.netsock as netsock
-        import firmware.sim.network as network
-
-        sys.modules["socket"] = netsock
-        sys.modules["network"] = network
-    import firmware.sim.machine as machine
-
-    sys.modules["machine"] = machine
-    if [s for s in raw.get("sensors", ()) if s.get("type") == "ds18b20"]:
-        import firmware.sim.onewire as onewire
-
-        sys.modules["onewire"] = onewire
-
-
-def forget(name):
-    """Drop a module from sys.modules and from its package's attributes."""
-    sys.modules.pop(name, None)
-    parent, _, leaf = name.rpartition(".")
-    if parent in sys.modules and hasattr(sys.modules[parent], leaf):
-        delattr(sys.modules[parent], leaf)
-
-
-def purge():
-    """RAM is gone: forget every firmware module but the board's lasting parts."""
-    for name in list(sys.modules):
-        if name in _KEEP:
-            continue
-        if (name.startswith("firmware") or name.startswith("boards") or name.startswith("protocol")
-                or name in ("machine", "onewire")):
-            forget(name)
-    gc.collect()
-
-
 def effective_site(opts):
     with open(opts["site"]) as f:
         raw = json.load(f)
@@ -91,38 +65,85 @@ def effective_site(opts):
     return raw
 
 
-class Heap:
-    """Heap in use: all of it, and the firmware's share, i.e. above what the
-    simulator alone held before the first boot (on a board machine and the
-    models are not on the heap). The first boot's base serves every boot: the
-    names (qstrs) a boot interns are never freed, and belong to the firmware.
-    Steady: right after the main loop's gc.collect()."""
+class HeapFigures:
+    """The firmware processes' heap figures (mcu.py), the most over every boot."""
 
     def __init__(self):
-        self.base = -1
+        self.base = 0
         self.steady = 0
         self.peak = 0
-        self.fw_steady = 0
-        self.fw_peak = 0
+        self.size = 0
 
-    def probe(self, after_collect):
-        alloc = gc.mem_alloc()
-        if alloc > self.peak:
-            self.peak = alloc
-        if alloc - self.base > self.fw_peak:
-            self.fw_peak = alloc - self.base
-        if after_collect:
-            if alloc > self.steady:
-                self.steady = alloc
-            if alloc - self.base > self.fw_steady:
-                self.fw_steady = alloc - self.base
+    def add(self, figures):
+        base, steady, peak, size = figures
+        self.base = max(self.base, base)
+        self.steady = max(self.steady, steady)
+        self.peak = max(self.peak, peak)
+        self.size = size
 
 
-def boot(site_path, flash):
-    """The firmware's main(); its function object goes with this frame, so a reset frees the lot."""
-    from firmware.boot import main as firmware_main
+def _quote(arg):
+    return "'" + arg.replace("'", "'\\''") + "'"
 
-    return firmware_main(site_path, flash)
+
+def _x_options():
+    """This process's -X options (heapsize=...), read from /proc up to the script's
+    name (the pip package's micropython runs inside a python3: its argv comes first);
+    none where there is no /proc."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            args = f.read().decode().split("\0")
+    except OSError:
+        return []
+    out = []
+    for i in range(len(args)):
+        if args[i] == sys.argv[0]:
+            break
+        if args[i] == "-X" and i + 1 < len(args):
+            out += ["-X", args[i + 1]]
+        elif args[i].startswith("-X") and len(args[i]) > 2:
+            out.append(args[i])
+    return out
+
+
+def listen():
+    """A Unix socket for the firmware processes, and its path."""
+    path = "%s/huaico-board-%s.sock" % (os.getenv("TMPDIR") or "/tmp", hexlify(os.urandom(6)).decode())
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(struct.pack("<H", socket.AF_UNIX) + path.encode() + b"\0")
+    server.listen(1)
+    server.settimeout(_CONNECT_S)
+    return server, path
+
+
+def power_on(server, path):
+    """Start a firmware process (run.py --mcu) and take its connection."""
+    command = [sys.executable] + _x_options() + [sys.argv[0], "--mcu", path]
+    os.system(" ".join(_quote(arg) for arg in command) + " &")
+    try:
+        return server.accept()[0]
+    except OSError:
+        print("run.py: the firmware process did not start: " + " ".join(command))
+        sys.exit(1)
+
+
+def wire(raw, hardware, peer):
+    """A new board's wiring on the same world: models for every sensor, the UART peer."""
+    world = dict(bus.world)
+    faults = set(bus.faults)
+    bus.reset()
+    bus.world.update(world)
+    bus.faults.update(faults)
+    from boards import load
+    from firmware.sim.devices import wire as wire_models
+
+    b = load(raw["board"])
+    models = wire_models(b, raw)
+    hardware.scenario.rain_models = [models[s["name"]] for s in raw.get("sensors", ())
+                                     if s.get("type") == "rain_gauge"]
+    if peer is not None:
+        bus.uart_attach(raw["transport"].get("uart", b.PINS.get("uart")), peer)
+    hardware.power_on()
 
 
 def main():
@@ -137,60 +158,55 @@ def main():
     with open(site_path, "w") as f:
         json.dump(raw, f)
     scenario = Scenario.load(opts["scenario"])
-    heap = Heap()
-    clock = vtime.Clock(float(opts["speed"]), scenario)
-    clock.heap_probe = heap.probe
-    vtime.install(clock)
+    hardware = Hardware(scenario, float(opts["speed"]))
     peer = None
     if "uart" in opts:
         from firmware.sim.peers import make_peer
 
         peer = make_peer(opts["uart"], usage)
         del make_peer
-    install_modules(raw)
     scenario.start()
-    emit("sim_start", 0, "board", raw.get("board"), "speed", clock.speed,
+    emit("sim_start", 0, "board", raw.get("board"), "speed", hardware.speed,
          "heap", gc.mem_free() + gc.mem_alloc())
+    server, path = listen()
+    heap = HeapFigures()
     resets = 0
     status = 0
-    started = _real_time.time()
-    while True:
-        world = dict(bus.world)
-        faults = set(bus.faults)
-        bus.reset()
-        bus.world.update(world)
-        bus.faults.update(faults)
-        from boards import load
-        from firmware.sim.devices import wire
-
-        b = load(raw["board"])
-        models = wire(b, raw)
-        scenario.rain_models = [models[s["name"]] for s in raw.get("sensors", ()) if s.get("type") == "rain_gauge"]
-        if peer is not None:
-            bus.uart_attach(raw["transport"].get("uart", b.PINS.get("uart")), peer)
-        del models, b, load, wire
-        forget("firmware.sim.devices")  # wiring is done: its code can go
-        gc.collect()
-        if heap.base < 0:
-            heap.base = gc.mem_alloc()
-        try:
-            if boot(site_path, flash) is None:
+    started = time.time()
+    try:
+        while True:
+            wire(raw, hardware, peer)
+            hardware.hello = {"cause": board.state["cause"], "v_us": hardware.v_us,
+                              "link_down": board.state["link_down"], "site": site_path, "flash": flash,
+                              "mqtt": raw["transport"].get("type") == "mqtt",
+                              "onewire": bool([s for s in raw.get("sensors", ()) if s.get("type") == "ds18b20"])}
+            conn = power_on(server, path)
+            try:
+                last = hardware.serve(conn)
+                while conn.read(64):
+                    pass  # until the firmware process has exited: its output comes first
+            except EOFError:
+                print("run.py: the firmware process ended without a word (its traceback is above)")
+                sys.exit(1)
+            finally:
+                conn.close()
+            heap.add(last[1])
+            if last[0] == "refused":
                 status = 2
-            break
-        except board.Reset as r:
+            if last[0] != "reset":
+                break
             resets += 1
-            board.state["cause"] = r.cause
-            emit("board_reset", vtime.virtual_s(), "cause", r.cause, "power", r.power)
-        except board.ScenarioEnd:
-            break
-        scenario.rain_models = []
-        purge()
-        install_modules(raw)
-    gc.collect()
-    emit("sim_end", vtime.virtual_s(), "tips", scenario.tips, "lost_tips", scenario.lost_tips,
+            board.state["cause"] = last[2]
+            emit("board_reset", hardware.virtual_s(), "cause", last[2], "power", last[3])
+    finally:
+        server.close()
+        os.remove(path)
+    # Heap: the firmware process's, in use right after its main loop's gc.collect()
+    # (steady) and the most seen at a sleep, garbage included (peak); fw_ figures
+    # less sim_heap, what the machine proxies and the clock held before the
+    # firmware's first import.
+    emit("sim_end", hardware.virtual_s(), "tips", scenario.tips, "lost_tips", scenario.lost_tips,
          "resets", resets, "heap_steady", heap.steady, "heap_peak", heap.peak,
-         "fw_heap_steady", heap.fw_steady, "fw_heap_peak", heap.fw_peak, "sim_heap", heap.base,
-         "heap_size", gc.mem_free() + gc.mem_alloc(), "wall_s", _real_time.time() - started)
+         "fw_heap_steady", heap.steady - heap.base, "fw_heap_peak", heap.peak - heap.base,
+         "sim_heap", heap.base, "heap_size", heap.size, "wall_s", time.time() - started)
     sys.exit(status)
-
-

@@ -4,33 +4,35 @@ Busy time counts one to one with real time (so socket timeouts, the
 watchdog and real gateway round trips stay in step), while every sleep of
 d virtual seconds takes d / speed real seconds. A board spends nearly all
 its time asleep, so a 10-minute storm at --speed 60 takes a few seconds.
-Scenario events (tips, world changes, faults, resets, link windows) are
-delivered during sleeps, in time order, as interrupts reach a sleeping
-board; a light sleep returns early when a pin IRQ fired, as on a board.
+The clock runs in the firmware's process; a sleep is spent in the hardware
+process (firmware/sim/hardware.py), which delivers the scenario's events
+(tips, world changes, faults, resets, link windows) in time order as
+interrupts reach a sleeping board, and answers at each pin edge: its IRQ
+handler runs here at that instant, and a light sleep returns early.
 
 time.time() is the real wall clock, as a board's RTC (or the gateway time
 it synced from an ack) would give: the gateway sees frames stamped with its
 own present time, in seq order, never from its future. What the speed-up
 compresses is scenario time: K tips per real second look, to the gateway,
-like a K times heavier storm of the same total. ticks_ms() is scenario time.
+like a K times heavier storm of the same total. ticks_ms() is scenario time,
+and goes on across resets (the hardware process keeps it).
 """
 import time as _real
 
-from firmware.sim import board
+from firmware.sim import board, rpc
 
 _TICKS_PERIOD = 1 << 30
 _TICKS_MAX = _TICKS_PERIOD - 1
 
 
 class Clock:
-    def __init__(self, speed=1.0, scenario=None):
-        self.speed = float(speed)
-        self.scenario = scenario
-        self.v_us = 0
+    def __init__(self, v_us=0):
+        self.v_us = v_us
         self._r_last = _real.ticks_us()
         self.wdt_timeout_us = 0
         self.wdt_fed_us = 0
-        self.heap_probe = None  # called at each idle: the runner's heap figures
+        self.heap_probe = None  # called at each idle: the heap figures (mcu.py)
+        self.deliver = None  # runs the IRQ handlers of pin edges (machine.py)
 
     def advance(self):
         now = _real.ticks_us()
@@ -38,32 +40,31 @@ class Clock:
         self._r_last = now
 
     def idle(self, us, wake_on_irq):
-        """Sleep `us` of virtual time, delivering scenario events; early return on IRQ if asked."""
+        """Sleep `us` of virtual time in the hardware process; early return on IRQ if asked.
+        A watchdog deadline inside the sleep resets the board there."""
         self.advance()
         if self.heap_probe is not None:
             self.heap_probe(wake_on_irq)
         target = self.v_us + us
         while True:
-            nxt = self.scenario.next_us() if self.scenario is not None else None
-            stop = target if nxt is None or nxt > target else nxt
-            if self.wdt_timeout_us:
-                deadline = self.wdt_fed_us + self.wdt_timeout_us
-                if deadline < stop:
-                    self._sleep_to(max(deadline, self.v_us))
+            limit = target
+            if self.wdt_timeout_us and self.wdt_fed_us + self.wdt_timeout_us < limit:
+                limit = self.wdt_fed_us + self.wdt_timeout_us
+            v_us, edges, down, control = rpc.call("idle", self.v_us, limit)
+            if v_us > self.v_us:
+                self.v_us = v_us
+            self._r_last = _real.ticks_us()
+            board.state["link_down"] = down
+            if control == "end":
+                raise board.ScenarioEnd()
+            if control:
+                raise board.Reset(control[0], control[1])
+            if edges and self.deliver(edges) and wake_on_irq:
+                return
+            if self.v_us >= limit:
+                if limit < target:
                     raise board.Reset(board.WDT_RESET)
-            self._sleep_to(stop)
-            if nxt is None or nxt > target:
                 return
-            if self.scenario.fire(self.v_us) and wake_on_irq:
-                return
-
-    def _sleep_to(self, v_us):
-        wait = (v_us - self.v_us) / self.speed
-        if wait >= 1:
-            _real.sleep_us(int(wait))
-        if v_us > self.v_us:
-            self.v_us = v_us
-        self._r_last = _real.ticks_us()
 
     def wdt_start(self, timeout_ms):
         self.advance()
@@ -93,10 +94,6 @@ def ticks_ms():
     return (clock.v_us // 1000) & _TICKS_MAX
 
 
-def ticks_cpu():
-    return ticks_us()
-
-
 def ticks_add(ticks, delta):
     return (ticks + delta) & _TICKS_MAX
 
@@ -120,23 +117,3 @@ def sleep(s):
 def time():
     return int(_real.time())
 
-
-def time_ns():
-    return _real.time_ns()
-
-
-def gmtime(secs=None):
-    return _real.gmtime(time() if secs is None else secs)
-
-
-def localtime(secs=None):
-    return _real.localtime(time() if secs is None else secs)
-
-
-def mktime(t):
-    return _real.mktime(t)
-
-
-def virtual_s():
-    """Scenario seconds since the simulated board first powered on."""
-    return clock.v_us / 1000000

@@ -2,8 +2,8 @@
 
     micropython -X heapsize=102400 tests/mp_drivers/check_x.py
 
-Puts the repository on sys.path, makes firmware/sim's `machine` and `onewire`
-the ones drivers import, and gives a board with every pin role the drivers use. `check` counts
+Puts the repository on sys.path, makes firmware/sim's peripherals (the
+simulated machine in this process) and `onewire` the ones drivers import, and gives a board with every pin role the drivers use. `check` counts
 failures; `done()` prints "N passed, M failed" and exits 1 on a failure.
 """
 import sys
@@ -12,7 +12,7 @@ ROOT = "/".join(sys.argv[0].split("/")[:-3]) or "."
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import firmware.sim.machine as machine  # noqa: E402
+import firmware.sim.peripherals as machine  # noqa: E402
 sys.modules["machine"] = machine
 import firmware.sim.onewire as onewire  # noqa: E402
 sys.modules["onewire"] = onewire

@@ -1,0 +1,114 @@
+"""The simulated board's hardware, in the process started as firmware/sim/run.py.
+
+It answers the firmware's process (firmware/sim/mcu.py) over
+firmware/sim/rpc.py: it makes the peripherals the firmware's machine proxy
+asks for (firmware/sim/peripherals.py: Pin, ADC, I2C, SoftI2C, UART, OneWire)
+on the wiring of bus.py, keeps the RTC memory and watchdog scratch registers
+(board.py), and spends the firmware's sleeps: it runs the scenario up to the
+wake time, in real time divided by the speed, and answers at each pin edge
+so that the IRQ handler runs in the firmware's process at that instant.
+"""
+import time
+
+from firmware.sim import board, io, peripherals, rpc
+
+
+class Hardware:
+    def __init__(self, scenario, speed):
+        self.scenario = scenario
+        self.speed = speed
+        self.v_us = 0  # scenario time, microseconds since the first power-on
+        self.hello = {}  # what a new firmware process is told (runner.py fills it)
+        self.objects = []  # peripherals of the running firmware process, by handle
+        self.edges = []  # [handle, flags] of pin edges not yet told
+
+    def power_on(self):
+        """A new firmware process: none of the old one's peripherals answer any more."""
+        self.objects = []
+        self.edges = []
+        io.forget_pins()
+
+    def serve(self, conn):
+        """Answer the firmware's process until its last message (reset, end or refused), returned."""
+        while True:
+            message = rpc.recv(conn, self.objects)
+            if message[0] in ("reset", "end", "refused"):
+                return message
+            try:
+                reply = [0, self.answer(message)]
+            except Exception as exc:  # a bus error, a dead sensor: the firmware's to handle
+                reply = [1, type(exc).__name__, list(exc.args)]
+            rpc.send(conn, reply)
+
+    def answer(self, message):
+        op = message[0]
+        if op == "call":
+            return getattr(self.objects[message[1]], message[2])(*message[3])
+        if op == "into":
+            args = message[3]
+            buf = bytearray(args[-1])
+            getattr(self.objects[message[1]], message[2])(*(args[:-1] + [buf]))
+            return buf
+        if op == "idle":
+            return self.idle(message[1], message[2])
+        if op == "new":
+            self.objects.append(getattr(peripherals, message[1])(*message[2], **message[3]))
+            return len(self.objects) - 1
+        if op == "irq":
+            self.objects[message[1]].irq(self._edge_to(message[1]), message[2])
+            return None
+        if op == "pulse":
+            return io.time_pulse_us(self.objects[message[1]], message[2], message[3])
+        if op == "rtc":
+            if message[1] is None:
+                return board.state["rtc_memory"]
+            board.state["rtc_memory"] = bytes(message[1])
+            return None
+        if op == "mem32":
+            if len(message) == 2:
+                return board.scratch.get(message[1], 0)
+            board.scratch[message[1]] = message[2]
+            return None
+        if op == "hello":
+            return self.hello
+        raise ValueError("unknown request %r" % (op,))
+
+    def _edge_to(self, handle):
+        def edge(pin):
+            self.edges.append([handle, pin.irq().flags()])
+        return edge
+
+    def idle(self, now_us, limit_us):
+        """The firmware sleeps from now_us to limit_us: deliver the scenario's events
+        until then, or until one makes a pin edge. [scenario time, edges, link down,
+        control] where control is None, [cause, power] for a reset, or "end"."""
+        if now_us > self.v_us:
+            self.v_us = now_us
+        scenario = self.scenario
+        control = None
+        try:
+            while not self.edges:
+                nxt = scenario.next_us()
+                if nxt is None or nxt > limit_us:
+                    self._sleep_to(limit_us)
+                    break
+                self._sleep_to(nxt)
+                scenario.fire(self.v_us)
+        except board.Reset as r:
+            control = [r.cause, r.power]
+        except board.ScenarioEnd:
+            control = "end"
+        edges = self.edges
+        self.edges = []
+        return [self.v_us, edges, board.state["link_down"], control]
+
+    def _sleep_to(self, v_us):
+        wait = (v_us - self.v_us) / self.speed
+        if wait >= 1:
+            time.sleep_us(int(wait))
+        if v_us > self.v_us:
+            self.v_us = v_us
+
+    def virtual_s(self):
+        """Scenario seconds since the simulated board first powered on."""
+        return self.v_us / 1000000

@@ -1,0 +1,81 @@
+"""The firmware's process of the simulated board: its heap is the board's RAM.
+
+The hardware process (firmware/sim/runner.py) starts one for each boot as
+`micropython -X heapsize=N run.py --mcu SOCKET`, with its own -X options, so
+a reset really empties RAM (names interned by a boot included) and what
+outlives it (RTC memory, scratch registers, the clock, the cables) stays
+with the hardware. Besides the firmware this process holds only the wire
+(rpc.py), the virtual clock (vtime.py), the `machine` and `onewire`
+proxies, and the `network`/`socket` of an MQTT site: the heap figures it
+reports at its end are the firmware's own, measured where it runs.
+"""
+import gc
+import socket
+import struct
+import sys
+
+from firmware.sim import board, rpc, vtime
+
+
+# Heap in use at each sleep: [base, steady, peak]. `base` before the firmware's
+# first import; `steady` right after the main loop's gc.collect() (a light
+# sleep follows it); `peak` the most seen at any sleep, garbage included.
+_heap = [0, 0, 0]
+
+
+def _probe(after_collect):
+    alloc = gc.mem_alloc()
+    if alloc > _heap[2]:
+        _heap[2] = alloc
+    if after_collect and alloc > _heap[1]:
+        _heap[1] = alloc
+
+
+def _install(hello):
+    """The board's own modules: time, machine, and onewire or network where the site uses them."""
+    sys.modules["time"] = vtime
+    sys.modules["utime"] = vtime
+    if hello["mqtt"]:
+        import firmware.sim.netsock as netsock
+        import firmware.sim.network as network
+
+        sys.modules["socket"] = netsock
+        sys.modules["network"] = network
+    import firmware.sim.machine as machine
+
+    sys.modules["machine"] = machine
+    vtime.clock.deliver = machine.deliver
+    if hello["onewire"]:
+        import firmware.sim.remote_onewire as onewire
+
+        sys.modules["onewire"] = onewire
+
+
+def boot(site_path, flash):
+    from firmware.boot import main as firmware_main
+
+    return firmware_main(site_path, flash)
+
+
+def main(path):
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(struct.pack("<H", socket.AF_UNIX) + path.encode() + b"\0")
+    rpc.connect(conn)
+    hello = rpc.call("hello")
+    board.state["cause"] = hello["cause"]
+    board.state["link_down"] = hello["link_down"]
+    vtime.install(vtime.Clock(hello["v_us"]))
+    _install(hello)
+    vtime.clock.heap_probe = _probe
+    gc.collect()
+    _heap[0] = gc.mem_alloc()
+    last = ["end"]
+    try:
+        if boot(hello["site"], hello["flash"]) is None:
+            last = ["refused"]
+    except board.Reset as r:
+        last = ["reset", r.cause, r.power]
+    except board.ScenarioEnd:
+        pass
+    rpc.send(conn, [last[0], _heap + [gc.mem_free() + gc.mem_alloc()]] + last[1:])
+    conn.close()
