@@ -1,4 +1,11 @@
-"""The board's /main.py (copied there by deployment): start the firmware at power-on."""
-from firmware.boot import main
+"""The board's /main.py (copied there by deployment): boot, then run the main loop for ever.
 
-main()
+firmware.boot unloads itself once the App is built; dropping `start` here
+too lets the collector take its code (~6 KB) before the loop runs.
+"""
+from firmware.boot import start
+
+app = start()
+del start
+if app is not None:
+    app.run()

@@ -52,9 +52,16 @@ def _install(hello):
 
 
 def boot(site_path, flash):
-    from firmware.boot import main as firmware_main
+    """firmware/main.py's steps: start() unloads firmware.boot, and its last
+    reference goes with this frame's `start` before the main loop runs."""
+    from firmware.boot import start
 
-    return firmware_main(site_path, flash)
+    app = start(site_path, flash)
+    del start
+    if app is None:
+        return False
+    app.run()
+    return True
 
 
 def main(path):
@@ -71,7 +78,7 @@ def main(path):
     _heap[0] = gc.mem_alloc()
     last = ["end"]
     try:
-        if boot(hello["site"], hello["flash"]) is None:
+        if not boot(hello["site"], hello["flash"]):
             last = ["refused"]
     except board.Reset as r:
         last = ["reset", r.cause, r.power]
