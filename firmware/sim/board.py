@@ -1,8 +1,11 @@
 """What outlives a reset of the simulated board: the clock, retained memory, the cause, the link.
 
-The runner drops every firmware module at a reset (RAM is gone) but keeps
-this one, as the hardware keeps its RTC, its RTC memory or watchdog scratch
-registers, and its cables. A power cut also clears the retained memory.
+A reset ends the firmware's process (RAM is gone); the hardware process
+(runner.py) keeps this module's state, as the hardware keeps its RTC, its RTC
+memory or watchdog scratch registers, and its cables, and tells the next
+firmware process the cause. A power cut also clears the retained memory.
+The firmware's process has its own copy for the exceptions, the cause and
+the link state that the hardware reports at each sleep.
 """
 
 PWRON_RESET = 1
