@@ -10,6 +10,7 @@ work that would otherwise hold ~16 KB of heap.
 import machine
 
 from protocol import channels
+from protocol.frame import MAX_INDEX
 from firmware.sensor import RainSensor, Sensor
 
 # type -> (driver module, class, pin roles and how each is made, constructor
@@ -84,8 +85,8 @@ def validate(board, cfg):
     if not isinstance(name, str) or not name:
         errors.append("%s: name must be a non-empty string" % where)
     index = cfg.get("index", 0)
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= channels.MAX_INDEX:
-        errors.append("%s: index must be an integer 0..%d" % (where, channels.MAX_INDEX))
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= MAX_INDEX:
+        errors.append("%s: index must be an integer 0..%d" % (where, MAX_INDEX))
     interval = cfg.get("interval_s")
     if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
         errors.append("%s: interval_s must be a whole number of seconds >= 1" % where)

@@ -31,7 +31,7 @@ import json
 import re
 
 from protocol import channels
-from protocol.frame import Q_OK
+from protocol.frame import MAX_INDEX, Q_OK
 
 LEVELS = ("advisory", "watch", "warning", "emergency")
 KINDS = ("above", "below", "accumulation", "rise", "battery", "quality", "silent")
@@ -142,8 +142,8 @@ class Rule:
             raise RuleError("window: a %s rule needs one, e.g. 1h" % self.kind)
         if self.hysteresis < 0 or self.min_duration_s < 0:
             raise RuleError("hysteresis and min-duration must not be negative")
-        if self.idx is not None and not 0 <= int(self.idx) <= channels.MAX_INDEX:
-            raise RuleError("index must be 0..%d" % channels.MAX_INDEX)
+        if self.idx is not None and not 0 <= int(self.idx) <= MAX_INDEX:
+            raise RuleError("index must be 0..%d" % MAX_INDEX)
         ordered = [self.levels[name] for name in LEVELS if name in self.levels]
         rising = self.kind not in _DESCENDING
         if any((b <= a) if rising else (b >= a) for a, b in zip(ordered, ordered[1:])):

@@ -5,10 +5,10 @@ Values travel as integers scaled by the channel's decimal exponent (rain in
 Codes below 24 encode in one CBOR byte; the common quantities sit there.
 A reading's key on the wire is `code + 64 * index` (see SPEC.md), so codes
 stay below 64; 24..63 are free for new quantities, which append here and
-never renumber. Units are SenML's (RFC 8428, RFC 8798).
+never renumber. Units are SenML's (RFC 8428, RFC 8798). The limits on codes
+and sensor indices are the wire format's: protocol.frame.MAX_CHANNEL and
+MAX_INDEX (kept there, so a board checking its config loads no extra module).
 """
-
-from protocol.frame import MAX_CHANNEL as MAX_CODE, MAX_INDEX
 
 # code, name, SenML unit, decimal exponent, lowest and highest valid value
 # (scaled integers, i.e. as sent).
