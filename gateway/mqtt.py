@@ -6,8 +6,13 @@ paho callbacks only put tuples on queues:
 
 - `events` (a queue.Queue the gateway reads) gets
   ("message", topic, payload, properties), ("connected", reason_code) and
-  ("disconnected", reason_code); `properties` is a dict of MQTT 5
-  properties ({} under MQTT 3.1.1).
+  ("disconnected", reason); `properties` is a dict of MQTT 5 properties
+  ({} under MQTT 3.1.1). `reason` is paho's ReasonCode when the broker
+  refused the CONNECT (bad user name or password: 0x86, not authorized:
+  0x87) or the connection dropped, and the OSError (an ssl.SSLError for a
+  certificate the CA did not sign) when no MQTT connection was made at all;
+  one event per failed attempt, so a wrong password or CA is in the log,
+  not only in the broker's.
 - an internal control queue is read by one small supervisor thread that
   resubscribes after a reconnect, settles publish handles and, for
   protocol="auto", falls back to MQTT 3.1.1 when a broker refuses MQTT 5.
@@ -37,6 +42,7 @@ A clean `stop()` sends DISCONNECT, so the broker discards the will; a crash
 or a cut cable does not, and the broker publishes it.
 """
 import queue
+import sys
 import threading
 
 import paho.mqtt.client as paho
@@ -124,6 +130,8 @@ class MqttLink:
         self._live = False  # subscribe() may send SUBSCRIBE itself
         self._subacks = {}  # mid -> topic, resubscriptions not yet acked
         self._up = threading.Event()
+        # The socket close that follows a refused CONNACK is the same refusal.
+        self._refused = False
         self._connected_code = None
         self._client = None
         self._supervisor = None
@@ -196,6 +204,11 @@ class MqttLink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._control.put(("disconnect", client, reason_code))
 
+    def _on_connect_fail(self, client, userdata):
+        # paho calls this inside its `except OSError:` around the connect and
+        # passes no error: exc_info is the only way to learn why (TLS, refused).
+        self._control.put(("disconnect", client, sys.exc_info()[1]))
+
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         self._control.put(("ack", client, mid, reason_code))
 
@@ -226,7 +239,9 @@ class MqttLink:
                 self._up.clear()
                 self._subacks = {}
                 self._fail_pending()
-                self.events.put(("disconnected", item[2]))
+                if not self._refused:
+                    self.events.put(("disconnected", item[2]))
+                self._refused = False
             elif kind == "ack":
                 with self._lock:
                     delivery = self._pending.pop(item[2], None)
@@ -240,7 +255,10 @@ class MqttLink:
                 self._v5 = False
                 self._close(client)
                 self._client = self._new_client()
+            else:
+                self._refused = True
             return
+        self._refused = False
         with self._lock:
             subscriptions = list(self._subscriptions.items())
             self._live = True
@@ -289,6 +307,7 @@ class MqttLink:
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
