@@ -54,8 +54,16 @@ port = 1883
 # Leave empty for an anonymous broker.
 username = ""
 password = ""
-# CA certificate file for TLS; "" means plain TCP.
+# TLS: true for a broker whose certificate a public CA signed (checked
+# against the system's CA list). Setting tls_ca turns TLS on as well; with
+# neither, the connection is plain TCP.
+tls = false
+# CA certificate file for a broker with a private CA ("" = the system's CAs).
 tls_ca = ""
+# Client certificate and its key, for a broker that asks for one ("" = none;
+# tls_key may stay "" when tls_cert holds the key too).
+tls_cert = ""
+tls_key = ""
 # "auto" (MQTT 5, falling back to 3.1.1), "5" or "3.1.1".
 protocol = "auto"
 # Also the persistent session's name: the broker keeps frames for it while
@@ -134,6 +142,16 @@ class Config(dict):
         path = pathlib.Path(value).expanduser()
         return path if path.is_absolute() else self.home / path
 
+    def mqtt_tls(self):
+        """MqttLink's `tls` argument from [mqtt]: None for plain TCP, True
+        for the system's CAs alone, else a dict of absolute paths (ca, cert, key)."""
+        mqtt = self["mqtt"]
+        if not (mqtt["tls"] or mqtt["tls_ca"] or mqtt["tls_cert"]):
+            return None
+        files = {name: str(self.path(mqtt["tls_" + name]))
+                 for name in ("ca", "cert", "key") if mqtt["tls_" + name]}
+        return files or True
+
     @property
     def database_path(self):
         return self.path(self["gateway"]["database"])
@@ -175,6 +193,8 @@ def from_text(text, home, source="config"):
     window = sections["ingest"]["replay_window"]
     if not 1 <= window <= 64:
         raise ConfigError("ingest.replay_window must be 1..64, not %r" % window)
+    if sections["mqtt"]["tls_key"] and not sections["mqtt"]["tls_cert"]:
+        raise ConfigError("mqtt.tls_key needs mqtt.tls_cert (the certificate it belongs to)")
     if sections["ingest"]["batch_ms"] < 0:
         raise ConfigError("ingest.batch_ms must not be negative")
     return Config(home, sections)

@@ -42,6 +42,7 @@ A clean `stop()` sends DISCONNECT, so the broker discards the will; a crash
 or a cut cable does not, and the broker publishes it.
 """
 import queue
+import ssl
 import sys
 import threading
 
@@ -59,6 +60,33 @@ DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600
 
 class MqttConfigError(ValueError):
     """An MqttLink argument that cannot work (names the argument)."""
+
+
+def _tls_context(tls):
+    """tls=True: the system's CAs; or a dict with ca, cert, key, insecure.
+    Built once, when the link is made, so that a missing or unreadable file
+    is an MqttConfigError at start-up, not an exception on paho's thread; every
+    reconnect (and the 3.1.1 fallback's new client) reuses it."""
+    options = tls if isinstance(tls, dict) else {}
+    unknown = set(options) - {"ca", "cert", "key", "insecure"}
+    if unknown:
+        raise MqttConfigError("tls: unknown keys %s" % sorted(unknown))
+    if options.get("key") and not options.get("cert"):
+        raise MqttConfigError("tls: a key without its cert")
+    try:
+        context = ssl.create_default_context(cafile=options.get("ca"))
+    except OSError as exc:  # ssl.SSLError is one
+        raise MqttConfigError("tls: cannot load CA %s: %s" % (options.get("ca"), exc)) from None
+    if options.get("cert"):
+        try:
+            context.load_cert_chain(options["cert"], options.get("key"))
+        except OSError as exc:
+            raise MqttConfigError("tls: cannot load cert %s / key %s: %s"
+                                  % (options["cert"], options.get("key"), exc)) from None
+    if options.get("insecure"):
+        # Skips the host name check only: the chain is still verified.
+        context.check_hostname = False
+    return context
 
 
 class Delivery:
@@ -113,7 +141,7 @@ class MqttLink:
         self.events = queue.Queue()
         self._username = username
         self._password = password
-        self._tls = tls
+        self._ssl = _tls_context(tls) if tls else None
         self._auto = protocol == "auto"
         self._v5 = protocol != "3.1.1"
         self._clean = clean
@@ -315,8 +343,8 @@ class MqttLink:
         client.max_inflight_messages_set(self._max_inflight)
         if self._username is not None:
             client.username_pw_set(self._username, self._password)
-        if self._tls:
-            self._set_tls(client, self._tls)
+        if self._ssl is not None:
+            client.tls_set_context(self._ssl)
         if self._will is not None:
             client.will_set(*self._will)
         if self._v5:
@@ -328,15 +356,3 @@ class MqttLink:
             client.connect_async(self.host, self.port, self._keepalive)
         client.loop_start()
         return client
-
-    @staticmethod
-    def _set_tls(client, tls):
-        """tls=True: system CAs; or a dict with ca, cert, key, insecure."""
-        options = tls if isinstance(tls, dict) else {}
-        unknown = set(options) - {"ca", "cert", "key", "insecure"}
-        if unknown:
-            raise MqttConfigError("tls: unknown keys %s" % sorted(unknown))
-        client.tls_set(ca_certs=options.get("ca"), certfile=options.get("cert"),
-                       keyfile=options.get("key"))
-        if options.get("insecure"):
-            client.tls_insecure_set(True)

@@ -149,15 +149,17 @@ class Service:
         return "%s/gateway/%s/%s" % (mqtt_cfg["topic_prefix"], mqtt_cfg["client_id"], leaf)
 
     def _mqtt_link(self):
-        from gateway.mqtt import MqttLink
+        from gateway.mqtt import MqttConfigError, MqttLink
         mqtt_cfg = self.config["mqtt"]
         status = self._status_topic("status")
-        return MqttLink(
-            mqtt_cfg["host"], mqtt_cfg["port"], mqtt_cfg["client_id"],
-            username=mqtt_cfg["username"] or None, password=mqtt_cfg["password"] or None,
-            tls={"ca": str(self.config.path(mqtt_cfg["tls_ca"]))} if mqtt_cfg["tls_ca"] else None,
-            protocol=mqtt_cfg["protocol"], clean=False,
-            will=(status, b"offline", 1, True), birth=(status, b"online", 1, True))
+        try:
+            return MqttLink(
+                mqtt_cfg["host"], mqtt_cfg["port"], mqtt_cfg["client_id"],
+                username=mqtt_cfg["username"] or None, password=mqtt_cfg["password"] or None,
+                tls=self.config.mqtt_tls(), protocol=mqtt_cfg["protocol"], clean=False,
+                will=(status, b"offline", 1, True), birth=(status, b"online", 1, True))
+        except MqttConfigError as exc:
+            raise ServiceError("mqtt: %s" % exc) from None
 
     def _dispatcher(self):
         if not self.use_rules:

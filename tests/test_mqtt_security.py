@@ -11,7 +11,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from gateway import config as config_mod
-from gateway.mqtt import MqttLink
+from gateway.mqtt import MqttConfigError, MqttLink
 from tests.fixtures.broker import CertificateAuthority
 from tests.test_mqtt import FAST_RECONNECT, WAIT, messages, next_event
 from tests.test_run import start_gateway
@@ -173,15 +173,45 @@ def test_tls_client_certificate(mosquitto_factory, ca, tmp_path, links):
     assert_refused(without, "huaico/x")
 
 
-def write_config(home, broker, ca, password):
+@pytest.mark.parametrize("tls, word", [
+    ({"ca": "/nonexistent/ca.pem"}, "/nonexistent/ca.pem"),
+    ({"ca": __file__}, "CA"),  # a file, but no certificate in it
+    ({"cert": "/nonexistent/client.pem"}, "/nonexistent/client.pem"),
+    ({"key": "/nonexistent/client.key"}, "without its cert"),
+    ({"ca_certs": "x"}, "unknown keys"),
+])
+def test_unusable_tls_files_are_a_typed_error_at_construction(tls, word):
+    with pytest.raises(MqttConfigError, match=word):
+        MqttLink("127.0.0.1", 1, "gw", tls=tls)
+
+
+def test_config_tls_options():
+    def tls_of(**mqtt):
+        text = "[mqtt]\n" + "".join('%s = %s\n' % (k, toml_value(v)) for k, v in mqtt.items())
+        return config_mod.from_text(text, "/srv/huaico").mqtt_tls()
+
+    assert tls_of() is None
+    assert tls_of(tls=True) is True
+    assert tls_of(tls_ca="ca.pem") == {"ca": "/srv/huaico/ca.pem"}
+    assert tls_of(tls_cert="/etc/gw.pem", tls_key="gw.key") == {
+        "cert": "/etc/gw.pem", "key": "/srv/huaico/gw.key"}
+    with pytest.raises(config_mod.ConfigError, match="tls_key"):
+        tls_of(tls_key="gw.key")
+
+
+def toml_value(value):
+    return "true" if value is True else '"%s"' % value
+
+
+def write_config(home, broker, password, **mqtt):
     text = config_mod.DEFAULT_TOML
     for old, new in (
             ("enabled = false", "enabled = true"),
             ("port = 1883", "port = %d" % broker.port),
             ('username = ""', 'username = "gateway"'),
             ('password = ""', 'password = "%s"' % password),
-            ('tls_ca = ""', 'tls_ca = "%s"' % ca.cert),
-            ('client_id = "huaico-gateway"', 'client_id = "gw-secure"')):
+            ('client_id = "huaico-gateway"', 'client_id = "gw-secure"'),
+            *(('%s = ""' % key, '%s = "%s"' % (key, value)) for key, value in mqtt.items())):
         assert old in text, old
         text = text.replace(old, new, 1)
     (home.path / config_mod.CONFIG_NAME).write_text(text)
@@ -190,7 +220,7 @@ def write_config(home, broker, ca, password):
 def test_huaico_run_publishes_its_status_over_tls_with_a_password(
         mosquitto_factory, ca, links, gateway_home, pty_pair):
     broker = tls_broker(mosquitto_factory, ca, users=USERS)
-    write_config(gateway_home, broker, ca, USERS["gateway"])
+    write_config(gateway_home, broker, USERS["gateway"], tls_ca=ca.cert)
     watcher = links(broker, "watcher", tls={"ca": str(ca.cert)}, **login("watcher"))
     watcher.subscribe("huaico/gateway/gw-secure/status")
     watcher.start()
@@ -230,7 +260,7 @@ def read_until(stream, text, timeout=WAIT):
 
 def test_huaico_run_logs_a_refused_password(mosquitto_factory, ca, gateway_home, pty_pair):
     broker = tls_broker(mosquitto_factory, ca, users=USERS)
-    write_config(gateway_home, broker, ca, "not the password")
+    write_config(gateway_home, broker, "not the password", tls_ca=ca.cert)
 
     gateway = start_gateway(gateway_home, pty_pair.path)
     try:
@@ -240,3 +270,35 @@ def test_huaico_run_logs_a_refused_password(mosquitto_factory, ca, gateway_home,
         _, err = gateway.communicate(timeout=WAIT)
     assert gateway.returncode == 0, err.decode()
     assert b"Not authorized" in seen or b"Bad user name or password" in seen, seen
+
+
+def test_huaico_run_with_a_client_certificate(mosquitto_factory, ca, links, gateway_home,
+                                              pty_pair):
+    broker = tls_broker(mosquitto_factory, ca, require_certificate=True)
+    cert, key = ca.client("gw-secure")
+    write_config(gateway_home, broker, "", tls_ca=ca.cert, tls_cert=cert, tls_key=key)
+    watcher_cert, watcher_key = ca.client("watcher")
+    watcher = links(broker, "watcher", tls={"ca": str(ca.cert), "cert": str(watcher_cert),
+                                            "key": str(watcher_key)})
+    watcher.subscribe("huaico/gateway/gw-secure/status")
+    watcher.start()
+    next_event(watcher, "connected")
+
+    gateway = start_gateway(gateway_home, pty_pair.path)
+    try:
+        assert messages(watcher, 1) == [("huaico/gateway/gw-secure/status", b"online")]
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        _, err = gateway.communicate(timeout=WAIT)
+    assert gateway.returncode == 0, err.decode()
+    broker.wait_log("u'gw-secure'")
+
+
+def test_huaico_run_with_a_missing_ca_file_says_so(mosquitto_factory, ca, gateway_home,
+                                                  pty_pair):
+    broker = tls_broker(mosquitto_factory, ca)
+    write_config(gateway_home, broker, "", tls_ca="no-such-ca.pem")
+    gateway = start_gateway(gateway_home, pty_pair.path)
+    _, err = gateway.communicate(timeout=WAIT)
+    assert gateway.returncode != 0
+    assert "no-such-ca.pem" in err.decode() and "Traceback" not in err.decode(), err.decode()
