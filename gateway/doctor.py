@@ -202,7 +202,7 @@ def check_broker(config, timeout=TIMEOUT_S):
         return Check("broker", FAIL, "cannot reach %s: %s" % (where, exc.strerror or exc),
                      "start the broker (`sudo systemctl start mosquitto`) or fix [mqtt] host/port")
     from gateway.mqtt import MqttLink
-    tls = {"ca": str(config.path(mqtt["tls_ca"]))} if mqtt["tls_ca"] else None
+    tls = config.mqtt_tls()
     link = MqttLink(mqtt["host"], mqtt["port"], "%s-doctor-%d" % (mqtt["client_id"], os.getpid()),
                     username=mqtt["username"] or None, password=mqtt["password"] or None,
                     tls=tls, protocol=mqtt["protocol"], clean=True)
