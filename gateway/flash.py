@@ -68,7 +68,9 @@ _UF2 = {"pico": "RPI_PICO", "pico_w": "RPI_PICO_W", "pico2_w": "RPI_PICO2_W"}
 _ESP = {"esp32": ("ESP32_GENERIC", "esp32", "0x1000"), "esp32s3": ("ESP32_GENERIC_S3", "esp32s3", "0x0")}
 # Our directories on the board; nothing else there is ours to remove.
 PACKAGES = ("firmware", "protocol", "boards")
-_NOT_DEPLOYED = ("firmware/sim/", "firmware/scenarios/", "firmware/main.py")
+# The simulator and scenarios are for a PC; the general CBOR codec is the
+# gateway's (frames are built by protocol/frame.py alone on a board).
+_NOT_DEPLOYED = ("firmware/sim/", "firmware/scenarios/", "firmware/main.py", "protocol/cbor.py")
 _MPREMOTE_TIMEOUT = 30  # seconds for a probe or a check; a copy gets more per file
 _MARK = "HUAICO:"  # prefix of the lines our board-side scripts print
 
@@ -266,7 +268,8 @@ def _source_files(found, board):
         if not rel.startswith(_NOT_DEPLOYED) and "__pycache__" not in rel:
             out.append((rel, path))
     for path in sorted(found.protocol.glob("*.py")):
-        out.append(("protocol/" + path.name, path))
+        if not ("protocol/" + path.name).startswith(_NOT_DEPLOYED):
+            out.append(("protocol/" + path.name, path))
     for name in ("__init__", board):
         out.append(("boards/%s.py" % name, found.boards / ("%s.py" % name)))
     return out
