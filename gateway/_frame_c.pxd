@@ -35,6 +35,7 @@ cdef class _Scanner:
 
     cdef int64_t int_(self) except? -1
 
+    @cython.locals(length=int64_t, start=Py_ssize_t)
     cdef Py_ssize_t span(self, int major) except -1
 
     @cython.locals(major=int, info=int, count=cython.longlong, _=cython.longlong)
