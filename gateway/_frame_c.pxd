@@ -9,7 +9,6 @@ cdef int64_t TAG_MAC0, ALG_HMAC_256_64, HDR_ALG, HDR_KID, TAG_LEN
 
 
 @cython.final
-@cython.no_gc
 cdef class Frame:
     cdef public object kid
     cdef public object seq
@@ -19,19 +18,25 @@ cdef class Frame:
     cdef public bint signed
 
 
+# Class directives such as no_gc or freelist written here do not reach the
+# class in frame.py (Cython 3.3 gives it the .py's directives), so none are
+# given. _Scanner stays out of the cyclic GC because no field of it can hold a
+# cycle: kid is typed bytes for that reason.
 @cython.final
-@cython.no_gc
 cdef class _Scanner:
     cdef bytes buf
     cdef Py_ssize_t pos
     cdef Py_ssize_t end
-    cdef object kid
+    cdef bytes kid
     cdef bint signed
 
     cdef fail(self, reason, detail=*)
 
+    @cython.locals(pos=cython.Py_ssize_t, ib=int)
+    cdef inline int64_t head(self, int major) except? -1
+
     @cython.locals(pos=cython.Py_ssize_t, ib=int, info=int, size=int, i=int, arg=uint64_t)
-    cdef int64_t head(self, int major) except? -1
+    cdef int64_t long_head(self, int major) except? -1
 
     cdef int64_t int_(self) except? -1
 
@@ -44,7 +49,7 @@ cdef class _Scanner:
 
 cdef int _head_size(Py_ssize_t length)
 
-@cython.locals(buf=bytes, raw=cython.p_const_char, s=_Scanner, prot_start=cython.Py_ssize_t, prot_end=cython.Py_ssize_t,
+@cython.locals(buf=bytes, kid=bytes, raw=cython.p_const_char, s=_Scanner, prot_start=cython.Py_ssize_t, prot_end=cython.Py_ssize_t,
                payload_start=cython.Py_ssize_t, payload_end=cython.Py_ssize_t, tag_start=cython.Py_ssize_t,
                tag_end=cython.Py_ssize_t, head_start=cython.Py_ssize_t, start=cython.Py_ssize_t, alg=cython.longlong, label=cython.longlong, _=cython.longlong)
 cdef _Scanner _unwrap(data, key_for, bytes aad)

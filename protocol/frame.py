@@ -77,6 +77,18 @@ class _Scanner:
     def head(self, major):
         """The argument of an item of this major type; moves past the head."""
         pos = self.pos
+        if pos < self.end:
+            ib = self.buf[pos]
+            # Most heads are one byte holding their argument (RFC 8949 §3.1): this
+            # path is kept apart so that the compiled head() is small enough to inline.
+            if ib >> 5 == major and ib & 0x1F < 24:
+                self.pos = pos + 1
+                return ib & 0x1F
+        return self.long_head(major)
+
+    def long_head(self, major):
+        """head() for a head of any width, and every error a head can have."""
+        pos = self.pos
         if pos >= self.end:
             self.fail("truncated")
         ib = self.buf[pos]
