@@ -178,7 +178,8 @@ def sizes():
         share = len(ours) / len(wrapped)
         print("%-8d %10d %12d %12d %12d %9.0f%%" % (
             n, len(ours), len(wrapped), len(text), len(json_doc(ours)), 100 * share))
-    print("A signed 4-reading frame fits one LoRa SF10 packet (59 B in EU868) when <= 56 B.")
+    print("Target: a signed 4-reading frame <= 56 B (a LoRa SF10 packet in EU868 holds 59 B;")
+    print("the serial link's COBS, CRC and delimiter add 4 B when a transparent UART module is used).")
     print()
 
 
