@@ -1,11 +1,9 @@
 """Crack gauge (linear potentiometer on an ADC) on the simulated board, under micropython: the width
 within resolution of bus.world["crack_mm"], calibration points honoured, a spike outvoted by the
 median, and dead, stuck, noisy and out-of-travel gauges flagged without an exception."""
-import gc
-import sys
 
 import harness  # noqa: F401 - installs the simulated machine first
-from harness import board, check, dead_is_flagged, done, near, one, setup
+from harness import board, check, dead_is_flagged, near, one, run, setup
 
 from firmware import sensors
 from firmware.drivers import Q_NOISY, Q_OK, Q_OUT_OF_RANGE, Q_STUCK
@@ -76,11 +74,10 @@ def refused():
         check([e for e in errors if what in e], "%s refused: %r" % (what, errors))
 
 
-for test in (width_follows_the_crack, calibration_points, median_outvotes_a_spike, flags, refused):
-    gc.collect()
-    try:
-        test()
-    except Exception as exc:
-        sys.print_exception(exc)
-        check(False, "%s raised %r" % (test.__name__, exc))
-done()
+run((
+    (width_follows_the_crack, ()),
+    (calibration_points, ()),
+    (median_outvotes_a_spike, ()),
+    (flags, ()),
+    (refused, ()),
+))

@@ -1,10 +1,8 @@
 """Water level drivers (JSN-SR04T, 4-20 mA, MS5837) on the simulated board, under micropython: values within
 resolution of bus.world, and a failed sensor flagged without an exception."""
-import gc
-import sys
 
 import harness  # noqa: F401 - installs the simulated machine first
-from harness import check, dead_is_flagged, done, near, one, setup
+from harness import check, dead_is_flagged, near, one, run, setup
 
 from firmware.drivers import Q_NO_RETURN, Q_OK, Q_OUT_OF_RANGE
 from firmware.sim import bus
@@ -52,11 +50,10 @@ def ms5837_datasheet():
     check(abs(mbar - 3999.8) < 0.05 and abs(temp - 19.81) < 0.005, "datasheet example %r %r" % (mbar, temp))
 
 
-for test, args in ((ultrasonic, ()), (loop_ma, ()), (ms5837, (30,)), (ms5837, (2,)), (ms5837_datasheet, ())):
-    gc.collect()
-    try:
-        test(*args)
-    except Exception as exc:
-        sys.print_exception(exc)
-        check(False, "%s%r raised %r" % (test.__name__, args, exc))
-done()
+run((
+    (ultrasonic, ()),
+    (loop_ma, ()),
+    (ms5837, (30,)),
+    (ms5837, (2,)),
+    (ms5837_datasheet, ()),
+))

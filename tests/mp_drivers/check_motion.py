@@ -1,10 +1,8 @@
 """Accelerometer (ADXL345, MPU6050) and HX711 drivers on the simulated board, under micropython: values within
 resolution of bus.world, and a failed sensor flagged without an exception."""
-import gc
-import sys
 
 import harness  # noqa: F401 - installs the simulated machine first
-from harness import check, dead_is_flagged, done, near, one, setup
+from harness import check, dead_is_flagged, near, one, run, setup
 
 from firmware.drivers import Q_OK
 from firmware.sim import bus
@@ -35,11 +33,8 @@ def hx711():
     dead_is_flagged(sensor, "cell")
 
 
-for test, args in ((accel, ("accel_adxl345", 0.0039)), (accel, ("accel_mpu6050", 1 / 4096)), (hx711, ())):
-    gc.collect()
-    try:
-        test(*args)
-    except Exception as exc:
-        sys.print_exception(exc)
-        check(False, "%s%r raised %r" % (test.__name__, args, exc))
-done()
+run((
+    (accel, ("accel_adxl345", 0.0039)),
+    (accel, ("accel_mpu6050", 1 / 4096)),
+    (hx711, ()),
+))

@@ -1,10 +1,8 @@
 """Analog water quality and soil moisture drivers on the simulated board, under micropython: values within
 resolution of bus.world, and a failed sensor flagged without an exception."""
-import gc
-import sys
 
 import harness  # noqa: F401 - installs the simulated machine first
-from harness import check, dead_is_flagged, done, near, one, setup
+from harness import check, dead_is_flagged, near, one, run, setup
 
 from firmware.drivers import Q_OK, Q_STUCK
 from firmware.sim.devices.probes import do_saturation, probe_volts
@@ -55,17 +53,12 @@ def stuck():
     check(one(sensor)[3] == Q_OK, "live again: ok")
 
 
-for test, args in ((stuck, ()),
-                   (quality, ("ph", "ph", 6.42, 2, 100, (4.0, 7.0, 10.0))),
-                   (quality, ("turbidity", "turbidity_ntu", 123.0, 15, 10, (0.0, 1000.0))),
-                   (quality, ("conductivity", "conductivity_us_cm", 812.0, 6, 1, (0.0, 1413.0),
-                              {"water_temp_c": 18.0})),
-                   (quality, ("dissolved_oxygen", "do_mg_l", 9.5, 8, 100, (None,), {"water_temp_c": 12.0})),
-                   (soil, ())):
-    gc.collect()
-    try:
-        test(*args)
-    except Exception as exc:
-        sys.print_exception(exc)
-        check(False, "%s%r raised %r" % (test.__name__, args, exc))
-done()
+run((
+    (stuck, ()),
+    (quality, ("ph", "ph", 6.42, 2, 100, (4.0, 7.0, 10.0))),
+    (quality, ("turbidity", "turbidity_ntu", 123.0, 15, 10, (0.0, 1000.0))),
+    (quality, ("conductivity", "conductivity_us_cm", 812.0, 6, 1, (0.0, 1413.0),
+               {"water_temp_c": 18.0})),
+    (quality, ("dissolved_oxygen", "do_mg_l", 9.5, 8, 100, (None,), {"water_temp_c": 12.0})),
+    (soil, ()),
+))

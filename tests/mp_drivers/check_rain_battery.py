@@ -3,7 +3,7 @@ import gc
 import time
 
 import harness  # noqa: F401 - installs the simulated machine first
-from harness import board, check, done, fresh, near
+from harness import board, check, fresh, near, run
 
 import micropython
 
@@ -108,12 +108,12 @@ def battery_dead_divider_is_flagged():
     check(quality != Q_OK, "a dead divider is flagged, got %r" % quality)
 
 
-for test in (rain_counts_every_tip_without_allocating, rain_debounces_a_bouncing_reed,
-             rain_keeps_tips_arriving_while_irqs_are_off, rain_residue_sums_exactly,
-             dead_gauge_counts_nothing, battery_reads_the_divided_voltage,
-             battery_dead_divider_is_flagged):
-    try:
-        test()
-    except Exception as exc:
-        check(False, "%s raised %r" % (test.__name__, exc))
-done()
+run((
+    (rain_counts_every_tip_without_allocating, ()),
+    (rain_debounces_a_bouncing_reed, ()),
+    (rain_keeps_tips_arriving_while_irqs_are_off, ()),
+    (rain_residue_sums_exactly, ()),
+    (dead_gauge_counts_nothing, ()),
+    (battery_reads_the_divided_voltage, ()),
+    (battery_dead_divider_is_flagged, ()),
+))

@@ -1,10 +1,8 @@
 """DS18B20 driver on the simulated board, under micropython: values within
 resolution of bus.world, and a failed sensor flagged without an exception."""
-import gc
-import sys
 
 import harness  # noqa: F401 - installs the simulated machine first
-from harness import board, check, dead_is_flagged, done, fresh, near, one, setup
+from harness import board, check, dead_is_flagged, fresh, near, one, run, setup
 
 from firmware import sensors
 from firmware.drivers import Q_NO_RETURN, Q_OK
@@ -50,11 +48,7 @@ def _crc(hexdigits):
     return crc
 
 
-for test, args in ((ds18b20, ()), (ds18b20_by_rom_and_power_on, ())):
-    gc.collect()
-    try:
-        test(*args)
-    except Exception as exc:
-        sys.print_exception(exc)
-        check(False, "%s%r raised %r" % (test.__name__, args, exc))
-done()
+run((
+    (ds18b20, ()),
+    (ds18b20_by_rom_and_power_on, ()),
+))

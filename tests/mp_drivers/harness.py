@@ -61,6 +61,20 @@ def done():
     sys.exit(1 if _tally[1] else 0)
 
 
+def run(cases):
+    """Run (function, args) cases, each after a collection, an exception
+    counting as a failure; then report and exit as done() does."""
+    import gc
+    for test, args in cases:
+        gc.collect()
+        try:
+            test(*args)
+        except Exception as exc:
+            sys.print_exception(exc)
+            check(False, "%s%r raised %r" % (test.__name__, args, exc))
+    done()
+
+
 def setup(cfg, world):
     """The sensor for one config entry on a fresh board, and its device model."""
     from firmware import sensors
