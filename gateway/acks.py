@@ -6,7 +6,13 @@ An acknowledgement stops the alert's escalation. Only numbers listed in
 silencing an escalation is exactly the failure this guards against. Every
 incoming message is recorded in `incoming` with what was done with it, so
 an operator can see ignored ones.
+
+The backend deletes a message only after the transaction that recorded it
+has committed, so after a crash the same message can come back: each is
+recorded under a key (message_key) and a message already recorded is
+reported as a repeat and not acted on again.
 """
+import hashlib
 import logging
 import re
 
@@ -41,12 +47,35 @@ def sender_group(config, number):
     return None
 
 
-def handle_sms(conn, config, number, text, now):
+def message_key(number, text, sent, refs=()):
+    """What makes a received message the same message when read again: its
+    sender, the service centre's timestamp and its text. Without a
+    timestamp the backend's refs stand in for it (a spool file name is
+    unique; a SIM index only while the message sits on the SIM); with
+    neither there is no key and no repeat can be recognised."""
+    if sent is not None:
+        when = sent.isoformat()
+    elif refs:
+        when = "refs:" + ",".join(str(ref) for ref in refs)
+    else:
+        return None
+    return hashlib.sha256("\x1f".join((number, when, text)).encode(
+        "utf-8", "surrogatepass")).hexdigest()
+
+
+def handle_sms(conn, config, number, text, now, sent=None, refs=()):
     """Record one incoming SMS and act on it inside the caller's transaction;
     returns (action, alert_id): action is acked, already_acked,
-    unknown_alert, not_an_ack or unknown_number."""
-    group = sender_group(config, number)
+    unknown_alert, not_an_ack, unknown_number, or repeat for a message
+    recorded before (read again after a crash), which changes nothing.
+    sent is the service centre's timestamp, refs the backend's handles."""
     alert_id = parse(text)
+    key = message_key(number, text, sent, refs)
+    if key is not None and conn.execute("SELECT 1 FROM incoming WHERE sms_key = ?",
+                                        [key]).fetchone():
+        log.info("event=sms_repeat number=%s text=%r", number, text)
+        return "repeat", alert_id
+    group = sender_group(config, number)
     if group is None:
         action, detail = "unknown_number", "sender is in no group"
         log.warning("event=sms_ignored number=%s reason=unknown_number text=%r", number, text)
@@ -61,7 +90,8 @@ def handle_sms(conn, config, number, text, now):
         else:
             action = "acked" if fresh else "already_acked"
             detail = "group %s" % group
-    conn.execute("INSERT INTO incoming (time, number, text, action, alert_id, detail) "
-                 "VALUES (?, ?, ?, ?, ?, ?)",
-                 [now, number, text, action, alert_id if group else None, detail])
+    conn.execute("INSERT INTO incoming (time, number, text, action, alert_id, detail, sent, "
+                 "sms_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 [now, number, text, action, alert_id if group else None, detail,
+                  sent.isoformat() if sent is not None else None, key])
     return action, alert_id

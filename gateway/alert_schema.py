@@ -146,10 +146,22 @@ def m104_incoming(db):
         )""")
 
 
+def m105_incoming_key(db):
+    # A message is deleted from the modem or spool only after the commit that
+    # stored it, so a crash in between makes the backend hand it out again:
+    # sms_key (gateway.acks.message_key: sender, service-centre time, text)
+    # lets that second read be recognised instead of acted on twice. Rows
+    # from before this migration have no key; NULLs never collide.
+    db.execute("ALTER TABLE incoming ADD COLUMN sent TEXT")
+    db.execute("ALTER TABLE incoming ADD COLUMN sms_key TEXT")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS incoming_sms_key ON incoming(sms_key)")
+
+
 MIGRATIONS = [
     ("m100_rules", m100_rules),
     ("m101_alert_state", m101_alert_state),
     ("m102_alerts", m102_alerts),
     ("m103_outbox", m103_outbox),
     ("m104_incoming", m104_incoming),
+    ("m105_incoming_key", m105_incoming_key),
 ]

@@ -281,7 +281,13 @@ class Dispatcher:
     # -- incoming ---------------------------------------------------------------
 
     def poll_incoming(self, now):
-        """Acknowledgements and delivery reports from the SMS backend."""
+        """Acknowledgements and delivery reports from the SMS backend.
+
+        Messages are stored and acted on in one transaction, and only after
+        its commit does the backend delete them: a failure before the commit
+        leaves them with the backend for the next poll; one after it (the
+        delete failing, or a crash) has them read again and recognised as
+        repeats by gateway.acks."""
         try:
             messages = self.sms.read_incoming()
             reports = self.sms.delivery_reports()
@@ -292,9 +298,15 @@ class Dispatcher:
         with db.transaction(self.database) as conn:
             for message in messages:
                 results.append(acks.handle_sms(conn, self.config, message.number, message.text,
-                                               now))
+                                               now, message.time, message.refs))
             for report in reports:
                 self._report(conn, report, now)
+        refs = [ref for message in messages for ref in message.refs]
+        if refs:
+            try:
+                self.sms.delete_incoming(refs)
+            except SmsError as exc:
+                log.warning("event=sms_delete_failed refs=%s error=%s", refs, exc)
         return results
 
     @staticmethod

@@ -148,15 +148,19 @@ class Modem:
     command_timeout bounds ordinary commands; send_timeout bounds the wait
     for +CMGS after the PDU (the SIM800 manual gives AT+CMGS up to 60 s).
     reset_command is what reset() sends (AT+CFUN=1,1 restarts SIM800 and
-    SIM7600; some boards want a power-key pulse instead)."""
+    SIM7600; some boards want a power-key pulse instead). partial_after_s is
+    how long parts of a concatenated message wait on the SIM for the rest
+    (see read_incoming)."""
 
     def __init__(self, url, baudrate=115200, command_timeout=5.0, send_timeout=60.0,
-                 reset_command="AT+CFUN=1,1", ready_timeout=60.0, validity_minutes=24 * 60):
+                 reset_command="AT+CFUN=1,1", ready_timeout=60.0, validity_minutes=24 * 60,
+                 partial_after_s=3600.0):
         self.command_timeout = command_timeout
         self.send_timeout = send_timeout
         self.reset_command = reset_command
         self.ready_timeout = ready_timeout
         self.validity_minutes = validity_minutes
+        self.partial_after_s = partial_after_s
         self.counters = collections.Counter()
         self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05,
                                            write_timeout=command_timeout)
@@ -164,7 +168,11 @@ class Modem:
         self._buf = bytearray()
         self._reports = []
         self._incoming = []
+        # Parts routed straight to us (+CMT) exist only here; stored parts
+        # are joined afresh on every read, since they stay on the SIM.
         self._reassembler = sms_pdu.Reassembler()
+        # When each incomplete stored message was first seen (monotonic).
+        self._incomplete_since = {}
         self._ready = False
         # The concatenation reference varies per message so that a phone
         # never joins parts of two alerts; a random start survives restarts.
@@ -202,27 +210,61 @@ class Modem:
             return refs
 
     def read_incoming(self):
-        """Messages waiting in the modem, multipart joined; each stored PDU is
-        deleted (AT+CMGD) once read. Parts of a message still incomplete are
-        kept in memory until the rest arrives."""
+        """Complete messages stored on the SIM, multipart joined, each with
+        the SIM indexes of its parts as refs, plus any routed straight to us
+        (+CMT, no refs). Nothing is deleted here: the caller stores the
+        messages, then calls delete_incoming(refs), so a crash in between
+        costs a second read, never a message.
+
+        Parts of an incomplete message stay on the SIM until the rest
+        arrives; after partial_after_s without it, what has come is handed
+        out with "[...]" for each missing part, because parts that never
+        come would fill the SIM's few slots and stop all reception. Status
+        reports, and PDUs that cannot be read, are deleted at once."""
         with self._lock:
             self._ensure_ready()
             lines = self._command("AT+CMGL=4", expect="+CMGL:", pdu_lines=True)
+            messages, self._incoming = self._incoming, []
+            # A fresh reassembler each read: every part is still on the SIM.
+            reassembler = sms_pdu.Reassembler()
+            found = collections.defaultdict(lambda: ({}, []))  # key -> ({seq: part}, indexes)
             for header, pdu in lines:
                 index, length = _cmgl_fields(header)
                 try:
                     decoded = sms_pdu.decode_pdu(pdu, length)
                 except sms_pdu.PduError as exc:
-                    # Deleted anyway: a PDU that cannot be read would fill
-                    # the SIM's few slots and stop all reception.
+                    # Deleted: a PDU that cannot be read would fill the
+                    # SIM's few slots and stop all reception.
                     self.counters["bad_pdu"] += 1
                     log.warning("unreadable stored SMS at index %s (%s): %s", index, exc, pdu)
-                else:
+                    self._delete(index)
+                    continue
+                if isinstance(decoded, sms_pdu.StatusReport):
                     self._take(decoded)
-                if index is not None:
-                    self._command("AT+CMGD=%d" % index)
-            messages, self._incoming = self._incoming, []
+                    self._delete(index)
+                    continue
+                done = reassembler.add(decoded)
+                key = _concat_key(decoded)
+                if key is None:
+                    refs = () if index is None else (index,)
+                else:
+                    parts, indexes = found[key]
+                    parts[decoded.concat[2]] = decoded
+                    if index is not None:
+                        indexes.append(index)
+                    refs = tuple(found.pop(key)[1]) if done is not None else None
+                if done is not None:
+                    messages.append(IncomingSms(*done, refs=refs))
+            messages += self._partials(found, reassembler.pending())
             return messages
+
+    def delete_incoming(self, refs):
+        """Delete stored messages by the SIM indexes read_incoming() gave
+        (after the caller has stored them); one already gone is no error."""
+        with self._lock:
+            self._ensure_ready()
+            for index in refs:
+                self._delete(index)
 
     def delivery_reports(self):
         """Status reports (+CDS) received since the last call."""
@@ -395,6 +437,34 @@ class Modem:
         else:
             log.debug("unsolicited: %s", line)
 
+    def _delete(self, index):
+        if index is None:
+            return
+        try:
+            self._command("AT+CMGD=%d" % index)
+        except SmsError as exc:
+            if exc.code != 321:  # invalid memory index: already deleted
+                raise
+
+    def _partials(self, found, pending):
+        """Incomplete messages whose first part was seen partial_after_s ago
+        or more, as IncomingSms with "[...]" for what is missing."""
+        now = time.monotonic()
+        self._incomplete_since = {key: self._incomplete_since.get(key, now) for key in pending}
+        out = []
+        for key, since in self._incomplete_since.items():
+            if now - since < self.partial_after_s:
+                continue
+            parts, indexes = found[key]
+            text = "".join(parts[seq].text if seq in parts else "[...]"
+                           for seq in range(1, key[2] + 1))
+            text = text.encode("utf-16-be", "surrogatepass").decode("utf-16-be", "replace")
+            first = parts[min(parts)]
+            self.counters["partial_sms"] += 1
+            log.warning("event=sms_partial number=%s parts=%d/%d", key[0], len(parts), key[2])
+            out.append(IncomingSms(first.number, text, first.time, tuple(indexes)))
+        return out
+
     def _take(self, decoded):
         if isinstance(decoded, sms_pdu.StatusReport):
             self._reports.append(DeliveryReport(
@@ -469,6 +539,14 @@ def _coded(line, table):
 
 def _fields(line):
     return [f.strip() for f in line.split(":", 1)[1].split(",")]
+
+
+def _concat_key(deliver):
+    """The key sms_pdu.Reassembler files a part under (sender, reference,
+    total), or None for a message in one part."""
+    if deliver.concat is None or deliver.concat[1] == 1:
+        return None
+    return deliver.number, deliver.concat[0], deliver.concat[1]
 
 
 def _cmgl_fields(header):

@@ -8,7 +8,8 @@ do, the AT+CMGS "> " prompt flow, and checks and records every SMS-SUBMIT PDU
 it is given. Its SMS-DELIVER and SMS-STATUS-REPORT PDUs are built here, on
 bit strings, independently of gateway.sms_pdu, so that one bug cannot hide in
 both sides. Faults are injected by the test: +CMS ERROR for the next N sends,
-plain ERROR, silence, lost network registration, a restart.
+plain ERROR, silence, lost network registration, a restart, a failing
+AT+CMGD.
 
 Each accepted PDU's record carries the wall-clock time its +CMGS answer was
 written ("time") and its recipient ("number"); `on_sent(record)`, when set,
@@ -210,6 +211,7 @@ class ModemEmulator:
         self._cms_errors = []
         self._plain_errors = 0
         self._hang_sends = 0
+        self._delete_errors = 0
         self._silent_until = 0.0
         self._inject = []
         self._mr = 0
@@ -235,6 +237,12 @@ class ModemEmulator:
         """Take the PDU of the next count sends and never answer."""
         with self._lock:
             self._hang_sends += count
+
+    def fail_deletes(self, count=1):
+        """Answer +CMS ERROR: 314 (SIM busy) to the next count AT+CMGD,
+        deleting nothing."""
+        with self._lock:
+            self._delete_errors += count
 
     def silence(self, seconds):
         """Answer nothing at all for a while (a crashed or browned-out modem)."""
@@ -454,6 +462,10 @@ class ModemEmulator:
             return out + ["OK"]
         if cmd.startswith("+CMGD="):
             index = int(cmd[6:].split(",")[0])
+            if self._delete_errors:
+                self._delete_errors -= 1
+                self._error(cms=314)
+                return None
             if self.inbox.pop(index, None) is None:
                 self._error(cms=321)
                 return None

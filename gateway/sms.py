@@ -5,11 +5,18 @@ not know whether a GSM modem (gateway.modem) or a gammu-smsd spool
 A backend has:
     send(number, text, status_report=False) -> list[str]  references, one per part
     read_incoming() -> list[IncomingSms]
+    delete_incoming(refs) -> None
     delivery_reports() -> list[DeliveryReport]
     probe() -> dict
 and raises SmsError for every failure, with `retryable` telling the
 dispatcher whether to try again later (network down, congestion, timeout) or
 to give up and escalate (number unknown, message rejected, no SIM).
+
+Received messages are taken in two steps so that none is lost in a crash:
+read_incoming() hands messages out and leaves them where they are; the
+caller stores them, commits, and only then calls delete_incoming() with the
+refs of what it stored. A crash in between means a message is read twice,
+which the caller recognises (gateway.acks keys each message), never lost.
 """
 import datetime
 from typing import NamedTuple, Protocol
@@ -41,10 +48,13 @@ class SmsTimeout(SmsError):
 
 class IncomingSms(NamedTuple):
     """A received message, multipart already joined. time is the service
-    centre's timestamp (timezone-aware) when the backend knows it."""
+    centre's timestamp (timezone-aware) when the backend knows it; refs are
+    the backend's own handles on the stored parts (SIM indexes, spool file
+    names), opaque to the caller, to pass to delete_incoming() once stored."""
     number: str
     text: str
     time: datetime.datetime | None
+    refs: tuple = ()
 
 
 class DeliveryReport(NamedTuple):
@@ -64,6 +74,8 @@ class SmsBackend(Protocol):
     def send(self, number: str, text: str, status_report: bool = False) -> list[str]: ...
 
     def read_incoming(self) -> list[IncomingSms]: ...
+
+    def delete_incoming(self, refs) -> None: ...
 
     def delivery_reports(self) -> list[DeliveryReport]: ...
 

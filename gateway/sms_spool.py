@@ -15,7 +15,9 @@ The daemon needs TransmitFormat = auto (the files service defaults to 7bit,
 which would garble Spanish and Chinese alerts): see smsdrc().
 
 Incoming: IN<date>_<time>_<serial>_<sender>_<part>.txt files from the inbox,
-parts joined, moved to a `processed` folder once read.
+parts joined; the files stay in the inbox until the caller has stored the
+message and calls delete_incoming() with their names, which moves them to
+a `processed` folder.
 """
 import collections
 import datetime
@@ -110,8 +112,8 @@ class GammuSpool:
         return reports
 
     def read_incoming(self):
-        """Messages gammu received, parts joined; their files move to
-        processed/ so each is read once."""
+        """Messages gammu received, parts joined, each with its files' names
+        as refs. The files stay in the inbox until delete_incoming()."""
         groups = collections.defaultdict(dict)
         for name in sorted(os.listdir(self.dirs["inbox"])):
             match = _INBOX_NAME.match(name)
@@ -131,11 +133,24 @@ class GammuSpool:
             except ValueError:
                 when = None
                 self.counters["bad_inbox_time"] += 1
-            messages.append(IncomingSms(sender, "".join(texts), when))
-            for name, _ in parts.values():
+            refs = tuple(parts[index][0] for index in sorted(parts))
+            messages.append(IncomingSms(sender, "".join(texts), when, refs))
+        return messages
+
+    def delete_incoming(self, refs):
+        """Move the inbox files read_incoming() named to processed/, once the
+        caller has stored their messages; a file already gone is no error."""
+        for name in refs:
+            if not _INBOX_NAME.match(name) or os.path.basename(name) != name:
+                raise SmsError(None, "not a gammu inbox file name: %r" % name, False)
+            try:
                 os.replace(os.path.join(self.dirs["inbox"], name),
                            os.path.join(self.dirs["processed"], name))
-        return messages
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise SmsError(None, "cannot move %s to processed: %s" % (name, exc),
+                               True) from None
 
     def probe(self):
         """ok when every folder is writable; queued and failed counts."""

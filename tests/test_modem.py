@@ -154,24 +154,55 @@ def test_unsolicited_lines_in_the_middle_of_commands(modem, modem_emulator):
     assert refs == [str(modem_emulator.sent[-1]["mr"])]
 
 
-def test_incoming_ack_read_and_deleted(modem, modem_emulator):
+def test_incoming_ack_read_then_deleted_when_told(modem, modem_emulator):
     modem_emulator.deliver("+51911222333", "ACK 42")
     modem_emulator.deliver("+51944555666", "", parts=["Recibido, evacuamos ", "la quebrada ñ ¿ok?"],
                            ucs2=True)
     messages = modem.read_incoming()
-    assert [(m.number, m.text) for m in messages] == [
-        ("+51911222333", "ACK 42"),
-        ("+51944555666", "Recibido, evacuamos la quebrada ñ ¿ok?")]
+    assert [(m.number, m.text, m.refs) for m in messages] == [
+        ("+51911222333", "ACK 42", (1,)),
+        ("+51944555666", "Recibido, evacuamos la quebrada ñ ¿ok?", (2, 3))]
     assert messages[0].time.utcoffset().total_seconds() == -5 * 3600
+    assert sorted(modem_emulator.inbox) == [1, 2, 3]  # nothing deleted by reading
+    assert modem.read_incoming() == messages
+    modem.delete_incoming([1, 2, 3])
     assert modem_emulator.inbox == {}
     assert modem.read_incoming() == []
+    modem.delete_incoming([1])  # already gone: no error
+
+
+def test_incomplete_multipart_stays_on_sim_until_whole(modem, modem_emulator):
+    modem_emulator.deliver("+51944555666", "", parts=["Recibido, ", "evacuamos"], reference=7)
+    del modem_emulator.inbox[2]  # the second part has not arrived yet
+    assert modem.read_incoming() == []
+    assert sorted(modem_emulator.inbox) == [1]
+    modem_emulator.deliver("+51944555666", "", parts=["Recibido, ", "evacuamos"], reference=7)
+    del modem_emulator.inbox[2]  # its first part again: the SMSC resent it
+    [message] = modem.read_incoming()
+    assert (message.text, message.refs) == ("Recibido, evacuamos", (1, 3))
+
+
+def test_parts_that_never_complete_are_handed_out_after_a_while(modem_emulator):
+    modem = Modem(modem_emulator.path, command_timeout=2.0, partial_after_s=0.2)
+    try:
+        modem_emulator.deliver("+51944555666", "", parts=["uno ", "dos ", "tres"], reference=9)
+        del modem_emulator.inbox[2]
+        assert modem.read_incoming() == []
+        time.sleep(0.3)
+        [message] = modem.read_incoming()
+        assert (message.text, message.refs) == ("uno [...]tres", (1, 3))
+        assert modem.counters["partial_sms"] == 1
+        modem.delete_incoming(message.refs)
+        assert modem_emulator.inbox == {} and modem.read_incoming() == []
+    finally:
+        modem.close()
 
 
 def test_garbled_stored_pdu_is_counted_and_removed(modem, modem_emulator):
     modem_emulator.store_raw("0004", 1)
     modem_emulator.deliver("+51911222333", "ACK 7")
     assert [m.text for m in modem.read_incoming()] == ["ACK 7"]
-    assert modem.counters["bad_pdu"] == 1 and modem_emulator.inbox == {}
+    assert modem.counters["bad_pdu"] == 1 and sorted(modem_emulator.inbox) == [2]
 
 
 def test_delivery_report(modem, modem_emulator):

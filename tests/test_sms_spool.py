@@ -55,7 +55,16 @@ def test_reads_inbox_parts_and_results(tmp_path):
     assert [(m.number, m.text) for m in messages] == [
         ("+51911222333", "ACK 42 ñ"), ("+51944555666", "sí")]
     assert messages[0].time.year == 2024
+    assert messages[0].refs == ("IN20240314_150926_00_+51911222333_00.txt",
+                                "IN20240314_150926_00_+51911222333_01.txt")
+    assert spool.read_incoming() == messages  # reading deletes nothing
+    spool.delete_incoming([ref for m in messages for ref in m.refs])
     assert spool.read_incoming() == []
+    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == sorted(
+        ref for m in messages for ref in m.refs)
+    spool.delete_incoming(messages[1].refs)  # already moved: no error
+    with pytest.raises(SmsError):
+        spool.delete_incoming(["../outbox/IN20240314_150930_00_+5_00.txt"])
     ref = spool.send("+51987654321", "x")[0]
     os.rename(tmp_path / "outbox" / ref, tmp_path / "error" / ref)
     reports = spool.delivery_reports()
