@@ -10,7 +10,6 @@ import time
 
 from protocol import link
 from protocol.cose import MacKey
-from protocol.frame import encode_ack
 from tests.fixtures.firmware import KEY_HEX, Store, run_sim, site_config
 
 
@@ -38,13 +37,9 @@ class PtyPeer:
             except OSError:  # EIO while no one has the slave open
                 time.sleep(0.05)
                 continue
-            for item in decoder.feed(chunk):
-                if isinstance(item, Exception):
-                    self.store.rejects.append(repr(item))
-                    continue
-                frame = self.store.take(item, self.key)
-                if frame is not None:
-                    os.write(self.master, link.encode(encode_ack(frame.kid, self.key, frame.seq, int(time.time()))))
+            acks = self.store.answer(decoder, chunk, self.key)
+            if acks:
+                os.write(self.master, acks)
 
     def close(self):
         self.stopping = True

@@ -217,15 +217,11 @@ def write_config(home, broker, password, **mqtt):
     (home.path / config_mod.CONFIG_NAME).write_text(text)
 
 
-def test_huaico_run_publishes_its_status_over_tls_with_a_password(
-        mosquitto_factory, ca, links, gateway_home, pty_pair):
-    broker = tls_broker(mosquitto_factory, ca, users=USERS)
-    write_config(gateway_home, broker, USERS["gateway"], tls_ca=ca.cert)
-    watcher = links(broker, "watcher", tls={"ca": str(ca.cert)}, **login("watcher"))
+def gateway_comes_online_then_stops(watcher, gateway_home, pty_pair):
+    """`huaico run` publishes its retained status "online"; SIGTERM ends it cleanly."""
     watcher.subscribe("huaico/gateway/gw-secure/status")
     watcher.start()
     next_event(watcher, "connected")
-
     gateway = start_gateway(gateway_home, pty_pair.path)
     try:
         assert messages(watcher, 1) == [("huaico/gateway/gw-secure/status", b"online")]
@@ -233,6 +229,14 @@ def test_huaico_run_publishes_its_status_over_tls_with_a_password(
         gateway.send_signal(signal.SIGTERM)
         _, err = gateway.communicate(timeout=WAIT)
     assert gateway.returncode == 0, err.decode()
+
+
+def test_huaico_run_publishes_its_status_over_tls_with_a_password(
+        mosquitto_factory, ca, links, gateway_home, pty_pair):
+    broker = tls_broker(mosquitto_factory, ca, users=USERS)
+    write_config(gateway_home, broker, USERS["gateway"], tls_ca=ca.cert)
+    watcher = links(broker, "watcher", tls={"ca": str(ca.cert)}, **login("watcher"))
+    gateway_comes_online_then_stops(watcher, gateway_home, pty_pair)
     assert messages(watcher, 1) == [("huaico/gateway/gw-secure/status", b"offline")]
 
     # Retained: a subscriber arriving later still learns the gateway's state.
@@ -280,17 +284,7 @@ def test_huaico_run_with_a_client_certificate(mosquitto_factory, ca, links, gate
     watcher_cert, watcher_key = ca.client("watcher")
     watcher = links(broker, "watcher", tls={"ca": str(ca.cert), "cert": str(watcher_cert),
                                             "key": str(watcher_key)})
-    watcher.subscribe("huaico/gateway/gw-secure/status")
-    watcher.start()
-    next_event(watcher, "connected")
-
-    gateway = start_gateway(gateway_home, pty_pair.path)
-    try:
-        assert messages(watcher, 1) == [("huaico/gateway/gw-secure/status", b"online")]
-    finally:
-        gateway.send_signal(signal.SIGTERM)
-        _, err = gateway.communicate(timeout=WAIT)
-    assert gateway.returncode == 0, err.decode()
+    gateway_comes_online_then_stops(watcher, gateway_home, pty_pair)
     broker.wait_log("u'gw-secure'")
 
 
