@@ -5,9 +5,16 @@ BIN := $(VENV)/bin
 COSE_VENV := .venv-cose
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test build bench clean
+.PHONY: demo test build bench clean deps-build deps-test
 
-$(STAMP): pyproject.toml setup.py
+# Debian packages first (tools/system-deps): installed when root or `sudo -n`
+# allows, else one line naming the apt-get command and a stop.
+deps-build:
+	@bash tools/system-deps build $(PYTHON)
+deps-test:
+	@bash tools/system-deps test $(PYTHON)
+
+$(STAMP): pyproject.toml setup.py | deps-build
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel Cython
 	HUAICO_BUILD_EXT=$${HUAICO_BUILD_EXT-1} $(BIN)/pip install -q --no-build-isolation -e '.[test]'
@@ -31,7 +38,7 @@ STUBS := .stubs/rp2/machine.pyi .stubs/esp32/machine.pyi
 build: $(STAMP)
 	HUAICO_BUILD_EXT=$${HUAICO_BUILD_EXT-1} $(BIN)/python setup.py -q build_ext --inplace
 
-test: build $(COSE_VENV)/.installed $(STUBS)
+test: deps-test build $(COSE_VENV)/.installed $(STUBS)
 	HUAICO_COSE_PYTHON=$(COSE_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: build
