@@ -202,12 +202,10 @@ def submit_pdus(number, text, ref, status_report=False, validity_minutes=24 * 60
         if encoding == GSM7:
             header_septets = (len(udh) * 8 + 6) // 7
             fill = header_septets * 7 - len(udh) * 8
-            padded = part
-            if (fill + 7 * len(part)) % 8 == 1:
-                # 23.038 6.1.2.3.1: 7 spare bits at the end read as "@" on
-                # phones that ignore the length; a CR there reads as nothing.
-                padded = part + [0x0D]
-            ud = udh + pack_septets(padded, fill)
+            # Spare bits after the last septet stay zero (TS 23.038 6.1.2.1.1,
+            # SMS packing); the CR filler of 6.1.2.3.1 is for USSD, and SMS
+            # decoders would show it as a trailing "\r".
+            ud = udh + pack_septets(part, fill)
             udl = header_septets + len(part)
         else:
             ud = udh + struct.pack(">%dH" % len(part), *part)

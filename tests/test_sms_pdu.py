@@ -52,8 +52,8 @@ def independent_decode(hex_pdu):
         count = udl - header_septets
         bits = int.from_bytes(ud, "little")
         if len(ud) * 8 - 7 * udl == 7:
-            # TS 23.038 6.1.2.3.1: 7 spare bits hold CR, not a phantom "@".
-            assert bits >> (7 * udl) == 0x0D
+            # TS 23.038 6.1.2.1.1: spare bits are zero (CR fill is USSD's).
+            assert bits >> (7 * udl) == 0
         bits = (bits >> (7 * header_septets)) & ((1 << (7 * count)) - 1)
         text = GSM.decode(bits.to_bytes(-(-7 * count // 8), "little").hex()) if count else ""
         if count % 8 == 7:
