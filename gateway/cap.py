@@ -37,6 +37,7 @@ responseType; otherwise from the level).
 import datetime
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -70,6 +71,12 @@ CATEGORIES = ("Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health",
 RESPONSES = ("Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor",
              "Assess", "AllClear", "None")
 _FORBIDDEN = (" ", ",", "<", "&")
+# Characters XML 1.0 does not allow in a document (§2.2 Char): C0 controls
+# other than tab, LF and CR, lone surrogates, U+FFFE and U+FFFF. ElementTree
+# writes them as they are, and the document is then not well-formed.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# xs:dateTime in CAP's pattern has four year digits.
+_LAST_SENT = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc).timestamp() - 14 * 3600
 
 
 class CapError(ValueError):
@@ -100,8 +107,22 @@ def _need(alert, key):
 
 def _token(alert, key):
     value = str(_need(alert, key))
-    if any(c in value for c in _FORBIDDEN):
-        raise CapError(key, "%r has a space, comma, '<' or '&'" % value)
+    if any(c in value for c in _FORBIDDEN) or _NOT_XML_CHAR.search(value):
+        raise CapError(key, "%r has a space, comma, '<', '&' or a control character" % value)
+    return value
+
+
+def _text(value):
+    """Free text made fit for XML: a character XML 1.0 forbids becomes U+FFFD,
+    so a stray control code in a site name cannot make the document unreadable."""
+    return _NOT_XML_CHAR.sub("\ufffd", str(value))
+
+
+def _epoch(value, key):
+    """An epoch time that CAP's dateTime can carry (years 1970-9999)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= _LAST_SENT:
+        raise CapError(key, "%r is not an epoch time before the year 10000" % (value,))
     return value
 
 
@@ -163,15 +184,13 @@ def cap_message(alert):
     sender = _token(alert, "sender")
     msg_type = _one_of(alert, "msg_type", MSG_TYPES)
     level = _one_of(alert, "level", tuple(LEVELS))
-    sent = alert.get("sent")
-    if isinstance(sent, bool) or not isinstance(sent, (int, float)) or not math.isfinite(sent) or sent < 0:
-        raise CapError("sent", "%r is not an epoch time" % (sent,))
+    sent = _epoch(alert.get("sent"), "sent")
     references = []
     for ref in alert.get("references") or ():
         try:
             ref_id, ref_sent = ref
             ref_id = _token({"references": ref_id}, "references")
-            ref_sent = cap_datetime(ref_sent, offset)
+            ref_sent = cap_datetime(_epoch(ref_sent, "references"), offset)
         except (TypeError, ValueError, OverflowError) as error:
             raise CapError("references", "%r is not (id, sent): %s" % (ref, error)) from None
         references.append("%s,%s,%s" % (sender, ref_id, ref_sent))
@@ -215,7 +234,12 @@ def cap_message(alert):
     if references:
         message.append(("references", " ".join(references)))
     message.append(("info", info))
-    return message
+    return _clean(message)
+
+
+def _clean(items):
+    return [(name, _clean(value) if isinstance(value, list) else _text(value))
+            for name, value in items]
 
 
 def _build(parent, items):
