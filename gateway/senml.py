@@ -24,6 +24,14 @@ The base name uses an unregistered `urn:dev` subtype (RFC 9039 registers
 mac, ow, org, os, ops); `urn:dev:org:<PEN>-...` needs an IANA private
 enterprise number that the project does not have.
 
+Units go out as primary SenML units only, so that a pack needs no version
+above the default 10: RFC 8798's secondary units (mm, mm/h, m/h, dBm,
+"/100") are allowed only in packs with bver 26 or later (RFC 9100 §4), and
+"%" is in neither registry ("/" is the ratio unit). The registry's
+millimetres become metres, rates metres per second, percentages ratios and
+dBm dBW, each converted in decimal so the JSON shows the exact value. NTU is
+a registered primary unit (IANA SenML Units, from ISO 7027-1:2016).
+
 Channels are looked up through a mapping or a callable, code ->
 (name, unit, scale), so this module does not depend on the channel
 registry's module.
@@ -31,6 +39,7 @@ registry's module.
 import json
 import math
 import re
+from decimal import Decimal
 
 BASE_PREFIX = "urn:dev:huaico:"
 CONTENT_TYPE = "application/senml+json"
@@ -51,9 +60,30 @@ class SenMLError(ValueError):
         self.reason = reason
 
 
+# Registry unit -> (primary SenML unit, decimal shift, divisor, offset):
+# primary = value * 10**shift / divisor + offset.
+_PRIMARY = {
+    "mm": ("m", -3, 1, 0),
+    "mm/h": ("m/s", -3, 3600, 0),
+    "m/h": ("m/s", 0, 3600, 0),
+    "%": ("/", -2, 1, 0),
+    "dBm": ("dBW", 0, 1, -30),
+}
+
+
 def scaled(value_int, scale):
     """The float nearest to value_int * 10**scale, computed in decimal."""
     return float("%de%d" % (value_int, scale))
+
+
+def primary(unit, value_int, scale):
+    """(SenML primary unit, float value) for a scaled integer in a registry unit."""
+    if unit not in _PRIMARY:
+        return unit, scaled(value_int, scale)
+    unit, shift, divisor, offset = _PRIMARY[unit]
+    if divisor == 1 and offset == 0:
+        return unit, scaled(value_int, scale + shift)
+    return unit, float(Decimal(value_int).scaleb(scale + shift) / divisor + offset)
 
 
 def _lookup(channels):
@@ -87,9 +117,10 @@ def readings_pack(device_id, rows, channels):
         if not _NAME.match(base_name + record["n"]):
             raise SenMLError(device_id, "name %r has characters SenML does not allow"
                              % (base_name + record["n"]))
+        unit, value = primary(unit, value_int, scale)
         if unit:
             record["u"] = unit
-        record["v"] = scaled(value_int, scale)
+        record["v"] = value
         if math.isinf(record["v"]):
             raise SenMLError(device_id, "channel %s value %de%d overflows a float"
                              % (name, value_int, scale))

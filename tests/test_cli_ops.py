@@ -125,7 +125,8 @@ def test_readings_formats_parse(ops_network):
     pack = json.loads(invoke("readings", "--device", "rain-01", "--format", "senml").output)
     assert pack[0]["bn"] == "urn:dev:huaico:%s:" % ops_network.rain.row["id"]
     values = sorted((r["n"], r["v"]) for r in pack)
-    assert ("rain", 12.3) in values and ("rssi", -71.0) in values
+    # SenML's primary units: 12.3 mm as metres, -71 dBm as dBW.
+    assert ("rain", 0.0123) in values and ("rssi", -101.0) in values
 
     limited = json.loads(invoke("readings", "--limit", "2", "--format", "json").output)
     assert len(limited) == 2 and {r["device"] for r in limited} == {"river-02"}

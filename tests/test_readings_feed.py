@@ -57,7 +57,7 @@ def test_readings_are_published_as_senml_in_order(gateway_home, mosquitto_broker
         feed.stop()
         link.stop()
     assert records == [pair for n in range(5)
-                       for pair in (("rain", n / 10), ("water_level", (1000 + n) / 1000))]
+                       for pair in (("rain", n / 10000), ("water_level", (1000 + n) / 1000))]
     assert db.cursor(gateway_home.open(), CURSOR) == 10
 
 
@@ -84,7 +84,7 @@ def test_nothing_is_lost_while_the_broker_is_down(gateway_home, mosquitto_broker
         feed.stop()
         link.stop()
     # The three frames stored during the outage, each reading once at least.
-    assert [value for name, value in records if name == "rain"][-3:] == [0.0, 0.1, 0.2]
+    assert [value for name, value in records if name == "rain"][-3:] == [0.0, 0.0001, 0.0002]  # 0.1 mm steps, in metres
     assert db.cursor(gateway_home.open(), CURSOR) == 10
 
 

@@ -41,15 +41,15 @@ def test_pack_names_units_times_and_values():
     assert pack[0]["bn"] == "urn:dev:huaico:lima-07:"
     assert pack[0]["bt"] == T0
     assert resolve(pack) == [
-        ("urn:dev:huaico:lima-07:rain", T0, 12.3, "mm", None),
+        ("urn:dev:huaico:lima-07:rain", T0, 0.0123, "m", None),
         ("urn:dev:huaico:lima-07:water_level", T0 + 60, 1.52, "m", None),
         ("urn:dev:huaico:lima-07:water_level/1", T0 + 60, -0.045, "m", None),
         ("urn:dev:huaico:lima-07:ph", T0 + 120, 7.12, "pH", None),
         ("urn:dev:huaico:lima-07:count", T0, 7.0, None, None),
     ]
     assert "bn" not in pack[1] and "t" not in pack[0]
-    # The decimal value as written, not 12.300000000000001.
-    assert b'"v":12.3' in body
+    # The decimal value as written (12.3 mm), not 0.012300000000000002.
+    assert b'"v":0.0123' in body
 
 
 def test_base_time_is_the_earliest_reading():
@@ -90,6 +90,34 @@ def test_unrepresentable_readings_raise_a_typed_error(device_id, rows, channels,
     with pytest.raises(SenMLError, match=reason) as caught:
         readings_pack(device_id, rows, channels)
     assert caught.value.device_id == device_id
+
+
+# Primary units of the IANA SenML Units registry that our channels may use:
+# RFC 8428 §12.1, RFC 8798 §2 (deg, kg/m3) and ISO 7027-1:2016 (NTU).
+PRIMARY_UNITS = {"m", "kg", "s", "V", "Cel", "pH", "S/m", "kg/m3", "deg", "m/s", "m/s2",
+                 "count", "/", "dBW", "NTU"}
+
+
+def test_every_registry_channel_goes_out_in_a_primary_unit():
+    from protocol import channels
+    for channel in channels.BY_CODE.values():
+        pack = readings_pack("d", [(channel.code, 0, T0, 1, 0)],
+                             lambda code: (channel.name, channel.unit, channel.scale))
+        assert pack[0]["u"] in PRIMARY_UNITS, (channel.name, pack[0]["u"])
+        assert "bver" not in pack[0]
+
+
+@pytest.mark.parametrize("unit, value_int, scale, primary_unit, value", [
+    ("mm", 123, -1, "m", 0.0123),                 # 12.3 mm of rain
+    ("mm/h", 360, -1, "m/s", 0.00001),            # 36 mm/h
+    ("m/h", 1800, -3, "m/s", 0.0005),             # 1.8 m/h rise
+    ("%", 355, -1, "/", 0.355),                   # soil moisture 35.5 %
+    ("dBm", -97, 0, "dBW", -127.0),               # RSSI -97 dBm
+    ("NTU", 125, -1, "NTU", 12.5),
+])
+def test_secondary_units_are_converted_to_primary_ones(unit, value_int, scale, primary_unit, value):
+    pack = readings_pack("d", [(1, 0, T0, value_int, 0)], {1: ("x", unit, scale)})
+    assert (pack[0]["u"], pack[0]["v"]) == (primary_unit, value)
 
 
 @settings(max_examples=300, deadline=None)
