@@ -14,6 +14,14 @@ are bounded, and a declared length is checked against the bytes that are left
 before anything is allocated for it. The decoder keeps its own stack instead
 of recursing, because a board's C stack is a few kilobytes.
 
+Map keys follow RFC 8949 §5.6: two keys are duplicates when they are the
+same value in the CBOR data model (§2: the integer 0, the float 0.0, -0.0
+and false are four different keys; two NaNs with the same encoding are one
+key), and a map with a duplicate key is refused. A map may be a map key
+(it decodes as a FrozenMap). Keys that CBOR tells apart but a Python or
+MicroPython dict cannot hold apart (false and 0, 1 and 1.0, 0.0 and -0.0)
+are refused as unsupported, never merged and never called duplicates.
+
 On boards built with single-precision floats (rp2, esp32) a decoded double
 is rounded to the nearest float32; the unix port and CPython keep it exactly.
 """
@@ -64,6 +72,40 @@ class Simple:
 
     def __repr__(self):
         return "Simple(%d)" % self.value
+
+
+class FrozenMap:
+    """A CBOR map used as a map key: immutable and hashable (cbor2's FrozenDict)."""
+
+    def __init__(self, mapping):
+        self._map = dict(mapping)
+        self._hash = None
+
+    def __getitem__(self, key):
+        return self._map[key]
+
+    def __iter__(self):
+        return iter(self._map)
+
+    def __len__(self):
+        return len(self._map)
+
+    def items(self):
+        return self._map.items()
+
+    def __eq__(self, other):
+        return isinstance(other, FrozenMap) and self._map == other._map
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        if self._hash is None:
+            self._hash = hash(dumps(self._map))
+        return self._hash
+
+    def __repr__(self):
+        return "FrozenMap(%r)" % (self._map,)
 
 
 class _Undefined:
@@ -127,7 +169,7 @@ def _encode(obj, buf, max_depth):
             _head(buf, 4, len(obj))
             for item in reversed(obj):
                 todo.append((item, left - 1))
-        elif t is dict:
+        elif t is dict or t is FrozenMap:
             _check_depth(left)
             _encode_map(obj, buf, left - 1, todo)
         elif t is Tag:
@@ -245,7 +287,7 @@ def _encode_map(obj, buf, left, todo):
 # ---------------------------------------------------------------- decoding
 
 # A frame on the decoder's stack is a list, one per open container:
-#   [kind, container, remaining, key, in_key, start]
+#   [kind, container, remaining, key, in_key, start, keys]
 # kind       _ARRAY, _MAP, _TAG or _CHUNKS (an indefinite-length string)
 # container  list (array, or chunks), dict (map), or the tag number
 # remaining  data items still expected, -1 for indefinite length
@@ -254,6 +296,7 @@ def _encode_map(obj, buf, left, todo):
 # in_key     array/map/tag: decoding part of a map key (arrays become tuples);
 #            chunks: bytes or characters gathered so far
 # start      byte offset of the container's head, for error offsets
+# keys       map: the encodings of its keys so far (§5.6 duplicates)
 _ARRAY = 0
 _MAP = 1
 _TAG = 2
@@ -343,12 +386,12 @@ def loads(data, max_depth=16, max_items=4096, max_length=65536):
                 if remaining > end - pos:
                     raise CBORError("truncated", start)
             if remaining == 0:
-                value = {} if major == 5 else (() if in_key else [])
+                value = (FrozenMap({}) if in_key else {}) if major == 5 else (() if in_key else [])
             else:
                 if major == 4:
                     stack.append([_ARRAY, [], remaining, None, in_key, start])
                 else:
-                    stack.append([_MAP, {}, remaining, _NO_KEY, in_key, start])
+                    stack.append([_MAP, {}, remaining, _NO_KEY, in_key, start, set()])
                 continue
         elif major == 6:
             _check_room(stack, max_depth, start)
@@ -381,14 +424,16 @@ def loads(data, max_depth=16, max_items=4096, max_length=65536):
                 top[1].append(value)
             elif kind == _MAP:
                 if top[3] is _NO_KEY:
-                    # hash() first: MicroPython answers `in` on an empty
-                    # dict without hashing the key.
-                    try:
-                        seen = hash(value) is not None and value in top[1]
-                    except TypeError:
-                        raise CBORError("bad_key", start, "map key cannot be hashed") from None
-                    if seen:
+                    # Every decoded key is hashable: arrays in a key are
+                    # tuples and maps FrozenMaps (_in_key). The deterministic encoding is the key's value in the
+                    # data model: equal encodings are one key (§5.6).
+                    model = dumps(value)
+                    if model in top[6]:
                         raise CBORError("duplicate_key", start)
+                    if value in top[1]:
+                        raise CBORError("unsupported_key", start,
+                                        "key %r is distinct in CBOR but equal to another in a dict" % (value,))
+                    top[6].add(model)
                     top[3] = value
                 else:
                     top[1][top[3]] = value
@@ -431,7 +476,7 @@ def _finish(frame):
     if kind == _ARRAY:
         return tuple(frame[1]) if frame[4] else frame[1]
     if kind == _MAP:
-        return frame[1]
+        return FrozenMap(frame[1]) if frame[4] else frame[1]
     if frame[3] == 3:
         return "".join(frame[1])
     return b"".join(frame[1])

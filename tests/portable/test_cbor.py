@@ -10,7 +10,7 @@ import binascii
 import json
 import struct
 
-from protocol.cbor import Simple, Tag, dumps, loads, undefined
+from protocol.cbor import FrozenMap, Simple, Tag, dumps, loads, undefined
 from protocol.errors import CBORError
 
 _INF = float("inf")
@@ -200,14 +200,26 @@ def test_array_map_key_becomes_tuple():
     assert loads(_unhex("a1 c6 82 01 02 03")) == {Tag(6, (1, 2)): 3}
 
 
-def test_unhashable_map_key():
-    _fails(_unhex("a1 a0 01"), "bad_key", 1)
-    _fails(_unhex("a1 81 a0 01"), "bad_key", 1)
+def test_map_as_map_key_is_a_frozen_map():
+    got = loads(_unhex("a1 a0 01"))
+    assert got == {FrozenMap({}): 1}
+    assert loads(_unhex("a1 81 a1 01 02 03")) == {(FrozenMap({1: 2}),): 3}
+    assert dumps(got) == _unhex("a1 a0 01")
 
 
 def test_duplicate_map_key():
+    # RFC 8949 §5.6: equal in the data model, whatever the encoding.
     _fails(_unhex("a2 01 02 01 03"), "duplicate_key", 3)
     _fails(_unhex("bf 6161 01 6161 02 ff"), "duplicate_key", 4)
+    _fails(_unhex("a2 01 02 1801 03"), "duplicate_key", 3)
+    _fails(_unhex("a2 f97e00 01 f97e00 02"), "duplicate_key", 5)
+    _fails(_unhex("a2 a0 01 a0 02"), "duplicate_key", 3)
+
+
+def test_keys_distinct_in_cbor_but_equal_in_a_dict_are_unsupported_not_duplicates():
+    for text in ("a2 f4 00 00 f5", "a2 f5 01 01 f5", "a2 f90000 00 00 f5",
+                 "a2 f90000 00 f98000 f5", "a2 01 00 f93c00 01"):
+        _fails(_unhex(text), "unsupported_key")
 
 
 def test_every_truncation_is_refused():
