@@ -21,9 +21,22 @@ GSM7_EXTENSION = {
     "\f": 0x0A, "^": 0x14, "{": 0x28, "}": 0x29, "\\": 0x2F,
     "[": 0x3C, "~": 0x3D, "]": 0x3E, "|": 0x40, "€": 0x65,
 }
+# TS 23.038 A.2.2: the Spanish national language single shift table, which
+# replaces the extension table in a message whose UDH carries IE 0x24 with
+# language 2 (6.2.1.2.4). It keeps the extension table's characters and adds
+# the accented vowels GSM-7 lacks, at two septets each.
+SPANISH_SHIFT = dict(GSM7_EXTENSION, **{
+    "ç": 0x09, "Á": 0x41, "Í": 0x49, "Ó": 0x4F, "Ú": 0x55,
+    "á": 0x61, "í": 0x69, "ó": 0x6F, "ú": 0x75,
+})
+# Single shift tables by option name: (national language identifier, table).
+SHIFT_TABLES = {"es": (0x02, SPANISH_SHIFT)}
+_IEI_SINGLE_SHIFT = 0x24
 _ESC = 0x1B
 _BASIC_INDEX = {c: i for i, c in enumerate(GSM7_BASIC) if i != _ESC}
 _EXTENSION_CHAR = {v: k for k, v in GSM7_EXTENSION.items()}
+_SHIFT_CHARS = {language: {v: k for k, v in table.items()}
+                for language, table in SHIFT_TABLES.values()}
 
 GSM7 = "gsm7"
 UCS2 = "ucs2"
@@ -73,21 +86,21 @@ class StatusReport(NamedTuple):
         return "failed"
 
 
-def choose_encoding(text):
+def choose_encoding(text, extension=GSM7_EXTENSION):
     """GSM7 when every character is in the default alphabet or the extension
-    table, else UCS2."""
+    (or single shift) table, else UCS2."""
     for ch in text:
-        if ch not in _BASIC_INDEX and ch not in GSM7_EXTENSION:
+        if ch not in _BASIC_INDEX and ch not in extension:
             return UCS2
     return GSM7
 
 
-def _units(text, encoding):
+def _units(text, encoding, extension=GSM7_EXTENSION):
     """The text as indivisible units: a GSM-7 extension character is two
     septets (ESC + code), a character outside the BMP two UTF-16 units, and
     neither may be split across parts."""
     if encoding == GSM7:
-        return [(_ESC, GSM7_EXTENSION[ch]) if ch in GSM7_EXTENSION else (_BASIC_INDEX[ch],)
+        return [(_BASIC_INDEX[ch],) if ch in _BASIC_INDEX else (_ESC, extension[ch])
                 for ch in text]
     try:
         return [struct.unpack(">%dH" % (len(b) // 2), b)
@@ -96,24 +109,44 @@ def _units(text, encoding):
         raise PduError("text holds a lone surrogate, which no phone can show") from None
 
 
-def split_units(text, encoding=None):
-    """The parts a text is sent in, each a flat list of septets or UTF-16 units."""
-    encoding = encoding or choose_encoding(text)
-    units = _units(text, encoding)
+_SPACE = (0x20,)  # a space, as a septet and as a UTF-16 unit
+# A part ends at the last space within this many units of its end, so that
+# words and values are not cut; a longer word is cut where it must be.
+_WORD_SLACK = 30
+
+
+def split_units(text, encoding=None, extension=GSM7_EXTENSION, header=(0, 0)):
+    """The parts a text is sent in, each a flat list of septets or UTF-16 units,
+    split between words where a space lies near the end of a part. header is
+    what other UDH elements take from a lone part and from each of several."""
+    encoding = encoding or choose_encoding(text, extension)
+    units = _units(text, encoding, extension)
     single, multi = _LIMITS[encoding]
+    single, multi = single - header[0], multi - header[1]
     if sum(len(u) for u in units) <= single:
         return [[x for u in units for x in u]]
-    parts, current = [], []
+    parts, current, size = [], [], 0
     for unit in units:
-        if len(current) + len(unit) > multi:
-            parts.append(current)
-            current = []
-        current.extend(unit)
-    parts.append(current)
+        if size + len(unit) > multi:
+            cut = _last_space(current)
+            head, current = current[:cut], current[cut:]
+            parts.append([x for u in head for x in u])
+            size = sum(len(u) for u in current)
+        current.append(unit)
+        size += len(unit)
+    parts.append([x for u in current for x in u])
     if len(parts) > MAX_PARTS:
         raise PduError("text needs %d parts; at most %d fit a concatenation header"
                        % (len(parts), MAX_PARTS))
     return parts
+
+
+def _last_space(units):
+    """Where a full part is cut: after its last space near the end, else at the end."""
+    for i in range(len(units) - 1, max(len(units) - _WORD_SLACK, 0) - 1, -1):
+        if units[i] == _SPACE:
+            return i + 1
+    return len(units)
 
 
 def pack_septets(septets, fill_bits=0):
@@ -132,14 +165,14 @@ def unpack_septets(data, count, start_bit=0):
     return [(value >> (start_bit + 7 * i)) & 0x7F for i in range(count)]
 
 
-def septets_to_text(septets):
+def septets_to_text(septets, extension_char=_EXTENSION_CHAR):
     out = []
     escaped = False
     for s in septets:
         if escaped:
             # 23.038 6.2.1.1: an unknown extension code shows as the default
             # alphabet's character.
-            out.append(_EXTENSION_CHAR.get(s, GSM7_BASIC[s]))
+            out.append(extension_char.get(s, GSM7_BASIC[s]))
             escaped = False
         elif s == _ESC:
             escaped = True
@@ -179,26 +212,39 @@ def validity_octet(minutes):
     return min(192 + -(-days // 7), 255)
 
 
-def submit_pdus(number, text, ref, status_report=False, validity_minutes=24 * 60):
+def submit_pdus(number, text, ref, status_report=False, validity_minutes=24 * 60, shift=None):
     """SMS-SUBMIT PDUs for a text: list of (hex_pdu, tpdu_length).
 
     hex_pdu starts with a zero-length SMSC address, so the modem uses the
     SIM's service centre; tpdu_length is what AT+CMGS=<length> wants (octets
     without that SMSC part). ref is the 8-bit concatenation reference: the
     caller varies it per message so that a phone never mixes two messages'
-    parts."""
+    parts. shift names a national language single shift table (SHIFT_TABLES),
+    used only when the text needs it and fits GSM-7 with it."""
     if not 0 <= ref <= 255:
         raise PduError("concatenation reference must fit one octet")
     encoding = choose_encoding(text)
-    parts = split_units(text, encoding)
+    shift_ie = b""
+    extension = GSM7_EXTENSION
+    if shift is not None and encoding == UCS2:
+        if shift not in SHIFT_TABLES:
+            raise PduError("no single shift table %r (have %s)" % (shift, ", ".join(SHIFT_TABLES)))
+        language, table = SHIFT_TABLES[shift]
+        if choose_encoding(text, table) == GSM7:
+            encoding, extension = GSM7, table
+            shift_ie = struct.pack("BBB", _IEI_SINGLE_SHIFT, 1, language)
+    # The shift IE's 3 octets, plus the UDH length octet when it is alone,
+    # in septets with their fill bits: 155 septets in one part, 149 split.
+    parts = split_units(text, encoding, extension, (5, 4) if shift_ie else (0, 0))
     address = encode_address(number)
     dcs = 0x00 if encoding == GSM7 else 0x08
     vp = validity_octet(validity_minutes)
     out = []
     for seq, part in enumerate(parts, 1):
-        udh = b""
+        elements = shift_ie
         if len(parts) > 1:
-            udh = struct.pack("BBBBBB", 5, _IEI_CONCAT_8, 3, ref, len(parts), seq)
+            elements = struct.pack("BBBBB", _IEI_CONCAT_8, 3, ref, len(parts), seq) + shift_ie
+        udh = bytes([len(elements)]) + elements if elements else b""
         if encoding == GSM7:
             header_septets = (len(udh) * 8 + 6) // 7
             fill = header_septets * 7 - len(udh) * 8
@@ -290,18 +336,19 @@ def _decode_user_data(reader, udhi, encoding):
     udl = reader.octet()
     rest = reader.data[reader.pos:]
     concat = None
+    shift = _EXTENSION_CHAR
     header_len = 0
     if udhi:
         if not rest:
             raise PduError("UDHI set but no user data header")
         header_len = rest[0] + 1
-        concat = _concat_from_udh(rest[1:header_len])
+        concat, shift = _elements_of_udh(rest[1:header_len])
     if encoding == GSM7:
         header_septets = (header_len * 8 + 6) // 7
         if udl < header_septets:
             raise PduError("user data length shorter than its header")
         septets = unpack_septets(rest, udl - header_septets, header_septets * 7)
-        return septets_to_text(septets), concat
+        return septets_to_text(septets, shift), concat
     if udl > len(rest) or udl < header_len:
         raise PduError("user data length %d does not fit the PDU" % udl)
     body = rest[header_len:udl]
@@ -312,9 +359,12 @@ def _decode_user_data(reader, udhi, encoding):
     return body.decode("latin-1"), concat
 
 
-def _concat_from_udh(udh):
+def _elements_of_udh(udh):
+    """(concatenation (ref, total, seq) or None, the extension characters by
+    code: a known national single shift table, else the default one)."""
     pos = 0
     concat = None
+    shift = _EXTENSION_CHAR
     while pos + 2 <= len(udh):
         iei, length = udh[pos], udh[pos + 1]
         value = udh[pos + 2:pos + 2 + length]
@@ -324,10 +374,13 @@ def _concat_from_udh(udh):
             concat = struct.unpack("BBB", value)
         elif iei == _IEI_CONCAT_16 and length == 4:
             concat = struct.unpack(">HBB", value)
+        elif iei == _IEI_SINGLE_SHIFT and length == 1:
+            # 23.038 6.2.1.2.4: a table this decoder lacks reads as the default one.
+            shift = _SHIFT_CHARS.get(value[0], _EXTENSION_CHAR)
         pos += 2 + length
     if concat is not None and not (1 <= concat[2] <= concat[1]):
         raise PduError("concatenation part %d of %d" % (concat[2], concat[1]))
-    return concat
+    return concat, shift
 
 
 def _tpdu_bytes(hex_pdu, tpdu_length=None):
