@@ -4,11 +4,11 @@ hypothesis-generated sequences with late readings and restarts, fed one
 frame per transaction (on_readings) or in writer batches (on_frames, before
 the batch's readings are in the table).
 
-The brute force has its own unit table (SPEC.md §3: rain travels in 0.1 mm,
-water level in mm and rules speak metres), so a wrong scale in
-protocol/channels.py or gateway/rules.py cannot pass by being on both
-sides; value and level are compared after every reading, not only at the
-end."""
+The brute force has its own unit table (protocol/SPEC.md §1.3: rain
+travels in 0.1 mm, water level in mm, and rules speak mm and metres), so a
+wrong scale in protocol/channels.py or gateway/rules.py cannot pass by
+being on both sides; value and level are compared after every reading, not
+only at the end."""
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
