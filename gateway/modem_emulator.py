@@ -11,9 +11,11 @@ both sides. Faults are injected by the test: +CMS ERROR for the next N sends,
 plain ERROR, silence, lost network registration, a restart, a failing
 AT+CMGD.
 
-Each accepted PDU's record carries the wall-clock time its +CMGS answer was
-written ("time") and its recipient ("number"); `on_sent(record)`, when set,
-is called with it (on the emulator's thread: keep it short). decode_submit()
+Each accepted PDU's record carries the wall-clock time just before its +CMGS
+answer was written ("time") and its recipient ("number"); `on_sent(record)`,
+when set, is called with it (on the emulator's thread: keep it short). Both
+happen before the answer goes out, so whoever has read +CMGS finds the record
+in `sent`. decode_submit()
 reads a record's text back, again without gateway.sms_pdu.
 """
 import datetime
@@ -372,12 +374,14 @@ class ModemEmulator:
         self._mr = (self._mr + 1) % 256
         record["mr"] = self._mr
         record["number"] = _recipient(hex_pdu)
-        self._write_line("+CMGS: %d" % self._mr)
-        self._write_line("OK")
+        # Recorded before the answer is written: a test that has read +CMGS
+        # and then counts `sent` must find this part there, never race it.
         record["time"] = time.time()
         self.sent.append(record)
         if self.on_sent is not None:
             self.on_sent(record)
+        self._write_line("+CMGS: %d" % self._mr)
+        self._write_line("OK")
         if record["srr"] and self.cnmi[3] == 1:
             digits = _recipient(hex_pdu)
             pdu, n = status_report_pdu(self._mr, digits, datetime.datetime.now(

@@ -6,14 +6,20 @@ stdin and stdout, bytes as hex:
 
     {"op": "version"}                                   -> {"pycose": "1.1.0", "cbor2": "5.9.0"}
     {"op": "verify", "msg": h, "keys": {kid: key}, "aad": h}
-        -> {"ok": bool, "kid": h or null, "payload": h or null, "why": text}
+        -> {"ok": bool, "kid": h or null, "payload": h or null,
+            "refused": null or why, "exception": null or "Type: message"}
     {"op": "mac", "key": h, "kid": h, "payload": h, "aad": h, "kid_protected": bool}
         -> {"msg": h}
 
 A request pycose itself refuses (a key not of 16, 24 or 32 bytes) gets {"error": text}.
 
 "verify" does what a COSE verifier of huaico frames must: decode, find the
-key by the message's kid, require alg HMAC 256/64, check the tag.
+key by the message's kid, require alg HMAC 256/64, check the tag. A refusal
+says at which step, so that a test can tell a forgery from garbage (and a
+peer that broke from either): "malformed" (pycose could not decode it),
+"not_mac0", "bad_alg", "unknown_kid", "bad_tag" (verify_tag said False), or
+"verify_error" (verify_tag raised). Where pycose raised, "exception" names
+its type and message.
 """
 import importlib.metadata
 import json
@@ -25,27 +31,34 @@ from pycose.keys import SymmetricKey
 from pycose.messages import CoseMessage, Mac0Message
 
 
+def _refused(why, kid=None, exc=None):
+    return {"ok": False, "kid": kid, "payload": None, "refused": why,
+            "exception": None if exc is None else "%s: %s" % (type(exc).__name__, exc)}
+
+
 def _verify(request):
     keys = {bytes.fromhex(kid): bytes.fromhex(key) for kid, key in request["keys"].items()}
     try:
         message = CoseMessage.decode(bytes.fromhex(request["msg"]))
-    except Exception as exc:  # pycose raises many types for bad input; all mean "rejected"
-        return {"ok": False, "kid": None, "payload": None, "why": "decode: %r" % exc}
+    except Exception as exc:  # pycose raises many types for bad input: reported, not judged
+        return _refused("malformed", exc=exc)
     if not isinstance(message, Mac0Message):
-        return {"ok": False, "kid": None, "payload": None, "why": "not a COSE_Mac0"}
+        return _refused("not_mac0")
     kid = message.get_attr(KID)
     if message.get_attr(Algorithm) is not HMAC25664:
-        return {"ok": False, "kid": None, "payload": None, "why": "alg is not HMAC 256/64"}
+        return _refused("bad_alg")
     if not isinstance(kid, bytes) or kid not in keys:
-        return {"ok": False, "kid": None, "payload": None, "why": "unknown kid %r" % (kid,)}
+        return _refused("unknown_kid")
     message.key = SymmetricKey(k=keys[kid])
     message.external_aad = bytes.fromhex(request["aad"])
     try:
         ok = message.verify_tag()
     except Exception as exc:
-        return {"ok": False, "kid": kid.hex(), "payload": None, "why": "verify: %r" % exc}
-    return {"ok": bool(ok), "kid": kid.hex(), "payload": message.payload.hex(),
-            "why": "" if ok else "bad tag"}
+        return _refused("verify_error", kid.hex(), exc)
+    if not ok:
+        return _refused("bad_tag", kid.hex())
+    return {"ok": True, "kid": kid.hex(), "payload": message.payload.hex(), "refused": None,
+            "exception": None}
 
 
 def _mac(request):

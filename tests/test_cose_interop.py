@@ -3,12 +3,20 @@
 pycose 1.1 cannot decode beside cbor2 6, so it runs in its own environment
 (`make test` builds .venv-cose) as tests/cose_peer.py, a subprocess that
 speaks JSON lines; HUAICO_COSE_PYTHON names its interpreter.
+
+A refusal counts only for the reason it should have: a forgery fails on
+the tag (pycose's verify_tag says False, our decoders say bad_mac), garbage
+fails to decode (pycose raised a CBOR decode error, named in the answer),
+an unknown kid fails on the kid. A peer that raises for another reason
+(a broken adapter, a pycose that moved on) fails the test instead of
+passing it as "refused".
 """
 import json
 import os
 import subprocess
 from pathlib import Path
 
+import cbor2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +24,7 @@ from hypothesis import strategies as st
 from protocol import cbor
 from protocol import frame as pure
 from protocol.cose import MacKey
-from tests.fixtures.frames import expected_rows, frame_inputs, outcome
+from tests.fixtures.frames import ack_outcome, expected_rows, frame_inputs, outcome
 from tests.portable.test_frame import EXAMPLE_ACK, EXAMPLE_FRAME, EXAMPLE_READINGS, KID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +96,26 @@ def _flips(data):
             yield i, bit, bytes(bad)
 
 
+def refused(answer, why):
+    """The peer's answer is a refusal for this reason."""
+    assert not answer["ok"] and answer["refused"] == why, answer
+    return answer
+
+
+def _flip_reasons(data):
+    """{byte offset: (pycose's refusal, our decoders' reason)} for the bytes
+    of data whose flips have one reason only: the kid's, the payload's and
+    the tag's (the structure's bytes may make anything of the message)."""
+    _, _, payload, tag = cbor2.loads(data).value
+    assert data.count(KID) == 1 and data.count(payload) == 1
+    at_kid, at_payload = data.index(KID), data.index(payload)
+    reasons = {i: ("unknown_kid", "unknown_device") for i in range(at_kid, at_kid + len(KID))}
+    for i in list(range(at_payload, at_payload + len(payload))) + list(
+            range(len(data) - len(tag), len(data))):
+        reasons[i] = ("bad_tag", "bad_mac")
+    return reasons
+
+
 def test_pycose_verifies_our_worked_example(peer):
     answer = peer.verify(bytes.fromhex(EXAMPLE_FRAME), {KID: RAW_KEY})
     assert answer["ok"], answer
@@ -103,7 +131,7 @@ def test_pycose_verifies_our_frames(peer, impl, inputs, raw):
     answer = peer.verify(data, {kid: raw})
     assert answer["ok"], answer
     assert answer["payload"] == pure.encode_payload(seq, time, flags, readings).hex()
-    assert not peer.verify(data, {kid: raw}, aad=pure.ACK_AAD)["ok"]
+    refused(peer.verify(data, {kid: raw}, aad=pure.ACK_AAD), "bad_tag")
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -115,7 +143,7 @@ def test_pycose_verifies_our_acks(peer, impl, kid, raw, seq, time):
     assert answer["ok"], answer
     assert answer["payload"] == "82" + cbor.dumps(seq).hex() + cbor.dumps(time).hex()
     # Without the ack's external_aad the same bytes are no valid MAC: domain separation.
-    assert not peer.verify(data, {kid: raw})["ok"]
+    refused(peer.verify(data, {kid: raw}), "bad_tag")
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -148,39 +176,63 @@ def test_we_accept_acks_made_by_pycose(peer, impls):
 def test_flipped_bits_are_refused_by_both_sides(peer, impls):
     payload = pure.encode_payload(4097, 1795000000, 1, EXAMPLE_READINGS)
     for data in (bytes.fromhex(EXAMPLE_FRAME), peer.mac(RAW_KEY, KID, payload, kid_protected=True)):
+        reasons = _flip_reasons(data)
         for i, bit, bad in _flips(data):
             answer = peer.verify(bad, {KID: RAW_KEY})
-            assert not answer["ok"], (i, bit, answer)
+            assert not answer["ok"] and answer["refused"] != "verify_error", (i, bit, answer)
+            theirs, ours = reasons.get(i, (answer["refused"], None))
+            assert answer["refused"] == theirs, (i, bit, answer)
             for module in impls:
                 result = outcome(module, bad, {KID: KEY}.get)
                 assert result[0] == "error", (i, bit, module.__name__, result)
+                assert ours in (None, result[2]), (i, bit, module.__name__, result)
+
+
+def test_cut_messages_are_malformed_to_both_sides(peer, impls):
+    # Garbage is refused as garbage: pycose's CBOR decoder ran out of bytes,
+    # ours says truncated; neither gets as far as a tag to check.
+    for data, aad in ((bytes.fromhex(EXAMPLE_FRAME), b""), (bytes.fromhex(EXAMPLE_ACK),
+                                                            pure.ACK_AAD)):
+        for cut in range(len(data)):
+            answer = refused(peer.verify(data[:cut], {KID: RAW_KEY}, aad=aad), "malformed")
+            assert answer["exception"].startswith("CBORDecodeEOF: premature end of stream"), (
+                cut, answer)
+            for module in impls:
+                result = (outcome(module, data[:cut], {KID: KEY}.get) if not aad
+                          else ack_outcome(module, data[:cut], KEY))
+                assert result[1:3] == ("FrameError", "truncated"), (cut, module.__name__, result)
 
 
 def test_flipped_ack_bits_are_refused_by_both_sides(peer, impls):
     data = bytes.fromhex(EXAMPLE_ACK)
+    reasons = _flip_reasons(data)
     for i, bit, bad in _flips(data):
         answer = peer.verify(bad, {KID: RAW_KEY}, aad=pure.ACK_AAD)
+        assert not answer["ok"] and answer["refused"] != "verify_error", (i, bit, answer)
+        theirs, ours = reasons.get(i, (answer["refused"], None))
+        assert answer["refused"] == theirs, (i, bit, answer)
         refused_by_us = []
         for module in impls:
             try:
                 kid, seq, time = module.decode_ack(bad, KEY)
-            except pure.FrameError:
+            except pure.FrameError as exc:
                 refused_by_us.append(True)
+                assert ours in (None, exc.reason), (i, bit, module.__name__, exc)
                 continue
             refused_by_us.append(False)
             # decode_ack takes the board's one key, so only the unMACed kid may change.
             assert (seq, time) == (4097, 1795000002) and kid != KID, (i, bit)
-        assert not answer["ok"], (i, bit, answer)
+            assert theirs == "unknown_kid", (i, bit)
         assert refused_by_us in ([True, True], [False, False]), (i, bit)
 
 
 def test_wrong_key_is_refused_by_both_sides(peer, impls):
     data = bytes.fromhex(EXAMPLE_FRAME)
-    assert not peer.verify(data, {KID: OTHER_KEY})["ok"]
+    refused(peer.verify(data, {KID: OTHER_KEY}), "bad_tag")
     forged = peer.mac(OTHER_KEY, KID, pure.encode_payload(1, 2, 0, []))
-    assert not peer.verify(forged, {KID: RAW_KEY})["ok"]
+    refused(peer.verify(forged, {KID: RAW_KEY}), "bad_tag")
     ack = bytes.fromhex(EXAMPLE_ACK)
-    assert not peer.verify(ack, {KID: OTHER_KEY}, aad=pure.ACK_AAD)["ok"]
+    refused(peer.verify(ack, {KID: OTHER_KEY}, aad=pure.ACK_AAD), "bad_tag")
     for module in impls:
         for message in (data, forged):
             key_for = {KID: MacKey(OTHER_KEY if message is data else RAW_KEY)}.get
@@ -194,10 +246,10 @@ def test_wrong_kid_is_refused_by_both_sides(peer, impls):
     payload = pure.encode_payload(1, 2, 0, [(1, 0, 0, 4, 0)])
     # A frame naming another device: neither side knows that device.
     renamed = peer.mac(RAW_KEY, other_kid, payload)
-    assert not peer.verify(renamed, {KID: RAW_KEY})["ok"]
+    refused(peer.verify(renamed, {KID: RAW_KEY}), "unknown_kid")
     # A frame that names a known device under another device's key fails the MAC there.
     keys = {KID: RAW_KEY, other_kid: OTHER_KEY}
-    assert not peer.verify(renamed, {other_kid: OTHER_KEY})["ok"]
+    refused(peer.verify(renamed, {other_kid: OTHER_KEY}), "bad_tag")
     for module in impls:
         assert outcome(module, renamed, {KID: KEY}.get)[:3] == ("error", "AuthError",
                                                                 "unknown_device")
@@ -206,7 +258,7 @@ def test_wrong_kid_is_refused_by_both_sides(peer, impls):
     # The kid in the protected header is MACed: swapping it breaks the tag on both sides.
     signed_kid = peer.mac(RAW_KEY, KID, payload, kid_protected=True)
     swapped = signed_kid.replace(KID, other_kid)
-    assert not peer.verify(swapped, {other_kid: RAW_KEY})["ok"]
+    refused(peer.verify(swapped, {other_kid: RAW_KEY}), "bad_tag")
     for module in impls:
         result = outcome(module, swapped, {other_kid: KEY}.get)
         assert result[:3] == ("error", "AuthError", "bad_mac"), result

@@ -18,6 +18,16 @@ from tests.test_sms_pdu import independent_decode
 
 HUAICO = Path(sys.executable).parent / "huaico"
 ROOT = Path(__file__).resolve().parents[1]
+# README: an alert's first SMS leaves the modem within 10 s of the tip that
+# raised it, at 1x. The demo's "at 1x" figure is the board's wait from that
+# tip to its frame in scenario seconds (busy time counts one to one in the
+# simulator, so --speed does not shrink it) plus the wall time from the frame
+# to the modem's record. It needs no allowance for the speed-up, so the goal
+# is asserted as it stands, with no slack added on top. The slack it leaves,
+# measured here: the worst alert took 4.4-4.8 s at 1x (median about 3 s), so
+# about 5 s before a slower gateway, modem or board breaks the goal; the first
+# alert (about 0.2 s) fails the test once its SMS is held back 10 s.
+GOAL_S = 10.0
 
 
 def run_demo(home, scenario, speed, *extra):
@@ -78,7 +88,13 @@ def test_hillside_rain_end_to_end(tmp_path, mosquitto_broker):
     match = re.search(r"tip to SMS, wall clock: median ([0-9.]+) s, max ([0-9.]+) s", out)
     assert match, out[-2000:]
     assert float(match.group(2)) == pytest.approx(result["latency_s"]["max"], abs=0.01)
-    assert result["latency_s"]["n"] >= 1 and result["latency_1x_s"]["max"] >= 0
+    # Every rain alert's first SMS within the goal at 1x (see GOAL_S), and the
+    # demo says so.
+    by_tip = [e for e in result["events"] if e["trigger"].startswith("tip ")]
+    at_1x = [e["latency_1x_s"] for e in by_tip]
+    assert by_tip and None not in at_1x and len(at_1x) == result["latency_1x_s"]["n"], by_tip
+    assert 0 <= result["latency_1x_s"]["max"] == max(at_1x) <= GOAL_S, result["events"]
+    assert "within the %g s goal" % GOAL_S in out, out[-2000:]
     assert "database: %s" % home in out
     # MQTT: the gateway published the alerts (JSON and CAP) on the broker.
     assert result["messages_mqtt"] > 0

@@ -6,6 +6,10 @@ device allowed to) so that the hostility reaches the payload scanner
 behind the MAC check. Bounds are shown by tracemalloc's peak and by
 counting the pure decoder's function calls, never by wall-clock time.
 Runs are derandomized so that a failure is the same on every run.
+
+The MAC itself is held to a property: a signed frame or ack changed
+anywhere the MAC covers (protected header, payload, any byte of the tag)
+and not MACed again is refused by both builds, whatever the change.
 """
 import hashlib
 import hmac
@@ -13,7 +17,7 @@ import sys
 import tracemalloc
 
 import cbor2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protocol import frame as pure
@@ -24,6 +28,7 @@ from tests.portable.test_frame import EXAMPLE_ACK, EXAMPLE_FRAME, EXAMPLE_UNSIGN
 RAW_KEY = bytes(range(32))
 KEY = MacKey(RAW_KEY, allow_unsigned=True)
 KEY_FOR = {KID: KEY}.get
+STRICT = MacKey(RAW_KEY)  # a device that must sign: nothing passes without a MAC
 FRAME = bytes.fromhex(EXAMPLE_FRAME)
 ACK = bytes.fromhex(EXAMPLE_ACK)
 UNSIGNED = bytes.fromhex(EXAMPLE_UNSIGNED)
@@ -143,6 +148,88 @@ def test_mutated_ack_payloads_behind_a_good_mac(impls, payload):
     structure = cbor2.dumps(["MAC0", PROTECTED, pure.ACK_AAD, payload])
     tag = hmac.new(RAW_KEY, structure, hashlib.sha256).digest()[:8]
     _both(impls, cbor2.dumps(cbor2.CBORTag(17, [PROTECTED, {4: KID}, payload, tag])))
+
+
+def _maced_parts(data):
+    """(protected, payload, tag) of a COSE_Mac0, tagged or not, as cbor2 reads
+    data; None when it is no such thing."""
+    try:
+        item = cbor2.loads(data)
+    except cbor2.CBORDecodeError:
+        return None
+    if isinstance(item, cbor2.CBORTag):
+        if item.tag != 17:
+            return None
+        item = item.value
+    if not isinstance(item, (list, tuple)) or len(item) != 4:
+        return None
+    return item[0], item[2], item[3]
+
+
+def _strict_outcome(impls, kind, data):
+    """data decoded as a frame or an ack for a device that must sign, in both
+    builds; they must agree."""
+    if kind == "frame":
+        results = [outcome(module, data, {KID: STRICT}.get) for module in impls]
+    else:
+        results = [ack_outcome(module, data, STRICT) for module in impls]
+    assert results[0] == results[1], data.hex()
+    return results[0]
+
+
+def _regions(data):
+    """Where the MAC's inputs sit in data: the protected header's bytes, the
+    payload's, the tag's (start, end)."""
+    protected, payload, tag = _maced_parts(data)
+    at = data.index(payload)
+    return {"protected": (3, 3 + len(protected)), "payload": (at, at + len(payload)),
+            "tag": (len(data) - len(tag), len(data))}
+
+
+@st.composite
+def covered_changes(draw):
+    """(kind, region, message): FRAME or ACK with one to three bytes of one
+    MACed region changed, and no new MAC."""
+    kind, data = draw(st.sampled_from([("frame", FRAME), ("ack", ACK)]))
+    region = draw(st.sampled_from(["protected", "payload", "tag"]))
+    start, end = _regions(data)[region]
+    out = bytearray(data)
+    for at, mask in draw(st.lists(st.tuples(st.integers(start, end - 1), st.integers(1, 255)),
+                                  min_size=1, max_size=3, unique_by=lambda change: change[0])):
+        out[at] ^= mask
+    return kind, region, bytes(out)
+
+
+def _last_tag_bit(data):
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+@SETTINGS
+@given(covered_changes())
+@example(("frame", "tag", _last_tag_bit(FRAME)))
+@example(("ack", "tag", _last_tag_bit(ACK)))
+def test_a_change_the_mac_covers_is_refused_without_a_new_mac(impls, change):
+    kind, region, data = change
+    result = _strict_outcome(impls, kind, data)
+    assert result[0] == "error", (region, data.hex(), result)
+    if region != "protected":
+        # The structure is intact: only the tag can tell, and it must.
+        assert result[1:3] == ("AuthError", "bad_mac"), (region, data.hex(), result)
+
+
+@SETTINGS
+@given(st.sampled_from([("frame", FRAME), ("ack", ACK)]).flatmap(
+    lambda pair: st.tuples(st.just(pair[0]), mutated(pair[1]))))
+def test_mutated_signed_messages_are_refused_unless_the_maced_parts_stand(impls, case):
+    # Cuts, splices and flips anywhere: accepted only when cbor2 still reads
+    # the very protected header, payload and tag that were MACed (a change in
+    # the unprotected header or in how a head is written, which the MAC does
+    # not cover, or the outer tag left off).
+    kind, data = case
+    result = _strict_outcome(impls, kind, data)
+    original = FRAME if kind == "frame" else ACK
+    if result[0] == "ok":
+        assert _maced_parts(data) == _maced_parts(original), (data.hex(), result)
 
 
 def _hostile_2k():

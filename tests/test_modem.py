@@ -3,12 +3,15 @@ and GSM-7 with extension characters reach the modem as correct concatenated
 PDUs (checked with the independent decoder smspdudecoder), errors map to
 retryable or not, every wait is bounded, replies and delivery reports come
 back."""
+import os
+import select
 import time
 
 import pytest
 
 from gateway.modem import Modem, csq_to_dbm
 from gateway.sms import SmsError, SmsTimeout
+from gateway.sms_pdu import submit_pdus
 from tests.test_sms_pdu import independent_decode
 
 SPANISH = ("Alerta de huaico: evacúen la quebrada Santa Rosa ahora. ¿Dónde ir? "
@@ -25,6 +28,40 @@ def modem(modem_emulator):
     m = Modem(modem_emulator.path, command_timeout=2.0, send_timeout=2.0, ready_timeout=10.0)
     yield m
     m.close()
+
+
+def _read_until(fd, end, timeout=3.0):
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(end):
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([fd], [], [], left)[0], data
+        data += os.read(fd, 1)
+    return data
+
+
+def test_a_send_is_recorded_before_it_is_answered(modem_emulator):
+    # Whoever has read +CMGS must find the part in `sent`. The record hook
+    # looks at the line while it runs: no answer may be waiting there yet.
+    # An emulator that answers first has its +CMGS readable by then; one
+    # that records first cannot, so this check never races.
+    fd = os.open(modem_emulator.path, os.O_RDWR | os.O_NOCTTY)
+    answered_first = []
+    modem_emulator.on_sent = lambda record: answered_first.append(
+        bool(select.select([fd], [], [], 0.5)[0]))
+    try:
+        for command in (b"ATE0\r", b"AT+CMGF=0\r"):
+            os.write(fd, command)
+            _read_until(fd, b"OK\r\n")
+        (hex_pdu, length), = submit_pdus("+51987654321", "hola", 0)
+        os.write(fd, b"AT+CMGS=%d\r" % length)
+        _read_until(fd, b"> ")
+        os.write(fd, hex_pdu.encode() + b"\x1a")
+        assert b"+CMGS: 1\r\n" in _read_until(fd, b"OK\r\n")
+        assert answered_first == [False]
+        assert [r["hex"] for r in modem_emulator.sent] == [hex_pdu]
+    finally:
+        os.close(fd)
 
 
 def reassemble(records):

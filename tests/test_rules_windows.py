@@ -2,7 +2,14 @@
 brute-force recomputation from every reading seen so far, over
 hypothesis-generated sequences with late readings and restarts, fed one
 frame per transaction (on_readings) or in writer batches (on_frames, before
-the batch's readings are in the table)."""
+the batch's readings are in the table).
+
+The brute force has its own unit table (protocol/SPEC.md §1.3: rain
+travels in 0.1 mm, water level in mm, and rules speak mm and metres), so a
+wrong scale in protocol/channels.py or gateway/rules.py cannot pass by
+being on both sides; value and level are compared after every reading, not
+only at the end."""
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gateway import rules
@@ -12,18 +19,21 @@ from tests.fixtures.alerting import AlertDb, CONFIG
 RAIN = 1          # 0.1 mm
 LEVEL = 4         # water_level, mm
 T0 = 1_800_000_000
+# The rule's unit per integer sent, written down from the spec and not read
+# from the engine: 0.1 mm of rain, 1 mm of water level in metres.
+UNIT = {RAIN: 0.1, LEVEL: 0.001}
 
 
-def brute_value(rule, seen):
+def brute_value(rule, code, seen):
     """The rule's value after `seen` (arrival order), from scratch."""
     latest = max(t for t, _ in seen)
     ordered = sorted(seen, key=lambda item: item[0])  # stable: ties in arrival order
     if rule.kind == "above":
-        return rule.physical(ordered[-1][1])
+        return ordered[-1][1] * UNIT[code]
     inside = [(t, v) for t, v in ordered if latest - rule.window_s < t <= latest]
     if rule.kind == "accumulation":
-        return rule.physical(sum(v for _, v in inside))
-    return rule.physical(inside[-1][1] - min(v for _, v in inside))
+        return sum(v for _, v in inside) * UNIT[code]
+    return (inside[-1][1] - min(v for _, v in inside)) * UNIT[code]
 
 
 def brute_levels(rule, evaluations):
@@ -79,11 +89,15 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
     code = RAIN if kind == "accumulation" else LEVEL
     rule = adb.add_rule(rules.Rule("r", kind, levels, channel=channel, window_s=window,
                                    hysteresis=hysteresis, min_duration_s=min_duration))
-    observed = []
-    engine = rules.RuleEngine(adb.database, CONFIG,
-                              observer=lambda r, d, i, t, tr: observed.append(tr.value))
+    observed = []  # (value, level) the engine holds after each reading
+
+    def observe(rule, device_id, index, t, tracker):
+        observed.append((tracker.value, tracker.level))
+
+    engine = rules.RuleEngine(adb.database, CONFIG, observer=observe)
     seen = []
-    expected = []
+    expected = []  # brute-force value after each reading
+    last_evaluation = []  # per reading: how many evaluations had happened by then
     evaluations = []
     clock = T0
     pending = []  # frames of the writer batch being gathered (group > 0)
@@ -96,8 +110,7 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
     for batch, restart in plan:
         if restart:
             flush()
-            engine = rules.RuleEngine(adb.database, CONFIG,
-                                      observer=lambda r, d, i, t, tr: observed.append(tr.value))
+            engine = rules.RuleEngine(adb.database, CONFIG, observer=observe)
         rows = []
         times = set()
         for step, value in batch:
@@ -117,13 +130,17 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
             late = newest is not None and t < newest
             seen.append((t, v))
             newest = max(newest or t, t)
-            value = brute_value(rule, seen)
+            value = brute_value(rule, code, seen)
             expected.append(value)
             if not (late and kind == "above"):
                 evaluations.append((newest, value))
+            last_evaluation.append(len(evaluations))
     flush()
-    assert observed == expected
+    # A late point reading changes nothing: the level stays the one of the
+    # last evaluation before it (-1 before any).
+    levels = [-1] + brute_levels(rule, evaluations)
+    want = [(value, levels[n]) for value, n in zip(expected, last_evaluation)]
+    assert [(pytest.approx(v, rel=1e-12, abs=1e-15), lv) for v, lv in observed] == want
     level = adb.rows("SELECT level FROM alert_state")
-    want = brute_levels(rule, evaluations)[-1] if evaluations else -1
-    assert (level[0][0] if level else "") == rules.level_name(want)
+    assert (level[0][0] if level else "") == rules.level_name(levels[-1])
     adb.database.conn.close()
