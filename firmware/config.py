@@ -93,6 +93,16 @@ def _is_hex(text, digits):
     return True
 
 
+def _is_ipv4(text):
+    parts = text.split(".")
+    if len(parts) != 4:
+        return False
+    for part in parts:
+        if not part.isdigit() or len(part) > 3 or int(part) > 255:
+            return False
+    return True
+
+
 def _is_int(value, lo, hi):
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
@@ -234,6 +244,11 @@ def _check_transport(t, board, readings, add):
     else:
         if not isinstance(t.get("host"), str) or not t["host"]:
             add("transport.host: the MQTT broker's address is required")
+        elif not _is_ipv4(t["host"]):
+            # A name would need DNS on the board, whose lookup blocks with no timeout
+            # (lwIP: up to 7 s per server) and outlasts the watchdog when the upstream is down.
+            add("transport.host: give the broker's IPv4 address (e.g. 192.168.1.20), not the name %r: "
+                "a DNS lookup on the board can outlast the watchdog" % t["host"])
         if not _is_int(t.get("port"), 1, 65535):
             add("transport.port: must be 1..65535")
         if not isinstance(t.get("ssid"), str) or not isinstance(t.get("password"), str):
