@@ -220,11 +220,12 @@ def resets(board, cause):
     return [e for e in board.of("board_reset") if e["cause"] == cause]
 
 
-def test_pico_w_rejoins_a_lost_network_itself(tmp_path, mosquitto_broker):
+@pytest.mark.parametrize("name", ["pico_w", "pico2_w"])
+def test_pico_w_rejoins_a_lost_network_itself(tmp_path, mosquitto_broker, name):
     """The access point is gone for two minutes while the board has frames to send: its
     join during the outage finds no network, and the CYW43 would never try again."""
     peer = GatewayPeer(mosquitto_broker)
-    site = wifi_site("pico_w", mosquitto_broker)
+    site = wifi_site(name, mosquitto_broker)
     raw = scenario(600, 240)
     raw["link_down"] = [{"from_s": 100, "to_s": 220}]
     board = SimBoard(tmp_path, site, raw, mosquitto_broker)
@@ -235,22 +236,24 @@ def test_pico_w_rejoins_a_lost_network_itself(tmp_path, mosquitto_broker):
     assert peer.store.tips() == board.tips() > 0
 
 
-def test_esp32_in_light_sleep_joins_and_reports(tmp_path, mosquitto_broker):
+@pytest.mark.parametrize("name", ["esp32", "esp32s3"])
+def test_esp32_in_light_sleep_joins_and_reports(tmp_path, mosquitto_broker, name):
     """Each light sleep costs an ESP32 its association: a board that sleeps between
     looks at a join under way never gets on the air."""
     peer = GatewayPeer(mosquitto_broker)
-    site = wifi_site("esp32", mosquitto_broker)
+    site = wifi_site(name, mosquitto_broker)
     board = SimBoard(tmp_path, site, scenario(420, 240), mosquitto_broker)
     finish(board, peer)
     assert_ring_emptied(board)
     assert peer.store.tips() == board.tips() > 0
 
 
-def test_esp32_deep_sleep_with_mqtt_joins_reports_waits_for_acks_and_sleeps(tmp_path, mosquitto_broker):
+@pytest.mark.parametrize("name", ["esp32", "esp32s3"])
+def test_esp32_deep_sleep_with_mqtt_joins_reports_waits_for_acks_and_sleeps(tmp_path, mosquitto_broker, name):
     """Deep sleep is a reset that loses the association: every wake must join, report,
     take its acks and only then sleep again."""
     peer = GatewayPeer(mosquitto_broker)
-    site = wifi_site("esp32", mosquitto_broker, report_s=60,
+    site = wifi_site(name, mosquitto_broker, report_s=60,
                      sensors=[{"type": "battery", "name": "battery", "interval_s": 60}],
                      sleep={"mode": "deep", "max_ms": 60000}, watchdog={"timeout_ms": 8000})
     board = SimBoard(tmp_path, site, {"duration_s": 600, "world": {"battery_v": 4.0}}, mosquitto_broker)
@@ -304,3 +307,15 @@ def test_acks_slower_than_the_speedup_still_count(tmp_path, mosquitto_broker):
     no_ack = [e for e in board.of("retry") if e["why"] == "no_ack"]
     assert not no_ack, "acks 0.3 s late missed the 1.5 s wait:\n" + board.tail()
     assert_ring_emptied(board)
+
+
+def test_a_deep_sleeping_boards_network_work_must_fit_the_watchdog(tmp_path):
+    """Deep sleep restarts the watchdog at each wake, but the join, the sends and the ack
+    wait between two sleeps run under it: MQTT's default timeouts (14 s) do not fit 8 s."""
+    site = site_config("esp32", thresholds=[], sensors=[{"type": "battery", "name": "battery", "interval_s": 60}],
+                       sleep={"mode": "deep", "max_ms": 60000})
+    site["transport"] = {"type": "mqtt", "host": "127.0.0.1", "port": 1883, "ssid": "site", "password": "x"}
+    code, events, output = run_sim(tmp_path, site, {"duration_s": 60})
+    errors = [line for line in output.splitlines() if line.startswith("config error:")]
+    assert code == 2, output
+    assert len(errors) == 1 and "network 14000" in errors[0] and "watchdog" in errors[0], output
