@@ -8,8 +8,8 @@ What the real ports do, and this model enforces (MicroPython v1.28.0 sources):
   cyw43-driver's cyw43_wifi_link_status: JOIN, then NOIP until DHCP is done).
   Join time: a MicroPython ESP32 measured 734 ms to join with a static IP and
   1626 ms with DHCP (glenn20/upy-esp32-experiments, "ESPNowvsWifiEnergyUsage");
-  the model charges those figures on both ports, and a join to an access
-  point that is not there fails after a scan of about 2.5 s.
+  the model charges those figures on both ports, and a CYW43 join to an
+  access point that is not there fails after 2.5 s (an assumed scan time).
 - esp32: once connect() was asked, the port rejoins by itself after the
   network is lost (the STA_DISCONNECTED handler calls esp_wifi_connect again,
   forever by default: config(reconnects=-1)); while the access point is
@@ -40,7 +40,7 @@ AP_IF = 1
 _ESP32 = board.state.get("port") == "esp32"
 _ASSOC_US = 734000  # scan, authenticate, associate (static-IP join, measured above)
 _DHCP_US = 1626000 - _ASSOC_US  # the rest of the measured DHCP join
-_SCAN_FAIL_US = 2500000  # a join to an absent access point gives up after a scan
+_SCAN_FAIL_US = 2500000  # assumed, not measured: a CYW43 join to an absent AP gives up after a scan
 
 if _ESP32:
     # ports/esp32/modnetwork.h and modnetwork_globals.h (v1.28.0)
@@ -112,7 +112,8 @@ def _update():
 
 
 def slept():
-    """machine.lightsleep/deepsleep ran: on esp32 the radio was off and the association is gone."""
+    """machine.lightsleep() ran: on esp32 the radio was off and the association is gone.
+    (Deep sleep is a reset: a new firmware process starts with this module's state fresh.)"""
     if _ESP32 and _st["state"] in (_UP, _JOINING):
         _lose()
 
