@@ -30,6 +30,7 @@ _RAIN_TIPS = 2  # protocol/channels.py "rain_tips"
 _BATTERY = 19  # protocol/channels.py "battery", mV
 _HEAP_FLOOR = 6144  # below this the board is sick: let the watchdog restart it
 _ACK_POLL_MS = 10
+_JOIN_POLL_MS = 250  # awake while Wi-Fi joins: an ESP32 that sleeps loses the join (mqttlink.py)
 _STUCK_S = 3600  # link up but no ack for this long: a wedged radio, reset
 
 
@@ -69,7 +70,8 @@ class App:
         self.rules = [Rule(spec) for spec in rules]
         t = site.transport
         self.t = t
-        if t["type"] == "mqtt":
+        self.wifi = t["type"] == "mqtt"
+        if self.wifi:
             from firmware.mqttlink import MqttLink
             self.link = MqttLink(self.kid_hex, t)
         else:
@@ -204,6 +206,9 @@ class App:
             return
         self.report_now = False
         if not self.link.up(now):
+            if self.wifi and self.link.joining(now):
+                self.next_send = time.ticks_add(now, _JOIN_POLL_MS)  # not a failure: look again soon
+                return
             self._backoff(now, "link_down")
             return
         seqs = self.ring.seqs
@@ -223,7 +228,10 @@ class App:
                 self.on_ack(data)
             if not _any_in(wanted, self.ring.seqs):
                 break
-            time.sleep_ms(_ACK_POLL_MS)
+            if self.wifi:
+                self.link.wait(_ACK_POLL_MS)  # awake on the socket: the ack comes in real time
+            else:
+                time.sleep_ms(_ACK_POLL_MS)
         if _any_in(wanted, self.ring.seqs):
             self._backoff(now, "no_ack")
             return
@@ -269,6 +277,8 @@ class App:
         if ms > self.site.sleep_max_ms:
             ms = self.site.sleep_max_ms
         mode = self.site.sleep_mode
+        if self.wifi and self.link.joining(time.ticks_ms()):
+            mode = "none"  # a light or deep sleep would lose the join on an ESP32
         if mode == "light":
             machine.lightsleep(ms)  # the tip IRQ still counts, and wakes the board
         elif mode == "deep":

@@ -93,6 +93,16 @@ def _is_hex(text, digits):
     return True
 
 
+def _is_ipv4(text):
+    parts = text.split(".")
+    if len(parts) != 4:
+        return False
+    for part in parts:
+        if not part.isdigit() or len(part) > 3 or int(part) > 255:
+            return False
+    return True
+
+
 def _is_int(value, lo, hi):
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
@@ -234,6 +244,11 @@ def _check_transport(t, board, readings, add):
     else:
         if not isinstance(t.get("host"), str) or not t["host"]:
             add("transport.host: the MQTT broker's address is required")
+        elif not _is_ipv4(t["host"]):
+            # A name would need DNS on the board, whose lookup blocks with no timeout
+            # (lwIP: up to 7 s per server) and outlasts the watchdog when the upstream is down.
+            add("transport.host: give the broker's IPv4 address (e.g. 192.168.1.20), not the name %r: "
+                "a DNS lookup on the board can outlast the watchdog" % t["host"])
         if not _is_int(t.get("port"), 1, 65535):
             add("transport.port: must be 1..65535")
         if not isinstance(t.get("ssid"), str) or not isinstance(t.get("password"), str):
@@ -265,12 +280,14 @@ def _check_power(raw, board, rain, n_sensors, add):
         net = transport_budget_ms(t)
     except (KeyError, TypeError):
         return
-    if mode != "deep":
-        loop = max_ms + net + SENSOR_BUDGET_MS * n_sensors + LOOP_MARGIN_MS
-        if loop > wdt:
-            add("sleep.max_ms: a loop may take %d ms (sleep %d + network %d + sensors %d + margin %d) "
-                "but the watchdog resets after %d ms; sleep less or shorten the timeouts"
-                % (loop, max_ms, net, SENSOR_BUDGET_MS * n_sensors, LOOP_MARGIN_MS, wdt))
+    # A deep sleep is a reset (the watchdog starts over at the wake), but the awake
+    # part of the loop (joining, sending, waiting for acks) must fit all the same.
+    slept = max_ms if mode != "deep" else 0
+    loop = slept + net + SENSOR_BUDGET_MS * n_sensors + LOOP_MARGIN_MS
+    if loop > wdt:
+        add("sleep.max_ms: a loop may take %d ms (sleep %d + network %d + sensors %d + margin %d) "
+            "but the watchdog resets after %d ms; sleep less or shorten the timeouts"
+            % (loop, slept, net, SENSOR_BUDGET_MS * n_sensors, LOOP_MARGIN_MS, wdt))
 
 
 def load(path, board_loader=None, sensor_check=True):

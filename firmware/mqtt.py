@@ -143,23 +143,39 @@ class MQTTClient:
 
     def poll(self):
         """[(topic, payload)] of the messages that arrived; never waits."""
-        sock = self.sock
-        sock.setblocking(False)
+        self.sock.setblocking(False)
         try:
-            while self._n < _BUF:
-                try:
-                    chunk = sock.recv(_BUF - self._n)
-                except OSError as exc:
-                    if exc.args and exc.args[0] in _EAGAIN:
-                        break
-                    raise
-                if not chunk:
-                    raise OSError(104)  # the broker closed the connection
-                self._buf[self._n:self._n + len(chunk)] = chunk
-                self._n += len(chunk)
+            while self._n < _BUF and self._take():
+                pass
         finally:
-            sock.settimeout(self.io_timeout)
+            self.sock.settimeout(self.io_timeout)
         return self._packets()
+
+    def wait(self, ms):
+        """Wait up to `ms` for the broker's next bytes, awake on the socket as a board
+        waits for its radio; poll() then parses them. A reply that takes a while is
+        still in time: waiting in sleeps instead would let the board miss it."""
+        if self._n >= _BUF:
+            return
+        self.sock.settimeout(ms / 1000)
+        try:
+            self._take()
+        finally:
+            self.sock.settimeout(self.io_timeout)
+
+    def _take(self):
+        """One recv into the buffer; False when nothing came before the socket's timeout."""
+        try:
+            chunk = self.sock.recv(_BUF - self._n)
+        except OSError as exc:
+            if exc.args and exc.args[0] in _EAGAIN:
+                return False
+            raise
+        if not chunk:
+            raise OSError(104)  # the broker closed the connection
+        self._buf[self._n:self._n + len(chunk)] = chunk
+        self._n += len(chunk)
+        return True
 
     def _packets(self):
         out = []

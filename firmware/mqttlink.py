@@ -1,8 +1,17 @@
 """The MQTT transport: frames published to huaico/<kid>/up, gateway acks read from huaico/<kid>/ack.
 
-Wi-Fi joins in the background (WLAN.connect returns at once); the link is
-up only when Wi-Fi is connected and a broker session is open. Any socket
-error closes the session, and the main loop retries later with backoff.
+Wi-Fi joins in the background (WLAN.connect returns at once, association
+and DHCP take a second or two); the link is up only when Wi-Fi is
+connected and a broker session is open. While a join is under way,
+joining() is true and the main loop stays awake and looks again soon: an
+ESP32 loses its association in light or deep sleep, so a board that slept
+while joining would never get on the air. The link asks for a new join
+whenever none is under way: the Pico W's CYW43 driver never rejoins a lost
+network by itself (its status() keeps saying "connecting"), and a join
+that found no access point is over for good. A join that has not finished
+in _JOIN_MS is asked again. Any socket error closes the session, and the
+main loop retries later with backoff. The broker is an IP address (checked
+in firmware/config.py): a DNS lookup blocks with no timeout of its own.
 poll(), called every loop, also keeps the session alive (PINGREQ when idle
 for half the keepalive) and closes it when the broker has owed a reply for
 that long: a connection that went silent without an error (see mqtt.py).
@@ -13,6 +22,9 @@ import network
 
 from firmware.mqtt import MQTTClient, MQTTError
 
+_JOIN_MS = 10000  # a join not done by then is asked again (a measured DHCP join: ~1.6 s)
+_NOIP = 2  # rp2 status() between association and DHCP (CYW43_LINK_NOIP); esp32 says STAT_CONNECTING
+
 
 class MqttLink:
     def __init__(self, kid_hex, t):
@@ -21,7 +33,7 @@ class MqttLink:
         self.ack_topic = "huaico/%s/ack" % kid_hex
         self.wlan = network.WLAN(network.STA_IF)
         self.wlan.active(True)
-        self._joining = False
+        self._join_at = None  # ticks_ms of the last connect(), None when joined or never asked
         self.client = MQTTClient("huaico-" + kid_hex, t["host"], t["port"], t["keepalive_s"], t["io_timeout_ms"])
         self._connected = False
         self._last_io = 0
@@ -30,12 +42,15 @@ class MqttLink:
     def up(self, now_ms):
         """True when frames can go out now; starts Wi-Fi or a session as needed, bounded."""
         if not self.wlan.isconnected():
-            if not self._joining:
-                self.wlan.connect(self.t["ssid"], self.t["password"])
-                self._joining = True
             self._drop()
+            if not self.joining(now_ms):
+                # disconnect() first: an esp32 still rejoining by itself refuses a
+                # second connect() ("Wifi Internal Error", micropython #17661)
+                self.wlan.disconnect()
+                self.wlan.connect(self.t["ssid"], self.t["password"])
+                self._join_at = now_ms
             return False
-        self._joining = False
+        self._join_at = None
         if self._connected:
             if time.ticks_diff(now_ms, self._last_io) > self.t["keepalive_s"] * 500:
                 return self._guard(self.client.ping, now_ms)
@@ -44,24 +59,42 @@ class MqttLink:
             self.client.connect(self.t["connect_timeout_ms"])
             self.client.subscribe(self.ack_topic, 1)
         except (OSError, MQTTError) as exc:
-            print("mqtt: %r" % (exc,))
-            self.errors += 1
-            self._drop()
+            self._fail(exc)
             return False
         self._connected = True
         self._last_io = now_ms
         return True
 
+    def joining(self, now_ms):
+        """True while a join asked for less than _JOIN_MS ago is still under way."""
+        if self._join_at is None or time.ticks_diff(now_ms, self._join_at) > _JOIN_MS:
+            return False
+        status = self.wlan.status()
+        return status == network.STAT_CONNECTING or (status == _NOIP and network.STAT_GOT_IP == 3)
+
+    def wait(self, ms):
+        """Wait up to `ms` for the broker (see MQTTClient.wait); a plain sleep without a session."""
+        if not self._connected:
+            time.sleep_ms(ms)
+            return
+        try:
+            self.client.wait(ms)
+        except (OSError, MQTTError) as exc:
+            self._fail(exc)
+
     def _guard(self, call, now_ms, *args):
         try:
             call(*args)
         except (OSError, MQTTError) as exc:
-            print("mqtt: %r" % (exc,))
-            self.errors += 1
-            self._drop()
+            self._fail(exc)
             return False
         self._last_io = now_ms
         return True
+
+    def _fail(self, exc):
+        print("mqtt: %r" % (exc,))
+        self.errors += 1
+        self._drop()
 
     def _drop(self):
         if self._connected:
@@ -80,9 +113,7 @@ class MqttLink:
         try:
             messages = client.poll()
         except (OSError, MQTTError) as exc:
-            print("mqtt: %r" % (exc,))
-            self.errors += 1
-            self._drop()
+            self._fail(exc)
             return ()
         now = time.ticks_ms()
         half = self.t["keepalive_s"] * 500

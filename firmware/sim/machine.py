@@ -10,6 +10,8 @@ on the virtual clock (vtime.py), and the reset causes. RTC memory and the
 RP2 watchdog scratch registers (mem32) are kept by the hardware process,
 so they outlive this one at a reset.
 """
+import sys
+
 import micropython
 
 from firmware.sim import board, rpc, vtime
@@ -182,9 +184,13 @@ def reset_cause():
 
 def lightsleep(ms=None):
     vtime.clock.idle((ms if ms is not None else 1000) * 1000, True)
+    net = sys.modules.get("firmware.sim.network")
+    if net is not None:
+        net.slept()  # esp32 loses Wi-Fi in light sleep (deep sleep is a reset: all is lost)
 
 
 def deepsleep(ms=None):
+    vtime.clock.wdt_timeout_us = 0  # the chip is off: no watchdog runs until the wake's reset
     vtime.clock.idle((ms if ms is not None else 1000) * 1000, False)
     raise board.Reset(DEEPSLEEP_RESET)
 

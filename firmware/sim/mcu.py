@@ -71,6 +71,8 @@ def main(path):
     hello = rpc.call("hello")
     board.state["cause"] = hello["cause"]
     board.state["link_down"] = hello["link_down"]
+    board.state["port"] = hello["port"]
+    board.state["dns"] = hello["dns"]
     vtime.install(vtime.Clock(hello["v_us"]))
     _install(hello)
     vtime.clock.heap_probe = _probe

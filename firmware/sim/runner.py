@@ -179,6 +179,8 @@ def main():
             hardware.hello = {"cause": board.state["cause"], "v_us": hardware.v_us,
                               "link_down": board.state["link_down"], "site": site_path, "flash": flash,
                               "mqtt": raw["transport"].get("type") == "mqtt",
+                              "port": "esp32" if str(raw.get("board")).startswith("esp32") else "rp2",
+                              "dns": scenario.dns,
                               "onewire": bool([s for s in raw.get("sensors", ()) if s.get("type") == "ds18b20"])}
             conn = power_on(server, path)
             try:

@@ -6,6 +6,7 @@ JSON, all times in scenario seconds from the first power-on:
  "rain": [{"from_s": 0, "to_s": 600, "every_s": 1.0}],       tips at from+every, from+2*every, ... <= to
  "ramps": [{"key": "water_level_m", "from_s": 0, "to_s": 600, "start": 0.4, "end": 2.1, "step_s": 5}],
  "link_down": [{"from_s": 120, "to_s": 420}],
+ "dns": {"servers": 1, "upstream": "dead"},                  what DHCP hands out (sim/netsock.py)
  "events": [{"at_s": 300.5, "reset": "watchdog"},            soft | hard | watchdog | power_cut
             {"at_s": 100, "fail": "level0"}, {"at_s": 200, "heal": "level0"},
             {"at_s": 50, "world": {"battery_v": 3.3}}]}
@@ -37,6 +38,7 @@ class Scenario:
         self.ramps = raw.get("ramps", [])
         self._ramp_k = [0] * len(self.ramps)
         self.link = raw.get("link_down", [])
+        self.dns = raw.get("dns", {})
         self.events = sorted(raw.get("events", []), key=lambda e: e["at_s"])
         self._event_at = 0
         self.rain_models = []  # the rain gauge models of the current boot
