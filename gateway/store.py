@@ -452,7 +452,9 @@ class Writer:
         if current == epoch:
             return
         if current is not None:
-            if epoch in device.old_epochs:
+            # Epoch 0 (version 1) after epochs is a downgrade or old traffic:
+            # refused like a left epoch until an operator resets the device.
+            if epoch in device.old_epochs or epoch == 0:
                 raise RejectedFrame("old_epoch", -1, "epoch %d of device %s was replaced by %d"
                                     % (epoch, row["name"], current))
             device.old_epochs.add(current)

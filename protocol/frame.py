@@ -354,7 +354,7 @@ def decode_frame(data, key_for):
             for earlier in range(at):
                 other = rows[earlier]
                 if other[2] == row[2] and other[0] == channel and other[1] == row[1]:
-                    s.fail("duplicate", "reading %d repeats channel %d index %d at time %d"
+                    s.fail("repeated", "reading %d repeats channel %d index %d at time %d"
                            % (at, channel, row[1], row[2]))
         mask |= bit
     if fields == 6:

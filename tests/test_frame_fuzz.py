@@ -32,7 +32,7 @@ SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 # SPEC.md §5: every reason a decoder may give.
 REASONS = {"truncated", "malformed", "structure", "trailing", "version", "too_many", "too_long",
-           "int_range", "no_kid", "unknown_device", "unsigned", "bad_alg", "bad_mac", "duplicate"}
+           "int_range", "no_kid", "unknown_device", "unsigned", "bad_alg", "bad_mac", "repeated"}
 
 # Heads declaring the largest lengths and counts, opening indefinite items, tags,
 # simple values, floats and reserved codes.

@@ -86,11 +86,14 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
     expected = []
     evaluations = []
     clock = T0
+    # The gateway's time: never behind a reading it has taken (the store
+    # restamps one from the future), so late readings do not turn it back.
+    wall = [T0]
     pending = []  # frames of the writer batch being gathered (group > 0)
 
     def flush():
         if pending:
-            adb.store_frames(engine, device, list(pending), clock)
+            adb.store_frames(engine, device, list(pending), wall[0])
             pending.clear()
 
     for batch, restart in plan:
@@ -105,13 +108,14 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
             if clock in times:
                 continue
             times.add(clock)
+            wall[0] = max(wall[0], clock)
             rows.append((code, 0, clock, value, 0))
         if group:
             pending.append(rows)
             if len(pending) >= group:
                 flush()
         else:
-            adb.store(engine, device, rows, clock)
+            adb.store(engine, device, rows, wall[0])
         newest = max((t for t, _ in seen), default=None)
         for _, _, t, v, _ in sorted(rows, key=lambda row: row[2]):
             late = newest is not None and t < newest

@@ -174,7 +174,7 @@ def test_epoch_limits():
 def test_one_reading_per_channel_index_and_time():
     level = wire.KEY_STRIDE + 4  # water_level index 1
     for flat in ([4, 0, 1, 4, 0, 2], [1, 5, 1, 3, 0, 0, 1, 5, 2], [level, -3, 1, 4, 0, 0, level, -3, 9]):
-        exc = _refused("duplicate", _decode, _mac0(cbor.dumps([1, 5, 100, 0, flat])))
+        exc = _refused("repeated", _decode, _mac0(cbor.dumps([1, 5, 100, 0, flat])))
         assert "repeats channel" in str(exc), str(exc)
     # Another index, another time, or a channel 32 codes apart (one bit of
     # the decoder's mask) are other readings.
