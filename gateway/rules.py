@@ -18,8 +18,9 @@ A level is entered when its threshold has been met for `min_duration_s`
 (above threshold + hysteresis for below/battery). Windows hold only readings
 whose quality is ok, except for `quality` rules which look at nothing else.
 
-Order: the rules see a frame's readings sorted by reading time, frames in
-the order they were stored. A point rule (above, below, battery, quality)
+Order: the rules see a writer batch's readings of a device sorted by reading
+time (arrival order for equal times), batches in the order they were
+committed. A point rule (above, below, battery, quality)
 acts on the newest reading by reading time; an older one that comes later
 (a backlog) goes into windows but does not move a point rule back in time.
 No reading can pin a tracker: the store restamps readings from the future
@@ -413,16 +414,27 @@ class RuleEngine:
             raise
 
     def on_frames(self, conn, frames, now):
-        """Evaluate a batch of new frames [(device, rows)] in arrival order,
-        whose rows are not in readings yet; returns outbox ids. The rules
-        are looked up once for the batch: nobody else can change them while
-        the writer holds the write lock."""
+        """Evaluate a batch of new frames [(device, rows)], whose rows are
+        not in readings yet; returns outbox ids. A device's rows of the whole
+        batch are evaluated together, in reading-time order (frames in the
+        order they arrived for equal times), so how frames fell into writer
+        batches does not change what the rules see. The rules are looked up
+        once for the batch: nobody else can change them while the writer
+        holds the write lock."""
         conn = _raw(conn)
         try:
             rules = self.rules(conn)
             outbox = []
             if rules:
+                merged = {}
                 for device, rows in frames:
+                    entry = merged.get(device["id"])
+                    if entry is None:
+                        merged[device["id"]] = [device, list(rows)]
+                    else:
+                        entry[0] = device  # its newest state (battery, last seen)
+                        entry[1] += rows
+                for device, rows in merged.values():
                     outbox += self._on_readings(conn, rules, device, rows, now, False)
             return outbox
         except BaseException:

@@ -91,9 +91,23 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
     wall = [T0]
     pending = []  # frames of the writer batch being gathered (group > 0)
 
+    def model(rows):
+        """What the engine does with the rows it evaluates together (one
+        frame, or a writer batch's frames): in reading-time order."""
+        newest = max((t for t, _ in seen), default=None)
+        for _, _, t, v, _ in sorted(rows, key=lambda row: row[2]):
+            late = newest is not None and t < newest
+            seen.append((t, v))
+            newest = max(newest or t, t)
+            value = brute_value(rule, seen)
+            expected.append(value)
+            if not (late and kind == "above"):
+                evaluations.append((newest, value))
+
     def flush():
         if pending:
             adb.store_frames(engine, device, list(pending), wall[0])
+            model([row for rows in pending for row in rows])
             pending.clear()
 
     for batch, restart in plan:
@@ -116,15 +130,7 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
                 flush()
         else:
             adb.store(engine, device, rows, wall[0])
-        newest = max((t for t, _ in seen), default=None)
-        for _, _, t, v, _ in sorted(rows, key=lambda row: row[2]):
-            late = newest is not None and t < newest
-            seen.append((t, v))
-            newest = max(newest or t, t)
-            value = brute_value(rule, seen)
-            expected.append(value)
-            if not (late and kind == "above"):
-                evaluations.append((newest, value))
+            model(rows)
     flush()
     assert observed == expected
     level = adb.rows("SELECT level FROM alert_state")
