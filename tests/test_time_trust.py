@@ -183,3 +183,35 @@ def test_cclk_answers_are_read_as_utc():
         datetime.datetime(2027, 1, 15, 8, tzinfo=datetime.timezone.utc).timestamp())
     assert parse_cclk('+CCLK: "27/01/15,13:30:00+22"') == parse_cclk('+CCLK: "27/01/15,08:00:00+00"')
     assert parse_cclk('+CCLK: "garbage"') is None
+
+
+def test_run_logs_the_clock_and_acks_with_the_time_it_trusts(gateway_home, caplog):
+    """`huaico run`'s Service wires the clock: [clock] trust = "system" is the
+    operator's word for a gateway with an RTC; the log and the acks follow it."""
+    import logging
+    import socket
+    import time
+
+    from gateway import config as config_mod
+    from gateway.service import Service
+
+    path = gateway_home.path / "huaico.toml"
+    path.write_text(path.read_text().replace('trust = "auto"', 'trust = "system"'))
+    config = config_mod.load(gateway_home.path)
+    board = gateway_home.add("rg1")
+    caplog.set_level(logging.INFO, logger="huaico")
+    service = Service(config, udp="127.0.0.1:0", rules=False)
+    service.start()
+    try:
+        address = service.readers[0].address
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.settimeout(10)
+        sender.sendto(board.frame(flags=1), address)
+        _, seq, gateway_time = board.ack(sender.recvfrom(1024)[0])
+        sender.close()
+    finally:
+        service.stop()
+    assert seq == 1 and abs(gateway_time - time.time()) < 5
+    started = [r.getMessage() for r in caplog.records if "event=started" in r.getMessage()]
+    assert "clock=trusted clock_source=system" in started[0], started
+    assert clock_mod.saved_state(gateway_home.open())[:2] == (True, "system")
