@@ -76,6 +76,7 @@ from protocol.frame import FLAG_CLOCK_UNSYNCED, Q_OK, Q_OUT_OF_RANGE, encode_ack
 log = logging.getLogger("huaico.store")
 
 MAX_BATCH = 2000
+LOG_EVERY_S = 60  # at most one restamped_future line per device in this time
 QUEUE_LIMIT = 100000
 _BATTERY = channels.get("battery").code  # volts with exponent -3: the value is mV
 _RSSI = channels.get("rssi").code
@@ -166,6 +167,7 @@ class Writer:
         self.last_frame = None  # receive time of the newest stored frame
         self._devices = {}
         self._clock_saved = None  # the clock state last written to gateway_state
+        self._future_logged = {}  # device id -> when a restamped frame of it was last logged
         self._data_version = None
         self._thread = None
 
@@ -416,8 +418,12 @@ class Writer:
             if not unsynced and batch.trusted and newest > now + FUTURE_TOLERANCE_S:
                 unsynced = 1
                 delta["restamped_future"] = delta.get("restamped_future", 0) + 1
-                log.warning("event=restamped_future device=%s seq=%d ahead_s=%d source=%s",
-                            device.row["name"], frame.seq, newest - now, source)
+                # A board whose clock runs ahead sends every frame so: a line a
+                # minute per device, the counter has them all.
+                if now - self._future_logged.get(kid_hex, -LOG_EVERY_S) >= LOG_EVERY_S:
+                    self._future_logged[kid_hex] = now
+                    log.warning("event=restamped_future device=%s seq=%d ahead_s=%d source=%s",
+                                device.row["name"], frame.seq, newest - now, source)
             if unsynced:
                 shift = int(received) - newest
                 rows = [(c, i, t + shift, v, q) for c, i, t, v, q in rows]
