@@ -45,6 +45,10 @@ log = logging.getLogger("huaico.clock")
 
 FLOOR = 1767225600  # 2026-01-01T00:00:00Z: no clock reading before it is right
 BEHIND_SLACK_S = 300
+# A network time stays good this long after the modem last gave one (a
+# Pi's crystal drifts a few seconds a day), so a modem that goes away for
+# a while does not throw the gateway back onto a clock known to be wrong.
+HOLDOVER_S = 86400
 FUTURE_TOLERANCE_S = 120  # how far ahead of a trusted gateway clock a board's reading may be
 _TIMESYNCD_FLAG = "/run/systemd/timesync/synchronized"
 _STA_UNSYNC = 0x0040  # include/uapi/linux/timex.h
@@ -117,6 +121,7 @@ class GatewayClock:
         self.floor = floor
         self.behind_slack_s = behind_slack_s
         self.newest_data = None
+        self._network_at = None  # (monotonic time, offset) of the last good network time
         self.offset = 0.0
         self.trusted = False
         self.source = "none"
@@ -177,8 +182,15 @@ class GatewayClock:
             else:
                 bad = self.implausible(network)
                 if bad is None:
-                    return True, "network", "GSM network time (NITZ)", network - self.wall()
+                    offset = network - self.wall()
+                    self._network_at = (time.monotonic(), offset)
+                    return True, "network", "GSM network time (NITZ)", offset
                 why += "; network time %s, %s" % (_iso(network), bad)
+            if self._network_at is not None:
+                age = time.monotonic() - self._network_at[0]
+                if age < HOLDOVER_S:
+                    return True, "network", "GSM network time of %s ago, held (%s)" % (
+                        _span(age), why), self._network_at[1]
         return False, "none", why, 0.0
 
     def state(self):

@@ -172,6 +172,10 @@ def test_the_modems_network_time_stands_in_for_ntp(gateway_home):
         assert abs(board.ack(acks[0])[2] - (NOW + 60)) <= 2
         # Readers stamp frames with the system clock; the writer corrects them.
         assert abs(gateway_home.readings(board)[0]["received"] - (NOW + 60)) <= 2
+        # The modem goes away: the network's time is held, not dropped for the wrong clock.
+        modem.close()
+        clock.check()
+        assert clock.trusted and "held" in clock.detail and abs(clock.now() - (NOW + 60)) <= 2
     finally:
         modem.close()
         emulator.close()
