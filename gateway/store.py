@@ -56,7 +56,7 @@ authentic data whose first copy was lost while newer frames got through:
 stored as a "late" frame rather than lost.
 
 Bad input never stops the writer: each rejected frame gets a typed reason
-(the decoder's, or "retired", "replayed"), a counter rejected_<reason>, a
+(the decoder's, or "retired", "replayed", "old_epoch", "seq_reset"), a counter rejected_<reason>, a
 log line naming the device, and a row in rejects.
 """
 import logging
@@ -64,9 +64,8 @@ import queue
 import threading
 import time
 
-from gateway import db, replay
 from gateway import clock as clock_mod
-from gateway.clock import FUTURE_TOLERANCE_S, TrustedClock
+from gateway import db, replay
 from gateway.decoder import decode_frame
 from protocol import channels
 from protocol.cose import MacKey
@@ -162,7 +161,7 @@ class Writer:
         self.batch_s = batch_ms / 1000.0
         self.tick_s = tick_s
         self.on_commit = on_commit
-        self.clock = clock if hasattr(clock, "now") else TrustedClock(clock)
+        self.clock = clock if hasattr(clock, "now") else clock_mod.TrustedClock(clock)
         self.queue = queue.Queue(QUEUE_LIMIT)
         self.last_frame = None  # receive time of the newest stored frame
         self._devices = {}
@@ -415,7 +414,7 @@ class Writer:
         unsynced = 1 if frame.flags & FLAG_CLOCK_UNSYNCED else 0
         if rows:
             newest = max(frame.time, max(row[2] for row in rows))
-            if not unsynced and batch.trusted and newest > now + FUTURE_TOLERANCE_S:
+            if not unsynced and batch.trusted and newest > now + clock_mod.FUTURE_TOLERANCE_S:
                 unsynced = 1
                 delta["restamped_future"] = delta.get("restamped_future", 0) + 1
                 # A board whose clock runs ahead sends every frame so: a line a

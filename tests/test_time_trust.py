@@ -219,3 +219,25 @@ def test_run_logs_the_clock_and_acks_with_the_time_it_trusts(gateway_home, caplo
     started = [r.getMessage() for r in caplog.records if "event=started" in r.getMessage()]
     assert "clock=trusted clock_source=system" in started[0], started
     assert clock_mod.saved_state(gateway_home.open())[:2] == (True, "system")
+
+
+def test_a_future_rain_reading_does_not_empty_an_accumulation_window(gateway_home):
+    """A window trimmed to 10 minutes before a reading a month ahead holds
+    nothing real: after a restart the tracker drops the future reading and
+    the rain of the last 10 minutes raises."""
+    rule = Rule("rain-10min", "accumulation", {"warning": 10.0}, channel="rain", window_s=600)
+    row = rule.to_row()
+    row["created"] = row["updated"] = NOW - DAY
+    with db.transaction(gateway_home.database) as conn:
+        conn.execute("INSERT INTO rules (%s) VALUES (%s)" % (", ".join(row), ", ".join("?" * len(row))),
+                     list(row.values()))
+        board = gateway_home.add("pluvio")
+        conn.execute("INSERT INTO readings (device_id, seq, channel, idx, time, value, quality, "
+                     "received, unsynced) VALUES (?, 99, 1, 0, ?, 1, 0, ?, 0)",
+                     [board.row["id"], int(NOW + 30 * DAY), NOW - 60])
+    gateway = Gateway(gateway_home)
+    for minute in range(1, 5):  # 4 x 3.0 mm in four minutes
+        gateway.time[0] = NOW + 60 * minute
+        raw = board.frame([(1, 0, 0, 30, 0)], time=int(NOW + 60 * minute))
+        assert gateway.writer.process([("test", raw, NOW + 60 * minute, None)]) == ["stored"]
+    assert gateway.alerts() == [("warning", "active")]
