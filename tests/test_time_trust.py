@@ -241,3 +241,42 @@ def test_a_future_rain_reading_does_not_empty_an_accumulation_window(gateway_hom
         raw = board.frame([(1, 0, 0, 30, 0)], time=int(NOW + 60 * minute))
         assert gateway.writer.process([("test", raw, NOW + 60 * minute, None)]) == ["stored"]
     assert gateway.alerts() == [("warning", "active")]
+
+
+def test_the_dispatcher_reads_the_gateways_clock(gateway_home):
+    """The writer stamps the outbox with the gateway's clock; when that clock
+    runs on the network's time, days away from the system clock, the
+    dispatcher must read the same clock or it holds every message for days."""
+    import socket
+    import time
+
+    from gateway import config as config_mod
+    from gateway.service import Service
+
+    emulator = ModemEmulator()
+    try:
+        path = gateway_home.path / "huaico.toml"
+        path.write_text(path.read_text().replace('backend = "none"', 'backend = "modem"')
+                        .replace('port = ""', 'port = "%s"' % emulator.path, 1))
+        config = config_mod.load(gateway_home.path)
+        assert config["sms"]["port"] == emulator.path
+        add_rule(gateway_home, emergency=2.5)
+        board = gateway_home.add("river1")
+        ahead = 5 * DAY  # the network's time, five days after the system clock
+        clock = clock_mod.GatewayClock(system=KernelSays(True, "test"),
+                                       wall=lambda: time.time() + ahead)
+        service = Service(config, udp="127.0.0.1:0", clock=clock)
+        service.start()
+        try:
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sender.sendto(board.frame([(4, 0, 0, 3100, 0)], time=int(clock.now())),
+                          service.readers[0].address)
+            sender.close()
+            deadline = time.monotonic() + 20
+            while not emulator.sent and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            service.stop()
+        assert emulator.sent, "the EMERGENCY SMS was held: the dispatcher read another clock"
+    finally:
+        emulator.close()
