@@ -226,8 +226,11 @@ class Window:
         items = list(self.items)
         items.insert(bisect.bisect_right([item[0] for item in items], t), (t, v))
         self.items = collections.deque(items)
+        self._rebuild_mins()
+
+    def _rebuild_mins(self):
         self._mins.clear()
-        for item in items:
+        for item in self.items:
             while self._mins and self._mins[-1][1] >= item[1]:
                 self._mins.pop()
             self._mins.append(item)
@@ -243,11 +246,7 @@ class Window:
         """Forget the readings stamped after limit."""
         while self.items and self.items[-1][0] > limit:
             self.total -= self.items.pop()[1]
-        self._mins.clear()
-        for item in self.items:
-            while self._mins and self._mins[-1][1] >= item[1]:
-                self._mins.pop()
-            self._mins.append(item)
+        self._rebuild_mins()
 
     def newest(self):
         return self.items[-1][1]

@@ -77,7 +77,7 @@ class Service:
     """Everything `huaico run` starts; start(), then wait(), then stop()."""
 
     def __init__(self, config, *, serial_urls=None, udp=None, status_every=10.0,
-                 tick_s=5.0, status_stream=None, engine=None, rules=True):
+                 tick_s=5.0, status_stream=None, engine=None, rules=True, clock=None):
         self.config = config
         ingest_cfg = config["ingest"]
         self.serial_urls = list(ingest_cfg["serial"] if serial_urls is None else serial_urls)
@@ -94,7 +94,7 @@ class Service:
         self.mqtt = None
         self.dispatcher = None
         self.feed = None
-        self.clock = None
+        self.clock = clock  # a gateway.clock.GatewayClock; made from [clock] when None
         self.stopping = threading.Event()
         self._last_status = (time.monotonic(), 0)
 
@@ -114,9 +114,15 @@ class Service:
         self.dispatcher = self._dispatcher()
         # The modem's network time stands in when NTP is not there (gateway/clock.py).
         sms = self.dispatcher.sms if self.dispatcher is not None else None
-        self.clock = clock_mod.from_config(self.config, network=getattr(sms, "network_time", None))
+        if self.clock is None:
+            self.clock = clock_mod.from_config(self.config,
+                                               network=getattr(sms, "network_time", None))
         self.clock.note_data(clock_mod.newest_stored(self.database))
         self.clock.start(self.config["clock"]["check_every_s"])
+        if self.dispatcher is not None:
+            # Outbox times come from this clock (the writer's): the dispatcher
+            # must read the same one, or a network-time offset holds messages.
+            self.dispatcher.clock = self.clock.now
         if self.engine is None and self.use_rules:
             self.engine = rules_mod.RuleEngine(self.database, self.config, clock=self.clock)
         ingest_cfg = self.config["ingest"]
