@@ -13,6 +13,7 @@ Every wait in the loop is bounded; config.check() proves at boot that one
 loop fits in the watchdog's timeout.
 """
 import gc
+import random
 import time
 
 import machine
@@ -64,7 +65,9 @@ class App:
         self.retained = Retained(board)
         self.sensors = sensors
         self.rain = [s for s in self.sensors if hasattr(s, "pending")]
-        self.ring = Ring(Flash(root + "/ring"), site.ring_frames, site.seq_block)
+        flash = Flash(root + "/ring")
+        self.epoch = _epoch(flash, flash.read("meta") is None)
+        self.ring = Ring(flash, site.ring_frames, site.seq_block)
         self._restore_tips()
         self.key = MacKey(site.key)
         self.rules = [Rule(spec) for spec in rules]
@@ -187,7 +190,7 @@ class App:
         if self.low_battery():
             flags |= FLAG_LOW_BATTERY
         seq = self.ring.next_seq()
-        data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings)
+        data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings, self.epoch)
         if taken:
             # Should a reset hit before the frame is in flash, these tips come back.
             self.retained.save(self.rain_pending(), seq, taken)
@@ -258,10 +261,13 @@ class App:
             log.event("bad_ack", "why", "kid")
             return
         self.last_ack = time.ticks_ms()
-        # Gateway time: the clock of record. Frames say whether they had it.
-        self.offset = gateway_time - time.time()
-        self.synced = True
-        if self.ring.ack(seq):
+        # Gateway time: the clock of record, when the gateway trusts it (else
+        # None). Frames say whether they had it.
+        if gateway_time is not None:
+            self.offset = gateway_time - time.time()
+            self.synced = True
+        seq -= self.epoch << 24  # the ring counts without the epoch (SPEC.md 1.3)
+        if (self.epoch == 0 or 0 <= seq < 1 << 24) and self.ring.ack(seq):
             log.event("ack", "seq", seq, "ring", len(self.ring))
 
     def sleep(self):
@@ -286,6 +292,23 @@ class App:
             machine.deepsleep(ms)  # ends in a reset; the ring and seq are in flash
         else:
             time.sleep_ms(ms)
+
+
+def _epoch(flash, fresh):
+    """The store's epoch (protocol/SPEC.md 1.3), drawn once when the store is
+    new, so that a re-flashed board's frames are new ones to the gateway; 0
+    (version 1 frames) for a store made before epochs, whose ring holds them.
+    random is seeded from the hardware at boot (MICROPY_PY_RANDOM_SEED_INIT_FUNC:
+    esp_random() in ports/esp32, rosc_random_u32() in ports/rp2, mpconfigport.h)."""
+    data = flash.read("epoch")
+    if data:
+        return data[0]
+    if not fresh:
+        return 0
+    epoch = 1 + random.getrandbits(8) % 255
+    flash.write("epoch.tmp", bytes((epoch,)))
+    flash.rename("epoch.tmp", "epoch")
+    return epoch
 
 
 def _any_in(wanted, seqs):

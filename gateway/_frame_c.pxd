@@ -5,12 +5,14 @@ from libc.stdint cimport int64_t, uint64_t
 cdef int64_t _INT64_MAX
 cdef bytes _MAC0_HEAD, _MAC0_USUAL
 cdef int64_t KEY_STRIDE, MAX_CHANNEL, MAX_INDEX, Q_MAX, MAX_READINGS, MAX_KID, MAX_BYTES, Q_OK, VERSION
+cdef int64_t VERSION_EPOCH, MAX_EPOCH, EPOCH_SHIFT, MAX_COUNTER
 cdef int64_t TAG_MAC0, ALG_HMAC_256_64, HDR_ALG, HDR_KID, TAG_LEN
 
 
 @cython.final
 cdef class Frame:
     cdef public object kid
+    cdef public object epoch
     cdef public object seq
     cdef public object time
     cdef public object flags
@@ -58,5 +60,6 @@ cdef _Scanner _unwrap(data, key_for, bytes aad)
                version=cython.longlong, seq=cython.longlong, base=cython.longlong, flags=cython.longlong,
                count=cython.longlong, key=cython.longlong, channel=cython.longlong, dt=cython.longlong,
                value=cython.longlong, at_base=object, result=Frame, at=cython.longlong, quality=cython.longlong, rows=list, row=tuple,
-               _=cython.longlong)
+               _=cython.longlong, epoch=cython.longlong, mask=cython.longlong, bit=cython.longlong,
+               other=tuple, earlier=cython.longlong)
 cpdef Frame decode_frame(data, key_for)

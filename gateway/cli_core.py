@@ -196,6 +196,31 @@ def device_rotate_key(home, name):
     click.echo("new key for %s; site file %s rewritten" % (name, devices.site_path(config, name)))
 
 
+@device.command("reset-sequence")
+@home_option
+@click.argument("name")
+@_user_errors
+def device_reset_sequence(home, name):
+    """Accept a board that counts its frames again from a low number.
+
+    A board that lost its flash (re-flashed, new chip) and whose firmware
+    sends no epoch restarts its sequence numbers: the gateway refuses its
+    frames as seq_reset (`huaico status` says so) and the board keeps them.
+    This forgets the device's numbers; its next frames are stored. Boards
+    with epochs (protocol version 2) need it only when a re-flash happened
+    to draw an epoch they had before (refused as old_epoch).
+
+    \b
+    Example:
+        huaico device reset-sequence rain-01
+    """
+    config, database = open_home(home)
+    before = devices.reset_sequence(database, name)
+    click.echo("sequence numbers of %s reset (last seq was %s, epoch %s); its next frames "
+               "are stored" % (name, "-" if before["last_seq"] is None else before["last_seq"],
+                               "-" if before["epoch"] is None else before["epoch"]))
+
+
 @device.command("retire")
 @home_option
 @click.argument("name")

@@ -45,6 +45,17 @@ batch_ms = 5
 # stored is rejected as "replayed".
 replay_window = 64
 
+[clock]
+# When the gateway trusts its own clock (it never gives boards a time it does
+# not trust). "auto": the kernel says the system clock is synchronised (NTP:
+# systemd-timesyncd, chrony, ntpd), else the GSM network's time from the
+# modem ([sms] backend = "modem"). "system": trust the system clock as it is
+# (a gateway with a battery-backed RTC); it must still not be behind the
+# newest stored data.
+trust = "auto"
+# How often the clock's sources are checked again, in seconds.
+check_every_s = 60
+
 [mqtt]
 # Connect to an MQTT broker: frames from Wi-Fi boards (<prefix>/<device id>/up),
 # acks back (<prefix>/<device id>/ack), readings, alerts, status and counters.
@@ -195,6 +206,9 @@ def from_text(text, home, source="config"):
         raise ConfigError("ingest.replay_window must be 1..64, not %r" % window)
     if sections["mqtt"]["tls_key"] and not sections["mqtt"]["tls_cert"]:
         raise ConfigError("mqtt.tls_key needs mqtt.tls_cert (the certificate it belongs to)")
+    if sections["clock"]["trust"] not in ("auto", "system"):
+        raise ConfigError("clock.trust must be \"auto\" or \"system\", not %r"
+                          % sections["clock"]["trust"])
     if sections["ingest"]["batch_ms"] < 0:
         raise ConfigError("ingest.batch_ms must not be negative")
     return Config(home, sections)
@@ -213,14 +227,30 @@ def load(home=None):
     return from_text(text, home, str(path))
 
 
+def make_home(home):
+    """The data directory, created owner-only (0700): it holds the device
+    keys (huaico.db) and the broker's password (huaico.toml). An existing
+    directory is left as it is; `huaico doctor` says when it is open."""
+    home.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(mode=0o700)
+    except FileExistsError:
+        return home
+    os.chmod(home, 0o700)  # mkdir's mode is masked by the umask, which may be stricter only
+    return home
+
+
 def write_default(home=None, force=False):
-    """Write DEFAULT_TOML unless a config is there; returns (path, written)."""
-    home = home_dir(home)
-    home.mkdir(parents=True, exist_ok=True)
+    """Write DEFAULT_TOML unless a config is there; returns (path, written).
+    The file is created 0600: it will hold the broker's password."""
+    home = make_home(home_dir(home))
     path = home / CONFIG_NAME
     if path.exists() and not force:
         return path, False
     tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(DEFAULT_TOML, encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)  # a tmp left by an older release may be 0644
+        out.write(DEFAULT_TOML)
     os.replace(tmp, path)
     return path, True

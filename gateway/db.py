@@ -11,6 +11,7 @@ transaction together with its row in _migrations: m001... here, then
 gateway.alert_schema.MIGRATIONS (rules, alerts, outbox).
 """
 import contextlib
+import os
 import sqlite3
 import time
 
@@ -23,8 +24,17 @@ REJECTS_KEPT = 10000
 
 
 def open_db(path):
-    """A sqlite_utils.Database on `path`, usable from the thread that owns it."""
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+    """A sqlite_utils.Database on `path`, usable from the thread that owns it.
+    A new database file is created 0600 (it holds the device keys); SQLite
+    gives its -wal and -shm files the database file's mode."""
+    path = str(path)
+    if path != ":memory:" and not os.path.exists(path) and os.path.isdir(
+            os.path.dirname(path) or "."):
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:  # another process made it first
+            pass
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                            timeout=BUSY_TIMEOUT_MS / 1000)
     database = sqlite_utils.Database(conn)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -80,7 +90,26 @@ def m002_cursors(database):
     database["cursors"].create({"name": str, "position": int}, pk="name")
 
 
-MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors)]
+def m003_epochs(database):
+    """Sequence epochs (protocol/SPEC.md 1.3): each device's current epoch
+    (NULL before its first frame; 0 for version 1 frames), the epochs it has
+    left, and when an operator last reset its sequence numbers (readings
+    stored before that do not make a frame a resend)."""
+    conn = database.conn
+    conn.execute("ALTER TABLE devices ADD COLUMN epoch INTEGER")
+    conn.execute("ALTER TABLE devices ADD COLUMN old_epochs TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE devices ADD COLUMN seq_reset_at REAL")
+    conn.execute("UPDATE devices SET epoch = 0 WHERE last_seq IS NOT NULL")
+
+
+def m004_gateway_state(database):
+    """What the running gateway says of itself for other processes (`huaico
+    status`, `doctor`): its clock's trust, by name."""
+    database["gateway_state"].create({"name": str, "value": str, "updated": float}, pk="name")
+
+
+MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
+              ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state)]
 
 
 def all_migrations():

@@ -33,6 +33,7 @@ import tty
 from protocol import link
 from protocol.cose import MacKey
 from protocol.errors import ProtocolError
+from protocol.frame import MAX_COUNTER
 
 SCENARIO_DIR = pathlib.Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = "hillside-rain"
@@ -809,14 +810,15 @@ def _trigger(database, event, device, board):
             "AND seq < ?", [event["device_id"], seq]).fetchone()[0]
         tips, tenths = sums.get(2, 0), sums.get(1, 0)
         threshold = json.loads(event["levels"] or "{}").get(event["level"])
-        if tips and tenths and threshold is not None and seq in board.frames:
+        counter = seq & MAX_COUNTER  # the firmware logs its frames without the epoch
+        if tips and tenths and threshold is not None and counter in board.frames:
             per_tip = tenths / 10.0 / tips
             short = threshold - (event["value"] - tenths / 10.0)
             k = min(max(int(-(-round(short / per_tip, 6) // 1)), 1), tips)
             n = before + k
             if n in board.tips:
                 vt, wall = board.tips[n]
-                made_vt, frame_wall, _ = board.frames[seq]
+                made_vt, frame_wall, _ = board.frames[counter]
                 return "tip %d of %s" % (n, device), wall, max(made_vt - vt, 0.0), frame_wall
     return "frame %d of %s" % (seq, device), received, None, None
 

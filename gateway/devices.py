@@ -139,7 +139,22 @@ def rotate_key(database, config, name):
         raise DeviceError("device %r is retired" % name)
     device["key"] = secrets.token_hex(KEY_BYTES)
     database.execute("UPDATE devices SET key = ? WHERE id = ?", [device["key"], device["id"]])
+    # Sequence numbers are unique under one key: a new key starts them afresh.
+    reset_sequence(database, name)
     write_site_config(device, config)
+    return device
+
+
+def reset_sequence(database, name):
+    """Forget the device's sequence numbers and epochs (protocol/SPEC.md 1.3):
+    its next frame starts a new replay window, and readings stored before now
+    no longer make a frame with the same number a resend. For a board that
+    lost its flash and counts again from a low number (refused as
+    seq_reset). Returns the device as it was before."""
+    device = get(database, name)
+    database.execute(
+        "UPDATE devices SET last_seq = NULL, seq_window = 0, epoch = NULL, old_epochs = '', "
+        "seq_reset_at = ? WHERE id = ?", [time.time(), device["id"]])
     return device
 
 

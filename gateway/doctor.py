@@ -16,17 +16,16 @@ import pathlib
 import shutil
 import socket
 import sqlite3
-import subprocess
 import time
 
 import serial
 
+from gateway import clock as clock_mod
 from gateway import config as config_mod
 from gateway import db
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 TIMEOUT_S = 3.0
-MIN_YEAR = 2024
 # Free disk thresholds: below FAIL_FREE the gateway may stop storing soon.
 FAIL_FREE = 200 * 1024 * 1024
 WARN_FREE = 1024 * 1024 * 1024
@@ -269,10 +268,6 @@ def check_database(config, quick=False):
     if pending:
         checks.append(Check("migrations", WARN, "not applied: %s" % ", ".join(pending),
                             "run `huaico init` (it only applies what is missing)"))
-    mode = path.stat().st_mode
-    if mode & 0o077:
-        checks.append(Check("permissions", WARN, "%s is readable by others (mode %o); it holds "
-                            "device keys" % (path, mode & 0o777), "chmod 600 %s" % path))
     return checks
 
 
@@ -292,37 +287,61 @@ def check_disk(config):
     return Check("disk", OK, text)
 
 
-def check_clock(now=None, timedatectl="timedatectl"):
+def check_clock(now=None, system=None, database=None):
+    """The system clock against gateway.clock's rules: plausible (after
+    clock.FLOOR, not behind stored data), synchronised by the kernel's
+    account, and what the running gateway last decided (gateway_state)."""
     now = time.time() if now is None else now
+    watch = clock_mod.GatewayClock(system=system, wall=lambda: now)
+    saved = None
+    if database is not None:
+        watch.note_data(clock_mod.newest_stored(database))
+        saved = clock_mod.saved_state(database)
     checks = []
-    year = time.localtime(now).tm_year
-    if year < MIN_YEAR:
-        checks.append(Check("clock", FAIL, "the clock says %s" % time.strftime("%Y-%m-%d %H:%M",
-                                                                              time.localtime(now)),
+    shown = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))
+    bad = watch.implausible(now)
+    if bad is not None:
+        checks.append(Check("clock", FAIL, "the clock says %s: %s" % (shown, bad),
                             "boards take their time from the gateway: set it "
-                            "(`sudo timedatectl set-ntp true`, or `sudo date -s ...`)"))
+                            "(`sudo timedatectl set-ntp true`, or `sudo date -s ...`); until "
+                            "then the gateway acks without a time"))
     else:
-        checks.append(Check("clock", OK,
-                            time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(now))))
-    if shutil.which(timedatectl) is None:
-        checks.append(Check("ntp", SKIP, "timedatectl not found; NTP state unknown"))
-        return checks
-    try:
-        done = subprocess.run([timedatectl, "show", "-p", "NTPSynchronized", "--value"],
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        checks.append(Check("ntp", WARN, "timedatectl failed: %s" % exc, "check systemd-timesyncd"))
-        return checks
-    answer = done.stdout.strip()
-    if done.returncode != 0:
-        reason = (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[0]
-        checks.append(Check("ntp", WARN, "NTP state unknown (%s)" % reason,
-                            "on a Raspberry Pi OS gateway `timedatectl` shows it"))
-    elif answer == "yes":
-        checks.append(Check("ntp", OK, "synchronised"))
+        checks.append(Check("clock", OK, shown))
+    synced, why = watch.system.state()
+    if synced:
+        checks.append(Check("ntp", OK, why))
     else:
-        checks.append(Check("ntp", WARN, "clock not synchronised with NTP",
-                            "`sudo timedatectl set-ntp true`; a Pi without a network needs an RTC"))
+        checks.append(Check("ntp", WARN, why, "`sudo timedatectl set-ntp true`; without NTP the "
+                            "gateway takes the GSM network's time ([sms] backend = \"modem\"), "
+                            "or set [clock] trust = \"system\" on a gateway with an RTC"))
+    if saved is None:
+        checks.append(Check("gateway clock", SKIP, "no gateway has run on this database yet"))
+    elif saved[0]:
+        checks.append(Check("gateway clock", OK, "trusted (%s: %s), as of %s" % (
+            saved[1], saved[2], time.strftime("%Y-%m-%d %H:%M", time.localtime(saved[3])))))
+    else:
+        checks.append(Check("gateway clock", WARN, "NOT trusted: %s (as of %s); acks carry no "
+                            "time" % (saved[2], time.strftime("%Y-%m-%d %H:%M",
+                                                               time.localtime(saved[3]))),
+                            "give the gateway NTP or a modem with network time"))
+    return checks
+
+
+def check_modes(config):
+    """The data directory, huaico.toml (broker password) and huaico.db
+    (device keys) readable by their owner only."""
+    checks = []
+    for path, kind, mode in ((config.home, "directory", 0o700),
+                             (config.home / config_mod.CONFIG_NAME, "file", 0o600),
+                             (config.database_path, "file", 0o600)):
+        if not path.exists():
+            continue
+        have = path.stat().st_mode & 0o777
+        if have & 0o077:
+            checks.append(Check("permissions", FAIL, "%s is open to others (mode %o): it holds "
+                                "secrets" % (path, have), "chmod %o %s" % (mode, path)))
+        else:
+            checks.append(Check("permissions", OK, "%s mode %o" % (path, have)))
     return checks
 
 
@@ -363,6 +382,21 @@ def run(home=None, quick=False):
     checks += _guarded("sms", check_modem, config)
     checks += _guarded("broker", check_broker, config)
     checks += _guarded("database", check_database, config, quick=quick)
+    checks += _guarded("permissions", check_modes, config)
     checks += _guarded("disk", check_disk, config)
-    checks += _guarded("clock", check_clock)
+    checks += _guarded("clock", _clock_with_data, config)
     return checks
+
+
+def _clock_with_data(config):
+    """check_clock against the database's newest data and saved state, when it opens."""
+    path = config.database_path
+    if not path.exists():
+        return check_clock()
+    database = db.open_db(path)
+    try:
+        if "gateway_state" not in database.table_names():
+            return check_clock()
+        return check_clock(database=database)
+    finally:
+        database.conn.close()

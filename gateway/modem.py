@@ -8,6 +8,7 @@ unsolicited result codes (RING, +CMTI, +CDS, ...) met on the way, or found
 waiting before the next command, are set aside instead of being mistaken
 for the answer. Every read has a deadline.
 """
+import calendar
 import collections
 import logging
 import random
@@ -299,6 +300,24 @@ class Modem:
                 info["error"] = str(exc)
             return info
 
+    def network_time(self):
+        """The GSM network's time (NITZ) as seconds since 1970 UTC, from the
+        modem's clock (AT+CCLK?, 27.007 8.15), or None when the answer is no
+        time at all. AT+CLTS=1 first asks a SIM800-class modem to set that
+        clock from the network (SIM7600 does by itself and answers ERROR,
+        which is fine). A modem that never heard the network's time answers
+        its power-up default (2004 or 1980): gateway.clock refuses it as
+        implausible, so no check of its own is made here."""
+        with self._lock:
+            self._ensure_ready()
+            try:
+                self._command("AT+CLTS=1")
+            except SmsError as exc:
+                if exc.code is not None:
+                    raise
+            line = self._command("AT+CCLK?", expect="+CCLK:")[0]
+        return parse_cclk(line)
+
     # -- modem control -----------------------------------------------------
 
     def reset(self):
@@ -527,6 +546,22 @@ class Modem:
         except serial.SerialException as exc:
             self._ready = False
             raise SmsError(None, "serial port failed: %s" % exc, True) from None
+
+
+def parse_cclk(line):
+    """Seconds since 1970 UTC from '+CCLK: "yy/MM/dd,hh:mm:ss±zz"' (local
+    time and its offset from UTC in quarter hours, 27.007 8.15), or None."""
+    text = line.split(":", 1)[1].strip().strip('"')
+    try:
+        date, clock = text.split(",")
+        year, month, day = (int(x) for x in date.split("/"))
+        sign = -1 if "-" in clock else 1
+        hms, quarters = clock.replace("-", "+").split("+")
+        hour, minute, second = (int(x) for x in hms.split(":"))
+        local = calendar.timegm((2000 + year, month, day, hour, minute, second, 0, 0, 0))
+    except ValueError:
+        return None
+    return local - sign * int(quarters) * 900
 
 
 def _coded(line, table):

@@ -209,6 +209,13 @@ class ModemEmulator:
         self.sim_inserted = True
         self.report_status = 0  # TP-Status of the +CDS the emulator emits
         self.on_sent = None  # called with each accepted SMS-SUBMIT's record
+        # The network's time zone information (NITZ): a callable giving an
+        # aware datetime, or None for a network that sends none. The modem's
+        # clock takes it only after AT+CLTS=1 (SIM800); until then AT+CCLK?
+        # answers the clock's power-up default, 2004-01-01 plus uptime.
+        self.network_time = None
+        self.clts = 0
+        self._clock_start = time.monotonic()
         self._lock = threading.Lock()
         self._cms_errors = []
         self._plain_errors = 0
@@ -440,6 +447,13 @@ class ModemEmulator:
             return ["OK"]
         if cmd.startswith(("+CSMP=", "+CPMS=", "+CSCS=")):
             return ["OK"]
+        if cmd in ("+CLTS=0", "+CLTS=1"):
+            self.clts = int(cmd[-1])
+            return ["OK"]
+        if cmd == "+CLTS?":
+            return ["+CLTS: %d" % self.clts, "OK"]
+        if cmd == "+CCLK?":
+            return ['+CCLK: "%s"' % self._cclk(), "OK"]
         if cmd == "+CSQ":
             return ["+CSQ: %d,0" % self.rssi, "OK"]
         if cmd == "+CREG?":
@@ -476,6 +490,19 @@ class ModemEmulator:
             return ["OK"]
         self._write_line("ERROR")
         return None
+
+    def _cclk(self):
+        """The modem clock as AT+CCLK? gives it: yy/MM/dd,hh:mm:ss±zz, local
+        time and its offset in quarter hours (27.007 8.15)."""
+        if self.clts and self.network_time is not None:
+            when = self.network_time()
+        else:
+            when = (datetime.datetime(2004, 1, 1, tzinfo=datetime.timezone.utc)
+                    + datetime.timedelta(seconds=int(time.monotonic() - self._clock_start)))
+        quarters = int(when.utcoffset().total_seconds() // 900)
+        return "%02d/%02d/%02d,%02d:%02d:%02d%s%02d" % (
+            when.year % 100, when.month, when.day, when.hour, when.minute, when.second,
+            "-" if quarters < 0 else "+", abs(quarters))
 
     def _reboot(self):
         # The modem drops off for a moment and comes back in power-up state.

@@ -35,6 +35,15 @@ def from_db(value):
     return (value or 0) & _MASK64
 
 
+def epochs_from_db(text):
+    """The epochs a device has left (SPEC.md 1.3), from devices.old_epochs."""
+    return {int(word) for word in (text or "").split()}
+
+
+def epochs_to_db(epochs):
+    return " ".join(str(epoch) for epoch in sorted(epochs))
+
+
 class Window:
     """last_seq (None before the first frame) and its bitmap of `size` bits."""
 

@@ -18,6 +18,17 @@ A level is entered when its threshold has been met for `min_duration_s`
 (above threshold + hysteresis for below/battery). Windows hold only readings
 whose quality is ok, except for `quality` rules which look at nothing else.
 
+Order: the rules see a writer batch's readings of a device sorted by reading
+time (arrival order for equal times), batches in the order they were
+committed. A point rule (above, below, battery, quality)
+acts on the newest reading by reading time; an older one that comes later
+(a backlog) goes into windows but does not move a point rule back in time.
+No reading can pin a tracker: the store restamps readings from the future
+(gateway/store.py), and a tracker whose newest time lies beyond the
+gateway's trusted clock plus clock.FUTURE_TOLERANCE_S (stored before that
+check existed, or by a gateway whose clock was wrong) forgets those
+readings before it takes the next one (Tracker.unpin, logged).
+
 Each (rule, device, index) has a Tracker: its window (kept incrementally:
 a running sum and a monotonic deque for the minimum) and level state. The
 level, its alert and the minimum-duration clocks are stored in alert_state in
@@ -28,8 +39,10 @@ readings table on first use, since the readings are the record anyway.
 import bisect
 import collections
 import json
+import logging
 import re
 
+from gateway.clock import FUTURE_TOLERANCE_S
 from protocol import channels
 from protocol.frame import MAX_INDEX, Q_OK
 
@@ -39,6 +52,8 @@ WINDOW_KINDS = ("accumulation", "rise")
 _DESCENDING = ("below", "battery")
 _DEFAULT_CHANNEL = {"battery": "battery"}
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+log = logging.getLogger("huaico.rules")
 
 
 class RuleError(ValueError):
@@ -211,8 +226,11 @@ class Window:
         items = list(self.items)
         items.insert(bisect.bisect_right([item[0] for item in items], t), (t, v))
         self.items = collections.deque(items)
+        self._rebuild_mins()
+
+    def _rebuild_mins(self):
         self._mins.clear()
-        for item in items:
+        for item in self.items:
             while self._mins and self._mins[-1][1] >= item[1]:
                 self._mins.pop()
             self._mins.append(item)
@@ -223,6 +241,12 @@ class Window:
             self.total -= self.items.popleft()[1]
         while self._mins and self._mins[0][0] <= edge:
             self._mins.popleft()
+
+    def drop_after(self, limit):
+        """Forget the readings stamped after limit."""
+        while self.items and self.items[-1][0] > limit:
+            self.total -= self.items.pop()[1]
+        self._rebuild_mins()
 
     def newest(self):
         return self.items[-1][1]
@@ -265,6 +289,26 @@ class Tracker:
         else:
             return None
         return self.value
+
+    def unpin(self, limit):
+        """Forget readings stamped after `limit` (the gateway's trusted time
+        plus the tolerance), which would otherwise outrank every real
+        reading; True when there were any."""
+        if self.latest is None or self.latest <= limit:
+            return False
+        if self.window is None:
+            self.latest = None
+            return True
+        self.window.drop_after(limit)
+        items = self.window.items
+        self.latest = items[-1][0] if items else None
+        if not items:
+            self.value = None
+        elif self.rule.kind == "accumulation":
+            self.value = self.rule.physical(self.window.total)
+        else:
+            self.value = self.rule.physical(self.window.newest() - self.window.minimum())
+        return True
 
     def feed(self, t, v):
         """add() then evaluate at the newest time; returns transitions."""
@@ -323,12 +367,15 @@ class RuleEngine:
     are in the table already. Both write alert_state, alerts and outbox
     rows on that same connection and never commit."""
 
-    def __init__(self, database, config, observer=None):
+    def __init__(self, database, config, observer=None, clock=None):
         from gateway import alerts  # alerts imports LEVELS from here
         self._alerts = alerts
         self.database = database
         self.config = config
         self.observer = observer
+        # The gateway's clock (gateway.clock): trackers are unpinned only
+        # against a time it trusts; without one, `now` is taken as right.
+        self.clock = clock
         self._rules = []
         self._stamp = None
         self._trackers = {}
@@ -366,16 +413,27 @@ class RuleEngine:
             raise
 
     def on_frames(self, conn, frames, now):
-        """Evaluate a batch of new frames [(device, rows)] in arrival order,
-        whose rows are not in readings yet; returns outbox ids. The rules
-        are looked up once for the batch: nobody else can change them while
-        the writer holds the write lock."""
+        """Evaluate a batch of new frames [(device, rows)], whose rows are
+        not in readings yet; returns outbox ids. A device's rows of the whole
+        batch are evaluated together, in reading-time order (frames in the
+        order they arrived for equal times), so how frames fell into writer
+        batches does not change what the rules see. The rules are looked up
+        once for the batch: nobody else can change them while the writer
+        holds the write lock."""
         conn = _raw(conn)
         try:
             rules = self.rules(conn)
             outbox = []
             if rules:
+                merged = {}
                 for device, rows in frames:
+                    entry = merged.get(device["id"])
+                    if entry is None:
+                        merged[device["id"]] = [device, list(rows)]
+                    else:
+                        entry[0] = device  # its newest state (battery, last seen)
+                        entry[1] += rows
+                for device, rows in merged.values():
                     outbox += self._on_readings(conn, rules, device, rows, now, False)
             return outbox
         except BaseException:
@@ -389,6 +447,7 @@ class RuleEngine:
 
     def _on_readings(self, conn, rules, device, rows, now, stored):
         outbox = []
+        limit = now + FUTURE_TOLERANCE_S if self.clock is None or self.clock.trusted else None
         for rule in rules:
             if not rule.matches(device):
                 continue
@@ -406,6 +465,9 @@ class RuleEngine:
             for index, readings in by_index.items():
                 readings.sort(key=lambda item: item[0])
                 tracker = self._tracker(conn, rule, device["id"], index, readings, stored)
+                if limit is not None and tracker.unpin(limit):
+                    log.warning("event=rule_unpinned rule=%s device=%s idx=%d limit=%d",
+                                rule.name, device["id"], index, limit)
                 before = (tracker.level, dict(tracker.since))
                 for t, v in readings:
                     for old, new in tracker.feed(t, v):

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from gateway import db, dispatch, ingest, rules as rules_mod
+from gateway import clock as clock_mod, db, dispatch, ingest, rules as rules_mod
 from gateway.readings_feed import ReadingsFeed
 from gateway.store import Counters, Writer
 
@@ -77,7 +77,7 @@ class Service:
     """Everything `huaico run` starts; start(), then wait(), then stop()."""
 
     def __init__(self, config, *, serial_urls=None, udp=None, status_every=10.0,
-                 tick_s=5.0, status_stream=None, engine=None, rules=True):
+                 tick_s=5.0, status_stream=None, engine=None, rules=True, clock=None):
         self.config = config
         ingest_cfg = config["ingest"]
         self.serial_urls = list(ingest_cfg["serial"] if serial_urls is None else serial_urls)
@@ -94,6 +94,7 @@ class Service:
         self.mqtt = None
         self.dispatcher = None
         self.feed = None
+        self.clock = clock  # a gateway.clock.GatewayClock; made from [clock] when None
         self.stopping = threading.Event()
         self._last_status = (time.monotonic(), 0)
 
@@ -110,13 +111,24 @@ class Service:
             log.info("event=migrated names=%s", ",".join(applied))
         if self.config["mqtt"]["enabled"]:
             self.mqtt = self._mqtt_link()
-        if self.engine is None and self.use_rules:
-            self.engine = rules_mod.RuleEngine(self.database, self.config)
         self.dispatcher = self._dispatcher()
+        # The modem's network time stands in when NTP is not there (gateway/clock.py).
+        sms = self.dispatcher.sms if self.dispatcher is not None else None
+        if self.clock is None:
+            self.clock = clock_mod.from_config(self.config,
+                                               network=getattr(sms, "network_time", None))
+        self.clock.note_data(clock_mod.newest_stored(self.database))
+        self.clock.start(self.config["clock"]["check_every_s"])
+        if self.dispatcher is not None:
+            # Outbox times come from this clock (the writer's): the dispatcher
+            # must read the same one, or a network-time offset holds messages.
+            self.dispatcher.clock = self.clock.now
+        if self.engine is None and self.use_rules:
+            self.engine = rules_mod.RuleEngine(self.database, self.config, clock=self.clock)
         ingest_cfg = self.config["ingest"]
         self.writer = Writer(self.database, engine=self.engine, counters=self.counters,
                              window=ingest_cfg["replay_window"], batch_ms=ingest_cfg["batch_ms"],
-                             tick_s=self.tick_s, on_commit=self._committed)
+                             tick_s=self.tick_s, on_commit=self._committed, clock=self.clock)
         self.writer.start()
         try:
             for url in self.serial_urls:
@@ -139,10 +151,11 @@ class Service:
                 self.feed.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
-        log.info("event=started serial=%s udp=%s mqtt=%s rules=%s dispatcher=%s",
-                 ",".join(self.serial_urls) or "-", self.udp or "-",
+        log.info("event=started serial=%s udp=%s mqtt=%s rules=%s dispatcher=%s clock=%s "
+                 "clock_source=%s", ",".join(self.serial_urls) or "-", self.udp or "-",
                  "on" if self.mqtt else "off", "on" if self.engine else "off",
-                 "on" if self.dispatcher else "off")
+                 "on" if self.dispatcher else "off",
+                 "trusted" if self.clock.trusted else "untrusted", self.clock.source)
 
     def _status_topic(self, leaf):
         mqtt_cfg = self.config["mqtt"]
@@ -219,11 +232,12 @@ class Service:
         rejects = sum(n for name, n in totals.items()
                       if name.startswith("rejected_") or name.startswith("link_"))
         last = self.writer.last_frame
-        age = "%.0fs" % (time.time() - last) if last else "-"
+        age = "%.0fs" % (self.clock.now() - last) if last else "-"
         line = ("frames/s=%.1f frames=%d readings=%d duplicates=%d rejects=%d queue=%d "
-                "last_frame_age=%s" % (rate, frames, totals.get("readings", 0),
-                                       totals.get("duplicates", 0), rejects,
-                                       self.writer.depth, age))
+                "last_frame_age=%s clock=%s" % (rate, frames, totals.get("readings", 0),
+                                                totals.get("duplicates", 0), rejects,
+                                                self.writer.depth, age,
+                                                "trusted" if self.clock.trusted else "UNTRUSTED"))
         if self.status_stream.isatty():
             self.status_stream.write("\r\x1b[K" + line)
             self.status_stream.flush()
@@ -243,6 +257,8 @@ class Service:
             reader.join()
         if self.writer is not None:
             self.writer.stop()
+        if self.clock is not None:
+            self.clock.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
         if self.feed is not None:

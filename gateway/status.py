@@ -4,11 +4,26 @@ battery and signal, its newest value per channel, and the active alerts.
 A device is stale when it has not been heard for longer than the threshold
 (`--stale`, else `[status] stale_after` in huaico.toml, else 15 minutes):
 a silent rain gauge during a storm is exactly what an operator must see
-first, so stale devices are listed first and marked.
+first, so stale devices are listed first and marked. A device whose frames
+arrive but are refused (a re-flashed board counting again, an old key) is
+not silent: its newest refusals since it was last stored are shown with the
+reason and what to do, so nobody drives out to a board that is transmitting.
+
+The gateway's clock is shown as the running gateway last saved it
+(gateway.clock): an untrusted clock means boards are getting no time.
 """
 import time
 
+from gateway import clock as clock_mod
 from gateway import readings_query
+
+# What an operator does about a refusal that a board will not get over by itself.
+_REMEDY = {
+    "seq_reset": "huaico device reset-sequence %s",
+    "old_epoch": "huaico device reset-sequence %s",
+    "bad_mac": "flash the site file of %s again (huaico device rotate-key changed its key?)",
+    "retired": "%s is retired",
+}
 
 DEFAULT_STALE = "15m"
 STALE_MARK = "!"
@@ -63,6 +78,28 @@ def active_alerts(database):
         "WHERE a.status = 'active' ORDER BY a.raised"))
 
 
+def _refused(database, row):
+    """The refusals of the device's frames since its last stored one:
+    {"reason", "detail", "time", "count", "remedy"} of the newest, or None."""
+    found = database.execute(
+        "SELECT reason, detail, max(time), count(*) FROM rejects WHERE device_id = ? AND "
+        "time > ? AND reason NOT IN ('replayed') GROUP BY reason ORDER BY max(time) DESC LIMIT 1",
+        [row["id"], row["last_seen"] or 0]).fetchone()
+    if found is None:
+        return None
+    reason, detail, at, count = found
+    remedy = _REMEDY.get(reason)
+    return {"reason": reason, "detail": detail, "time": at, "count": count,
+            "remedy": remedy % row["name"] if remedy else None}
+
+
+def _clock(database):
+    saved = clock_mod.saved_state(database) if "gateway_state" in database.table_names() else None
+    if saved is None:
+        return None
+    return {"trusted": saved[0], "source": saved[1], "detail": saved[2], "as_of": saved[3]}
+
+
 def collect(database, stale_s, now=None):
     """The status as plain data (what --json prints)."""
     now = time.time() if now is None else now
@@ -71,6 +108,7 @@ def collect(database, stale_s, now=None):
         retired = bool(row["retired"])
         stale = not retired and (row["last_seen"] is None or now - row["last_seen"] > stale_s)
         found.append({
+            "refused": _refused(database, row),
             "name": row["name"], "id": row["id"], "site": row["site"], "board": row["board"],
             "retired": retired, "last_seen": row["last_seen"],
             "age_s": None if row["last_seen"] is None else round(now - row["last_seen"], 1),
@@ -81,7 +119,7 @@ def collect(database, stale_s, now=None):
         })
     alerts = active_alerts(database)
     return {"time": now, "stale_after_s": stale_s, "devices": found, "alerts": alerts,
-            "stale": sum(1 for d in found if d["stale"])}
+            "stale": sum(1 for d in found if d["stale"]), "clock": _clock(database)}
 
 
 def _values_text(values):
@@ -113,7 +151,9 @@ def render(status, style=lambda text, **kw: text):
     for item in ordered:
         mark = STALE_MARK if item["stale"] else ""
         seen = ago(item["last_seen"], now)
-        if item["stale"]:
+        if item["stale"] and item["refused"]:
+            seen += " STALE: frames refused"
+        elif item["stale"]:
             seen += " STALE"
         elif item["retired"]:
             seen += " (retired)"
@@ -130,6 +170,23 @@ def render(status, style=lambda text, **kw: text):
             text = style(text, bold=True)
         lines.append(text)
     lines.append("")
+    for item in ordered:
+        refused = item["refused"]
+        if refused:
+            text = "%s transmits but %d frame%s refused (%s), last %s: %s" % (
+                item["name"], refused["count"], "" if refused["count"] == 1 else "s",
+                refused["reason"], ago(refused["time"], now), refused["detail"])
+            if refused["remedy"]:
+                text += " -> " + refused["remedy"]
+            lines.append(style(text, fg="red", bold=True))
+    clock = status.get("clock")
+    if clock is not None and not clock["trusted"]:
+        lines.append(style("Gateway clock NOT trusted (%s, as of %s): acks carry no time." % (
+            clock["detail"], ago(clock["as_of"], now)), fg="red", bold=True))
+    elif clock is not None:
+        lines.append("Gateway clock trusted (%s)." % clock["source"])
+    if any(item["refused"] for item in ordered) or clock is not None:
+        lines.append("")
     if not status["alerts"]:
         lines.append("No active alerts.")
         return lines

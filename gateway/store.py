@@ -23,19 +23,40 @@ time or the latest row, whichever is later) is taken to be the moment it
 arrived, and every row keeps its offset from that: row time + (received -
 newest). The relative spacing of a burst survives, the absolute time errs
 late by the frame's transit and queueing delay, and the rows say so with
-unsynced=1.
+unsynced=1. A synced frame whose newest time is more than
+clock.FUTURE_TOLERANCE_S ahead of the gateway's clock, while that clock is
+trusted, is restamped the same way (counted restamped_future, logged): a
+board's clock that ran ahead cannot put readings in the future, where they
+would outrank every real reading in the rules. The gateway's clock
+(gateway.clock) also gives the acks' time, none while it is not trusted,
+and its offset (network time) is added to the readers' receive times.
+
+A reading outside its channel's valid range (protocol.channels) is stored
+with quality out_of_range, so no threshold rule acts on it (counted
+out_of_range, logged).
+
+Epochs (SPEC.md 1.3): a version 2 frame carries its board's epoch. A new
+one (a re-flashed board) becomes the device's current epoch, the replay
+window restarts and epoch_changes is counted; a frame of an epoch the
+device has left is refused as "old_epoch", never acked. Version 1 frames
+are epoch 0.
 
 Sequence numbers (gateway/replay.py): a frame inside the window that was
 stored already is a "duplicate" (a resend after a lost ack): acked again,
 nothing stored, no rules. A frame older than the window that was stored
 already is "replayed": rejected (counted, logged, recorded, no rules) but
 still acked, because the board that resends it after a long-lost ack must
-be able to drop it and an ack helps nobody else. A frame older than the
-window that was never stored is authentic data whose first copy was lost
-while newer frames got through: stored as a "late" frame rather than lost.
+be able to drop it and an ack helps nobody else. Either is acked only when
+its readings are the ones stored under that number: a frame whose number
+was used for other readings is a board that started counting again (a
+version 1 board that lost its flash), refused as "seq_reset" and never
+acked, so the board keeps it until an operator runs `huaico device
+reset-sequence`. A frame older than the window that was never stored is
+authentic data whose first copy was lost while newer frames got through:
+stored as a "late" frame rather than lost.
 
 Bad input never stops the writer: each rejected frame gets a typed reason
-(the decoder's, or "retired", "replayed"), a counter rejected_<reason>, a
+(the decoder's, or "retired", "replayed", "old_epoch", "seq_reset"), a counter rejected_<reason>, a
 log line naming the device, and a row in rejects.
 """
 import logging
@@ -43,20 +64,24 @@ import queue
 import threading
 import time
 
+from gateway import clock as clock_mod
 from gateway import db, replay
 from gateway.decoder import decode_frame
 from protocol import channels
 from protocol.cose import MacKey
 from protocol.errors import FrameError, LinkError, ProtocolError
-from protocol.frame import FLAG_CLOCK_UNSYNCED, encode_ack
+from protocol.frame import FLAG_CLOCK_UNSYNCED, Q_OK, Q_OUT_OF_RANGE, encode_ack
 
 log = logging.getLogger("huaico.store")
 
 MAX_BATCH = 2000
+LOG_EVERY_S = 60  # at most one restamped_future line per device in this time
 QUEUE_LIMIT = 100000
 _BATTERY = channels.get("battery").code  # volts with exponent -3: the value is mV
 _RSSI = channels.get("rssi").code
 _STOP = object()
+# Valid ranges by channel code, as sent (scaled integers).
+_RANGES = {code: (channel.lo, channel.hi) for code, channel in channels.BY_CODE.items()}
 
 _INSERT = ("INSERT OR IGNORE INTO readings (device_id, seq, channel, idx, time, value, "
            "quality, received, unsynced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -99,18 +124,21 @@ class Counters:
 class _Device:
     """What the writer keeps of one device between batches."""
 
-    __slots__ = ("row", "mac", "window", "dirty")
+    __slots__ = ("row", "mac", "window", "old_epochs", "dirty")
 
     def __init__(self, row, window_size):
         self.row = row
         self.mac = MacKey(bytes.fromhex(row["key"]), bool(row["allow_unsigned"]))
         self.window = replay.Window(window_size, row["last_seq"], replay.from_db(row["seq_window"]))
+        self.old_epochs = replay.epochs_from_db(row["old_epochs"])
         self.dirty = False
 
 
 class Writer:
     """The one thread that writes the database; see the module docstring.
 
+    clock: a gateway.clock.GatewayClock (now(), trusted, offset), or a plain
+    callable giving a time that is taken as trusted.
     engine: an object with on_frames(conn, frames, now) -> outbox ids,
     frames being [(device, rows)] of the batch's new frames in arrival order
     whose rows are inserted after the call in the same transaction, and
@@ -133,10 +161,12 @@ class Writer:
         self.batch_s = batch_ms / 1000.0
         self.tick_s = tick_s
         self.on_commit = on_commit
-        self.clock = clock
+        self.clock = clock if hasattr(clock, "now") else clock_mod.TrustedClock(clock)
         self.queue = queue.Queue(QUEUE_LIMIT)
         self.last_frame = None  # receive time of the newest stored frame
         self._devices = {}
+        self._clock_saved = None  # the clock state last written to gateway_state
+        self._future_logged = {}  # device id -> when a restamped frame of it was last logged
         self._data_version = None
         self._thread = None
 
@@ -211,7 +241,7 @@ class Writer:
     def process(self, items):
         """Store a batch in one transaction, then ack; returns the outcomes
         ("stored", "duplicate" or a reject reason), one per item."""
-        now = self.clock()
+        now = self.clock.now()
         try:
             outcomes, acks, outbox = self._transaction(items, now, isolate=False)
         except Exception:
@@ -257,6 +287,10 @@ class Writer:
         acks = []
         outbox = []
         batch = _Batch()
+        clock = self.clock
+        batch.trusted = clock.trusted
+        batch.offset = clock.offset
+        batch.ack_time = int(now) if batch.trusted else None
         delta = {}
         try:
             with db.transaction(self.database) as conn:
@@ -273,6 +307,7 @@ class Writer:
                     conn.executemany(_INSERT, batch.readings)
                     delta["readings"] = conn.total_changes - before
                 self._save_devices(conn)
+                self._save_clock(conn, now)
                 rejects = batch.rejects
                 if rejects:
                     db.add_rejects(conn, rejects)
@@ -288,11 +323,20 @@ class Writer:
         except BaseException:
             self._devices.clear()  # windows must match the database again
             self._data_version = None
+            self._clock_saved = None
             forget = getattr(self.engine, "rolled_back", None)
             if forget is not None:
                 forget()
             raise
         return outcomes, acks, outbox
+
+    def _save_clock(self, conn, now):
+        """The clock's state into gateway_state when it changed."""
+        clock = self.clock
+        state = (clock.trusted, clock.source, clock.detail)
+        if state != self._clock_saved:
+            clock_mod.save_state(conn, clock, now)
+            self._clock_saved = state
 
     def _refresh(self, conn):
         """Forget cached devices when another connection (the CLI rotating a
@@ -317,11 +361,12 @@ class Writer:
     def _one(self, conn, source, raw, received, now, batch, delta):
         """One item inside the transaction: (outcome, ack bytes or None)."""
         rejects = batch.rejects
+        received += batch.offset
         if isinstance(raw, LinkError):
             self._reject(rejects, delta, received, None, "link_" + raw.reason, str(raw), source)
             return "link_" + raw.reason, None
         asked = []
-        replayed = False
+        resent = None
 
         def key_for(kid):
             asked.append(kid)
@@ -334,24 +379,31 @@ class Writer:
             device = self._devices[kid_hex]
             if device.row["retired"]:
                 raise RejectedFrame("retired", -1, "device %s" % device.row["name"])
+            self._epoch(device, frame.epoch, delta, source)
             verdict = device.window.check(frame.seq)
-            if verdict == replay.OLD and (not frame.rows
-                                          or (kid_hex, frame.seq) in batch.seqs
-                                          or self._stored(conn, kid_hex, frame.seq)):
-                replayed = True
+            if verdict == replay.SEEN:
+                resent = "duplicate"
+            elif verdict == replay.OLD and (not frame.rows or (kid_hex, frame.seq) in batch.stored
+                                            or self._stored(conn, device, frame.seq)):
+                resent = "replayed"
+            if resent is not None and not self._same(conn, device, frame, batch):
+                raise RejectedFrame(
+                    "seq_reset", -1, "seq %d was stored with other readings: the board counts "
+                    "again from a lower number (flash lost?); recover with `huaico device "
+                    "reset-sequence %s`" % (frame.seq, device.row["name"]))
         except ProtocolError as exc:
             kid_hex = asked[-1].hex() if asked else None
             self._reject(rejects, delta, received, kid_hex, exc.reason, str(exc), source)
             return exc.reason, None
-        ack = encode_ack(frame.kid, device.mac, frame.seq, int(now))
-        if replayed:
+        ack = encode_ack(frame.kid, device.mac, frame.seq, batch.ack_time)
+        if resent == "replayed":
             # Acked all the same: the ack is harmless to anyone but the board,
             # which may be resending it because an ack was lost long ago.
             self._reject(rejects, delta, received, kid_hex, "replayed",
                          "seq %d was stored already and is older than the window (last %d)"
                          % (frame.seq, device.window.last), source)
             return "replayed", ack
-        if verdict == replay.SEEN:
+        if resent == "duplicate":
             delta["duplicates"] = delta.get("duplicates", 0) + 1
             return "duplicate", ack
         if verdict == replay.OLD:
@@ -360,14 +412,25 @@ class Writer:
             delta["late_frames"] = delta.get("late_frames", 0) + 1
         rows = frame.rows
         unsynced = 1 if frame.flags & FLAG_CLOCK_UNSYNCED else 0
-        if unsynced and rows:
+        if rows:
             newest = max(frame.time, max(row[2] for row in rows))
-            shift = int(received) - newest
-            rows = [(c, i, t + shift, v, q) for c, i, t, v, q in rows]
+            if not unsynced and batch.trusted and newest > now + clock_mod.FUTURE_TOLERANCE_S:
+                unsynced = 1
+                delta["restamped_future"] = delta.get("restamped_future", 0) + 1
+                # A board whose clock runs ahead sends every frame so: a line a
+                # minute per device, the counter has them all.
+                if now - self._future_logged.get(kid_hex, -LOG_EVERY_S) >= LOG_EVERY_S:
+                    self._future_logged[kid_hex] = now
+                    log.warning("event=restamped_future device=%s seq=%d ahead_s=%d source=%s",
+                                device.row["name"], frame.seq, newest - now, source)
+            if unsynced:
+                shift = int(received) - newest
+                rows = [(c, i, t + shift, v, q) for c, i, t, v, q in rows]
+            rows = self._ranged(rows, device, frame.seq, delta)
         seq = frame.seq
         batch.readings += [(kid_hex, seq, c, i, t, v, q, received, unsynced)
                            for c, i, t, v, q in rows]
-        batch.seqs.add((kid_hex, seq))
+        batch.stored[(kid_hex, seq)] = frame.rows
         delta["frames_ok"] = delta.get("frames_ok", 0) + 1
         if verdict == replay.NEW:
             device.window.mark(frame.seq)
@@ -386,10 +449,73 @@ class Writer:
             batch.frames.append((_public(row), rows))
         return "stored", ack
 
+    def _epoch(self, device, epoch, delta, source):
+        """Take a frame's epoch (SPEC.md 1.3): a new one restarts the window,
+        one the device has left raises RejectedFrame."""
+        row = device.row
+        current = row["epoch"]
+        if current == epoch:
+            return
+        if current is not None:
+            # Epoch 0 (version 1) after epochs is a downgrade or old traffic:
+            # refused like a left epoch until an operator resets the device.
+            if epoch in device.old_epochs or epoch == 0:
+                raise RejectedFrame("old_epoch", -1, "epoch %d of device %s was replaced by %d"
+                                    % (epoch, row["name"], current))
+            device.old_epochs.add(current)
+            device.window = replay.Window(self.window_size)
+            delta["epoch_changes"] = delta.get("epoch_changes", 0) + 1
+            log.warning("event=epoch_new device=%s epoch=%d previous=%d last_seq=%s source=%s",
+                        row["name"], epoch, current, row["last_seq"], source)
+        row["epoch"] = epoch
+        row["old_epochs"] = replay.epochs_to_db(device.old_epochs)
+        device.dirty = True
+
     @staticmethod
-    def _stored(conn, kid_hex, seq):
-        return conn.execute("SELECT 1 FROM readings WHERE device_id = ? AND seq = ? LIMIT 1",
-                            [kid_hex, seq]).fetchone() is not None
+    def _ranged(rows, device, seq, delta):
+        """rows with quality out_of_range on each ok reading outside its
+        channel's valid range; the same list when there is none."""
+        ranges = _RANGES
+        bad = [at for at, (c, _, _, v, q) in enumerate(rows)
+               if q == Q_OK and c in ranges and not ranges[c][0] <= v <= ranges[c][1]]
+        if not bad:
+            return rows
+        rows = list(rows)
+        for at in bad:
+            c, i, t, v, _ = rows[at]
+            rows[at] = (c, i, t, v, Q_OUT_OF_RANGE)
+            log.warning("event=out_of_range device=%s seq=%d channel=%s idx=%d value=%d "
+                        "valid=%d..%d", device.row["name"], seq, channels.get(c).name, i, v,
+                        ranges[c][0], ranges[c][1])
+        delta["out_of_range"] = delta.get("out_of_range", 0) + len(bad)
+        return rows
+
+    @staticmethod
+    def _stored(conn, device, seq):
+        return conn.execute("SELECT 1 FROM readings WHERE device_id = ? AND seq = ? "
+                            "AND received >= ? LIMIT 1",
+                            [device.row["id"], seq, device.row["seq_reset_at"] or 0]
+                            ).fetchone() is not None
+
+    @staticmethod
+    def _same(conn, device, frame, batch):
+        """Whether a resent frame holds the readings stored under its seq: a
+        true duplicate, not a board counting again. Times are compared only
+        where both copies carry the board's own (synced) time."""
+        kid_hex = device.row["id"]
+        pending = batch.stored.get((kid_hex, frame.seq))
+        if pending is not None:
+            return pending == frame.rows
+        stored = conn.execute(
+            "SELECT channel, idx, time, value, unsynced FROM readings WHERE device_id = ? "
+            "AND seq = ? AND received >= ?",
+            [kid_hex, frame.seq, device.row["seq_reset_at"] or 0]).fetchall()
+        timed = not frame.flags & FLAG_CLOCK_UNSYNCED and all(not r[4] for r in stored)
+        if timed:
+            return (sorted((c, i, t, v) for c, i, t, v, _ in stored)
+                    == sorted((c, i, t, v) for c, i, t, v, _ in frame.rows))
+        return (sorted((c, i, v) for c, i, _, v, _ in stored)
+                == sorted((c, i, v) for c, i, _, v, _ in frame.rows))
 
     def _rules(self, conn, frames, now, isolate, delta):
         """The engine's outbox ids; when a frame is retried alone and the engine
@@ -417,9 +543,9 @@ class Writer:
             device.dirty = False
         conn.executemany(
             "UPDATE devices SET last_seq = ?, seq_window = ?, last_seen = ?, battery_mv = ?, "
-            "rssi = ? WHERE id = ?",
+            "rssi = ?, epoch = ?, old_epochs = ? WHERE id = ?",
             [(d.row["last_seq"], d.row["seq_window"], d.row["last_seen"], d.row["battery_mv"],
-              d.row["rssi"], d.row["id"]) for d in changed])
+              d.row["rssi"], d.row["epoch"], d.row["old_epochs"], d.row["id"]) for d in changed])
 
     def _reject(self, rejects, delta, received, kid_hex, reason, detail, source):
         name = reason if reason.startswith("link_") else "rejected_" + reason
@@ -431,11 +557,13 @@ class Writer:
     def tick(self):
         """The engine's timers (silent devices, durations, escalation) in their
         own transaction."""
-        now = self.clock()
+        now = self.clock.now()
         try:
             with db.transaction(self.database) as conn:
+                self._save_clock(conn, now)
                 outbox = list(self.engine.tick(conn, now) or ())
         except Exception:
+            self._clock_saved = None
             log.exception("event=tick_failed")
             self.counters.add("tick_failed")
             return
@@ -446,13 +574,19 @@ class Writer:
 class _Batch:
     """What one transaction gathers from its frames before writing it at once."""
 
-    __slots__ = ("readings", "frames", "seqs", "rejects")
+    __slots__ = ("readings", "frames", "stored", "rejects", "trusted", "offset",
+                 "ack_time")
 
     def __init__(self):
         self.readings = []  # rows for _INSERT
         self.frames = []  # (device, rows) of new frames, for the engine
-        self.seqs = set()  # (device id, seq) stored in this batch, not yet in readings
+        # (device id, seq) -> rows as decoded, of frames stored in this batch
+        # (not yet in readings), to tell their resends.
+        self.stored = {}
         self.rejects = []
+        self.trusted = True  # the gateway's clock, for the whole batch
+        self.offset = 0.0
+        self.ack_time = None
 
 
 def _public(row):

@@ -16,7 +16,14 @@ import struct
 from protocol.cose import ALG_HMAC_256_64, HDR_ALG, HDR_KID, PROTECTED, TAG_LEN, TAG_MAC0
 from protocol.errors import AuthError, FrameError
 
+# Version 2 frames carry the board's epoch in the top bits of a 32-bit seq
+# (SPEC.md 1.4), so that a re-flashed board's numbers are new ones and the
+# frame is no longer than version 1's; a gateway takes both.
 VERSION = 1
+VERSION_EPOCH = 2
+EPOCH_SHIFT = 24
+MAX_EPOCH = 0xFF
+MAX_COUNTER = (1 << EPOCH_SHIFT) - 1
 
 # Frame flags (bits of the flags field).
 FLAG_CLOCK_UNSYNCED = 1
@@ -49,7 +56,8 @@ _MAC0_USUAL = _MAC0_HEAD + b"\x43" + PROTECTED + b"\x40"
 
 
 class Frame:
-    """A checked frame: rows are (channel, index, time, value, quality).
+    """A checked frame: rows are (channel, index, time, value, quality);
+    epoch is 0 for a version 1 frame, which has none.
 
     Only decode_frame makes these. It sets every field one by one, with no
     __init__ arguments, because the compiled decoder then builds no argument
@@ -57,8 +65,8 @@ class Frame:
     """
 
     def __repr__(self):
-        return "Frame(kid=%s, seq=%d, time=%d, flags=%d, rows=%r, signed=%r)" % (
-            _hex(self.kid), self.seq, self.time, self.flags, self.rows, self.signed)
+        return "Frame(kid=%s, epoch=%d, seq=%d, time=%d, flags=%d, rows=%r, signed=%r)" % (
+            _hex(self.kid), self.epoch, self.seq, self.time, self.flags, self.rows, self.signed)
 
 
 def _hex(data):
@@ -304,9 +312,14 @@ def decode_frame(data, key_for):
     if fields != 5 and fields != 6:
         s.fail("structure", "payload is an array of 5 or 6")
     version = s.head(0)
-    if version != VERSION:
+    if version != VERSION and version != VERSION_EPOCH:
         raise FrameError("version", s.pos - 1, "version %d" % version)
     seq = s.head(0)
+    epoch = 0
+    if version == VERSION_EPOCH:
+        epoch = seq >> EPOCH_SHIFT
+        if epoch == 0 or epoch > MAX_EPOCH:
+            s.fail("structure", "version 2 seq is epoch 1..%d << %d | counter" % (MAX_EPOCH, EPOCH_SHIFT))
     base = s.head(0)
     flags = s.head(0)
     count = s.head(4)
@@ -317,6 +330,12 @@ def decode_frame(data, key_for):
         s.fail("too_many")
     rows = [None] * count
     at_base = base  # one time object shared by the readings taken at the base time
+    # SPEC 1: one reading per channel, index and time. A bit per key modulo 32
+    # says which keys were seen; only a key whose bit is set already (another
+    # index of the channel, or a channel 32 apart) is compared with the rows
+    # before it. That is quadratic for a frame of one key only, which its MAC
+    # says came from the device itself, and it allocates nothing on a board.
+    mask = 0
     for at in range(count):
         key = s.head(0)
         channel = key % KEY_STRIDE
@@ -328,7 +347,16 @@ def decode_frame(data, key_for):
         if dt > _INT64_MAX - base:
             s.fail("int_range", "reading time")
         value = s.int_()
-        rows[at] = (channel, key // KEY_STRIDE, at_base if dt == 0 else base + dt, value, Q_OK)
+        row = (channel, key // KEY_STRIDE, at_base if dt == 0 else base + dt, value, Q_OK)
+        rows[at] = row
+        bit = 1 << (key & 31)
+        if mask & bit:
+            for earlier in range(at):
+                other = rows[earlier]
+                if other[2] == row[2] and other[0] == channel and other[1] == row[1]:
+                    s.fail("repeated", "reading %d repeats channel %d index %d at time %d"
+                           % (at, channel, row[1], row[2]))
+        mask |= bit
     if fields == 6:
         for _ in range(s.head(5)):
             at = s.head(0)
@@ -341,6 +369,7 @@ def decode_frame(data, key_for):
         s.fail("trailing")
     result = Frame()
     result.kid = s.kid
+    result.epoch = epoch
     result.seq = seq
     result.time = at_base
     result.flags = flags
@@ -349,16 +378,21 @@ def decode_frame(data, key_for):
     return result
 
 
-def encode_payload(seq, time, flags, readings):
-    """The CBOR payload for readings of (channel, index, dt, value, quality).
+def encode_payload(seq, time, flags, readings, epoch=0):
+    """The CBOR payload for readings of (channel, index, dt, value, quality):
+    version 1 without an epoch (0), else version 2 whose seq field is
+    epoch << EPOCH_SHIFT | seq.
 
     Raises ValueError for what no gateway would accept, rather than letting a
     board resend a frame forever that is never acked.
     """
     if len(readings) > MAX_READINGS:
         raise ValueError("at most %d readings in a frame" % MAX_READINGS)
+    if not 0 <= epoch <= MAX_EPOCH or (epoch and not 0 <= seq <= MAX_COUNTER):
+        raise ValueError("epoch 0 (none), or 1..%d with seq 0..%d" % (MAX_EPOCH, MAX_COUNTER))
     out = bytearray()
     quality = []
+    taken = []
     for at in range(len(readings)):
         channel, index, dt, value, q = readings[at]
         if not (1 <= channel <= MAX_CHANNEL and 0 <= index <= MAX_INDEX and 0 <= q <= Q_MAX):
@@ -366,10 +400,14 @@ def encode_payload(seq, time, flags, readings):
                              % (at, MAX_CHANNEL, MAX_INDEX, Q_MAX))
         if time + dt > _INT64_MAX:
             raise ValueError("reading %d: time %d + dt %d is out of range" % (at, time, dt))
+        if (channel, index, dt) in taken:
+            raise ValueError("reading %d: channel %d index %d at dt %d twice" % (at, channel, index, dt))
+        taken.append((channel, index, dt))
         if q != Q_OK:
             quality.append(at)
     _head(out, 4, 6 if quality else 5)
-    for field in (VERSION, seq, time, flags):
+    _head(out, 0, VERSION_EPOCH if epoch else VERSION)
+    for field in (epoch << EPOCH_SHIFT | seq, time, flags):
         _head(out, 0, field)
     _head(out, 4, 3 * len(readings))
     for channel, index, dt, value, q in readings:
@@ -400,28 +438,40 @@ def _wrap(kid, key, payload, aad):
     return bytes(out)
 
 
-def encode_frame(kid, key, seq, time, flags, readings):
-    """A signed frame (COSE_Mac0); key None makes an unsigned one."""
-    return _wrap(kid, key, encode_payload(seq, time, flags, readings), b"")
+def encode_frame(kid, key, seq, time, flags, readings, epoch=0):
+    """A signed frame (COSE_Mac0); key None makes an unsigned one; epoch 0 a
+    version 1 one, else the acks name the seq epoch << EPOCH_SHIFT | seq."""
+    return _wrap(kid, key, encode_payload(seq, time, flags, readings, epoch), b"")
+
+
+_NULL = 0xF6  # CBOR null (RFC 8949 §3.3): the ack's time when the gateway's clock is not trusted
 
 
 def encode_ack(kid, key, seq, time):
-    """The gateway's ack of one frame, MACed so that a forged ack cannot drop frames."""
+    """The gateway's ack of one frame, MACed so that a forged ack cannot drop
+    frames; time None says the gateway has no time it trusts (SPEC.md 2)."""
     payload = bytearray(b"\x82")
     _head(payload, 0, seq)
-    _head(payload, 0, time)
+    if time is None:
+        payload.append(_NULL)
+    else:
+        _head(payload, 0, time)
     return _wrap(kid, key, bytes(payload), ACK_AAD)
 
 
 def decode_ack(data, key):
-    """(kid, seq, gateway time) from an ack MACed under this device's key."""
+    """(kid, seq, gateway time or None) from an ack MACed under this device's key."""
     s = _unwrap(data, lambda kid: key, ACK_AAD)
     if not s.signed:
         raise AuthError("unsigned", s.pos)
     if s.head(4) != 2:
         s.fail("structure", "ack is an array of 2")
     seq = s.head(0)
-    time = s.head(0)
+    if s.pos < s.end and s.buf[s.pos] == _NULL:
+        s.pos += 1
+        time = None
+    else:
+        time = s.head(0)
     if s.pos != s.end:
         s.fail("trailing")
     return s.kid, seq, time

@@ -64,3 +64,21 @@ def test_board_talks_to_the_gateway_over_a_pty(tmp_path):
     assert made and made == set(store.frames), (sorted(made), sorted(store.frames))
     assert store.tips() == end["tips"] and store.rain_tenths() == 2 * end["tips"], (store.tips(), end)
     assert acked == made, sorted(made - acked)
+
+
+def test_acks_without_a_time_drain_the_ring_and_leave_the_clock_unsynced(tmp_path):
+    """A gateway that does not trust its clock acks with no time (SPEC.md 2):
+    the board still drops what was acked, and never calls its clock synced."""
+    peer = PtyPeer()
+    peer.store.ack_time = lambda: None
+    try:
+        code, events, output = run_sim(tmp_path, site_config("pico"), "short.json", speed=100,
+                                       uart="pty:" + peer.path)
+    finally:
+        peer.close()
+    assert code == 0, output[-3000:]
+    made = {e["seq"] for e in events if e["ev"] == "frame"}
+    assert made and {e["seq"] for e in events if e["ev"] == "ack"} == made
+    frames = peer.store.frames.values()
+    assert len(frames) == len(made) and all(f.flags & 1 for f in frames), sorted(
+        (f.seq, f.flags) for f in frames)

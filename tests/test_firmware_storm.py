@@ -33,6 +33,8 @@ def test_storm_every_tip_arrives_exactly_once(storm):
     assert [e for e in events if e["ev"] == "link"], "the link never went down"
     assert not store.rejects, store.rejects[:5]
     assert not store.reused, "sequence numbers reused: %r" % store.reused[:10]
+    # The ring survives the watchdog reset, and with it the board's epoch (SPEC.md 1.3).
+    assert len(store.epochs) == 1 and 0 not in store.epochs, store.epochs
     assert store.tips() == 600, (store.tips(), sorted(store.frames))
     assert store.rain_tenths() == 600 * BUCKET_TENTHS
     assert all(f.signed for f in store.frames.values())

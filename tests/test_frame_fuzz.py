@@ -37,7 +37,7 @@ SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 # SPEC.md §5: every reason a decoder may give.
 REASONS = {"truncated", "malformed", "structure", "trailing", "version", "too_many", "too_long",
-           "int_range", "no_kid", "unknown_device", "unsigned", "bad_alg", "bad_mac"}
+           "int_range", "no_kid", "unknown_device", "unsigned", "bad_alg", "bad_mac", "repeated"}
 
 # Heads declaring the largest lengths and counts, opening indefinite items, tags,
 # simple values, floats and reserved codes.
@@ -287,7 +287,8 @@ def test_work_is_linear_in_the_input():
     # The compiled decoder runs the same source, so the pure one's calls count for both.
     for name, data in _hostile_2k().items():
         assert _calls(data) <= 2 * len(data) + 64, name
-    valid = pure.encode_frame(KID, KEY, 1, 2, 0, [(1, 0, 0, 4, 0)] * pure.MAX_READINGS)
+    # One channel and index at 255 times: every key after the first takes the exact check.
+    valid = pure.encode_frame(KID, KEY, 1, 2, 0, [(1, 0, dt, 4, 0) for dt in range(pure.MAX_READINGS)])
     assert _calls(valid) <= 2 * len(valid) + 64
 
 

@@ -100,11 +100,29 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
     last_evaluation = []  # per reading: how many evaluations had happened by then
     evaluations = []
     clock = T0
+    # The gateway's time: never behind a reading it has taken (the store
+    # restamps one from the future), so late readings do not turn it back.
+    wall = [T0]
     pending = []  # frames of the writer batch being gathered (group > 0)
+
+    def model(rows):
+        """What the engine does with the rows it evaluates together (one
+        frame, or a writer batch's frames): in reading-time order."""
+        newest = max((t for t, _ in seen), default=None)
+        for _, _, t, v, _ in sorted(rows, key=lambda row: row[2]):
+            late = newest is not None and t < newest
+            seen.append((t, v))
+            newest = max(newest or t, t)
+            value = brute_value(rule, code, seen)
+            expected.append(value)
+            if not (late and kind == "above"):
+                evaluations.append((newest, value))
+            last_evaluation.append(len(evaluations))
 
     def flush():
         if pending:
-            adb.store_frames(engine, device, list(pending), clock)
+            adb.store_frames(engine, device, list(pending), wall[0])
+            model([row for rows in pending for row in rows])
             pending.clear()
 
     for batch, restart in plan:
@@ -118,23 +136,15 @@ def test_windows_and_levels_match_brute_force(tmp_path_factory, spec, hysteresis
             if clock in times:
                 continue
             times.add(clock)
+            wall[0] = max(wall[0], clock)
             rows.append((code, 0, clock, value, 0))
         if group:
             pending.append(rows)
             if len(pending) >= group:
                 flush()
         else:
-            adb.store(engine, device, rows, clock)
-        newest = max((t for t, _ in seen), default=None)
-        for _, _, t, v, _ in sorted(rows, key=lambda row: row[2]):
-            late = newest is not None and t < newest
-            seen.append((t, v))
-            newest = max(newest or t, t)
-            value = brute_value(rule, code, seen)
-            expected.append(value)
-            if not (late and kind == "above"):
-                evaluations.append((newest, value))
-            last_evaluation.append(len(evaluations))
+            adb.store(engine, device, rows, wall[0])
+            model(rows)
     flush()
     # A late point reading changes nothing: the level stays the one of the
     # last evaluation before it (-1 before any).

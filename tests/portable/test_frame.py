@@ -99,7 +99,7 @@ def test_round_trip():
             (6, 2, -1, -5000, wire.Q_OUT_OF_RANGE), (12, 3, 86400, 9000, wire.Q_STUCK),
             (63, 7, -86400, 200000, wire.Q_NOISY), (20, 0, 0, -87, 0)]),
         (2 ** 32 - 1, 2 ** 32, wire.FLAG_DROPPED | wire.FLAG_LOW_BATTERY,
-         [(21, 0, 0, 4294967295, 0)] * 3),
+         [(21, 0, 0, 4294967295, 0), (21, 1, 0, 0, 0), (21, 0, 1, 1, 0)]),
         (INT64_MAX, INT64_MAX, INT64_MAX, [(1, 0, 0, INT64_MAX, 0), (2, 0, 0, INT64_MIN, 0),
                                            (3, 0, INT64_MIN, -1, 0)]),
         (5, 0, 0, [(1, 0, INT64_MAX, 0, 0), (2, 5, -1, -24, 0), (3, 6, -25, 23, 0),
@@ -136,6 +136,57 @@ def test_ack_round_trip():
         assert wire.decode_ack(wire.encode_ack(KID, KEY, seq, time), KEY) == (KID, seq, time)
 
 
+# SPEC.md §4: version 2, the same readings under epoch 0x5a, and an ack that
+# carries no time.
+EXAMPLE_EPOCH_FRAME = ("d18443a10104a10444a1b2c3d4582185021a5a0010011a6afd86c0008c01000404001904d205383b"
+                       "19073a1300190f3c48dc9eb96ecaaacc32")
+EXAMPLE_UNTIMED_ACK = "d18443a10104a10444a1b2c3d447821a5a001001f648bc22aecefdadd087"
+
+
+def test_worked_example_epoch_frame_and_untimed_ack():
+    data = wire.encode_frame(KID, KEY, 4097, 1795000000, 0, EXAMPLE_READINGS, 0x5a)
+    assert _hex(data) == EXAMPLE_EPOCH_FRAME
+    frame = _decode(data)
+    assert (frame.epoch, frame.seq) == (0x5a, 0x5a001001)
+    assert _decode(binascii.unhexlify(EXAMPLE_FRAME)).epoch == 0
+    assert _hex(wire.encode_ack(KID, KEY, 0x5a001001, None)) == EXAMPLE_UNTIMED_ACK
+    assert wire.decode_ack(binascii.unhexlify(EXAMPLE_UNTIMED_ACK), KEY) == (KID, 0x5a001001, None)
+
+
+def test_epoch_limits():
+    at_base = [(c, i, 0, v, q) for c, i, dt, v, q in EXAMPLE_READINGS]
+    # The epoch costs no byte: the worst case is version 1's with a seq of 2**32 - 1.
+    for epoch, counter in ((1, 0), (255, wire.MAX_COUNTER)):
+        data = wire.encode_frame(KID, KEY, counter, 1795000000, wire.FLAG_CLOCK_UNSYNCED, at_base, epoch)
+        assert len(data) <= 56
+        assert _decode(data).epoch == epoch
+    for epoch, counter in ((256, 0), (1, wire.MAX_COUNTER + 1), (-1, 0)):
+        try:
+            wire.encode_frame(KID, KEY, counter, 0, 0, [], epoch)
+        except ValueError:
+            continue
+        raise AssertionError("encoded epoch %d counter %d" % (epoch, counter))
+    # A version 2 seq must hold an epoch of 1..255.
+    for seq in (0, 1, wire.MAX_COUNTER, 256 << wire.EPOCH_SHIFT):
+        _refused("structure", _decode, _mac0(cbor.dumps([2, seq, 0, 0, []])))
+
+
+def test_one_reading_per_channel_index_and_time():
+    level = wire.KEY_STRIDE + 4  # water_level index 1
+    for flat in ([4, 0, 1, 4, 0, 2], [1, 5, 1, 3, 0, 0, 1, 5, 2], [level, -3, 1, 4, 0, 0, level, -3, 9]):
+        exc = _refused("repeated", _decode, _mac0(cbor.dumps([1, 5, 100, 0, flat])))
+        assert "repeats channel" in str(exc), str(exc)
+    # Another index, another time, or a channel 32 codes apart (one bit of
+    # the decoder's mask) are other readings.
+    fine = [4, 0, 1, level, 0, 2, 4, 1, 3, 36, 0, 4, 36, 1, 5, level, 1, 6]
+    assert len(_decode(_mac0(cbor.dumps([1, 5, 100, 0, fine]))).rows) == 6
+    try:
+        wire.encode_frame(KID, KEY, 1, 100, 0, [(4, 0, 0, 1, 0), (4, 0, 0, 2, 0)])
+    except ValueError:
+        return
+    raise AssertionError("encoded two readings of one channel, index and time")
+
+
 def test_frame_size():
     # Four readings sampled at the base time, values as the worked example's,
     # stay within 56 bytes for any seq below 2**32 (SF10 LoRa, issue #3).
@@ -167,7 +218,7 @@ def test_trailing_bytes():
 
 
 def test_wrong_version():
-    for version in (0, 2, 255):
+    for version in (0, 3, 255):
         payload = cbor.dumps([version, 1, 2, 0, [1, 0, 4]])
         _refused("version", _decode, _mac0(payload))
 
