@@ -9,10 +9,10 @@ import time
 import click
 
 from gateway import config as config_mod
-from gateway import db, devices, service
+from gateway import datalock, db, devices, runner, service
 from gateway.cli_common import home_option, open_home, user_errors
 
-_user_errors = user_errors(devices.DeviceError, service.ServiceError)
+_user_errors = user_errors(devices.DeviceError, service.ServiceError, datalock.LockedError)
 
 
 @click.command()
@@ -60,7 +60,11 @@ def run(home, serial_urls, udp, log_format, log_level, status_every, once, durat
     """Run the gateway: read frames, store them, ack them, run rules, send alerts.
 
     Stops cleanly on SIGTERM or Ctrl-C: readers stop, queued frames are
-    committed and acked, then it exits.
+    committed and acked, then it exits. One gateway per data directory: a
+    second `run` on the same one refuses, naming the first's pid. Database
+    migrations of a newer huaico are applied at start and logged
+    (event=migrated). Under systemd (Type=notify) it reports ready and feeds
+    the watchdog while its writer makes progress.
 
     \b
     Example:
@@ -71,8 +75,8 @@ def run(home, serial_urls, udp, log_format, log_level, status_every, once, durat
     if not config.database_path.exists():
         raise click.ClickException("no database at %s: run `huaico init` first"
                                    % config.database_path)
-    service.run(config, duration=duration, once=once, serial_urls=list(serial_urls) or None,
-                udp=udp, status_every=status_every, rules=not no_rules)
+    runner.run(config, duration=duration, once=once, serial_urls=list(serial_urls) or None,
+               udp=udp, status_every=status_every, rules=not no_rules)
 
 
 @click.group()

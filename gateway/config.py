@@ -104,6 +104,13 @@ quiet_hours = "22:00-06:00"
 retry_base_s = 5
 retry_max_s = 600
 
+[retention]
+# Raw readings are kept this many days after they arrived; older ones are
+# folded into hourly aggregates (count, sum, min, max per device and
+# channel, kept for ever) by `huaico run` once an hour. 0 keeps every raw
+# reading (watch the disk with `huaico storage estimate`).
+raw_days = 365
+
 # Recipient groups; copy the block for more. escalate_to names another group.
 [[groups]]
 name = "leaders"
@@ -195,6 +202,8 @@ def from_text(text, home, source="config"):
         raise ConfigError("ingest.replay_window must be 1..64, not %r" % window)
     if sections["mqtt"]["tls_key"] and not sections["mqtt"]["tls_cert"]:
         raise ConfigError("mqtt.tls_key needs mqtt.tls_cert (the certificate it belongs to)")
+    if sections["retention"]["raw_days"] < 0:
+        raise ConfigError("retention.raw_days must not be negative (0 keeps every reading)")
     if sections["ingest"]["batch_ms"] < 0:
         raise ConfigError("ingest.batch_ms must not be negative")
     return Config(home, sections)
