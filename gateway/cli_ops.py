@@ -178,26 +178,33 @@ def storage():
               help="Readings in each frame (channels sampled).")
 @click.option("--days", type=click.IntRange(min=1), default=365, show_default=True,
               help="For how long.")
+@click.option("--raw-days", type=click.IntRange(min=0), metavar="DAYS",
+              help="Raw readings kept this long, hourly aggregates after; 0 keeps all "
+                   "(default: [retention] raw_days in huaico.toml).")
 @json_option
 @_user_errors
-def storage_estimate(home, device_count, interval, readings_per_frame, days, as_json):
+def storage_estimate(home, device_count, interval, readings_per_frame, days, raw_days, as_json):
     """How much disk for how long, measured on a real SQLite file.
 
     Inserts a sample into a temporary database with huaico's schema,
-    measures the bytes one reading takes, and scales it up; compares with
-    the free space where the database lives.
+    measures the bytes one reading and one hourly aggregate take, and scales
+    them up with the retention in force; compares with the free space where
+    the database lives.
 
     \b
     Example:
         huaico storage estimate --devices 65 --interval 5m --readings-per-frame 4 --days 365
+        huaico storage estimate --devices 100 --interval 1m --days 3650 --raw-days 90
     """
     interval_s = readings_query.parse_span(interval)
     config = config_mod.load(home)
     where = config.database_path.parent
     while not where.exists():
         where = where.parent
-    result = storage_mod.estimate(device_count, interval_s, readings_per_frame, days,
-                                  free_bytes=shutil.disk_usage(where).free)
+    result = storage_mod.estimate(
+        device_count, interval_s, readings_per_frame, days,
+        free_bytes=shutil.disk_usage(where).free,
+        raw_days=config["retention"]["raw_days"] if raw_days is None else raw_days)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -290,7 +290,22 @@ def test_storage_estimate(gateway_home):
     assert 30 < data["bytes_per_reading"] < 250
     assert data["readings_per_day"] == 65 * 4 * 288
     assert data["bytes_total"] == pytest.approx(data["bytes_per_day"] * 365, rel=1e-6)
-    assert data["days_until_full"] == int(data["free_bytes"] / data["bytes_per_day"])
+    # Retention ([retention] raw_days = 365 by default): raw readings fill a
+    # year's worth, then only hourly aggregates (one row per channel and hour) grow.
+    assert data["raw_days"] == 365 and 10 < data["bytes_per_hourly_row"] < data["bytes_per_reading"]
+    assert data["hourly_bytes_per_day"] == pytest.approx(
+        data["bytes_per_hourly_row"] * 65 * 4 * 24, rel=2e-3)  # the row size shown is rounded
+    raw_year = data["bytes_per_day"] * 365
+    assert data["days_until_full"] == pytest.approx(
+        365 + (data["free_bytes"] - raw_year) / data["hourly_bytes_per_day"], rel=1e-4)
+    ten = json.loads(invoke("storage", "estimate", "--devices", 65, "--interval", "5m",
+                            "--days", 3650, "--json").output)
+    assert ten["bytes_total"] == pytest.approx(
+        ten["bytes_per_day"] * 365 + ten["hourly_bytes_per_day"] * 3285, rel=1e-3)
+    every = json.loads(invoke("storage", "estimate", "--devices", 65, "--interval", "5m",
+                              "--days", 3650, "--raw-days", 0, "--json").output)
+    assert every["bytes_total"] == pytest.approx(every["bytes_per_day"] * 3650, rel=1e-6)
+    assert every["days_until_full"] == int(every["free_bytes"] / every["bytes_per_day"])
     text = invoke("storage", "estimate", "--devices", 1, "--interval", "1h", "--days", 30)
     assert "1 device x 4 readings every 1 h = 96 readings a day" in text.output
     assert "in 30 days" in text.output
