@@ -9,7 +9,7 @@ import time
 import click
 
 from gateway import config as config_mod
-from gateway import datalock, db, devices, runner, service
+from gateway import datalock, db, devices, runner, service, stations
 from gateway.cli_common import home_option, open_home, user_errors
 
 _user_errors = user_errors(devices.DeviceError, service.ServiceError, datalock.LockedError)
@@ -100,12 +100,15 @@ def device():
               help="How the board reaches the gateway (default: the board's first).")
 @click.option("--allow-unsigned", is_flag=True,
               help="Accept frames without a MAC from this device (bench set-ups only).")
+@click.option("--far", is_flag=True,
+              help="Accept coordinates far from every other station of the network.")
 @_user_errors
-def device_add(home, name, board, site, lat, lon, transport, allow_unsigned):
+def device_add(home, name, board, site, lat, lon, transport, allow_unsigned, far):
     """Add a device: a new id and key, and its site config file sites/NAME.json.
 
     Copy the site file onto the board (`huaico flash` does it); it holds the
-    key, so keep it private.
+    key, so keep it private. Declare its sensors with `huaico device sensor
+    add`. Coordinates that look swapped are refused with a hint.
 
     \b
     Example:
@@ -113,6 +116,7 @@ def device_add(home, name, board, site, lat, lon, transport, allow_unsigned):
             --lat -11.95 --lon -76.69 --transport mqtt
     """
     config, database = open_home(home)
+    stations.check_coordinates(database, lat, lon, far=far)
     added = devices.add(database, config, name, board, site, lat=lat, lon=lon,
                         transport=transport, allow_unsigned=allow_unsigned)
     click.echo("added %s id=%s site file %s" % (name, added["id"],
@@ -186,18 +190,21 @@ def device_show(home, name, show_key, as_json):
 @click.argument("name")
 @_user_errors
 def device_rotate_key(home, name):
-    """Give a device a new key and rewrite its site file; the old key stops working.
+    """Give a device a new key; its site file keeps everything else.
 
-    Flash the new site file onto the board: until then its frames are
-    rejected (bad_mac).
+    The old key stops working at once: the board is blind (its frames are
+    rejected as bad_mac) until it is flashed with the new site file.
 
     \b
     Example:
         huaico device rotate-key rain-01
     """
     config, database = open_home(home)
-    devices.rotate_key(database, config, name)
-    click.echo("new key for %s; site file %s rewritten" % (name, devices.site_path(config, name)))
+    stations.rotate_key(config, database, name)
+    click.echo("new key for %s in %s (sensors and settings kept)" % (
+        name, devices.site_path(config, name)))
+    click.echo("WARNING: %s is blind until reflashed: the gateway rejects its frames (bad_mac) "
+               "until `huaico flash %s` gives it the new key" % (name, name), err=True)
 
 
 @device.command("retire")
@@ -207,13 +214,27 @@ def device_rotate_key(home, name):
 def device_retire(home, name):
     """Retire a device: its frames are rejected from now on, its readings stay.
 
+    Its active alerts are cancelled (no all-clear is sent: nobody saw the
+    danger pass), their undelivered messages with them, and rules written
+    for this device alone are disabled; it says which.
+
     \b
     Example:
         huaico device retire rain-01
     """
-    config, database = open_home(home)
-    devices.retire(database, name)
+    _, database = open_home(home)
+    done = stations.retire(database, name)
     click.echo("retired %s" % name)
+    for alert in done["alerts"]:
+        click.echo("  cancelled alert #%d %s %s (no all-clear sent)"
+                   % (alert["id"], alert["level"].upper(), alert["rule_name"]))
+    if done["messages_cancelled"]:
+        click.echo("  cancelled %d undelivered message%s of those alerts" % (
+            done["messages_cancelled"], "" if done["messages_cancelled"] == 1 else "s"))
+    if done["rules_disabled"]:
+        click.echo("  disabled rule%s %s (`huaico rules edit NAME --enable` to turn one back on)"
+                   % ("" if len(done["rules_disabled"]) == 1 else "s",
+                      ", ".join(done["rules_disabled"])))
 
 
 def register(main):
