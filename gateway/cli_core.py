@@ -10,7 +10,7 @@ import click
 
 from gateway import config as config_mod
 from gateway import datalock, db, devices, runner, service, stations
-from gateway.cli_common import home_option, open_home, user_errors
+from gateway.cli_common import for_json, home_option, local_time, open_home, user_errors
 
 _user_errors = user_errors(devices.DeviceError, service.ServiceError, datalock.LockedError)
 
@@ -147,7 +147,7 @@ def device_list(home, as_json):
     config, database = open_home(home)
     rows = [devices.public(row) for row in devices.all_devices(database)]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(for_json(rows), indent=2))
         return
     header = ("NAME", "ID", "BOARD", "TRANSPORT", "SITE", "LAST SEQ", "LAST SEEN", "BATTERY", "STATE")
     table = [header]
@@ -179,10 +179,21 @@ def device_show(home, name, show_key, as_json):
     row = devices.public(devices.get(database, name), show_key=show_key)
     row["site_file"] = str(devices.site_path(config, name))
     if as_json:
-        click.echo(json.dumps(row, indent=2))
+        click.echo(json.dumps(for_json(row), indent=2))
         return
-    for key, value in row.items():
-        click.echo("%-14s %s" % (key, "-" if value is None else value))
+    shown = dict(row)
+    shown["allow_unsigned"] = "yes" if row["allow_unsigned"] else "no"
+    shown["retired"] = "yes" if row["retired"] else "no"
+    shown["last_seen"] = "never" if row["last_seen"] is None else "%s (%s)" % (
+        local_time(row["last_seen"]), _age(row["last_seen"]))
+    shown["created"] = local_time(row["created"])
+    shown["battery_mv"] = None if row["battery_mv"] is None else "%.2f V" % (
+        row["battery_mv"] / 1000)
+    shown["rssi"] = None if row["rssi"] is None else "%d dBm" % row["rssi"]
+    for key, value in shown.items():
+        label = {"battery_mv": "battery", "last_seq": "last seq", "last_seen": "last seen",
+                 "allow_unsigned": "unsigned ok", "site_file": "site file"}.get(key, key)
+        click.echo("%-14s %s" % (label, "-" if value is None else value))
 
 
 @device.command("rotate-key")

@@ -16,7 +16,7 @@ import click
 from gateway import config as config_mod
 from gateway import datasette_queries, devices, doctor as doctor_mod, plotting
 from gateway import readings_query, status as status_mod, storage as storage_mod
-from gateway.cli_common import home_option, open_home, user_errors
+from gateway.cli_common import for_json, home_option, open_home, said_truncated, user_errors
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Machine-readable JSON instead of text.")
@@ -58,7 +58,7 @@ def status(home, stale, as_json):
     config, database = open_home(home)
     result = status_mod.collect(database, status_mod.stale_after(config, stale))
     if as_json:
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(for_json(result), indent=2, ensure_ascii=False))
         return
     for line in status_mod.render(result, style=click.style):
         click.echo(line)
@@ -78,6 +78,9 @@ def status(home, stale, as_json):
 def readings(home, device, channel, since, until, limit, fmt):
     """Readings in physical units, filtered by device, channel and time.
 
+    When more readings match than --limit, the newest are shown and a line
+    on stderr says so (stdout stays clean for csv and json).
+
     \b
     Example:
         huaico readings --device rain-01 --channel rain --since 24h
@@ -86,9 +89,11 @@ def readings(home, device, channel, since, until, limit, fmt):
     """
     _, database = open_home(home)
     start, end = _times(since, until)
-    rows = readings_query.query(database, device=device, channel=channel, since=start,
-                                until=end, limit=limit)
+    rows, more = readings_query.query_limited(database, limit, device=device, channel=channel,
+                                              since=start, until=end)
     click.echo(readings_query.render(rows, fmt))
+    if more:
+        said_truncated(len(rows), "readings", "--limit 0 for all, or a later --since")
 
 
 @click.command()

@@ -131,6 +131,15 @@ def query(database, device=None, channel=None, since=None, until=None, limit=Non
     return rows
 
 
+def query_limited(database, limit, **filters):
+    """(rows, more): query() with `limit` (0: all), and whether more rows
+    matched than were returned, so that a cut list is always said to be."""
+    rows = query(database, limit=limit + 1 if limit else None, **filters)
+    if limit and len(rows) > limit:
+        return rows[1:], True  # oldest first: the extra row is the oldest
+    return rows, False
+
+
 def public(row):
     """A reading for people and scripts: names, physical value as a string, units."""
     return {

@@ -4,6 +4,7 @@ what a person sees in `huaico status`, readings in every format, a plot,
 doctor against a busy pty, a real modem emulator and a real broker, the
 storage estimate, serve's canned queries, and one-line user errors."""
 import csv
+import datetime
 import io
 import json
 import os
@@ -87,8 +88,12 @@ def test_status_stale_option_and_json(ops_network):
     assert stale == {"rain-01": False, "river-02": False, "soil-03": False, "never-04": True}
     rain = [d for d in data["devices"] if d["name"] == "rain-01"][0]
     assert rain["battery_v"] == 3.71 and rain["rssi_dbm"] == -71
-    assert {"channel": "rain", "idx": 0, "value": "12.3", "unit": "mm", "quality": "ok"}.items() \
+    # Numbers as numbers, times as local ISO 8601 with the offset.
+    assert {"channel": "rain", "idx": 0, "value": 12.3, "unit": "mm", "quality": "ok"}.items() \
         <= rain["values"][0].items()
+    assert datetime.datetime.fromisoformat(rain["last_seen"]).timestamp() == \
+        pytest.approx(ops_network.now - 120, abs=1)
+    assert datetime.datetime.fromisoformat(data["time"]).tzinfo is not None
     assert [a["rule"] for a in data["alerts"]] == ["river-high"]
     assert_user_error(invoke("status", "--stale", "soon"), "not a duration")
 
@@ -127,8 +132,14 @@ def test_readings_formats_parse(ops_network):
     values = sorted((r["n"], r["v"]) for r in pack)
     assert ("rain", 12.3) in values and ("rssi", -71.0) in values
 
-    limited = json.loads(invoke("readings", "--limit", "2", "--format", "json").output)
+    cut = invoke("readings", "--limit", "2", "--format", "json")
+    limited = json.loads(cut.stdout)
     assert len(limited) == 2 and {r["device"] for r in limited} == {"river-02"}
+    # A cut list says so, on stderr so that the JSON stays whole.
+    assert cut.stderr == "(showing the newest 2 readings; more match: --limit 0 for all, " \
+                         "or a later --since)\n"
+    whole = invoke("readings", "--limit", "0", "--format", "json")
+    assert whole.stderr == "" and len(json.loads(whole.stdout)) > 2
     recent = json.loads(invoke("readings", "--since", "10m", "--format", "json").output)
     assert {r["device"] for r in recent} == {"rain-01", "river-02"}
     old = json.loads(invoke("readings", "--until", "1h", "--format", "json").output)
