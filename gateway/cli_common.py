@@ -9,7 +9,7 @@ import sqlite3
 import click
 
 from gateway import config as config_mod
-from gateway import db
+from gateway import db, stations
 
 home_option = click.option(
     "--home", type=click.Path(file_okay=False), envvar="HUAICO_HOME",
@@ -64,15 +64,6 @@ def iso_time(epoch):
     return datetime.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
-def _number(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
-
-
 def for_json(value, key=None):
     """A command's result made ready for --json: epoch fields (TIME_FIELDS)
     as ISO local times, decimal strings under "value" as numbers."""
@@ -83,7 +74,7 @@ def for_json(value, key=None):
     if key in TIME_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
         return iso_time(value)
     if key == "value" and isinstance(value, str):
-        return _number(value)
+        return stations.parse_value(value)
     return value
 
 
