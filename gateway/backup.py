@@ -135,7 +135,7 @@ def plan(config, path):
     """What restore would do, as lines for the operator to confirm."""
     summary, files, info = inspect(path)
     taken = datetime.datetime.fromtimestamp(float(info.get("taken", 0))).astimezone()
-    lines = ["backup %s taken %s by huaico %s: %d devices, %d readings, %d alerts"
+    lines = ["backup %s taken %s by huaico %s: devices %d, readings %d, alerts %d"
              % (path, taken.strftime("%Y-%m-%d %H:%M:%S %Z"), info.get("huaico_version", "?"),
                 summary["devices"], summary["readings"], summary["alerts"])]
     if config.database_path.exists():

@@ -17,6 +17,10 @@ from gateway.cli_common import home_option, user_errors
 _user_errors = user_errors(backup_mod.BackupError, datalock.LockedError, systemd_unit.UnitError)
 
 
+def _count(n, noun):
+    return "%s %s%s" % (format(n, ","), noun, "" if n == 1 else "s")
+
+
 @click.command()
 @home_option
 @click.argument("file", type=click.Path(dir_okay=True, writable=True))
@@ -39,9 +43,10 @@ def backup(home, file, as_json):
     if as_json:
         click.echo(json.dumps(done, indent=2))
         return
-    click.echo("backed up %d devices, %d readings, %d alerts and %d files to %s (%s bytes, %.1f s)"
-               % (done["devices"], done["readings"], done["alerts"], done["files"], done["path"],
-                  format(done["bytes"], ","), done["seconds"]))
+    click.echo("backed up %s, %s, %s and %s to %s (%s bytes, %.1f s)" % (
+        _count(done["devices"], "device"), _count(done["readings"], "reading"),
+        _count(done["alerts"], "alert"), _count(done["files"], "file"), done["path"],
+        format(done["bytes"], ","), done["seconds"]))
 
 
 @click.command()
@@ -74,8 +79,8 @@ def restore(home, file, yes, dry_run):
     if not yes:
         click.confirm("restore?", abort=True)
     done = backup_mod.restore(config, file)
-    click.echo("restored %d devices and %d readings into %s"
-               % (done["devices"], done["readings"], config.home))
+    click.echo("restored %s and %s into %s" % (
+        _count(done["devices"], "device"), _count(done["readings"], "reading"), config.home))
 
 
 @click.group()

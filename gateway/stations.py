@@ -161,10 +161,11 @@ def check_coordinates(database, lat, lon, exclude=None, far=False):
     Out of range with the other order in range is a swap. Both orders in
     range (Lima: -12, -77 vs -77, -12) is caught against the network's other
     stations: given far from all of them while swapped lands among them."""
-    swap = ": swapped? did you mean --lat %s --lon %s" % (lon, lat)
+    mean = "did you mean --lat %s --lon %s?" % (lon, lat)
     if lat is not None and not -90 <= lat <= 90:
         raise StationError("latitude %s is outside -90..90%s"
-                           % (lat, swap if lon is not None and -90 <= lon <= 90 else ""))
+                           % (lat, ": swapped? " + mean if lon is not None and -90 <= lon <= 90
+                              else ""))
     if lon is not None and not -180 <= lon <= 180:
         raise StationError("longitude %s is outside -180..180" % lon)
     if (lat is None) != (lon is None):
@@ -184,8 +185,8 @@ def check_coordinates(database, lat, lon, exclude=None, far=False):
     if given[0] > FAR_KM and swapped[0] < NEAR_KM:
         raise StationError(
             "--lat %s --lon %s is %.0f km from the nearest station (%s) and %.0f km with the "
-            "two swapped%s (--far if it really is that far)"
-            % (lat, lon, given[0], given[1], swapped[0], swap))
+            "two swapped: %s (--far if it really is that far)"
+            % (lat, lon, given[0], given[1], swapped[0], mean))
 
 
 def edit(config, database, name, site=None, lat=None, lon=None, report_s=None, far=False):

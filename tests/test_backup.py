@@ -74,7 +74,7 @@ def test_backup_during_ingest_holds_every_committed_frame_and_restores(
                 feeder.read_acks(0.02)
             out, err = process.communicate()
             assert process.returncode == 0, err
-            assert "backed up 1 devices" in out, out
+            assert out.startswith("backed up 1 device, "), out
             during = len(feeder.acked) - len(acked_before)
             assert during > 0, "no frame was acked while the backup ran"
             copies.append((target, acked_before))
@@ -103,7 +103,7 @@ def test_backup_during_ingest_holds_every_committed_frame_and_restores(
     other.add("someone-else")
     other.database.conn.close()
     shown = _cli(other.path, "restore", "--dry-run", last).stdout
-    assert "1 devices" in shown and "kept as huaico.db.before-restore" in shown, shown
+    assert "devices 1, readings" in shown and "kept as huaico.db.before-restore" in shown, shown
     assert "sites/rg1.json" in shown
     _cli(other.path, "restore", "--yes", last)
     restored = other.config.database_path

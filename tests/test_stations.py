@@ -118,8 +118,9 @@ def test_edit_and_coordinates_refused_with_a_hint(gateway_home):
        "--lat", "-11.93", "--lon", "-76.69")
     line = refused("device", "add", "q2", "--board", "pico", "--site", "s", "--lat", "-76.69",
                    "--lon", "-11.95")
-    assert "swapped? did you mean --lat -11.95 --lon -76.69" in line
-    assert "latitude -176.69 is outside -90..90" in refused(
+    assert "2 km with the two swapped: did you mean --lat -11.95 --lon -76.69?" in line
+    assert "latitude -176.69 is outside -90..90: swapped? did you mean --lat -11.95 " \
+           "--lon -176.69?" in refused(
         "device", "add", "q2", "--board", "pico", "--site", "s", "--lat", "-176.69",
         "--lon", "-11.95")
     changed = ok("device", "edit", "quebrada-alta", "--site", "Quebrada Alta km 3", "--lat",
