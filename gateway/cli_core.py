@@ -55,8 +55,12 @@ def init(home, force):
 @click.option("--for", "duration", type=float, metavar="SECONDS", help="Stop after this long.")
 @click.option("--no-rules", is_flag=True,
               help="Store and ack only: no rules, no alerts (a relay or a bench set-up).")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics; replaces "
+                   "metrics.listen.")
 @_user_errors
-def run(home, serial_urls, udp, log_format, log_level, status_every, once, duration, no_rules):
+def run(home, serial_urls, udp, log_format, log_level, status_every, once, duration, no_rules,
+        metrics):
     """Run the gateway: read frames, store them, ack them, run rules, send alerts.
 
     Stops cleanly on SIGTERM or Ctrl-C: readers stop, queued frames are
@@ -69,6 +73,7 @@ def run(home, serial_urls, udp, log_format, log_level, status_every, once, durat
     \b
     Example:
         huaico run --serial /dev/ttyUSB0 --serial /dev/ttyACM0 --udp 0.0.0.0:5683
+        huaico run --metrics 127.0.0.1:9464
     """
     config = config_mod.load(home)
     service.setup_logging(log_level or config["gateway"]["log"], log_format)
@@ -76,7 +81,7 @@ def run(home, serial_urls, udp, log_format, log_level, status_every, once, durat
         raise click.ClickException("no database at %s: run `huaico init` first"
                                    % config.database_path)
     runner.run(config, duration=duration, once=once, serial_urls=list(serial_urls) or None,
-               udp=udp, status_every=status_every, rules=not no_rules)
+               udp=udp, status_every=status_every, rules=not no_rules, metrics=metrics)
 
 
 @click.group()

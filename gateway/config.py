@@ -111,6 +111,12 @@ retry_max_s = 600
 # reading (watch the disk with `huaico storage estimate`).
 raw_days = 365
 
+[metrics]
+# Prometheus metrics (counters, queue depth, last-frame ages, outbox, active
+# alerts) over HTTP at http://HOST:PORT/metrics, e.g. "127.0.0.1:9464";
+# "" is off. Keep it on 127.0.0.1 unless a firewall guards the port.
+listen = ""
+
 # Recipient groups; copy the block for more. escalate_to names another group.
 [[groups]]
 name = "leaders"

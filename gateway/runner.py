@@ -1,6 +1,6 @@
 """What `huaico run` wraps around gateway.service for a gateway left running
-for years: the data directory's lock, systemd's readiness and watchdog, and
-housekeeping (retention) on a timer of its own.
+for years: the data directory's lock, systemd's readiness and watchdog,
+housekeeping (retention) on a timer of its own, and the Prometheus endpoint.
 
 Kept apart from gateway.service so that the service stays what tests and
 the demo start in-process, and this layer is what a real deployment adds.
@@ -70,16 +70,29 @@ class Housekeeper(threading.Thread):
         self.join()
 
 
-def run(config, duration=None, once=False, housekeeping_s=HOUSEKEEPING_S, **options):
-    """gateway.service.run with the lock, sd_notify and housekeeping around it."""
+def run(config, duration=None, once=False, housekeeping_s=HOUSEKEEPING_S, metrics=None,
+        **options):
+    """gateway.service.run with the lock, sd_notify, housekeeping and metrics
+    around it; `metrics` is a HOST:PORT overriding [metrics] listen."""
     lock = datalock.DataDirLock(config.home).acquire()
     notifier = sdnotify.Notifier()
-    keeper = None
+    keeper = exporter = None
     try:
         service = service_mod.Service(config, **options)
         service.install_signals()
         service.start()
         try:
+            listen = metrics or config["metrics"]["listen"]
+            if listen:
+                from gateway import metrics as metrics_mod
+                try:
+                    exporter = metrics_mod.MetricsServer(listen, config.database_path,
+                                                         service.counters, service.writer)
+                    exporter.start()
+                except metrics_mod.MetricsError as exc:
+                    exporter = None
+                    raise service_mod.ServiceError(str(exc)) from None
+                log.info("event=metrics url=http://%s:%d/metrics", exporter.host, exporter.port)
             keeper = Housekeeper(config, housekeeping_s)
             keeper.start()
             notifier.ready("pid %d on %s" % (os.getpid(), config.home))
@@ -90,6 +103,8 @@ def run(config, duration=None, once=False, housekeeping_s=HOUSEKEEPING_S, **opti
             notifier.stop_watchdog()
             if keeper is not None:
                 keeper.stop()
+            if exporter is not None:
+                exporter.stop()
             service.stop()
         return service.counters.snapshot()
     finally:
