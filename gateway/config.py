@@ -74,6 +74,11 @@ topic_prefix = "huaico"
 # Publish every stored reading as SenML JSON on <prefix>/<device id>/senml.
 # Packs wait in the database while the broker is away; none is lost.
 publish_readings = true
+# Home Assistant MQTT discovery: retained config messages under ha_prefix
+# make every station and channel appear in a Home Assistant on this broker,
+# with its newest values on <prefix>/<device id>/state.
+ha_discovery = true
+ha_prefix = "homeassistant"
 
 [sms]
 # "none", "modem" (a GSM modem on a serial port, AT commands) or "spool"

@@ -1,6 +1,7 @@
 """What `huaico run` wraps around gateway.service for a gateway left running
 for years: the data directory's lock, systemd's readiness and watchdog,
-housekeeping (retention) on a timer of its own, and the Prometheus endpoint.
+housekeeping (retention) on a timer of its own, the Prometheus endpoint and
+Home Assistant discovery.
 
 Kept apart from gateway.service so that the service stays what tests and
 the demo start in-process, and this layer is what a real deployment adds.
@@ -76,7 +77,7 @@ def run(config, duration=None, once=False, housekeeping_s=HOUSEKEEPING_S, metric
     around it; `metrics` is a HOST:PORT overriding [metrics] listen."""
     lock = datalock.DataDirLock(config.home).acquire()
     notifier = sdnotify.Notifier()
-    keeper = exporter = None
+    keeper = exporter = discovery = None
     try:
         service = service_mod.Service(config, **options)
         service.install_signals()
@@ -93,6 +94,12 @@ def run(config, duration=None, once=False, housekeeping_s=HOUSEKEEPING_S, metric
                     exporter = None
                     raise service_mod.ServiceError(str(exc)) from None
                 log.info("event=metrics url=http://%s:%d/metrics", exporter.host, exporter.port)
+            if service.mqtt is not None and config["mqtt"]["ha_discovery"]:
+                from gateway import ha_discovery
+                discovery = ha_discovery.Discovery(
+                    config.database_path, service.mqtt, config,
+                    availability=service._status_topic("status"))
+                discovery.start()
             keeper = Housekeeper(config, housekeeping_s)
             keeper.start()
             notifier.ready("pid %d on %s" % (os.getpid(), config.home))
@@ -105,6 +112,8 @@ def run(config, duration=None, once=False, housekeeping_s=HOUSEKEEPING_S, metric
                 keeper.stop()
             if exporter is not None:
                 exporter.stop()
+            if discovery is not None:
+                discovery.stop()
             service.stop()
         return service.counters.snapshot()
     finally:
