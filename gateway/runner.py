@@ -54,7 +54,7 @@ class Housekeeper(threading.Thread):
         try:
             while True:
                 try:
-                    done = retention.apply(database, self.config, time.time())
+                    done = retention.apply(database, self.config, time.time(), self.stopping)
                     if done["readings_removed"]:
                         log.info("event=retention hours_written=%d readings_removed=%d "
                                  "cutoff=%d", done["hours_written"], done["readings_removed"],

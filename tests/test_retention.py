@@ -126,3 +126,27 @@ def test_run_applies_retention_at_start_and_logs_it(gateway_home):
     assert "event=retention hours_written=2 readings_removed=120" in done.stderr, done.stderr
     assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 1
     assert conn.execute("SELECT sum(n), sum(total) FROM readings_hourly").fetchone() == (120, 240)
+
+
+def test_a_stop_ends_the_pass_between_chunks(gateway_home):
+    config = _set_raw_days(gateway_home, 1)
+    now = time.time()
+    rows = [("aaaa0001", n, 1, 0, 0, n, 0, now - 5 * DAY + n, 0)
+            for n in range(retention.CHUNK_ROWS * 2 + 10)]
+    conn = gateway_home.database.conn
+    conn.execute("BEGIN")
+    conn.executemany(INSERT, rows)
+    conn.execute("COMMIT")
+
+    class StopAfterFirstChunk:
+        """An Event whose is_set() turns true once one chunk is done."""
+        checks = 0
+
+        def is_set(self):
+            self.checks += 1
+            return self.checks > 1
+
+    done = retention.apply(gateway_home.database, config, now, StopAfterFirstChunk())
+    assert done["readings_removed"] == retention.CHUNK_ROWS
+    done = retention.apply(gateway_home.database, config, now)
+    assert done["readings_removed"] == len(rows) - retention.CHUNK_ROWS - 1
