@@ -74,8 +74,11 @@ def status(home, stale, as_json):
               help="The newest N readings (0: all).")
 @click.option("--format", "fmt", type=click.Choice(readings_query.FORMATS), default="table",
               show_default=True, help="table for people; csv, json or SenML JSON for programs.")
+@click.option("--hourly", is_flag=True,
+              help="The hourly aggregates (count, mean, min, max, total) that readings older "
+                   "than [retention] raw_days become.")
 @_user_errors
-def readings(home, device, channel, since, until, limit, fmt):
+def readings(home, device, channel, since, until, limit, fmt, hourly):
     """Readings in physical units, filtered by device, channel and time.
 
     When more readings match than --limit, the newest are shown and a line
@@ -86,9 +89,17 @@ def readings(home, device, channel, since, until, limit, fmt):
         huaico readings --device rain-01 --channel rain --since 24h
         huaico readings --since 2025-02-14 --until 2025-02-15 --format csv --limit 0 > feb14.csv
         huaico readings --device rain-01 --since 1h --format senml
+        huaico readings --hourly --device rain-01 --channel rain --since 400d --until 365d
     """
     _, database = open_home(home)
     start, end = _times(since, until)
+    if hourly:
+        shown, more = readings_query.hourly(database, device=device, channel=channel,
+                                            since=start, until=end, limit=limit)
+        click.echo(readings_query.render_hourly(shown, fmt))
+        if more:
+            said_truncated(len(shown), "hours", "--limit 0 for all, or a later --since")
+        return
     rows, more = readings_query.query_limited(database, limit, device=device, channel=channel,
                                               since=start, until=end)
     click.echo(readings_query.render(rows, fmt))

@@ -150,3 +150,41 @@ def test_a_stop_ends_the_pass_between_chunks(gateway_home):
     assert done["readings_removed"] == retention.CHUNK_ROWS
     done = retention.apply(gateway_home.database, config, now)
     assert done["readings_removed"] == len(rows) - retention.CHUNK_ROWS - 1
+
+
+def test_readings_hourly_shows_the_aggregates_in_units(gateway_home):
+    import json as json_mod
+
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    config = _set_raw_days(gateway_home, 1)
+    board = gateway_home.add("pluvio")
+    hour = (int(time.time()) - 3 * DAY) // 3600 * 3600
+    # Rain in 0.1 mm: 12 readings of 0.5..6.0 mm; water level in mm.
+    rows = [(board.row["id"], n, 1, 0, hour + n * 300, 5 * (n + 1), 0, hour + n * 300, 0)
+            for n in range(12)]
+    rows += [(board.row["id"], n, 4, 0, hour + n * 300, 1500 + n, 0, hour + n * 300 + 1, 0)
+             for n in range(12)]
+    rows.sort(key=lambda row: row[7])
+    rows.append((board.row["id"], 99, 1, 0, int(time.time()), 1, 0, time.time(), 0))
+    conn = gateway_home.database.conn
+    conn.execute("BEGIN")
+    conn.executemany(INSERT, rows)
+    conn.execute("COMMIT")
+    retention.apply(gateway_home.database, config)
+    result = CliRunner().invoke(main, ["readings", "--hourly", "--device", "pluvio",
+                                       "--format", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    shown = json_mod.loads(result.stdout)
+    rain = [item for item in shown if item["channel"] == "rain"][0]
+    level = [item for item in shown if item["channel"] == "water_level"][0]
+    assert (rain["n"], rain["total"], rain["min"], rain["max"], rain["unit"]) == \
+        (12, 39.0, 0.5, 6.0, "mm")
+    assert (level["n"], level["mean"], level["min"], level["max"]) == (12, 1.5055, 1.5, 1.511)
+    assert rain["device"] == "pluvio" and rain["hour"].startswith(
+        time.strftime("%Y-%m-%dT", time.localtime(hour)))
+    table = CliRunner().invoke(main, ["readings", "--hourly", "--limit", "1"],
+                               catch_exceptions=False)
+    assert "(showing the newest 1 hours; more match" in table.stderr
