@@ -95,30 +95,32 @@ def iso(epoch):
     return datetime.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
-def query(database, device=None, channel=None, since=None, until=None, limit=None,
-          index=None):
-    """Raw rows (dicts of the readings table plus the device name), oldest
-    first; with `limit`, the newest `limit` of them."""
+def _filters(database, table, time_column, device, channel, since, until, index=None):
+    """(WHERE clauses, args) on `table`'s alias for these filters."""
     where, args = [], []
     if device is not None:
         try:
             row = devices.get(database, device)
         except devices.DeviceError as exc:
             raise QueryError(str(exc)) from None
-        where.append("r.device_id = ?")
+        where.append("%s.device_id = ?" % table)
         args.append(row["id"])
     if channel is not None:
-        where.append("r.channel = ?")
+        where.append("%s.channel = ?" % table)
         args.append(find_channel(channel).code)
-    if index is not None:
-        where.append("r.idx = ?")
-        args.append(index)
-    if since is not None:
-        where.append("r.time >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("r.time <= ?")
-        args.append(until)
+    for column, op, value in (("idx", "=", index), (time_column, ">=", since),
+                              (time_column, "<=", until)):
+        if value is not None:
+            where.append("%s.%s %s ?" % (table, column, op))
+            args.append(value)
+    return where, args
+
+
+def query(database, device=None, channel=None, since=None, until=None, limit=None,
+          index=None):
+    """Raw rows (dicts of the readings table plus the device name), oldest
+    first; with `limit`, the newest `limit` of them."""
+    where, args = _filters(database, "r", "time", device, channel, since, until, index)
     sql = ("SELECT coalesce(d.name, r.device_id) AS device, r.* FROM readings r "
            "LEFT JOIN devices d ON d.id = r.device_id")
     if where:
@@ -148,20 +150,7 @@ HOURLY_COLUMNS = ("device", "channel", "idx", "hour", "n", "mean", "min", "max",
 def hourly(database, device=None, channel=None, since=None, until=None, limit=None):
     """(rows, more) of hourly aggregates for people and scripts, oldest
     first; values in physical units (total: the sum, for rain)."""
-    where, args = [], []
-    if device is not None:
-        try:
-            where.append("h.device_id = ?")
-            args.append(devices.get(database, device)["id"])
-        except devices.DeviceError as exc:
-            raise QueryError(str(exc)) from None
-    if channel is not None:
-        where.append("h.channel = ?")
-        args.append(find_channel(channel).code)
-    for op, value in ((">=", since), ("<=", until)):
-        if value is not None:
-            where.append("h.hour %s ?" % op)
-            args.append(value)
+    where, args = _filters(database, "h", "hour", device, channel, since, until)
     sql = ("SELECT coalesce(d.name, h.device_id) AS device, h.* FROM readings_hourly h "
            "LEFT JOIN devices d ON d.id = h.device_id")
     if where:
