@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 COSE_VENV := .venv-cose
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test build bench clean deps-build deps-test
+.PHONY: demo test build bench clean dist deps-build deps-test
 
 # Debian packages first (tools/system-deps): installed when root or `sudo -n`
 # allows, else one line naming the apt-get command and a stop.
@@ -44,8 +44,18 @@ test: deps-test build $(COSE_VENV)/.installed $(STUBS)
 demo: build
 	$(BIN)/huaico demo
 
+# A wheel (with the compiled decoder, for this machine's Python and CPU) and
+# an sdist that builds one anywhere with a C compiler; `pipx install
+# dist/huaico-*.whl` gives the `huaico` command. DIST=elsewhere to put them there.
+DIST ?= dist
+dist: $(STAMP)
+	rm -rf build/lib* build/bdist*
+	HUAICO_BUILD_EXT=1 $(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(DIST) .
+	$(BIN)/python setup.py -q sdist -d $(DIST)
+	@ls -1 $(DIST)/huaico-*
+
 bench: build
 	$(BIN)/python bench/decode.py
 
 clean:
-	rm -rf $(VENV) $(COSE_VENV) .stubs build *.egg-info gateway/*.so gateway/_frame_c.c
+	rm -rf $(VENV) $(COSE_VENV) .stubs build dist *.egg-info gateway/*.so gateway/_frame_c.c

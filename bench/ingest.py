@@ -6,6 +6,18 @@ written to the last ack read back), for the real rule engine with and
 without a rule that matches, against the same frames decoded and verified
 only (the ceiling the store and rules have to live under), plus the RSS.
 
+Next to each gateway figure, the store's own ceiling measured in the same
+run: the same rows inserted into the same schema with the same
+synchronous=FULL, in commits of exactly the sizes the gateway's writer
+made, without decode, MAC, acks or rules; and the ratio.
+
+Then the bytes written to storage per reading at field rates: 100 devices
+sending one frame a minute each, every frame its own commit (at 1.7 frames/s
+group commit has nothing to group), counted by the kernel (write_bytes of
+/proc/self/io: the database, its WAL and the checkpoints into it). SD cards
+wear out by the bytes written, so this is the figure that says how long a
+card lasts.
+
 The boards' side (writing frames into the pty, decoding the acks) runs in
 a process of its own, as a real board does: in the gateway's process it
 would take a fifth of the GIL and its frames would count in the RSS. Each
@@ -28,7 +40,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from gateway import db, ingest, rules  # noqa: E402
 from gateway.decoder import IS_COMPILED, decode_frame  # noqa: E402
-from gateway.store import Writer  # noqa: E402
+from gateway.store import _INSERT, Writer  # noqa: E402
 from protocol import link  # noqa: E402
 from tests.fixtures.gateway import Home, PtyPair  # noqa: E402
 
@@ -84,14 +96,27 @@ def board_side(master, wire, go, result):
     result.send((acks[0], time.perf_counter() - start))
 
 
+class BatchRecordingWriter(Writer):
+    """The real writer; also keeps the size of every batch it commits, for
+    the store ceiling to commit the same rows in the same groups."""
+
+    def __init__(self, *args, **kwargs):
+        Writer.__init__(self, *args, **kwargs)
+        self.batches = []
+
+    def process(self, items):
+        self.batches.append(len(items))
+        return Writer.process(self, items)
+
+
 def gateway_side(database_path, config_home, slave_path, with_engine, batch_ms, ready, stop,
                  result):
     """One gateway: writer + serial reader on the pty, as `huaico run` wires
-    them; sends its peak RSS in MB when told to stop."""
+    them; sends its peak RSS in MB and its batch sizes when told to stop."""
     from gateway import config as config_mod
     database = db.open_db(database_path)
     engine = rules.RuleEngine(database, config_mod.load(config_home)) if with_engine else None
-    writer = Writer(database, engine=engine, batch_ms=batch_ms)
+    writer = BatchRecordingWriter(database, engine=engine, batch_ms=batch_ms)
     writer.start()
     reader = ingest.SerialReader(writer, slave_path)
     reader.start()
@@ -101,12 +126,12 @@ def gateway_side(database_path, config_home, slave_path, with_engine, batch_ms, 
     reader.stop()
     reader.join()
     writer.stop()
-    result.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result.send((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, writer.batches))
 
 
 def through_gateway(home, wire, with_engine, batch_ms):
-    """(frames/s, gateway peak RSS in MB) with the boards and the gateway in
-    two processes of their own."""
+    """(frames/s, gateway peak RSS in MB, batch sizes) with the boards and
+    the gateway in two processes of their own."""
     pair = PtyPair()
     spawn = multiprocessing.get_context("spawn")
     ready, stop = spawn.Event(), spawn.Event()
@@ -126,12 +151,84 @@ def through_gateway(home, wire, with_engine, batch_ms):
     acked, elapsed = board_result.recv()
     board.join()
     stop.set()
-    rss_mb = gateway_result.recv()
+    rss_mb, batches = gateway_result.recv()
     gateway.join()
     pair.close()
     if acked != len(wire):
         raise SystemExit("only %d of %d frames acked" % (acked, len(wire)))
-    return len(wire) / elapsed, rss_mb
+    return len(wire) / elapsed, rss_mb, batches
+
+
+def store_ceiling(directory, boards, wire, batches):
+    """Frames/s of the same rows inserted into the same schema (a fresh
+    database opened as the gateway opens it: WAL, synchronous=FULL), one
+    transaction per batch of the gateway's own sizes; decoded beforehand."""
+    keys = {board.kid: board.key for board in boards}
+    decoder = link.Decoder()
+    frames = []
+    received = time.time()
+    for chunk in wire:
+        for item in decoder.feed(chunk):
+            frame = decode_frame(item, keys.get)
+            kid_hex = frame.kid.hex()
+            frames.append([(kid_hex, frame.seq, c, i, t, v, q, received, 0)
+                           for c, i, t, v, q in frame.rows])
+    home = Home(pathlib.Path(directory))
+    conn = home.database.conn
+    start = time.perf_counter()
+    at = 0
+    for size in batches:
+        rows = [row for rows_of_frame in frames[at:at + size] for row in rows_of_frame]
+        at += size
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(_INSERT, rows)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return len(frames) / elapsed
+
+
+def _write_bytes():
+    with open("/proc/self/io") as io:
+        for line in io:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    raise SystemExit("no write_bytes in /proc/self/io")
+
+
+def field_side(directory, devices, minutes, result):
+    """In a process of its own (write_bytes counts the whole process): the
+    real writer and rule engine, one frame per commit, devices x minutes
+    frames a minute apart per device; sends (bytes written, readings)."""
+    from gateway import config as config_mod
+    home = Home(pathlib.Path(directory))
+    boards = [home.add("f%03d" % n) for n in range(devices)]
+    home.database.conn.close()
+    database = db.open_db(home.config.database_path)
+    writer = Writer(database, engine=rules.RuleEngine(database, config_mod.load(home.path)))
+    start = 1_800_000_000
+    wire = [(board, board.frame(READINGS, time=start + minute * 60))
+            for minute in range(minutes) for board in boards]
+    database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = _write_bytes()
+    for board, raw in wire:
+        outcome = writer.process([("field", raw, time.time(), lambda ack: None)])
+        if outcome != ["stored"]:
+            raise SystemExit("field-rate frame not stored: %s" % outcome)
+    written = _write_bytes() - before
+    database.conn.close()
+    result.send((written, len(wire) * len(READINGS)))
+
+
+def field_rate_bytes(directory, devices=100, minutes=30):
+    """(bytes written per reading, per frame) at field rates."""
+    spawn = multiprocessing.get_context("spawn")
+    receive, send = spawn.Pipe(False)
+    process = spawn.Process(target=field_side, args=(directory, devices, minutes, send))
+    process.start()
+    written, readings = receive.recv()
+    process.join()
+    return written / readings, written / (readings / len(READINGS))
 
 
 def main():
@@ -139,6 +236,9 @@ def main():
     parser.add_argument("--frames", type=int, default=50000)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--batch-ms", type=int, default=5)
+    parser.add_argument("--field-devices", type=int, default=100)
+    parser.add_argument("--field-minutes", type=int, default=30,
+                        help="Minutes of field traffic for the bytes-written figure.")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,20 +260,38 @@ def main():
             wire = make_frames(boards, args.frames)
             if not results:
                 results.append(("decode + verify only (no pty, no store)",
-                                decode_only(boards, wire), None))
+                                decode_only(boards, wire), None, None, None))
             home.database.conn.close()
-            results.append((label,) + through_gateway(home, wire, with_rule is not None,
-                                                      args.batch_ms))
+            rate, rss_mb, batches = through_gateway(home, wire, with_rule is not None,
+                                                    args.batch_ms)
+            ceiling = store_ceiling(pathlib.Path(tmp) / ("ceiling-" + str(len(results))),
+                                    boards, wire, batches)
+            results.append((label, rate, rss_mb, ceiling, len(wire) / len(batches)))
+        per_reading, per_frame = field_rate_bytes(pathlib.Path(tmp) / "field",
+                                                  args.field_devices, args.field_minutes)
     print("ingest: %d frames of %d readings from %d devices, batch_ms=%d, decoder=%s"
           % (args.frames, len(READINGS), args.devices, args.batch_ms,
              "cython" if IS_COMPILED else "pure"))
-    print("%-44s %10s %12s %7s %9s" % ("path", "frames/s", "readings/s", "ratio", "RSS MB"))
-    ceiling = results[0][1]
-    for label, rate, rss_mb in results:
-        print("%-44s %10.0f %12.0f %7.2f %9s" % (label, rate, rate * len(READINGS),
-                                                 rate / ceiling,
-                                                 "-" if rss_mb is None else "%.1f" % rss_mb))
+    print("%-44s %10s %12s %7s %9s %12s %7s %7s" % (
+        "path", "frames/s", "readings/s", "ratio", "RSS MB", "store ceil/s", "of ceil",
+        "batch"))
+    top = results[0][1]
+    for label, rate, rss_mb, ceiling, batch in results:
+        print("%-44s %10.0f %12.0f %7.2f %9s %12s %7s %7s" % (
+            label, rate, rate * len(READINGS), rate / top,
+            "-" if rss_mb is None else "%.1f" % rss_mb,
+            "-" if ceiling is None else "%.0f" % ceiling,
+            "-" if ceiling is None else "%.2f" % (rate / ceiling),
+            "-" if batch is None else "%.1f" % batch))
     print("RSS: peak resident size of the gateway process (writer, reader, rule engine)")
+    print("store ceil/s: the same rows into the same schema, synchronous=FULL, in commits of "
+          "the gateway's own batch sizes (mean frames per commit: batch), without decode, MAC, "
+          "acks or rules; of ceil: the gateway's share of it")
+    print()
+    print("storage writes at field rates (%d devices, a frame a minute each, each frame its "
+          "own commit, %d min): %.0f bytes per reading, %.0f per frame (database + WAL + "
+          "checkpoints, from write_bytes)" % (args.field_devices, args.field_minutes,
+                                               per_reading, per_frame))
 
 
 if __name__ == "__main__":

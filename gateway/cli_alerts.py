@@ -7,7 +7,8 @@ import time
 import click
 
 from gateway import alerts, db, rules, templates
-from gateway.cli_common import home_option, open_home, user_errors
+from gateway.cli_common import (device_names, for_json, home_option, local_time, open_home,
+                               said_truncated, user_errors)
 
 
 _user_errors = user_errors(rules.RuleError, alerts.AlertError, templates.TemplateError, ValueError)
@@ -24,6 +25,9 @@ def _when(text, now):
     except ValueError:
         raise click.BadParameter("%r: a duration such as 24h or a date such as 2026-01-01"
                                  % text) from None
+
+
+_LISTED = 50  # alerts list: the newest this many
 
 
 def _stamp(epoch):
@@ -139,11 +143,13 @@ def rules_show(home, name):
     _, database = open_home(home)
     rule = _load_rule(database, name)
     click.echo(json.dumps(dict(rule.to_row(), levels=rule.levels), indent=2))
+    names = device_names(database)
     for device_id, idx, level, value, updated in database.execute(
             "SELECT device_id, idx, level, value, updated FROM alert_state WHERE rule_id = ?",
             [rule.id]):
-        click.echo("%s[%d]: %s value=%s at %s" % (device_id, idx, level or "normal", value,
-                                                 _stamp(updated)))
+        click.echo("%s%s: %s value=%s at %s" % (
+            names.get(device_id, device_id), " sensor %d" % idx if idx else "",
+            level or "normal", value, local_time(updated)))
 
 
 @rules_group.command(name="add")
@@ -244,9 +250,11 @@ def rules_replay(home, name, since, until, as_json):
         click.echo(json.dumps([dict(zip(("time", "device", "index", "event", "level", "value"),
                                         e)) for e in events], indent=2))
         return
+    names = device_names(database)
     for t, device_id, idx, event, level, value in events:
-        click.echo("%s  %s[%d]  %-6s %-9s %.2f %s" % (_stamp(t), device_id, idx, event, level,
-                                                     value, rule.unit))
+        click.echo("%s  %s%s  %-6s %-9s %.2f %s" % (
+            _stamp(t), names.get(device_id, device_id), "/%d" % idx if idx else "", event, level,
+            value, rule.unit))
     click.echo("%d event(s)" % len(events))
 
 
@@ -262,7 +270,7 @@ def alerts_group():
 
 @alerts_group.command(name="list")
 @home_option
-@click.option("--all", "show_all", is_flag=True, help="Also cleared ones (newest 50).")
+@click.option("--all", "show_all", is_flag=True, help="Also cleared ones (the newest 50).")
 @click.option("--json", "as_json", is_flag=True, help="JSON array instead of a table.")
 @_user_errors
 def alerts_list(home, show_all, as_json):
@@ -275,12 +283,18 @@ def alerts_list(home, show_all, as_json):
     _, database = open_home(home)
     where = "" if show_all else "WHERE status = 'active'"
     cursor = database.execute("SELECT id, status, level, place, rule_name, value, unit, raised, "
-                              "cleared, acked_by FROM alerts %s ORDER BY id DESC LIMIT 50" % where)
+                              "cleared, acked_by FROM alerts %s ORDER BY id DESC LIMIT %d"
+                              % (where, _LISTED + 1))
     names = [c[0] for c in cursor.description]
     found = [dict(zip(names, row)) for row in cursor]
+    more = len(found) > _LISTED
+    found = found[:_LISTED]
     failed = database.execute("SELECT count(*) FROM outbox WHERE status = 'failed'").fetchone()[0]
+    if more:
+        said_truncated(_LISTED, "alerts", "`huaico alerts show ID` for older ones, or "
+                                          "`huaico serve` to browse them all")
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        click.echo(json.dumps(for_json(found), indent=2))
         return
     for a in found:
         click.echo("%5d %-9s %-9s %s  %s=%s %s  raised %s%s" % (

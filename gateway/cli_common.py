@@ -1,12 +1,15 @@
 """What every `huaico` command shares: the data-directory option, one-line
-user errors instead of tracebacks, and opening the database."""
+user errors instead of tracebacks, opening the database, and how times,
+devices and numbers are shown (local times and names for people; in JSON,
+ISO 8601 local times with their offset and numbers as numbers)."""
+import datetime
 import functools
 import sqlite3
 
 import click
 
 from gateway import config as config_mod
-from gateway import db
+from gateway import db, stations
 
 home_option = click.option(
     "--home", type=click.Path(file_okay=False), envvar="HUAICO_HOME",
@@ -42,3 +45,44 @@ def open_home(home):
     database = db.open_db(config.database_path)
     db.migrate(database)
     return config, database
+
+
+# Columns holding epoch seconds, wherever they appear in a command's output.
+TIME_FIELDS = frozenset(("time", "last_seen", "created", "updated", "raised", "cleared",
+                         "acked", "escalated", "sent", "received", "next_attempt"))
+
+
+def local_time(epoch):
+    """Local wall-clock time to the second, with the zone, for people."""
+    if epoch is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def iso_time(epoch):
+    """ISO 8601 local time with its offset, for scripts."""
+    return datetime.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def for_json(value, key=None):
+    """A command's result made ready for --json: epoch fields (TIME_FIELDS)
+    as ISO local times, decimal strings under "value" as numbers."""
+    if isinstance(value, dict):
+        return {k: for_json(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [for_json(item, key) for item in value]
+    if key in TIME_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return iso_time(value)
+    if key == "value" and isinstance(value, str):
+        return stations.parse_value(value)
+    return value
+
+
+def device_names(database):
+    """{device id: name}, for showing names where tables hold ids."""
+    return dict(database.execute("SELECT id, name FROM devices"))
+
+
+def said_truncated(shown, what, hint):
+    """The line that says a list was cut at `limit` (stderr: stdout stays data)."""
+    click.echo("(showing the newest %d %s; more match: %s)" % (shown, what, hint), err=True)

@@ -9,10 +9,10 @@ import time
 import click
 
 from gateway import config as config_mod
-from gateway import db, devices, service
-from gateway.cli_common import home_option, open_home, user_errors
+from gateway import datalock, db, devices, runner, service, stations
+from gateway.cli_common import for_json, home_option, local_time, open_home, user_errors
 
-_user_errors = user_errors(devices.DeviceError, service.ServiceError)
+_user_errors = user_errors(devices.DeviceError, service.ServiceError, datalock.LockedError)
 
 
 @click.command()
@@ -55,24 +55,33 @@ def init(home, force):
 @click.option("--for", "duration", type=float, metavar="SECONDS", help="Stop after this long.")
 @click.option("--no-rules", is_flag=True,
               help="Store and ack only: no rules, no alerts (a relay or a bench set-up).")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics; replaces "
+                   "metrics.listen.")
 @_user_errors
-def run(home, serial_urls, udp, log_format, log_level, status_every, once, duration, no_rules):
+def run(home, serial_urls, udp, log_format, log_level, status_every, once, duration, no_rules,
+        metrics):
     """Run the gateway: read frames, store them, ack them, run rules, send alerts.
 
     Stops cleanly on SIGTERM or Ctrl-C: readers stop, queued frames are
-    committed and acked, then it exits.
+    committed and acked, then it exits. One gateway per data directory: a
+    second `run` on the same one refuses, naming the first's pid. Database
+    migrations of a newer huaico are applied at start and logged
+    (event=migrated). Under systemd (Type=notify) it reports ready and feeds
+    the watchdog while its writer makes progress.
 
     \b
     Example:
         huaico run --serial /dev/ttyUSB0 --serial /dev/ttyACM0 --udp 0.0.0.0:5683
+        huaico run --metrics 127.0.0.1:9464
     """
     config = config_mod.load(home)
     service.setup_logging(log_level or config["gateway"]["log"], log_format)
     if not config.database_path.exists():
         raise click.ClickException("no database at %s: run `huaico init` first"
                                    % config.database_path)
-    service.run(config, duration=duration, once=once, serial_urls=list(serial_urls) or None,
-                udp=udp, status_every=status_every, rules=not no_rules)
+    runner.run(config, duration=duration, once=once, serial_urls=list(serial_urls) or None,
+               udp=udp, status_every=status_every, rules=not no_rules, metrics=metrics)
 
 
 @click.group()
@@ -96,12 +105,15 @@ def device():
               help="How the board reaches the gateway (default: the board's first).")
 @click.option("--allow-unsigned", is_flag=True,
               help="Accept frames without a MAC from this device (bench set-ups only).")
+@click.option("--far", is_flag=True,
+              help="Accept coordinates far from every other station of the network.")
 @_user_errors
-def device_add(home, name, board, site, lat, lon, transport, allow_unsigned):
+def device_add(home, name, board, site, lat, lon, transport, allow_unsigned, far):
     """Add a device: a new id and key, and its site config file sites/NAME.json.
 
     Copy the site file onto the board (`huaico flash` does it); it holds the
-    key, so keep it private.
+    key, so keep it private. Declare its sensors with `huaico device sensor
+    add`. Coordinates that look swapped are refused with a hint.
 
     \b
     Example:
@@ -109,6 +121,7 @@ def device_add(home, name, board, site, lat, lon, transport, allow_unsigned):
             --lat -11.95 --lon -76.69 --transport mqtt
     """
     config, database = open_home(home)
+    stations.check_coordinates(database, lat, lon, far=far)
     added = devices.add(database, config, name, board, site, lat=lat, lon=lon,
                         transport=transport, allow_unsigned=allow_unsigned)
     click.echo("added %s id=%s site file %s" % (name, added["id"],
@@ -139,7 +152,7 @@ def device_list(home, as_json):
     config, database = open_home(home)
     rows = [devices.public(row) for row in devices.all_devices(database)]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(for_json(rows), indent=2))
         return
     header = ("NAME", "ID", "BOARD", "TRANSPORT", "SITE", "LAST SEQ", "LAST SEEN", "BATTERY", "STATE")
     table = [header]
@@ -171,10 +184,21 @@ def device_show(home, name, show_key, as_json):
     row = devices.public(devices.get(database, name), show_key=show_key)
     row["site_file"] = str(devices.site_path(config, name))
     if as_json:
-        click.echo(json.dumps(row, indent=2))
+        click.echo(json.dumps(for_json(row), indent=2))
         return
-    for key, value in row.items():
-        click.echo("%-14s %s" % (key, "-" if value is None else value))
+    shown = dict(row)
+    shown["allow_unsigned"] = "yes" if row["allow_unsigned"] else "no"
+    shown["retired"] = "yes" if row["retired"] else "no"
+    shown["last_seen"] = "never" if row["last_seen"] is None else "%s (%s)" % (
+        local_time(row["last_seen"]), _age(row["last_seen"]))
+    shown["created"] = local_time(row["created"])
+    shown["battery_mv"] = None if row["battery_mv"] is None else "%.2f V" % (
+        row["battery_mv"] / 1000)
+    shown["rssi"] = None if row["rssi"] is None else "%d dBm" % row["rssi"]
+    for key, value in shown.items():
+        label = {"battery_mv": "battery", "last_seq": "last seq", "last_seen": "last seen",
+                 "allow_unsigned": "unsigned ok", "site_file": "site file"}.get(key, key)
+        click.echo("%-14s %s" % (label, "-" if value is None else value))
 
 
 @device.command("rotate-key")
@@ -182,18 +206,21 @@ def device_show(home, name, show_key, as_json):
 @click.argument("name")
 @_user_errors
 def device_rotate_key(home, name):
-    """Give a device a new key and rewrite its site file; the old key stops working.
+    """Give a device a new key; its site file keeps everything else.
 
-    Flash the new site file onto the board: until then its frames are
-    rejected (bad_mac).
+    The old key stops working at once: the board is blind (its frames are
+    rejected as bad_mac) until it is flashed with the new site file.
 
     \b
     Example:
         huaico device rotate-key rain-01
     """
     config, database = open_home(home)
-    devices.rotate_key(database, config, name)
-    click.echo("new key for %s; site file %s rewritten" % (name, devices.site_path(config, name)))
+    stations.rotate_key(config, database, name)
+    click.echo("new key for %s in %s (sensors and settings kept)" % (
+        name, devices.site_path(config, name)))
+    click.echo("WARNING: %s is blind until reflashed: the gateway rejects its frames (bad_mac) "
+               "until `huaico flash %s` gives it the new key" % (name, name), err=True)
 
 
 @device.command("reset-sequence")
@@ -228,13 +255,27 @@ def device_reset_sequence(home, name):
 def device_retire(home, name):
     """Retire a device: its frames are rejected from now on, its readings stay.
 
+    Its active alerts are cancelled (no all-clear is sent: nobody saw the
+    danger pass), their undelivered messages with them, and rules written
+    for this device alone are disabled; it says which.
+
     \b
     Example:
         huaico device retire rain-01
     """
-    config, database = open_home(home)
-    devices.retire(database, name)
+    _, database = open_home(home)
+    done = stations.retire(database, name)
     click.echo("retired %s" % name)
+    for alert in done["alerts"]:
+        click.echo("  cancelled alert #%d %s %s (no all-clear sent)"
+                   % (alert["id"], alert["level"].upper(), alert["rule_name"]))
+    if done["messages_cancelled"]:
+        click.echo("  cancelled %d undelivered message%s of those alerts" % (
+            done["messages_cancelled"], "" if done["messages_cancelled"] == 1 else "s"))
+    if done["rules_disabled"]:
+        click.echo("  disabled rule%s %s (`huaico rules edit NAME --enable` to turn one back on)"
+                   % ("" if len(done["rules_disabled"]) == 1 else "s",
+                      ", ".join(done["rules_disabled"])))
 
 
 def register(main):

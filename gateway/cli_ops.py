@@ -16,7 +16,7 @@ import click
 from gateway import config as config_mod
 from gateway import datasette_queries, devices, doctor as doctor_mod, plotting
 from gateway import readings_query, status as status_mod, storage as storage_mod
-from gateway.cli_common import home_option, open_home, user_errors
+from gateway.cli_common import for_json, home_option, open_home, said_truncated, user_errors
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Machine-readable JSON instead of text.")
@@ -58,7 +58,7 @@ def status(home, stale, as_json):
     config, database = open_home(home)
     result = status_mod.collect(database, status_mod.stale_after(config, stale))
     if as_json:
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(for_json(result), indent=2, ensure_ascii=False))
         return
     for line in status_mod.render(result, style=click.style):
         click.echo(line)
@@ -74,21 +74,37 @@ def status(home, stale, as_json):
               help="The newest N readings (0: all).")
 @click.option("--format", "fmt", type=click.Choice(readings_query.FORMATS), default="table",
               show_default=True, help="table for people; csv, json or SenML JSON for programs.")
+@click.option("--hourly", is_flag=True,
+              help="The hourly aggregates (count, mean, min, max, total) that readings older "
+                   "than [retention] raw_days become.")
 @_user_errors
-def readings(home, device, channel, since, until, limit, fmt):
+def readings(home, device, channel, since, until, limit, fmt, hourly):
     """Readings in physical units, filtered by device, channel and time.
+
+    When more readings match than --limit, the newest are shown and a line
+    on stderr says so (stdout stays clean for csv and json).
 
     \b
     Example:
         huaico readings --device rain-01 --channel rain --since 24h
         huaico readings --since 2025-02-14 --until 2025-02-15 --format csv --limit 0 > feb14.csv
         huaico readings --device rain-01 --since 1h --format senml
+        huaico readings --hourly --device rain-01 --channel rain --since 400d --until 365d
     """
     _, database = open_home(home)
     start, end = _times(since, until)
-    rows = readings_query.query(database, device=device, channel=channel, since=start,
-                                until=end, limit=limit)
+    if hourly:
+        shown, more = readings_query.hourly(database, device=device, channel=channel,
+                                            since=start, until=end, limit=limit)
+        click.echo(readings_query.render_hourly(shown, fmt))
+        if more:
+            said_truncated(len(shown), "hours", "--limit 0 for all, or a later --since")
+        return
+    rows, more = readings_query.query_limited(database, limit, device=device, channel=channel,
+                                              since=start, until=end)
     click.echo(readings_query.render(rows, fmt))
+    if more:
+        said_truncated(len(rows), "readings", "--limit 0 for all, or a later --since")
 
 
 @click.command()
@@ -178,26 +194,33 @@ def storage():
               help="Readings in each frame (channels sampled).")
 @click.option("--days", type=click.IntRange(min=1), default=365, show_default=True,
               help="For how long.")
+@click.option("--raw-days", type=click.IntRange(min=0), metavar="DAYS",
+              help="Raw readings kept this long, hourly aggregates after; 0 keeps all "
+                   "(default: [retention] raw_days in huaico.toml).")
 @json_option
 @_user_errors
-def storage_estimate(home, device_count, interval, readings_per_frame, days, as_json):
+def storage_estimate(home, device_count, interval, readings_per_frame, days, raw_days, as_json):
     """How much disk for how long, measured on a real SQLite file.
 
     Inserts a sample into a temporary database with huaico's schema,
-    measures the bytes one reading takes, and scales it up; compares with
-    the free space where the database lives.
+    measures the bytes one reading and one hourly aggregate take, and scales
+    them up with the retention in force; compares with the free space where
+    the database lives.
 
     \b
     Example:
         huaico storage estimate --devices 65 --interval 5m --readings-per-frame 4 --days 365
+        huaico storage estimate --devices 100 --interval 1m --days 3650 --raw-days 90
     """
     interval_s = readings_query.parse_span(interval)
     config = config_mod.load(home)
     where = config.database_path.parent
     while not where.exists():
         where = where.parent
-    result = storage_mod.estimate(device_count, interval_s, readings_per_frame, days,
-                                  free_bytes=shutil.disk_usage(where).free)
+    result = storage_mod.estimate(
+        device_count, interval_s, readings_per_frame, days,
+        free_bytes=shutil.disk_usage(where).free,
+        raw_days=config["retention"]["raw_days"] if raw_days is None else raw_days)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -85,6 +85,11 @@ topic_prefix = "huaico"
 # Publish every stored reading as SenML JSON on <prefix>/<device id>/senml.
 # Packs wait in the database while the broker is away; none is lost.
 publish_readings = true
+# Home Assistant MQTT discovery: retained config messages under ha_prefix
+# make every station and channel appear in a Home Assistant on this broker,
+# with its newest values on <prefix>/<device id>/state.
+ha_discovery = true
+ha_prefix = "homeassistant"
 
 [sms]
 # "none", "modem" (a GSM modem on a serial port, AT commands) or "spool"
@@ -114,6 +119,19 @@ quiet_hours = "22:00-06:00"
 # Retry delays for failed deliveries: exponential from base to max, with jitter.
 retry_base_s = 5
 retry_max_s = 600
+
+[retention]
+# Raw readings are kept this many days after they arrived; older ones are
+# folded into hourly aggregates (count, sum, min, max per device and
+# channel, kept for ever) by `huaico run` once an hour. 0 keeps every raw
+# reading (watch the disk with `huaico storage estimate`).
+raw_days = 365
+
+[metrics]
+# Prometheus metrics (counters, queue depth, last-frame ages, outbox, active
+# alerts) over HTTP at http://HOST:PORT/metrics, e.g. "127.0.0.1:9464";
+# "" is off. Keep it on 127.0.0.1 unless a firewall guards the port.
+listen = ""
 
 # Recipient groups; copy the block for more. escalate_to names another group.
 [[groups]]
@@ -209,6 +227,8 @@ def from_text(text, home, source="config"):
     if sections["clock"]["trust"] not in ("auto", "system"):
         raise ConfigError("clock.trust must be \"auto\" or \"system\", not %r"
                           % sections["clock"]["trust"])
+    if sections["retention"]["raw_days"] < 0:
+        raise ConfigError("retention.raw_days must not be negative (0 keeps every reading)")
     if sections["ingest"]["batch_ms"] < 0:
         raise ConfigError("ingest.batch_ms must not be negative")
     return Config(home, sections)

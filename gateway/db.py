@@ -17,7 +17,7 @@ import time
 
 import sqlite_utils
 
-from gateway import alert_schema
+from gateway import alert_schema, retention
 
 BUSY_TIMEOUT_MS = 5000
 REJECTS_KEPT = 10000
@@ -113,8 +113,8 @@ MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
 
 
 def all_migrations():
-    """The store's migrations, then the alert schema's."""
-    return list(MIGRATIONS) + list(alert_schema.MIGRATIONS)
+    """The store's migrations, then the alert schema's, then retention's."""
+    return list(MIGRATIONS) + list(alert_schema.MIGRATIONS) + list(retention.MIGRATIONS)
 
 
 def applied(database):

@@ -271,6 +271,17 @@ def check_database(config, quick=False):
     return checks
 
 
+def check_gateway(config):
+    """Whether a `huaico run` holds this data directory (gateway.datalock)."""
+    from gateway import datalock
+
+    pid = datalock.holder(config.home)
+    if pid is None:
+        return Check("gateway", WARN, "no gateway is running on %s" % config.home,
+                     "start it: `huaico run`, or `sudo systemctl start huaico`")
+    return Check("gateway", OK, "running on %s (pid %s)" % (config.home, pid or "unknown"))
+
+
 def check_disk(config):
     where = config.database_path.parent if config.database_path.parent.exists() else config.home
     while not where.exists():
@@ -379,6 +390,7 @@ def run(home=None, quick=False):
         checks.append(Check("serial", SKIP, "no serial ports in [ingest] serial"))
     for url in serial_urls:
         checks += _guarded("serial", check_serial_port, "serial", url)
+    checks += _guarded("gateway", check_gateway, config)
     checks += _guarded("sms", check_modem, config)
     checks += _guarded("broker", check_broker, config)
     checks += _guarded("database", check_database, config, quick=quick)

@@ -1,5 +1,6 @@
 """Readings as operators ask for them: by device, channel and time window,
-in physical units, as a table, CSV, JSON or SenML.
+in physical units, as a table, CSV, JSON or SenML; and the hourly aggregates
+that retention (gateway.retention) keeps of readings older than raw_days.
 
 Times on the command line are either a span back from now ("24h", "90m",
 "2d") or an ISO 8601 date/time ("2025-02-14", "2025-02-14T06:00",
@@ -94,30 +95,32 @@ def iso(epoch):
     return datetime.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
-def query(database, device=None, channel=None, since=None, until=None, limit=None,
-          index=None):
-    """Raw rows (dicts of the readings table plus the device name), oldest
-    first; with `limit`, the newest `limit` of them."""
+def _filters(database, table, time_column, device, channel, since, until, index=None):
+    """(WHERE clauses, args) on `table`'s alias for these filters."""
     where, args = [], []
     if device is not None:
         try:
             row = devices.get(database, device)
         except devices.DeviceError as exc:
             raise QueryError(str(exc)) from None
-        where.append("r.device_id = ?")
+        where.append("%s.device_id = ?" % table)
         args.append(row["id"])
     if channel is not None:
-        where.append("r.channel = ?")
+        where.append("%s.channel = ?" % table)
         args.append(find_channel(channel).code)
-    if index is not None:
-        where.append("r.idx = ?")
-        args.append(index)
-    if since is not None:
-        where.append("r.time >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("r.time <= ?")
-        args.append(until)
+    for column, op, value in (("idx", "=", index), (time_column, ">=", since),
+                              (time_column, "<=", until)):
+        if value is not None:
+            where.append("%s.%s %s ?" % (table, column, op))
+            args.append(value)
+    return where, args
+
+
+def query(database, device=None, channel=None, since=None, until=None, limit=None,
+          index=None):
+    """Raw rows (dicts of the readings table plus the device name), oldest
+    first; with `limit`, the newest `limit` of them."""
+    where, args = _filters(database, "r", "time", device, channel, since, until, index)
     sql = ("SELECT coalesce(d.name, r.device_id) AS device, r.* FROM readings r "
            "LEFT JOIN devices d ON d.id = r.device_id")
     if where:
@@ -129,6 +132,66 @@ def query(database, device=None, channel=None, since=None, until=None, limit=Non
     rows = list(database.query(sql, args))
     rows.reverse()
     return rows
+
+
+def query_limited(database, limit, **filters):
+    """(rows, more): query() with `limit` (0: all), and whether more rows
+    matched than were returned, so that a cut list is always said to be."""
+    rows = query(database, limit=limit + 1 if limit else None, **filters)
+    if limit and len(rows) > limit:
+        return rows[1:], True  # oldest first: the extra row is the oldest
+    return rows, False
+
+
+HOURLY_COLUMNS = ("device", "channel", "idx", "hour", "n", "mean", "min", "max", "total",
+                  "unit")
+
+
+def hourly(database, device=None, channel=None, since=None, until=None, limit=None):
+    """(rows, more) of hourly aggregates for people and scripts, oldest
+    first; values in physical units (total: the sum, for rain)."""
+    where, args = _filters(database, "h", "hour", device, channel, since, until)
+    sql = ("SELECT coalesce(d.name, h.device_id) AS device, h.* FROM readings_hourly h "
+           "LEFT JOIN devices d ON d.id = h.device_id")
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY h.hour DESC, h.device_id DESC, h.channel DESC, h.idx DESC"
+    if limit:
+        sql += " LIMIT %d" % (int(limit) + 1)
+    rows = list(database.query(sql, args))
+    more = bool(limit) and len(rows) > limit
+    rows = rows[:limit] if limit else rows
+    rows.reverse()
+    shown = []
+    for row in rows:
+        code = row["channel"]
+        mean = decimal.Decimal(row["total"]) / row["n"]
+        scale = channels.BY_CODE[code].scale if code in channels.BY_CODE else 0
+        shown.append({
+            "device": row["device"], "channel": channel_name(code), "idx": row["idx"],
+            "hour": iso(row["hour"]), "n": row["n"],
+            "mean": float(mean.scaleb(scale).quantize(decimal.Decimal(1).scaleb(scale - 1))),
+            "min": float(value_text(row["minimum"], code)),
+            "max": float(value_text(row["maximum"], code)),
+            "total": float(value_text(row["total"], code)), "unit": unit(code)})
+    return shown, more
+
+
+def render_hourly(shown, fmt):
+    if fmt == "json":
+        return json.dumps(shown, indent=2, ensure_ascii=False)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, HOURLY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(shown)
+        return out.getvalue().rstrip("\n")
+    if fmt == "senml":
+        raise QueryError("hourly aggregates have no SenML form; use table, csv or json")
+    if not shown:
+        return "no hourly aggregates match (readings become hourly after [retention] raw_days)"
+    return table(HOURLY_COLUMNS, [[item[c] for c in HOURLY_COLUMNS] for item in shown],
+                 right={"idx", "n", "mean", "min", "max", "total"})
 
 
 def public(row):

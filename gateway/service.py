@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from gateway import clock as clock_mod, db, dispatch, ingest, rules as rules_mod
+from gateway import clock as clock_mod, console, db, dispatch, ingest, rules as rules_mod
 from gateway.readings_feed import ReadingsFeed
 from gateway.store import Counters, Writer
 
@@ -63,7 +63,7 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level="info", log_format="kv", stream=None):
     if log_format not in LOG_FORMATS:
         raise ServiceError("log format must be one of %s, not %r" % (LOG_FORMATS, log_format))
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = console.LogHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
     root = logging.getLogger("huaico")
     for old in list(root.handlers):
@@ -239,8 +239,7 @@ class Service:
                                                 self.writer.depth, age,
                                                 "trusted" if self.clock.trusted else "UNTRUSTED"))
         if self.status_stream.isatty():
-            self.status_stream.write("\r\x1b[K" + line)
-            self.status_stream.flush()
+            console.status_line(self.status_stream).show(line)
         else:
             log.info("event=status %s", line)
         if self.mqtt is not None:
@@ -272,7 +271,7 @@ class Service:
             self.database.conn.close()
             self.database = None
         if self.status_stream.isatty():
-            self.status_stream.write("\n")
+            console.status_line(self.status_stream).end()
         log.info("event=stopped counters=%s", json.dumps(self.counters.snapshot(),
                                                          sort_keys=True))
 

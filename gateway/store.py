@@ -180,6 +180,11 @@ class Writer:
     def depth(self):
         return self.queue.qsize()
 
+    @property
+    def alive(self):
+        """The writer thread is running (the systemd watchdog asks)."""
+        return self._thread is not None and self._thread.is_alive()
+
     # Life cycle.
 
     def start(self):

@@ -4,6 +4,7 @@ what a person sees in `huaico status`, readings in every format, a plot,
 doctor against a busy pty, a real modem emulator and a real broker, the
 storage estimate, serve's canned queries, and one-line user errors."""
 import csv
+import datetime
 import io
 import json
 import os
@@ -87,8 +88,12 @@ def test_status_stale_option_and_json(ops_network):
     assert stale == {"rain-01": False, "river-02": False, "soil-03": False, "never-04": True}
     rain = [d for d in data["devices"] if d["name"] == "rain-01"][0]
     assert rain["battery_v"] == 3.71 and rain["rssi_dbm"] == -71
-    assert {"channel": "rain", "idx": 0, "value": "12.3", "unit": "mm", "quality": "ok"}.items() \
+    # Numbers as numbers, times as local ISO 8601 with the offset.
+    assert {"channel": "rain", "idx": 0, "value": 12.3, "unit": "mm", "quality": "ok"}.items() \
         <= rain["values"][0].items()
+    assert datetime.datetime.fromisoformat(rain["last_seen"]).timestamp() == \
+        pytest.approx(ops_network.now - 120, abs=1)
+    assert datetime.datetime.fromisoformat(data["time"]).tzinfo is not None
     assert [a["rule"] for a in data["alerts"]] == ["river-high"]
     assert_user_error(invoke("status", "--stale", "soon"), "not a duration")
 
@@ -128,8 +133,14 @@ def test_readings_formats_parse(ops_network):
     # SenML's primary units: 12.3 mm as metres, -71 dBm as dBW.
     assert ("rain", 0.0123) in values and ("rssi", -101.0) in values
 
-    limited = json.loads(invoke("readings", "--limit", "2", "--format", "json").output)
+    cut = invoke("readings", "--limit", "2", "--format", "json")
+    limited = json.loads(cut.stdout)
     assert len(limited) == 2 and {r["device"] for r in limited} == {"river-02"}
+    # A cut list says so, on stderr so that the JSON stays whole.
+    assert cut.stderr == "(showing the newest 2 readings; more match: --limit 0 for all, " \
+                         "or a later --since)\n"
+    whole = invoke("readings", "--limit", "0", "--format", "json")
+    assert whole.stderr == "" and len(json.loads(whole.stdout)) > 2
     recent = json.loads(invoke("readings", "--since", "10m", "--format", "json").output)
     assert {r["device"] for r in recent} == {"rain-01", "river-02"}
     old = json.loads(invoke("readings", "--until", "1h", "--format", "json").output)
@@ -291,7 +302,22 @@ def test_storage_estimate(gateway_home):
     assert 30 < data["bytes_per_reading"] < 250
     assert data["readings_per_day"] == 65 * 4 * 288
     assert data["bytes_total"] == pytest.approx(data["bytes_per_day"] * 365, rel=1e-6)
-    assert data["days_until_full"] == int(data["free_bytes"] / data["bytes_per_day"])
+    # Retention ([retention] raw_days = 365 by default): raw readings fill a
+    # year's worth, then only hourly aggregates (one row per channel and hour) grow.
+    assert data["raw_days"] == 365 and 10 < data["bytes_per_hourly_row"] < data["bytes_per_reading"]
+    assert data["hourly_bytes_per_day"] == pytest.approx(
+        data["bytes_per_hourly_row"] * 65 * 4 * 24, rel=2e-3)  # the row size shown is rounded
+    raw_year = data["bytes_per_day"] * 365
+    assert data["days_until_full"] == pytest.approx(
+        365 + (data["free_bytes"] - raw_year) / data["hourly_bytes_per_day"], rel=1e-4)
+    ten = json.loads(invoke("storage", "estimate", "--devices", 65, "--interval", "5m",
+                            "--days", 3650, "--json").output)
+    assert ten["bytes_total"] == pytest.approx(
+        ten["bytes_per_day"] * 365 + ten["hourly_bytes_per_day"] * 3285, rel=1e-3)
+    every = json.loads(invoke("storage", "estimate", "--devices", 65, "--interval", "5m",
+                              "--days", 3650, "--raw-days", 0, "--json").output)
+    assert every["bytes_total"] == pytest.approx(every["bytes_per_day"] * 3650, rel=1e-6)
+    assert every["days_until_full"] == int(every["free_bytes"] / every["bytes_per_day"])
     text = invoke("storage", "estimate", "--devices", 1, "--interval", "1h", "--days", 30)
     assert "1 device x 4 readings every 1 h = 96 readings a day" in text.output
     assert "in 30 days" in text.output
