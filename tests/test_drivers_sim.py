@@ -41,7 +41,11 @@ def deployed(tmp_path_factory):
         for source in (ROOT / package).rglob("*.py"):
             target = tree / source.relative_to(ROOT).with_suffix(".mpy")
             target.parent.mkdir(parents=True, exist_ok=True)
-            done = subprocess.run([tool, "-o", str(target), str(source)], capture_output=True, text=True)
+            # -s: the name a board's file has, not this checkout's path, so the
+            # heap the names take does not depend on where the tests run.
+            name = str(source.relative_to(ROOT))
+            done = subprocess.run([tool, "-s", name, "-o", str(target), str(source)],
+                                  capture_output=True, text=True)
             assert done.returncode == 0, done.stderr
     (tree / "tests" / "mp_drivers").mkdir(parents=True)
     for script in (ROOT / "tests" / "mp_drivers").glob("*.py"):
