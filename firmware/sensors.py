@@ -180,10 +180,13 @@ def _objects(board, cfg, role, how):
         return (onewire.OneWire(Pin(where, Pin.OPEN_DRAIN, Pin.PULL_UP)),)
     adc = machine.ADC(Pin(where))
     atten = getattr(board, "ADC_ATTEN", None)
-    if atten is not None:
-        # ESP32: the board file names the attenuation that gives its full scale.
-        adc.atten(getattr(machine.ADC, atten))
-    return (adc, getattr(board, "ADC_VREF", 3.3))
+    if atten is None:
+        return (adc, getattr(board, "ADC_VREF", 3.3))
+    # ESP32: the board file names the attenuation that gives its range. Its read_u16() is the raw
+    # code (offset, bent above ~2.45 V, gain varying from chip to chip); read_uv() is calibrated
+    # from eFuse (ports/esp32/machine_adc.c, v1.22-v1.28): the drivers read volts with it (vref None).
+    adc.atten(getattr(machine.ADC, atten))
+    return (adc, None)
 
 
 def _build(board, cfg):

@@ -75,15 +75,15 @@ def run(cases):
     done()
 
 
-def setup(cfg, world):
-    """The sensor for one config entry on a fresh board, and its device model."""
+def setup(cfg, world, on=board):
+    """The sensor for one config entry on a fresh board (`on`), and its device model."""
     from firmware import sensors
     from firmware.sim.devices import wire
     fresh(world)
-    models = wire(board, {"sensors": [cfg]})
-    errors = sensors.validate(board, cfg)
+    models = wire(on, {"sensors": [cfg]})
+    errors = sensors.validate(on, cfg)
     check(not errors, "%s validates: %r" % (cfg["name"], errors))
-    return sensors.make(board, cfg), models[cfg["name"]]
+    return sensors.make(on, cfg), models[cfg["name"]]
 
 
 def one(sensor):

@@ -9,6 +9,8 @@ physical quantities in bus.world.
 """
 from firmware.sim import bus
 
+chip = ["rp2"]  # whose ADC the board has (firmware/sim/adc.py): "rp2", "esp32" or "esp32s3"
+
 
 def _pin(board, cfg, role):
     pins = cfg.get("pins") or {}
@@ -84,7 +86,8 @@ def _model(board, cfg):
 
 
 def wire(board, site_config):
-    """Attach a model for every sensor of the site; {name: model}."""
+    """Attach a model for every sensor of the site; {name: model}. The ADC reads as the board's chip does."""
+    chip[0] = board.NAME if board.NAME in ("esp32", "esp32s3") else "rp2"
     models = {}
     for cfg in site_config.get("sensors", ()):
         models[cfg["name"]] = _model(board, cfg)
