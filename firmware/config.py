@@ -18,6 +18,7 @@ Example:
 """
 import json
 
+from firmware.read_times import read_ms
 from protocol import channels
 
 # Worst-case frame bytes (COSE_Mac0 wrapper, payload head with a 32-bit seq
@@ -28,8 +29,6 @@ FRAME_OVERHEAD = 56
 READING_BYTES = 15
 # Readings one sampling round of a sensor type can give.
 _READINGS = {"rain_gauge": 2, "accel_adxl345": 4, "accel_mpu6050": 4}
-# What one sensor read may take at most, for the watchdog budget.
-SENSOR_BUDGET_MS = 500
 # Time for the loop's own work besides sensors and the network.
 LOOP_MARGIN_MS = 1000
 MTU_MAX = {"uart": 255, "mqtt": 1024}
@@ -167,7 +166,11 @@ def check(raw, board_loader=None, sensor_check=True):
                 add("sensors[%d]: %s" % (at, line))
     _check_thresholds(raw["thresholds"], names, add)
     _check_transport(raw.get("transport"), board, readings, add)
-    _check_power(raw, board, rain, len(sensors), add)
+    sensors_ms = 0
+    for entry in sensors:
+        if isinstance(entry, dict):
+            sensors_ms += read_ms(entry)
+    _check_power(raw, board, rain, sensors_ms, add)
     ring = raw["ring"]
     if not _is_int(ring.get("frames"), 8, 65535):
         add("ring.frames: must be 8..65535 frames, got %r" % (ring.get("frames"),))
@@ -242,7 +245,7 @@ def _check_transport(t, board, readings, add):
             add("transport.keepalive_s: must be 10..3600")
 
 
-def _check_power(raw, board, rain, n_sensors, add):
+def _check_power(raw, board, rain, sensors_ms, add):
     wdt = raw["watchdog"].get("timeout_ms")
     sleep = raw["sleep"]
     mode = sleep.get("mode")
@@ -266,11 +269,11 @@ def _check_power(raw, board, rain, n_sensors, add):
     except (KeyError, TypeError):
         return
     if mode != "deep":
-        loop = max_ms + net + SENSOR_BUDGET_MS * n_sensors + LOOP_MARGIN_MS
+        loop = max_ms + net + sensors_ms + LOOP_MARGIN_MS
         if loop > wdt:
             add("sleep.max_ms: a loop may take %d ms (sleep %d + network %d + sensors %d + margin %d) "
-                "but the watchdog resets after %d ms; sleep less or shorten the timeouts"
-                % (loop, max_ms, net, SENSOR_BUDGET_MS * n_sensors, LOOP_MARGIN_MS, wdt))
+                "but the watchdog resets after %d ms; sleep less, shorten the timeouts or read fewer samples"
+                % (loop, max_ms, net, sensors_ms, LOOP_MARGIN_MS, wdt))
 
 
 def load(path, board_loader=None, sensor_check=True):

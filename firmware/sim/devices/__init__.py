@@ -78,7 +78,7 @@ def _model(board, cfg):
     if kind == "hx711":
         from firmware.sim.devices.hx711 import HX711
         model = HX711(name, _pin(board, cfg, "hx711_sck"), cfg.get("tare", 0), cfg["scale"],
-                      "load_kg" if cfg.get("output", "load") == "load" else "strain_ue")
+                      "load_kg" if cfg.get("output", "load") == "load" else "strain_ue", sps=cfg.get("sps", 10))
         bus.pin_attach(_pin(board, cfg, "hx711_sck"), model)
         bus.pin_attach(_pin(board, cfg, "hx711_dt"), model)
         return model
