@@ -18,7 +18,6 @@ Example:
 """
 import json
 
-from firmware.read_times import read_ms
 from protocol import channels
 
 # Worst-case frame bytes (COSE_Mac0 wrapper, payload head with a 32-bit seq
@@ -166,6 +165,7 @@ def check(raw, board_loader=None, sensor_check=True):
                 add("sensors[%d]: %s" % (at, line))
     _check_thresholds(raw["thresholds"], names, add)
     _check_transport(raw.get("transport"), board, readings, add)
+    from firmware.read_times import read_ms
     sensors_ms = 0
     for entry in sensors:
         if isinstance(entry, dict):
