@@ -234,6 +234,9 @@ def _check_transport(t, board, readings, add):
             add("transport.uart: board %s has UARTs %s, not %r" % (board.NAME, sorted(board.UART), t.get("uart")))
         if not _is_int(t.get("baud"), 1200, 3000000):
             add("transport.baud: must be 1200..3000000")
+        elif "radio" in t:
+            from firmware.lora import check  # a LoRa module's settings: only for sites that have one
+            check(t, largest, add)
     else:
         if not isinstance(t.get("host"), str) or not t["host"]:
             add("transport.host: the MQTT broker's address is required")

@@ -1,4 +1,5 @@
-"""The simulated UART: bytes to and from the peer wired at its id (firmware/sim/bus.py), at the baud rate.
+"""The simulated UART: bytes to and from the peer wired at its id (firmware/sim/bus.py, or a LoRa
+module: firmware/sim/devices/lora_uart.py), at the baud rate.
 
 A byte is 10 bits on the line (start, 8 data, stop: the firmware's 8N1) and
 takes 10 / baud seconds. Both ports buffer in software (rp2
@@ -12,7 +13,16 @@ holds rxbuf unread bytes is lost (`lost` counts it), as a board's ring
 buffer overruns. The peer is read when the firmware touches the UART, so a
 byte that reached the peer's end during a sleep counts from then.
 """
+import sys
+
 from firmware.sim import bus, hwclock
+
+
+def _end(uart_id):
+    """What the UART talks to: the site's LoRa module when it has one (loaded only then), else the peer."""
+    lora = sys.modules.get("firmware.sim.devices.lora_uart")
+    module = lora._modules.get(uart_id) if lora is not None else None
+    return module if module is not None else bus.uart_peer(uart_id)
 
 _BITS_PER_BYTE = 10
 _DEFAULT_BUF = 256
@@ -36,7 +46,7 @@ class UART:
     def _step(self):
         """Deliver what crossed the TX line by now; take from the peer, and off the RX line what arrived."""
         now = hwclock.now_us()
-        peer = bus.uart_peer(self.id)
+        peer = _end(self.id)
         while self._tx and self._tx[0][0] <= now:
             data = self._tx.pop(0)[1]
             if peer is not None:

@@ -88,6 +88,9 @@ def _model(board, cfg):
 def wire(board, site_config):
     """Attach a model for every sensor of the site; {name: model}. The ADC reads as the board's chip does."""
     chip[0] = board.NAME if board.NAME in ("esp32", "esp32s3") else "rp2"
+    if (site_config.get("transport") or {}).get("radio"):
+        from firmware.sim.devices.lora_uart import attach
+        attach(board, site_config["transport"])
     models = {}
     for cfg in site_config.get("sensors", ()):
         models[cfg["name"]] = _model(board, cfg)
