@@ -54,6 +54,7 @@ def load_settings(site_path):
     finally:
         del config
         unload("firmware.config")
+        unload("firmware.read_times")
     gc.collect()
     errors.extend(_sensor_errors(raw))
     if errors:

@@ -28,8 +28,6 @@ FRAME_OVERHEAD = 56
 READING_BYTES = 15
 # Readings one sampling round of a sensor type can give.
 _READINGS = {"rain_gauge": 2, "accel_adxl345": 4, "accel_mpu6050": 4}
-# What one sensor read may take at most, for the watchdog budget.
-SENSOR_BUDGET_MS = 500
 # Time for the loop's own work besides sensors and the network.
 LOOP_MARGIN_MS = 1000
 MTU_MAX = {"uart": 255, "mqtt": 1024}
@@ -177,7 +175,12 @@ def check(raw, board_loader=None, sensor_check=True):
                 add("sensors[%d]: %s" % (at, line))
     _check_thresholds(raw["thresholds"], names, add)
     _check_transport(raw.get("transport"), board, readings, add)
-    _check_power(raw, board, rain, len(sensors), add)
+    from firmware.read_times import read_ms
+    sensors_ms = 0
+    for entry in sensors:
+        if isinstance(entry, dict):
+            sensors_ms += read_ms(entry)
+    _check_power(raw, board, rain, sensors_ms, add)
     ring = raw["ring"]
     if not _is_int(ring.get("frames"), 8, 65535):
         add("ring.frames: must be 8..65535 frames, got %r" % (ring.get("frames"),))
@@ -241,6 +244,9 @@ def _check_transport(t, board, readings, add):
             add("transport.uart: board %s has UARTs %s, not %r" % (board.NAME, sorted(board.UART), t.get("uart")))
         if not _is_int(t.get("baud"), 1200, 3000000):
             add("transport.baud: must be 1200..3000000")
+        elif "radio" in t:
+            from firmware.lora import check  # a LoRa module's settings: only for sites that have one
+            check(t, largest, add)
     else:
         if not isinstance(t.get("host"), str) or not t["host"]:
             add("transport.host: the MQTT broker's address is required")
@@ -257,7 +263,7 @@ def _check_transport(t, board, readings, add):
             add("transport.keepalive_s: must be 10..3600")
 
 
-def _check_power(raw, board, rain, n_sensors, add):
+def _check_power(raw, board, rain, sensors_ms, add):
     wdt = raw["watchdog"].get("timeout_ms")
     sleep = raw["sleep"]
     mode = sleep.get("mode")
@@ -283,11 +289,11 @@ def _check_power(raw, board, rain, n_sensors, add):
     # A deep sleep is a reset (the watchdog starts over at the wake), but the awake
     # part of the loop (joining, sending, waiting for acks) must fit all the same.
     slept = max_ms if mode != "deep" else 0
-    loop = slept + net + SENSOR_BUDGET_MS * n_sensors + LOOP_MARGIN_MS
+    loop = slept + net + sensors_ms + LOOP_MARGIN_MS
     if loop > wdt:
         add("sleep.max_ms: a loop may take %d ms (sleep %d + network %d + sensors %d + margin %d) "
-            "but the watchdog resets after %d ms; sleep less or shorten the timeouts"
-            % (loop, slept, net, SENSOR_BUDGET_MS * n_sensors, LOOP_MARGIN_MS, wdt))
+            "but the watchdog resets after %d ms; sleep less, shorten the timeouts or read fewer samples"
+            % (loop, slept, net, sensors_ms, LOOP_MARGIN_MS, wdt))
 
 
 def load(path, board_loader=None, sensor_check=True):

@@ -49,7 +49,7 @@ _TYPES = {
     'crack_gauge': ('crack_gauge', 'CrackGauge', ('adc0', 'adc'),
         ('travel_mm', 25.0, 1.0, 300.0, 'calibration', None, None, None, 'zero_mm', 0.0, -300.0, 300.0, 'samples', 9, 1, 64, 'noise_v', 0.03, 0.0, 3.3)),
     'hx711': ('hx711', 'HX711', ('hx711_sck', 'out', 'hx711_dt', 'in'),
-        ('scale', None, -1000000000.0, 1000000000.0, 'tare', 0, -8388608, 8388607, 'output', None, None, None, 'samples', 4, 1, 32, 'gain', 128, 32, 128)),
+        ('scale', None, -1000000000.0, 1000000000.0, 'tare', 0, -8388608, 8388607, 'output', None, None, None, 'samples', 4, 1, 32, 'gain', 128, 32, 128, 'sps', 10, 10, 80)),
 }
 
 _CALIBRATED = ("ph", "turbidity", "conductivity", "dissolved_oxygen", "crack_gauge")
@@ -129,6 +129,8 @@ def validate(board, cfg):
             errors.append("%s: scale must not be 0" % where)
         if cfg.get("gain", 128) not in (32, 64, 128):
             errors.append("%s: gain must be 32, 64 or 128" % where)
+        if cfg.get("sps", 10) not in (10, 80):
+            errors.append("%s: sps must be 10 or 80 (the board's RATE pin)" % where)
     if kind == "ds18b20":
         if cfg.get("output", "water_temp") not in _DS18B20_OUTPUTS:
             errors.append("%s: output must be one of %s" % (where, ", ".join(_DS18B20_OUTPUTS)))
@@ -180,10 +182,13 @@ def _objects(board, cfg, role, how):
         return (onewire.OneWire(Pin(where, Pin.OPEN_DRAIN, Pin.PULL_UP)),)
     adc = machine.ADC(Pin(where))
     atten = getattr(board, "ADC_ATTEN", None)
-    if atten is not None:
-        # ESP32: the board file names the attenuation that gives its full scale.
-        adc.atten(getattr(machine.ADC, atten))
-    return (adc, getattr(board, "ADC_VREF", 3.3))
+    if atten is None:
+        return (adc, getattr(board, "ADC_VREF", 3.3))
+    # ESP32: the board file names the attenuation that gives its range. Its read_u16() is the raw
+    # code (offset, bent above ~2.45 V, gain varying from chip to chip); read_uv() is calibrated
+    # from eFuse (ports/esp32/machine_adc.c, v1.22-v1.28): the drivers read volts with it (vref None).
+    adc.atten(getattr(machine.ADC, atten))
+    return (adc, None)
 
 
 def _build(board, cfg):

@@ -4,9 +4,16 @@ For a cable, an RS-485 transceiver or a transparent LoRa UART module. The
 link carries frames of at most `mtu` bytes (checked at boot against the
 largest frame the sensors make). Reads never block: poll() takes what the
 UART holds, so the main loop bounds every wait itself.
+
+With a LoRa module (transport.radio) the link plans each frame's air time
+(firmware/lora.py): it sends only when the duty cycle and the last frame's
+ack window allow, and holds the rest back (counted, and logged), so the
+region's limit is never exceeded and the module is never sending while the
+gateway's ack comes in.
 """
 import machine
 
+from firmware import log
 from protocol import link
 
 _ACK_MAX = 96  # bytes: an ack is about 40
@@ -20,13 +27,31 @@ class UartLink:
                                  timeout=0)
         self._decoder = link.Decoder(_ACK_MAX)
         self.errors = 0  # damaged packets heard
+        self.plan = None
+        if t.get("radio"):
+            from firmware.lora import Planner
+            self.plan = Planner(t["radio"], t["baud"], link.encoded_bound(self.mtu + 2) + 1)
 
     def up(self, deadline_ms):
-        """A UART is always there; the gateway's acks tell whether anyone listens."""
-        return True
+        """A UART is always there (the gateway's acks tell whether anyone listens); a LoRa
+        module only once the duty cycle and the last ack's window let it send."""
+        return self.plan is None or self._clear()
+
+    def _clear(self):
+        wait = self.plan.wait_ms()
+        if wait:
+            self.plan.held += 1
+            log.event("radio_hold", "wait_ms", wait, "held", self.plan.held, "air_ms", self.plan.air_ms)
+        return not wait
 
     def send(self, frame):
-        self.uart.write(link.encode(frame, self.mtu))
+        """Write the frame's link packet; False when the radio must hold it back."""
+        if self.plan is not None and not self._clear():
+            return False
+        data = link.encode(frame, self.mtu)
+        self.uart.write(data)
+        if self.plan is not None:
+            self.plan.sent(len(data))
         return True
 
     def poll(self):

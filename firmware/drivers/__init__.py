@@ -58,16 +58,31 @@ def interp(pts, x):
 
 
 class Burst:
-    """N raw ADC samples into a buffer made once, and the checks made on them.
+    """N ADC samples into a buffer made once, and the checks made on them.
 
-    `take()` returns the mean raw value (0..65535) and sets `spread` (max -
-    min, raw) and `railed` (a sample at 0 or full scale: an open or shorted
-    input). `stuck()` is True when the last `stuck_n` bursts were identical
-    raw for raw: a live ADC input always shows a few LSB of noise.
+    `vref` is the volts at read_u16()'s full scale (an RP2040's 3.3 V rail), or
+    None for an ADC whose port has a calibrated read_uv() (ESP32: its raw code
+    is offset, chip-dependent and bent above ~2.45 V, so read_u16() is not volts).
+    `take()` returns the mean in volts and sets `spread` (max - min, in the
+    samples' units: volts / `volts_per_unit`) and `railed` (a sample at a rail:
+    an open or shorted input). `stuck()` is True when the last `stuck_n`
+    bursts were identical sample for sample: a live input always shows noise.
     """
 
-    def __init__(self, adc, n=8, stuck_n=5):
-        self.adc = adc
+    def __init__(self, adc, vref, n=8, stuck_n=5):
+        if vref is None:
+            # An ESP32's read_uv() (ports/esp32/machine_adc.c, v1.22-v1.28) never reads 0 or full
+            # scale: 0 V reads the calibration's offset (142 mV at 11 dB) and raw 4095 reads
+            # 3.06-3.21 V by the chip's reference (esp-idf adc_cali_line_fitting.c): the rails.
+            self._read = adc.read_uv
+            self.volts_per_unit = 1e-6
+            self._lo = 150000
+            self._hi = 3050000
+        else:
+            self._read = adc.read_u16
+            self.volts_per_unit = vref / 65535
+            self._lo = 0
+            self._hi = 65535
         self.samples = [0] * n
         self.spread = 0
         self.railed = False
@@ -77,11 +92,12 @@ class Burst:
 
     def take(self):
         total = 0
-        lo = 65535
-        hi = 0
+        lo = self._hi
+        hi = self._lo
         samples = self.samples
+        read = self._read
         for i in range(len(samples)):
-            raw = self.adc.read_u16()
+            raw = read()
             samples[i] = raw
             total += raw
             if raw < lo:
@@ -89,20 +105,21 @@ class Burst:
             if raw > hi:
                 hi = raw
         self.spread = hi - lo
-        self.railed = lo == 0 or hi == 65535
+        self.railed = lo <= self._lo or hi >= self._hi
         if total == self._last:
             self._same += 1
         else:
             self._same = 1
             self._last = total
-        return total / len(samples)
+        return total / len(samples) * self.volts_per_unit
 
     def stuck(self):
         return self._same >= self._stuck_n
 
 
 def analog_quality(burst, noise_raw):
-    """The quality of the burst just taken: rail, stuck or noisy, else ok."""
+    """The quality of the burst just taken: rail, stuck or noisy (a spread over
+    noise_raw, in the burst's units), else ok."""
     if burst.railed:
         return Q_OUT_OF_RANGE
     if burst.stuck():

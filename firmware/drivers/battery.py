@@ -16,13 +16,14 @@ class Battery:
     def __init__(self, adc, vref=3.3, index=0, ratio=2.0, samples=8, noise_v=0.1, stuck_n=5):
         # noise_v: the widest spread of a burst at the pin before it is flagged noisy
         self.index = index
-        self._burst = Burst(adc, samples, stuck_n)
-        self._volts_per_raw = vref / 65535 * ratio
-        self._noise_raw = noise_v / vref * 65535
+        # vref None: the port's calibrated read_uv() (ESP32), see firmware/drivers Burst.
+        self._burst = Burst(adc, vref, samples, stuck_n)
+        self._ratio = ratio
+        self._noise_raw = noise_v / self._burst.volts_per_unit
 
     def volts(self):
         """The battery's volts from a new burst; the burst keeps the checks' results."""
-        return self._burst.take() * self._volts_per_raw
+        return self._burst.take() * self._ratio
 
     def read(self):
         volts = self.volts()

@@ -33,8 +33,8 @@ class CrackGauge:
                  noise_v=0.03, stuck_n=5):
         self.index = index
         self.zero_mm = zero_mm
-        # Without points: the track's ends (0 V and 3V3) are the travel's ends. Where the ADC's
-        # full scale is not the 3V3 rail (an ESP32's attenuated ADC) give two points.
+        # Without points: the track's ends (0 V and 3V3) are the travel's ends; an ESP32 reads
+        # true volts through read_uv(), but nothing below 0.15 V or above ~3.05 V (flagged).
         self.points = curve(calibration, ((0.0, 0.0), (_TRACK_V, travel_mm)))
         lo = self.points[0][1]
         hi = self.points[-1][1]
@@ -43,9 +43,8 @@ class CrackGauge:
         margin = (hi - lo) * _MARGIN
         self._lo_mm = lo - margin
         self._hi_mm = hi + margin
-        self._burst = Burst(adc, samples, stuck_n)
-        self._volts_per_raw = vref / 65535
-        self._noise_raw = noise_v / vref * 65535
+        self._burst = Burst(adc, vref, samples, stuck_n)  # vref None: read_uv() (ESP32)
+        self._noise_raw = noise_v / self._burst.volts_per_unit
 
     def position_mm(self):
         """The plunger's position (mm, on the calibration's scale) from a new burst's median."""
@@ -58,7 +57,7 @@ class CrackGauge:
             raw = samples[n // 2]
         else:
             raw = (samples[n // 2 - 1] + samples[n // 2]) / 2
-        return interp(self.points, raw * self._volts_per_raw)
+        return interp(self.points, raw * burst.volts_per_unit)
 
     def read(self):
         mm = self.position_mm()

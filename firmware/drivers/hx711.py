@@ -1,7 +1,9 @@
 """HX711 24-bit bridge ADC, bit-banged, for load cells and strain gauges.
 
-DOUT low means a conversion is ready: it is polled a bounded number of times
-(10 SPS needs up to 100 ms). Each of the 24 bits is clocked out MSB first on
+DOUT low means a conversion is ready. The chip converts at 10 or 80 samples/s
+(its RATE pin) and its output settles 4 periods after power-up (datasheet
+rev. 2.0, "Output settling time": 400 ms at 10 SPS): DOUT is polled in
+tenths of a period, sleeping between polls, for at most 5 periods. Each of the 24 bits is clocked out MSB first on
 a rising SCK; 1, 2 or 3 more pulses choose the next conversion's channel
 and gain (A/128, B/32, A/64). SCK held high over 60 us powers the chip down,
 so the pulses run with IRQs off. value = (raw - tare) / scale.
@@ -14,14 +16,14 @@ from firmware.drivers import Q_NO_RETURN, Q_OK, Q_OUT_OF_RANGE, Q_STUCK, scaled
 
 _LOAD = const(22)  # protocol/channels.py "load", kg, exponent -2
 _STRAIN = const(18)  # protocol/channels.py "strain", 1, exponent -6 (value in microstrain)
-_READY_POLLS = const(150)
-_POLL_MS = const(1)
+_READY_PERIODS = const(5)  # settling (4 periods) and one conversion
+_POLLS_PER_PERIOD = const(10)
 _FULL = const(0x7FFFFF)  # saturated positive; 0x800000 is saturated negative
 _STUCK_N = const(5)
 
 
 class HX711:
-    def __init__(self, sck, dt, index, scale, tare=0, output=None, samples=4, gain=128):
+    def __init__(self, sck, dt, index, scale, tare=0, output=None, samples=4, gain=128, sps=10):
         self.sck = sck
         self.dt = dt
         self.index = index
@@ -31,16 +33,18 @@ class HX711:
         self.CHANNELS = (self.code,)
         self.samples = samples
         self._pulses = {128: 1, 32: 2, 64: 3}[gain]
+        self._poll_ms = max(1, 1000 // sps // _POLLS_PER_PERIOD)
+        self._polls = _READY_PERIODS * 1000 // sps // self._poll_ms + 1
         self._last = None
         self._same = 0
         sck.value(0)
 
     def raw(self):
         """One signed 24-bit conversion, or None when DOUT never went low."""
-        for _ in range(_READY_POLLS):
+        for _ in range(self._polls):
             if not self.dt.value():
                 break
-            time.sleep_ms(_POLL_MS)
+            time.sleep_ms(self._poll_ms)
         else:
             return None
         sck = self.sck

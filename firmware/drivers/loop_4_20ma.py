@@ -20,12 +20,12 @@ class Loop420:
         self.index = index
         self.range_m = range_m
         self.offset_m = offset_m
-        self._burst = Burst(adc, samples, stuck_n)
-        self._ma_per_raw = vref / 65535 / shunt_ohm * 1000
-        self._noise_raw = noise_v / vref * 65535
+        self._burst = Burst(adc, vref, samples, stuck_n)  # vref None: read_uv() (ESP32)
+        self._ma_per_v = 1000.0 / shunt_ohm
+        self._noise_raw = noise_v / self._burst.volts_per_unit
 
     def milliamps(self):
-        return self._burst.take() * self._ma_per_raw
+        return self._burst.take() * self._ma_per_v
 
     def read(self):
         ma = self.milliamps()

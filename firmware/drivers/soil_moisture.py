@@ -19,12 +19,11 @@ class SoilMoisture:
         self.index = index
         self.dry_v = dry_v
         self.wet_v = wet_v
-        self._burst = Burst(adc, samples, stuck_n)
-        self._volts_per_raw = vref / 65535
-        self._noise_raw = noise_v / vref * 65535
+        self._burst = Burst(adc, vref, samples, stuck_n)  # vref None: read_uv() (ESP32)
+        self._noise_raw = noise_v / self._burst.volts_per_unit
 
     def read(self):
-        volts = self._burst.take() * self._volts_per_raw
+        volts = self._burst.take()
         pct = (volts - self.dry_v) / (self.wet_v - self.dry_v) * 100.0
         quality = analog_quality(self._burst, self._noise_raw)
         if quality == Q_OK and not -_MARGIN_PCT <= pct <= 100 + _MARGIN_PCT:

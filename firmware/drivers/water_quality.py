@@ -40,9 +40,8 @@ class WaterQuality:
         self.points = curve(calibration, default)
         self.temp_c = temp_c  # the firmware may update it from a DS18B20 in the same water
         self.alpha = alpha
-        self._burst = Burst(adc, samples, stuck_n)
-        self._volts_per_raw = vref / 65535
-        self._noise_raw = noise_v / vref * 65535
+        self._burst = Burst(adc, vref, samples, stuck_n)  # vref None: read_uv() (ESP32)
+        self._noise_raw = noise_v / self._burst.volts_per_unit
 
     def value(self, volts):
         """The quantity in its usual unit (pH, NTU, uS/cm at 25 degC, mg/L) for the probe's volts."""
@@ -54,7 +53,7 @@ class WaterQuality:
         return x
 
     def read(self):
-        volts = self._burst.take() * self._volts_per_raw
+        volts = self._burst.take()
         quality = analog_quality(self._burst, self._noise_raw)
         value = self.value(volts) * self._unit
         return [(self.code, self.index, scaled(value, self._exp), quality)]

@@ -10,7 +10,7 @@ so that the IRQ handler runs in the firmware's process at that instant.
 """
 import time
 
-from firmware.sim import board, io, peripherals, rpc
+from firmware.sim import board, hwclock, io, peripherals, rpc
 
 
 class Hardware:
@@ -70,6 +70,7 @@ class Hardware:
             board.scratch[message[1]] = message[2]
             return None
         if op == "hello":
+            hwclock.sync(self.v_us)  # the device models' time starts where the firmware's does
             return self.hello
         raise ValueError("unknown request %r" % (op,))
 
@@ -100,6 +101,7 @@ class Hardware:
             control = "end"
         edges = self.edges
         self.edges = []
+        hwclock.sync(self.v_us)
         return [self.v_us, edges, board.state["link_down"], control]
 
     def _sleep_to(self, v_us):

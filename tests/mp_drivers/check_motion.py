@@ -1,8 +1,10 @@
 """Accelerometer (ADXL345, MPU6050) and HX711 drivers on the simulated board, under micropython: values within
-resolution of bus.world, and a failed sensor flagged without an exception."""
+resolution of bus.world, and a failed sensor flagged without an exception; the HX711 at its data rate
+(the accelerometers' is in check_rates.py)."""
 
 import harness  # noqa: F401 - installs the simulated machine first
 from harness import check, dead_is_flagged, near, one, run, setup
+from timing import read_takes_the_datasheet_time_and_fits_its_budget
 
 from firmware.drivers import Q_OK
 from firmware.sim import bus
@@ -33,8 +35,22 @@ def hx711():
     dead_is_flagged(sensor, "cell")
 
 
+HX711 = {"type": "hx711", "name": "t", "interval_s": 60, "scale": 2000.0, "samples": 4}
+
+
+def hx711_not_ready_before_settling_nor_between_conversions():
+    sensor, model = setup(HX711, {"load_kg": 1.0})
+    check(sensor.driver.dt.value() == 1, "HX711 DOUT high before its output settles (400 ms at 10 SPS)")
+    check(one(sensor)[3] == Q_OK, "then ready")
+    check(sensor.driver.dt.value() == 1, "and not ready again until the next conversion")
+
+
 run((
     (accel, ("accel_adxl345", 0.0039)),
     (accel, ("accel_mpu6050", 1 / 4096)),
     (hx711, ()),
+    # HX711 at 10 SPS: 4 periods of settling after power-up, the first sample, 3 more 100 ms apart
+    (read_takes_the_datasheet_time_and_fits_its_budget, (HX711, {"load_kg": 1.0}, 700)),
+    (read_takes_the_datasheet_time_and_fits_its_budget, (dict(HX711, sps=80), {"load_kg": 1.0}, 87.5)),
+    (hx711_not_ready_before_settling_nor_between_conversions, ()),
 ))

@@ -3,7 +3,11 @@
     micropython -X heapsize=102400 tests/mp_drivers/check_x.py
 
 Puts the repository on sys.path, makes firmware/sim's peripherals (the
-simulated machine in this process) and `onewire` the ones drivers import, and gives a board with every pin role the drivers use. `check` counts
+simulated machine in this process) and `onewire` the ones drivers import,
+makes `time` the board's virtual clock (board_time.py: busy time is real,
+a sleep only moves the clock) and the device models follow it, so a
+DS18B20's 750 ms conversion costs the check nothing and `elapsed_ms` tells
+what a read took on the board; and gives a board with every pin role the drivers use. `check` counts
 failures; `done()` prints "N passed, M failed" and exits 1 on a failure.
 """
 import sys
@@ -11,6 +15,13 @@ import sys
 ROOT = "/".join(sys.argv[0].split("/")[:-3]) or "."
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+import board_time  # noqa: E402
+from firmware.sim import hwclock  # noqa: E402
+
+sys.modules["time"] = board_time
+sys.modules["utime"] = board_time
+hwclock.follow(board_time.now_us)
 
 import firmware.sim.peripherals as machine  # noqa: E402
 sys.modules["machine"] = machine
@@ -61,11 +72,25 @@ def done():
     sys.exit(1 if _tally[1] else 0)
 
 
+def _forget_models():
+    """Unload the device models of the last case: they are the simulator's, not the board's heap
+    (on a board they are silicon), while the drivers stay loaded as on a board with those sensors."""
+    import firmware.sim.devices as devices
+    for name in list(sys.modules):
+        if name.startswith("firmware.sim.devices."):
+            del sys.modules[name]
+            leaf = name[len("firmware.sim.devices."):]
+            if hasattr(devices, leaf):
+                delattr(devices, leaf)
+
+
 def run(cases):
-    """Run (function, args) cases, each after a collection, an exception
-    counting as a failure; then report and exit as done() does."""
+    """Run (function, args) cases, each after a collection (and with the last
+    case's device models unloaded), an exception counting as a failure; then
+    report and exit as done() does."""
     import gc
     for test, args in cases:
+        _forget_models()
         gc.collect()
         try:
             test(*args)
@@ -75,15 +100,22 @@ def run(cases):
     done()
 
 
-def setup(cfg, world):
-    """The sensor for one config entry on a fresh board, and its device model."""
+def setup(cfg, world, on=board):
+    """The sensor for one config entry on a fresh board (`on`), and its device model."""
     from firmware import sensors
     from firmware.sim.devices import wire
     fresh(world)
-    models = wire(board, {"sensors": [cfg]})
-    errors = sensors.validate(board, cfg)
+    models = wire(on, {"sensors": [cfg]})
+    errors = sensors.validate(on, cfg)
     check(not errors, "%s validates: %r" % (cfg["name"], errors))
-    return sensors.make(board, cfg), models[cfg["name"]]
+    return sensors.make(on, cfg), models[cfg["name"]]
+
+
+def elapsed_ms(fn, *args):
+    """(what fn(*args) returned, the board's milliseconds it took)."""
+    start = board_time.now_us()
+    out = fn(*args)
+    return out, (board_time.now_us() - start) / 1000
 
 
 def one(sensor):

@@ -9,6 +9,8 @@ physical quantities in bus.world.
 """
 from firmware.sim import bus
 
+chip = ["rp2"]  # whose ADC the board has (firmware/sim/adc.py): "rp2", "esp32" or "esp32s3"
+
 
 def _pin(board, cfg, role):
     pins = cfg.get("pins") or {}
@@ -76,7 +78,7 @@ def _model(board, cfg):
     if kind == "hx711":
         from firmware.sim.devices.hx711 import HX711
         model = HX711(name, _pin(board, cfg, "hx711_sck"), cfg.get("tare", 0), cfg["scale"],
-                      "load_kg" if cfg.get("output", "load") == "load" else "strain_ue")
+                      "load_kg" if cfg.get("output", "load") == "load" else "strain_ue", sps=cfg.get("sps", 10))
         bus.pin_attach(_pin(board, cfg, "hx711_sck"), model)
         bus.pin_attach(_pin(board, cfg, "hx711_dt"), model)
         return model
@@ -84,7 +86,11 @@ def _model(board, cfg):
 
 
 def wire(board, site_config):
-    """Attach a model for every sensor of the site; {name: model}."""
+    """Attach a model for every sensor of the site; {name: model}. The ADC reads as the board's chip does."""
+    chip[0] = board.NAME if board.NAME in ("esp32", "esp32s3") else "rp2"
+    if (site_config.get("transport") or {}).get("radio"):
+        from firmware.sim.devices.lora_uart import attach
+        attach(board, site_config["transport"])
     models = {}
     for cfg in site_config.get("sensors", ()):
         models[cfg["name"]] = _model(board, cfg)

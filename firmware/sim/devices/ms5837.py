@@ -1,11 +1,16 @@
-"""MS5837 model: PROM with a valid CRC-4 and D1/D2 conversions for the water above it.
+"""MS5837 model: PROM with a valid CRC-4 and D1/D2 conversions for the water above it, at the datasheet's pace.
 
 The raw D1/D2 are found by bisection on the datasheet's compensation
 (firmware.drivers.ms5837.compensate), so the model answers what a real
-sensor at that pressure and temperature would.
+sensor at that pressure and temperature would. A conversion takes the
+datasheet's maximum time for its oversampling ratio (MS5837-30BA and -02BA
+datasheets, "ADC conversion time": 0.60 ms at OSR 256 up to 18.08 ms at
+OSR 8192); an ADC read before it ends answers 0, as the datasheet says.
 """
 from firmware.drivers.ms5837 import compensate, crc4
-from firmware.sim import bus
+from firmware.sim import bus, hwclock
+
+_CONV_US = (600, 1170, 2280, 4540, 9040, 18080)  # OSR 256, 512, ... 8192 (command bits 3:1)
 
 # Datasheet example coefficients C1..C6 (MS5837-30BA and -02BA).
 _PROM = {30: [0, 34982, 36352, 20328, 22354, 26646, 26146],
@@ -27,6 +32,7 @@ class MS5837:
         self._adc = 0
         self._d1 = 0
         self._d2 = 0
+        self._done_us = 0
 
     def _solve(self, target, d2, which):
         lo, hi = 0, (1 << 24) - 1
@@ -54,16 +60,15 @@ class MS5837:
         self._cmd = cmd
         if cmd == 0x1E:
             self._adc = 0
-        elif cmd & 0xF0 == 0x40:
-            self._adc = self._physics()[0]
-        elif cmd & 0xF0 == 0x50:
-            self._adc = self._physics()[1]
+        elif cmd & 0xE0 == 0x40:
+            self._adc = self._physics()[0 if cmd & 0xF0 == 0x40 else 1]
+            self._done_us = hwclock.now_us() + _CONV_US[min((cmd & 0x0E) >> 1, 5)]
 
     def read(self, n):
         cmd = self._cmd
         if 0xA0 <= cmd <= 0xAE:
             word = self.prom[(cmd - 0xA0) // 2] if cmd < 0xAE else 0
             return bytes(((word >> 8) & 0xFF, word & 0xFF))[:n]
-        value = self._adc
+        value = self._adc if hwclock.now_us() >= self._done_us else 0
         self._adc = 0  # the ADC result is read once
         return bytes(((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF))[:n]
