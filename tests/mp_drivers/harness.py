@@ -25,6 +25,11 @@ hwclock.follow(board_time.now_us)
 
 import firmware.sim.peripherals as machine  # noqa: E402
 sys.modules["machine"] = machine
+# The simulated peripherals are the simulator's code, silicon on a board:
+# load them all before any driver, so they sit below the board's share of
+# the heap instead of splitting it when a check first names an ADC.
+for _name in ("ADC", "I2C", "UART"):
+    getattr(machine, _name)
 import firmware.sim.onewire as onewire  # noqa: E402
 sys.modules["onewire"] = onewire
 
