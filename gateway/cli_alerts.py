@@ -58,14 +58,61 @@ def _rule_options(function):
         click.option("--bucket-mm", type=float, help="Tipping bucket size for rain_tips."),
         click.option("--place", help="Place name used in messages (default: device and site)."),
         click.option("--disable/--enable", "disabled", default=None, help="Switch the rule off/on."),
+        click.option("--preset", help="intensity-duration: a published curve, caine1980 or "
+                                      "guzzetti2008 (global; calibrate locally)."),
+        click.option("--alpha", type=float, help="intensity-duration: I = alpha * D^-beta, "
+                                                 "mm/h at D = 1 h."),
+        click.option("--beta", type=float, help="intensity-duration: the curve's slope."),
+        click.option("--durations", help="intensity-duration: durations checked, e.g. "
+                                         "10m,1h,3h,24h."),
+        click.option("--antecedent", help="intensity-duration: wet-day term, e.g. "
+                                          "k=0.9,saturation_mm=150,floor=0.5; 'off' removes it."),
+        click.option("--k", "k_gauges", type=int, help="k-of-n / basin-mean: gauges that must "
+                                                       "agree (k-of-n) or be known (mean)."),
+        click.option("--stale", help="k-of-n / basin-mean: a gauge unheard this long is "
+                                     "unknown (default: the window)."),
     ]
     for option in reversed(options):
         function = option(function)
     return function
 
 
+def _params(params, preset, alpha, beta, durations, antecedent, k_gauges, stale):
+    """The rule's params with the options given laid over them."""
+    params = dict(params or {})
+    if preset is not None:
+        params.pop("alpha", None)
+        params.pop("beta", None)
+        params["preset"] = preset
+    if alpha is not None or beta is not None:
+        params.pop("preset", None)
+        params.update({key: value for key, value in (("alpha", alpha), ("beta", beta))
+                       if value is not None})
+    if durations is not None:
+        params["durations"] = [rules.parse_duration(d) for d in durations.split(",") if d.strip()]
+    if antecedent == "off":
+        params.pop("antecedent", None)
+    elif antecedent is not None:
+        term = {}
+        for part in filter(None, (p.strip() for p in antecedent.split(","))):
+            key, _, value = part.partition("=")
+            try:
+                term[key.strip()] = float(value)
+            except ValueError:
+                raise rules.RuleError("antecedent %s: %r is not a number" % (key, value)) from None
+        params["antecedent"] = term
+    if k_gauges is not None:
+        params["k"] = k_gauges
+    if stale is not None:
+        params["stale_s"] = rules.parse_duration(stale)
+    return params
+
+
 def _apply(fields, kind, device, site, channel, idx, window, levels, hysteresis, min_duration,
-           bucket_mm, place, disabled):
+           bucket_mm, place, disabled, preset, alpha, beta, durations, antecedent, k_gauges,
+           stale):
+    fields["params"] = _params(fields.get("params"), preset, alpha, beta, durations, antecedent,
+                               k_gauges, stale)
     if kind is not None:
         fields["kind"] = kind
     for key, value in (("device", device), ("site", site), ("channel", channel), ("idx", idx),
@@ -123,7 +170,7 @@ def rules_list(home, as_json):
     found = [rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
              for row in cursor]
     if as_json:
-        click.echo(json.dumps([dict(r.to_row(), levels=r.levels) for r in found], indent=2))
+        click.echo(json.dumps([dict(r.to_row(), levels=r.levels, params=r.params) for r in found], indent=2))
         return
     for rule in found:
         click.echo("%-20s %s%s" % (rule.name, rule.describe(), "" if rule.enabled else " (off)"))
@@ -142,7 +189,7 @@ def rules_show(home, name):
     """
     _, database = open_home(home)
     rule = _load_rule(database, name)
-    click.echo(json.dumps(dict(rule.to_row(), levels=rule.levels), indent=2))
+    click.echo(json.dumps(dict(rule.to_row(), levels=rule.levels, params=rule.params), indent=2))
     names = device_names(database)
     for device_id, idx, level, value, updated in database.execute(
             "SELECT device_id, idx, level, value, updated FROM alert_state WHERE rule_id = ?",
@@ -165,11 +212,17 @@ def rules_add(home, name, **options):
         huaico rules add rain-1h --device g1 --channel rain --kind accumulation \\
             --window 1h --levels watch=20,warning=40,emergency=60 --hysteresis 5 --min-duration 0
         huaico rules add quiet --site chosica --kind silent --levels watch=30m,warning=2h
+        huaico rules add huaico-curve --site chosica --kind intensity-duration \
+            --preset caine1980 --durations 10m,1h,3h,24h \
+            --levels watch=0.75,warning=1,emergency=1.5 --antecedent k=0.9,saturation_mm=150
+        huaico rules add basin-2of3 --site chosica --kind k-of-n --channel rain --window 1h \
+            --k 2 --stale 30m --levels watch=15,warning=30
     """
     _, database = open_home(home)
     if options["kind"] is None or options["levels"] is None:
         raise click.UsageError("--kind and --levels are required")
     rule = _apply({"name": name}, **options)
+    rules.check_targets(database, rule)
     if database.execute("SELECT 1 FROM rules WHERE name = ?", [name]).fetchone():
         raise click.ClickException("a rule named %r exists; use `huaico rules edit`" % name)
     _save(database, rule, time.time(), new=True)
@@ -194,6 +247,7 @@ def rules_edit(home, name, **options):
     if options["kind"] is not None and options["levels"] is None:
         options["levels"] = ",".join("%s=%g" % item for item in old.levels.items())
     rule = _apply(fields, **options)
+    rules.check_targets(database, rule)
     _save(database, rule, time.time(), new=False)
     click.echo("changed %s: %s" % (name, rule.describe()))
 

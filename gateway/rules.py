@@ -55,6 +55,7 @@ readings table on first use, since the readings are the record anyway.
 """
 import bisect
 import collections
+import difflib
 import json
 import logging
 import re
@@ -180,7 +181,7 @@ class Rule:
             try:
                 channels.get(self.channel)
             except KeyError as exc:
-                raise RuleError(str(exc)) from None
+                raise RuleError(exc.args[0] + closest(self.channel, channels.BY_NAME)) from None
             if self.channel == "rain_tips" and not self.bucket_mm:
                 raise RuleError("bucket_mm: rain_tips counts need the bucket size in mm")
         if self.kind in ("accumulation", "rise") and self.window_s <= 0:
@@ -310,6 +311,30 @@ class Rule:
         levels = ", ".join("%s %s %g" % (name, op, self.levels[name])
                            for name in LEVELS if name in self.levels)
         return "%s %s of %s%s: %s" % (self.kind, what, where, window, levels)
+
+
+def closest(name, choices):
+    """"; did you mean ...?" with the nearest of `choices`, or ""."""
+    near = difflib.get_close_matches(str(name), sorted(map(str, choices)), n=3, cutoff=0.5)
+    return "; did you mean %s?" % " or ".join(repr(c) for c in near) if near else ""
+
+
+def check_targets(conn, rule):
+    """Refuse a rule that points at nothing: an unknown device or site
+    (closest names suggested). Sites compare by site_key()."""
+    conn = _raw(conn)
+    devices = conn.execute("SELECT id, name, site FROM devices WHERE retired = 0").fetchall()
+    if rule.device is not None:
+        if not any(rule.device in (ident, name) for ident, name, _ in devices):
+            raise RuleError("no device %r%s (see `huaico device list`)" % (
+                rule.device, closest(rule.device, [name for _, name, _ in devices])))
+    if rule.site is not None:
+        sites = {site_key(site): site for _, _, site in devices if site}
+        if site_key(rule.site) not in sites:
+            raise RuleError("no device at site %r%s" % (
+                rule.site, closest(site_key(rule.site), sites) or
+                (" (sites: %s)" % ", ".join(sorted(sites.values())) if sites else
+                 " (no device has a site yet)")))
 
 
 def site_key(site):
