@@ -6,12 +6,13 @@ import time
 
 import click
 
-from gateway import alerts, db, rules, templates
+from gateway import alerts, db, evaluation, plotting, rules, templates
 from gateway.cli_common import (device_names, for_json, home_option, local_time, open_home,
                                said_truncated, user_errors)
 
 
-_user_errors = user_errors(rules.RuleError, alerts.AlertError, templates.TemplateError, ValueError)
+_user_errors = user_errors(rules.RuleError, alerts.AlertError, templates.TemplateError,
+                           evaluation.EvaluationError, plotting.PlotError, ValueError)
 
 
 def _when(text, now):
@@ -280,36 +281,89 @@ def rules_remove(home, name, force):
     click.echo("removed %s" % name)
 
 
+def _tracer(names_by_id):
+    """({subject name: (times, values)}, the callback rules.replay fills it with)."""
+    trace = {}
+
+    def record(t, subject, index, value):
+        times, values = trace.setdefault(names_by_id.get(subject, subject), ([], []))
+        times.append(t)
+        values.append(value)
+    return trace, record
+
+
 @rules_group.command(name="replay")
 @home_option
-@click.argument("name")
+@click.argument("names", nargs=-1)
 @click.option("--since", required=True, help="Start: 24h / 7d ago, or a date 2026-01-01.")
-@click.option("--until", help="End (default: now).")
-@click.option("--json", "as_json", is_flag=True, help="JSON array instead of lines.")
+@click.option("--until", help="End (default: none).")
+@click.option("--events", "events_csv", type=click.Path(dir_okay=False),
+              help="CSV of reference events (header time,place) to score the rules against.")
+@click.option("--lookback", default="6h", show_default=True,
+              help="An alert raised at most this long before a reference event warned of it.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per rule: its events "
+                                                      "and its record.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False),
+              help="Plot the readings, the rule's value against its thresholds and the "
+                   "firings (needs the plot extra; one rule).")
 @_user_errors
-def rules_replay(home, name, since, until, as_json):
-    """Run a rule over stored readings and print when it would have fired
-    and cleared; writes nothing and sends nothing.
+def rules_replay(home, names, since, until, events_csv, lookback, as_json, png_path):
+    """Run rules (default: every enabled one) over stored readings: when
+    each would have fired and cleared, and with --events how early it warned
+    of each reference event, which it missed and its false alarms. Writes
+    nothing and sends nothing.
 
     \b
     Example:
         huaico rules replay rain-1h --since 2026-01-01 --until 2026-02-01
+        huaico rules replay --since 2026-01-01 --events flows.csv --json
+        huaico rules replay huaico-curve --since 30d --png curve.png
     """
     _, database = open_home(home)
-    rule = _load_rule(database, name)
+    if names:
+        chosen = [_load_rule(database, name) for name in names]
+    else:
+        cursor = database.execute("SELECT * FROM rules WHERE enabled = 1 AND kind != 'silent' "
+                                  "ORDER BY name")
+        chosen = [rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
+                  for row in cursor]
+    if png_path and len(chosen) != 1:
+        raise click.UsageError("--png draws one rule: name it")
     now = time.time()
-    events = rules.replay(database, rule, _when(since, now),
-                          _when(until, now) if until else None)
+    start = _when(since, now)
+    end = _when(until, now) if until else None  # no end: readings stamped ahead count too
+    references = evaluation.load_references(events_csv) if events_csv else []
+    cursor = database.execute("SELECT * FROM devices")
+    devices = {row[0]: dict(zip([c[0] for c in cursor.description], row)) for row in cursor}
+    names_by_id = device_names(database)
+    results = []
+    for rule in chosen:
+        trace, record_value = _tracer(names_by_id)
+        events = rules.replay(database, rule, start, end, trace=record_value)
+        record = evaluation.evaluate(rule, events, references, devices,
+                                     rules.parse_duration(lookback))
+        results.append((rule, events, record))
+        if png_path:
+            plotting.replay_png(png_path, evaluation.series(database, rule, start, end), trace,
+                                rule.levels, [(e[0], e[4]) for e in events if e[3] != "clear"],
+                                "%s: %s" % (rule.name, rule.describe()),
+                                "mm" if rule.kind == "intensity-duration" else rule.unit,
+                                rule.unit)
     if as_json:
-        click.echo(json.dumps([dict(zip(("time", "device", "index", "event", "level", "value"),
-                                        e)) for e in events], indent=2))
+        click.echo(json.dumps([dict(record, events=[dict(zip(
+            ("time", "device", "index", "event", "level", "value"), e)) for e in events])
+            for _, events, record in results], indent=2))
         return
-    names = device_names(database)
-    for t, device_id, idx, event, level, value in events:
-        click.echo("%s  %s%s  %-6s %-9s %.2f %s" % (
-            _stamp(t), names.get(device_id, device_id), "/%d" % idx if idx else "", event, level,
-            value, rule.unit))
-    click.echo("%d event(s)" % len(events))
+    for rule, events, record in results:
+        for t, device_id, idx, event, level, value in events:
+            click.echo("%s  %s%s  %-6s %-9s %.2f %s" % (
+                _stamp(t), names_by_id.get(device_id, device_id), "/%d" % idx if idx else "",
+                event, level, value, rule.unit))
+        click.echo("%d event(s)" % len(events))
+        for line in evaluation.summary(record):
+            click.echo(line)
+    if png_path:
+        click.echo("wrote %s" % png_path)
 
 
 @click.group(name="alerts")

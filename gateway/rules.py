@@ -1014,10 +1014,11 @@ def basin_history(conn, rule, members, device_id, batch, stored, start):
     return kept
 
 
-def replay(database, rule, since, until=None):
+def replay(database, rule, since, until=None, trace=None):
     """What `rule` would have done over the stored readings in [since,
     until): a list of (time, device_id, index, event, level, value) with
-    event "raise", "update" or "clear". Writes nothing."""
+    event "raise", "update" or "clear". Writes nothing. trace(t, subject,
+    index, value) is called with the rule's value after each reading."""
     conn = _raw(database)
     cursor = conn.execute("SELECT * FROM devices")
     names = [column[0] for column in cursor.description]
@@ -1029,7 +1030,7 @@ def replay(database, rule, since, until=None):
     until = until if until is not None else 2 ** 62
     if rule.kind in BASIN_KINDS:
         return _replay_basin(conn, rule, [d["id"] for d in devices if not d.get("retired")],
-                             since, until)
+                             since, until, trace)
     for device in devices:
         value = "(quality != 0)" if rule.kind == "quality" else "value"
         quality = "" if rule.kind == "quality" else " AND quality = 0"
@@ -1053,11 +1054,13 @@ def replay(database, rule, since, until=None):
                 event = "raise" if old == -1 else "clear" if new == -1 else "update"
                 events.append((t, device["id"], index, event,
                                level_name(new if new >= 0 else old), tracker.value))
+            if trace is not None:
+                trace(t, device["id"], index, tracker.value)
     events.sort(key=lambda e: e[0])
     return events
 
 
-def _replay_basin(conn, rule, members, since, until):
+def _replay_basin(conn, rule, members, since, until, trace):
     basin_ = Basin(rule, members, Tracker(rule), Tracker(coverage_rule(rule)))
     events = []
     subject = basin_subject(rule)
@@ -1068,6 +1071,8 @@ def _replay_basin(conn, rule, members, since, until):
         value, basin_.known = basin_.value(basin_.latest)
         if t < since:
             continue
+        if trace is not None:
+            trace(t, subject, 0, value)
         if value is None:
             basin_.tracker.since.clear()
             continue
