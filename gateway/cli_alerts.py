@@ -146,7 +146,9 @@ def _save(database, rule, now, new):
 
 @click.group(name="rules")
 def rules_group():
-    """Alert rules: thresholds, accumulations, rises, silent devices.
+    """Alert rules: thresholds, accumulations, rises, silent devices,
+    debris-flow intensity-duration curves, k of n gauges of a basin.
+    Each kind with a worked example: docs/rules.md.
 
     \b
     Example:
