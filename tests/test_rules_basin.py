@@ -162,3 +162,18 @@ def test_a_spell_without_enough_gauges_restarts_the_minimum_duration(tmp_path):
     assert adb.rows("SELECT count(*) FROM alerts WHERE kind = 'k-of-n'")[0][0] == 0
     adb.store(engine, g[0], [(RAIN, 0, T0 + 1300, 0, 0)], T0 + 1300)
     assert adb.rows("SELECT level FROM alerts WHERE kind = 'k-of-n'") == [("watch",)]
+
+
+def test_a_reading_from_the_future_does_not_pin_the_basin(tmp_path):
+    """50 mm stored 30 days ahead would pin the basin's time (every gauge
+    stale) and, left in a window, count as rain now."""
+    adb = AlertDb(tmp_path / "huaico.db")
+    g = [adb.add_device(gauge, "g%d" % n) for n, gauge in enumerate(GAUGES[:2])]
+    adb.add_rule(rules.Rule("basin", "k-of-n", {"watch": 1.0, "warning": 10.0}, site="chosica",
+                            channel="rain", window_s=WINDOW, params={"k": 1}))
+    adb.store(None, g[0], [(RAIN, 0, T0 + 30 * 86400, 500, 0)], T0)
+    engine = rules.RuleEngine(adb.database, CONFIG)
+    adb.store(engine, g[0], [(RAIN, 0, T0, 20, 0)], T0)
+    adb.store(engine, g[1], [(RAIN, 0, T0 + 1, 0, 0)], T0 + 1)
+    assert adb.rows("SELECT level, status FROM alerts WHERE kind = 'k-of-n'") == [
+        ("watch", "active")]

@@ -126,3 +126,24 @@ def test_worked_example_of_the_docs(tmp_path):
 def test_bad_curve_rules_name_the_field(params, field):
     with pytest.raises(rules.RuleError, match=field):
         rules.Rule("c", "intensity-duration", {"warning": 1.0}, params=params)
+
+
+def test_a_reading_from_the_future_does_not_pin_the_curve(tmp_path):
+    """A reading stored 30 days ahead (by a gateway whose clock was wrong)
+    is forgotten by the tracker, its window and its daily totals: the burst
+    that follows raises as if it had never been there."""
+    adb = AlertDb(tmp_path / "huaico.db")
+    device = adb.add_device("0a0b0c0d", "g1")
+    adb.add_rule(rules.Rule(
+        "curve", "intensity-duration", {"watch": 0.75, "emergency": 1.5},
+        params={"preset": "caine1980", "durations": [600, 3600],
+                "antecedent": {"k": 0.9, "saturation_mm": 150}}))
+    adb.store(None, device, [(RAIN, 0, T0 + 30 * DAY, 500, 0)], T0)
+    seen = []
+    engine = rules.RuleEngine(adb.database, CONFIG, observer=lambda rule, device_id, index, t,
+                              tracker: seen.append((t, tracker.value, tracker.level)))
+    for minute in range(1, 6):
+        adb.store(engine, device, [(RAIN, 0, T0 + 60 * minute, 24, 0)], T0 + 60 * minute)
+    # 12 mm in the last 10 minutes: 2.42 times the curve, dry ground (factor 1).
+    assert seen[-1] == (T0 + 300, pytest.approx(72.0 / (14.82 * 6 ** 0.39)), 3)
+    assert adb.rows("SELECT level FROM alerts") == [("emergency",)]
