@@ -197,8 +197,11 @@ def rules_show(home, name):
     for device_id, idx, level, value, updated in database.execute(
             "SELECT device_id, idx, level, value, updated FROM alert_state WHERE rule_id = ?",
             [rule.id]):
+        # A basin rule keeps its level at idx 0 and its coverage at idx 1.
+        part = ((" gauges" if device_id.startswith("basin:") else " sensor %d" % idx)
+                if idx else "")
         click.echo("%s%s: %s value=%s at %s" % (
-            names.get(device_id, device_id), " sensor %d" % idx if idx else "",
+            names.get(device_id, device_id), part,
             level or "normal", value, local_time(updated)))
 
 

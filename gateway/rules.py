@@ -321,7 +321,8 @@ def closest(name, choices):
 
 def check_targets(conn, rule):
     """Refuse a rule that points at nothing: an unknown device or site
-    (closest names suggested). Sites compare by site_key()."""
+    (closest names suggested). Sites compare by site_key(); the rule's site
+    is then spelled as its devices spell it, for messages and listings."""
     conn = _raw(conn)
     devices = conn.execute("SELECT id, name, site FROM devices WHERE retired = 0").fetchall()
     if rule.device is not None:
@@ -335,6 +336,7 @@ def check_targets(conn, rule):
                 rule.site, closest(site_key(rule.site), sites) or
                 (" (sites: %s)" % ", ".join(sorted(sites.values())) if sites else
                  " (no device has a site yet)")))
+        rule.site = sites[site_key(rule.site)]
 
 
 def site_key(site):

@@ -40,6 +40,7 @@ def test_intensity_duration_and_k_of_n_rules_are_added(tmp_path):
         "antecedent": {"k": 0.9, "saturation_mm": 150.0}}
     assert listed["curve"]["window_s"] == 86400
     assert listed["two"]["params"] == {"k": 2, "stale_s": 1800}
+    assert listed["curve"]["site"] == "San Antonio"  # spelled as its devices spell it
     out = invoke(home, "rules", "edit", "curve", "--alpha", "20", "--beta", "0.5",
                  "--antecedent", "off")
     assert out.exit_code == 0 and "I >= 20 D^-0.5" in out.output, out.output
