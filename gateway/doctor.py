@@ -445,6 +445,11 @@ def check_rules(config):
                 "no group with numbers takes %s" % rules.LEVELS[top]),
                 "set [sms] backend and a [[groups]] with numbers and min_level <= %s"
                 % rules.LEVELS[top]))
+        if rule.kind in rules.BASIN_KINDS and takers and not mqtt and not any(
+                g["numbers"] and g["min_level"] == "advisory" for g in groups):
+            checks.append(Check("rules", WARN, "rule %s says at advisory level when too few "
+                                "gauges are known, and no group takes advisory" % rule.name,
+                                "give the operators a [[groups]] with min_level = \"advisory\""))
     if not checks:
         checks.append(Check("rules", OK, "%d rule(s), each matches a device and reaches "
                                          "someone" % len(found)))

@@ -31,8 +31,12 @@ def test_doctor_lists_rules_that_point_at_nothing_or_reach_nobody(tmp_path):
                             channel="rain"))
     adb.add_rule(rules.Rule("quiet", "above", {"watch": 1}, device="pluvio-alto",
                             channel="rain"))
+    adb.add_rule(rules.Rule("basin", "k-of-n", {"warning": 30}, site="San Antonio",
+                            channel="rain", window_s=3600, params={"k": 1}))
     adb.database.conn.close()
     lines = [c.line() for c in doctor.check_rules(config)]
+    assert any(line.startswith("WARN") and "rule basin says at advisory level" in line
+               for line in lines), lines
     assert any("group empty has no numbers" in line for line in lines), lines
     assert any(line.startswith("WARN") and "rule gone matches no device" in line
                for line in lines), lines
