@@ -337,7 +337,10 @@ def rules_replay(home, names, since, until, events_csv, lookback, as_json, png_p
     now = time.time()
     start = _when(since, now)
     end = _when(until, now) if until else None  # no end: readings stamped ahead count too
-    references = evaluation.load_references(events_csv) if events_csv else []
+    # Only the reference events inside the replayed time can be scored.
+    references = [(t, place) for t, place in
+                  (evaluation.load_references(events_csv) if events_csv else [])
+                  if start <= t and (end is None or t < end)]
     cursor = database.execute("SELECT * FROM devices")
     devices = {row[0]: dict(zip([c[0] for c in cursor.description], row)) for row in cursor}
     names_by_id = device_names(database)
@@ -350,8 +353,9 @@ def rules_replay(home, names, since, until, events_csv, lookback, as_json, png_p
         results.append((rule, events, record))
         if png_path:
             plotting.replay_png(png_path, evaluation.series(database, rule, start, end), trace,
-                                rule.levels, [(e[0], e[4]) for e in events if e[3] != "clear"],
-                                "%s: %s" % (rule.name, rule.describe()),
+                                rule.levels, evaluation.firings(events),
+                                [t for t, _ in references], "%s: %s" % (rule.name,
+                                                                        rule.describe()),
                                 "mm" if rule.kind == "intensity-duration" else rule.unit,
                                 rule.unit)
     if as_json:

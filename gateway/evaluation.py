@@ -106,6 +106,20 @@ def series(database, rule, since, until):
     return out
 
 
+def firings(events):
+    """[(time, level)] of the moments a rule fired: raises and steps up."""
+    levels, out = {}, []
+    for t, subject, index, event, level, _ in events:
+        key = (subject, index)
+        if event == "clear":
+            levels.pop(key, None)
+            continue
+        if event == "raise" or rules.LEVELS.index(level) > levels.get(key, -1):
+            out.append((t, level))
+        levels[key] = rules.LEVELS.index(level)
+    return out
+
+
 def _places(rule, episode, devices):
     device = devices.get(episode["subject"], {})
     names = {rule.place, rule.site, device.get("name"), device.get("id"), device.get("site")}

@@ -2,6 +2,7 @@
 no display needed) or as a PNG with matplotlib (an optional extra, since it
 is large for a Raspberry Pi that only ever shows text)."""
 import datetime
+import textwrap
 
 INSTALL_PLOT = "pip install 'huaico[plot]'"
 
@@ -66,12 +67,14 @@ def _dates(times):
     return [datetime.datetime.fromtimestamp(t) for t in times]
 
 
-def replay_png(path, rain, trace, thresholds, firings, title, rain_unit, value_unit):
+def replay_png(path, rain, trace, thresholds, firings, references, title, rain_unit,
+               value_unit):
     """A rule's replay as a PNG: above, the readings of each gauge
     ({name: (times, values)}); below, the rule's value ({subject: (times,
     values)}) against each level's threshold ({level: value}, for an
     intensity-duration rule the multipliers of the curve); a vertical line
-    at each firing [(time, level)]."""
+    in the level's colour at each firing [(time, level)], a dotted black
+    one at each reference event [time]."""
     pyplot = _pyplot()
     if not rain and not trace:
         raise PlotError("nothing to draw: no readings in that time")
@@ -80,7 +83,7 @@ def replay_png(path, rain, trace, thresholds, firings, title, rain_unit, value_u
         for name, (times, values) in sorted(rain.items()):
             top.step(_dates(times), values, where="pre", label=name)
         top.set_ylabel(rain_unit)
-        top.set_title(title)
+        top.set_title("\n".join(textwrap.wrap(title, 110)), fontsize="small")
         for name, (times, values) in sorted(trace.items()):
             points = [(t, v) for t, v in zip(times, values) if v is not None]
             bottom.plot(_dates([t for t, _ in points]), [v for _, v in points], label=name)
@@ -93,6 +96,10 @@ def replay_png(path, rain, trace, thresholds, firings, title, rain_unit, value_u
             for axes in (top, bottom):
                 axes.axvline(datetime.datetime.fromtimestamp(when),
                              color=colours.get(level, "grey"), alpha=0.7)
+        for n, when in enumerate(references):
+            for axes in (top, bottom):
+                axes.axvline(datetime.datetime.fromtimestamp(when), color="black",
+                             linestyle=":", label="reference event" if n == 0 else None)
         bottom.set_ylabel(value_unit)
         for axes in (top, bottom):
             axes.grid(True, alpha=0.3)

@@ -58,6 +58,11 @@ def test_replay_scores_the_rule_against_reference_events(history):
                   "--events", str(history / "flows.csv")).output
     assert "curve (intensity-duration): fired 2 time(s) (peak emergency 2)" in text
     assert "detected 1, missed 2; false alarms 1; lead time min 21 min" in text
+    # A reference event outside the replayed time is not scored.
+    out = invoke(history, "rules", "replay", "curve", "--since", "2027-01-15", "--until",
+                 "2027-01-16", "--events", str(history / "flows.csv"), "--json")
+    assert [r["place"] for r in json.loads(out.output)[0]["references"]] == [
+        "Chosica", "SAN antonio"]
 
 
 def test_replay_png_is_drawn(history):
@@ -91,6 +96,11 @@ def test_lead_time_and_false_alarms_by_hand():
     record = evaluation.evaluate(rule, events, [(14 * hour + 1500, "chosica")], devices)
     assert record["references"][0]["lead_s"] == 1500
     assert (record["fired"], record["missed"], record["false_alarms"]) == (2, 0, 1)
+    # It fired at the raises and steps up only, not when it stepped down.
+    steps = events[:1] + [(14.2 * hour, "d1", 0, "update", "warning", 5),
+                          (14.5 * hour, "d1", 0, "update", "watch", 2)] + events[1:]
+    assert evaluation.firings(steps) == [(14 * hour, "watch"), (14.2 * hour, "warning"),
+                                         (20 * hour, "watch")]
     # An episode that cleared before the event does not cover it.
     late = evaluation.evaluate(rule, events, [(17 * hour, "")], devices)
     assert late["missed"] == 1 and late["false_alarms"] == 2
