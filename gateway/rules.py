@@ -337,6 +337,12 @@ def check_targets(conn, rule):
                 (" (sites: %s)" % ", ".join(sorted(sites.values())) if sites else
                  " (no device has a site yet)")))
         rule.site = sites[site_key(rule.site)]
+    if rule.kind in BASIN_KINDS:
+        gauges = sum(1 for ident, name, site in devices
+                     if rule.matches({"id": ident, "name": name, "site": site}))
+        if rule.k > gauges:
+            raise RuleError("k %d: %s has only %d device(s); k of n needs k <= n" % (
+                rule.k, "site %s" % rule.site if rule.site else "the gateway", gauges))
 
 
 def site_key(site):

@@ -54,8 +54,12 @@ def test_rules_that_point_at_nothing_are_refused_with_the_closest_names(tmp_path
                                     "'san antonio'"),
         (("--device", "pluvio-alto", "--channel", "rian"),
          "unknown channel 'rian'; did you mean 'rain'"),
+        (("--site", "san antonio", "--kind", "k-of-n", "--window", "1h", "--k", "3"),
+         "k 3: site San Antonio has only 2 device(s)"),
     ]:
-        args = ("rules", "add", "r", "--kind", "above", "--levels", "watch=1") + args
+        args = ("rules", "add", "r", "--levels", "watch=1") + args
+        if "--kind" not in args:
+            args += ("--kind", "above")
         if "--channel" not in args:
             args += ("--channel", "rain")
         out = invoke(home, *args)
