@@ -157,6 +157,13 @@ def m105_incoming_key(db):
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS incoming_sms_key ON incoming(sms_key)")
 
 
+def m106_rule_params(db):
+    # Parameters of the kinds that need more than one threshold per level
+    # (intensity-duration curves, k of n gauges), as JSON: a column per
+    # parameter would grow with every kind.
+    db.execute("ALTER TABLE rules ADD COLUMN params TEXT NOT NULL DEFAULT '{}'")
+
+
 MIGRATIONS = [
     ("m100_rules", m100_rules),
     ("m101_alert_state", m101_alert_state),
@@ -164,4 +171,5 @@ MIGRATIONS = [
     ("m103_outbox", m103_outbox),
     ("m104_incoming", m104_incoming),
     ("m105_incoming_key", m105_incoming_key),
+    ("m106_rule_params", m106_rule_params),
 ]

@@ -6,12 +6,13 @@ import time
 
 import click
 
-from gateway import alerts, db, rules, templates
+from gateway import alerts, db, evaluation, plotting, rules, templates
 from gateway.cli_common import (device_names, for_json, home_option, local_time, open_home,
                                said_truncated, user_errors)
 
 
-_user_errors = user_errors(rules.RuleError, alerts.AlertError, templates.TemplateError, ValueError)
+_user_errors = user_errors(rules.RuleError, alerts.AlertError, templates.TemplateError,
+                           evaluation.EvaluationError, plotting.PlotError, ValueError)
 
 
 def _when(text, now):
@@ -58,14 +59,61 @@ def _rule_options(function):
         click.option("--bucket-mm", type=float, help="Tipping bucket size for rain_tips."),
         click.option("--place", help="Place name used in messages (default: device and site)."),
         click.option("--disable/--enable", "disabled", default=None, help="Switch the rule off/on."),
+        click.option("--preset", help="intensity-duration: a published curve, caine1980 or "
+                                      "guzzetti2008 (global; calibrate locally)."),
+        click.option("--alpha", type=float, help="intensity-duration: I = alpha * D^-beta, "
+                                                 "mm/h at D = 1 h."),
+        click.option("--beta", type=float, help="intensity-duration: the curve's slope."),
+        click.option("--durations", help="intensity-duration: durations checked, e.g. "
+                                         "10m,1h,3h,24h."),
+        click.option("--antecedent", help="intensity-duration: wet-day term, e.g. "
+                                          "k=0.9,saturation_mm=150,floor=0.5; 'off' removes it."),
+        click.option("--k", "k_gauges", type=int, help="k-of-n / basin-mean: gauges that must "
+                                                       "agree (k-of-n) or be known (mean)."),
+        click.option("--stale", help="k-of-n / basin-mean: a gauge unheard this long is "
+                                     "unknown (default: the window)."),
     ]
     for option in reversed(options):
         function = option(function)
     return function
 
 
+def _params(params, preset, alpha, beta, durations, antecedent, k_gauges, stale):
+    """The rule's params with the options given laid over them."""
+    params = dict(params or {})
+    if preset is not None:
+        params.pop("alpha", None)
+        params.pop("beta", None)
+        params["preset"] = preset
+    if alpha is not None or beta is not None:
+        params.pop("preset", None)
+        params.update({key: value for key, value in (("alpha", alpha), ("beta", beta))
+                       if value is not None})
+    if durations is not None:
+        params["durations"] = [rules.parse_duration(d) for d in durations.split(",") if d.strip()]
+    if antecedent == "off":
+        params.pop("antecedent", None)
+    elif antecedent is not None:
+        term = {}
+        for part in filter(None, (p.strip() for p in antecedent.split(","))):
+            key, _, value = part.partition("=")
+            try:
+                term[key.strip()] = float(value)
+            except ValueError:
+                raise rules.RuleError("antecedent %s: %r is not a number" % (key, value)) from None
+        params["antecedent"] = term
+    if k_gauges is not None:
+        params["k"] = k_gauges
+    if stale is not None:
+        params["stale_s"] = rules.parse_duration(stale)
+    return params
+
+
 def _apply(fields, kind, device, site, channel, idx, window, levels, hysteresis, min_duration,
-           bucket_mm, place, disabled):
+           bucket_mm, place, disabled, preset, alpha, beta, durations, antecedent, k_gauges,
+           stale):
+    fields["params"] = _params(fields.get("params"), preset, alpha, beta, durations, antecedent,
+                               k_gauges, stale)
     if kind is not None:
         fields["kind"] = kind
     for key, value in (("device", device), ("site", site), ("channel", channel), ("idx", idx),
@@ -98,7 +146,9 @@ def _save(database, rule, now, new):
 
 @click.group(name="rules")
 def rules_group():
-    """Alert rules: thresholds, accumulations, rises, silent devices.
+    """Alert rules: thresholds, accumulations, rises, silent devices,
+    debris-flow intensity-duration curves, k of n gauges of a basin.
+    Each kind with a worked example: docs/rules.md.
 
     \b
     Example:
@@ -123,7 +173,7 @@ def rules_list(home, as_json):
     found = [rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
              for row in cursor]
     if as_json:
-        click.echo(json.dumps([dict(r.to_row(), levels=r.levels) for r in found], indent=2))
+        click.echo(json.dumps([dict(r.to_row(), levels=r.levels, params=r.params) for r in found], indent=2))
         return
     for rule in found:
         click.echo("%-20s %s%s" % (rule.name, rule.describe(), "" if rule.enabled else " (off)"))
@@ -142,13 +192,16 @@ def rules_show(home, name):
     """
     _, database = open_home(home)
     rule = _load_rule(database, name)
-    click.echo(json.dumps(dict(rule.to_row(), levels=rule.levels), indent=2))
+    click.echo(json.dumps(dict(rule.to_row(), levels=rule.levels, params=rule.params), indent=2))
     names = device_names(database)
     for device_id, idx, level, value, updated in database.execute(
             "SELECT device_id, idx, level, value, updated FROM alert_state WHERE rule_id = ?",
             [rule.id]):
+        # A basin rule keeps its level at idx 0 and its coverage at idx 1.
+        part = ((" gauges" if device_id.startswith("basin:") else " sensor %d" % idx)
+                if idx else "")
         click.echo("%s%s: %s value=%s at %s" % (
-            names.get(device_id, device_id), " sensor %d" % idx if idx else "",
+            names.get(device_id, device_id), part,
             level or "normal", value, local_time(updated)))
 
 
@@ -165,11 +218,17 @@ def rules_add(home, name, **options):
         huaico rules add rain-1h --device g1 --channel rain --kind accumulation \\
             --window 1h --levels watch=20,warning=40,emergency=60 --hysteresis 5 --min-duration 0
         huaico rules add quiet --site chosica --kind silent --levels watch=30m,warning=2h
+        huaico rules add huaico-curve --site chosica --kind intensity-duration \
+            --preset caine1980 --durations 10m,1h,3h,24h \
+            --levels watch=0.75,warning=1,emergency=1.5 --antecedent k=0.9,saturation_mm=150
+        huaico rules add basin-2of3 --site chosica --kind k-of-n --channel rain --window 1h \
+            --k 2 --stale 30m --levels watch=15,warning=30
     """
     _, database = open_home(home)
     if options["kind"] is None or options["levels"] is None:
         raise click.UsageError("--kind and --levels are required")
     rule = _apply({"name": name}, **options)
+    rules.check_targets(database, rule)
     if database.execute("SELECT 1 FROM rules WHERE name = ?", [name]).fetchone():
         raise click.ClickException("a rule named %r exists; use `huaico rules edit`" % name)
     _save(database, rule, time.time(), new=True)
@@ -194,6 +253,7 @@ def rules_edit(home, name, **options):
     if options["kind"] is not None and options["levels"] is None:
         options["levels"] = ",".join("%s=%g" % item for item in old.levels.items())
     rule = _apply(fields, **options)
+    rules.check_targets(database, rule)
     _save(database, rule, time.time(), new=False)
     click.echo("changed %s: %s" % (name, rule.describe()))
 
@@ -226,36 +286,93 @@ def rules_remove(home, name, force):
     click.echo("removed %s" % name)
 
 
+def _tracer(names_by_id):
+    """({subject name: (times, values)}, the callback rules.replay fills it with)."""
+    trace = {}
+
+    def record(t, subject, index, value):
+        times, values = trace.setdefault(names_by_id.get(subject, subject), ([], []))
+        times.append(t)
+        values.append(value)
+    return trace, record
+
+
 @rules_group.command(name="replay")
 @home_option
-@click.argument("name")
+@click.argument("names", nargs=-1)
 @click.option("--since", required=True, help="Start: 24h / 7d ago, or a date 2026-01-01.")
-@click.option("--until", help="End (default: now).")
-@click.option("--json", "as_json", is_flag=True, help="JSON array instead of lines.")
+@click.option("--until", help="End (default: none).")
+@click.option("--events", "events_csv", type=click.Path(dir_okay=False),
+              help="CSV of reference events (header time,place) to score the rules against.")
+@click.option("--lookback", default="6h", show_default=True,
+              help="An alert raised at most this long before a reference event warned of it.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per rule: its events "
+                                                      "and its record.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False),
+              help="Plot the readings, the rule's value against its thresholds and the "
+                   "firings (needs the plot extra; one rule).")
 @_user_errors
-def rules_replay(home, name, since, until, as_json):
-    """Run a rule over stored readings and print when it would have fired
-    and cleared; writes nothing and sends nothing.
+def rules_replay(home, names, since, until, events_csv, lookback, as_json, png_path):
+    """Run rules (default: every enabled one) over stored readings: when
+    each would have fired and cleared, and with --events how early it warned
+    of each reference event, which it missed and its false alarms. Writes
+    nothing and sends nothing.
 
     \b
     Example:
         huaico rules replay rain-1h --since 2026-01-01 --until 2026-02-01
+        huaico rules replay --since 2026-01-01 --events flows.csv --json
+        huaico rules replay huaico-curve --since 30d --png curve.png
     """
     _, database = open_home(home)
-    rule = _load_rule(database, name)
+    if names:
+        chosen = [_load_rule(database, name) for name in names]
+    else:
+        cursor = database.execute("SELECT * FROM rules WHERE enabled = 1 AND kind != 'silent' "
+                                  "ORDER BY name")
+        chosen = [rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
+                  for row in cursor]
+    if png_path and len(chosen) != 1:
+        raise click.UsageError("--png draws one rule: name it")
     now = time.time()
-    events = rules.replay(database, rule, _when(since, now),
-                          _when(until, now) if until else None)
+    start = _when(since, now)
+    end = _when(until, now) if until else None  # no end: readings stamped ahead count too
+    # Only the reference events inside the replayed time can be scored.
+    references = [(t, place) for t, place in
+                  (evaluation.load_references(events_csv) if events_csv else [])
+                  if start <= t and (end is None or t < end)]
+    cursor = database.execute("SELECT * FROM devices")
+    devices = {row[0]: dict(zip([c[0] for c in cursor.description], row)) for row in cursor}
+    names_by_id = device_names(database)
+    results = []
+    for rule in chosen:
+        trace, record_value = _tracer(names_by_id)
+        events = rules.replay(database, rule, start, end, trace=record_value)
+        record = evaluation.evaluate(rule, events, references, devices,
+                                     rules.parse_duration(lookback))
+        results.append((rule, events, record))
+        if png_path:
+            plotting.replay_png(png_path, evaluation.series(database, rule, start, end), trace,
+                                rule.levels, evaluation.firings(events),
+                                [t for t, _ in references], "%s: %s" % (rule.name,
+                                                                        rule.describe()),
+                                "mm" if rule.kind == "intensity-duration" else rule.unit,
+                                rule.unit)
     if as_json:
-        click.echo(json.dumps([dict(zip(("time", "device", "index", "event", "level", "value"),
-                                        e)) for e in events], indent=2))
+        click.echo(json.dumps([dict(record, events=[dict(zip(
+            ("time", "device", "index", "event", "level", "value"), e)) for e in events])
+            for _, events, record in results], indent=2))
         return
-    names = device_names(database)
-    for t, device_id, idx, event, level, value in events:
-        click.echo("%s  %s%s  %-6s %-9s %.2f %s" % (
-            _stamp(t), names.get(device_id, device_id), "/%d" % idx if idx else "", event, level,
-            value, rule.unit))
-    click.echo("%d event(s)" % len(events))
+    for rule, events, record in results:
+        for t, device_id, idx, event, level, value in events:
+            click.echo("%s  %s%s  %-6s %-9s %.2f %s" % (
+                _stamp(t), names_by_id.get(device_id, device_id), "/%d" % idx if idx else "",
+                event, level, value, rule.unit))
+        click.echo("%d event(s)" % len(events))
+        for line in evaluation.summary(record):
+            click.echo(line)
+    if png_path:
+        click.echo("wrote %s" % png_path)
 
 
 @click.group(name="alerts")

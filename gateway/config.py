@@ -9,6 +9,7 @@ The data directory (HUAICO_HOME, or --home) holds huaico.toml, the database
 and sites/; relative paths in the file are relative to it.
 """
 import copy
+import difflib
 import os
 import pathlib
 import tomllib
@@ -119,6 +120,8 @@ quiet_hours = "22:00-06:00"
 # Retry delays for failed deliveries: exponential from base to max, with jitter.
 retry_base_s = 5
 retry_max_s = 600
+# IANA time zone of the CAP alerts' times, e.g. "America/Lima" ("" is UTC).
+timezone = ""
 
 [retention]
 # Raw readings are kept this many days after they arrived; older ones are
@@ -146,6 +149,8 @@ min_level = "watch"
 '''
 
 DEFAULTS = tomllib.loads(DEFAULT_TOML)
+# The keys a [[groups]] table may hold are those of the example group above.
+GROUP_KEYS = tuple(DEFAULTS["groups"][0])
 DEFAULTS["groups"] = []
 
 
@@ -190,7 +195,21 @@ class Config(dict):
         return self.path(self["gateway"]["sites_dir"])
 
 
+def _unknown(keys, known, where):
+    """A ConfigError for the first key that no default names, with the
+    closest known key: a typo must not silently leave a setting at its
+    default (`quiet_hour = ""` would keep quiet hours on)."""
+    for key in keys:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        raise ConfigError("%s: unknown key %r%s" % (
+            where, key, "; did you mean %r?" % near[0] if near else
+            " (known: %s)" % ", ".join(sorted(known))))
+
+
 def _check(sections, defaults, where):
+    _unknown(sections, defaults, where)
     for key, default in defaults.items():
         if key not in sections:
             sections[key] = copy.deepcopy(default)
@@ -216,6 +235,10 @@ def from_text(text, home, source="config"):
     _check(sections, DEFAULTS, "config")
     if not isinstance(sections["groups"], list):
         raise ConfigError("groups must be an array of tables ([[groups]])")
+    for at, group in enumerate(sections["groups"]):
+        if not isinstance(group, dict):
+            raise ConfigError("groups must be an array of tables ([[groups]])")
+        _unknown(group, GROUP_KEYS, "groups[%d] (%s)" % (at, group.get("name", "?")))
     for item in sections["ingest"]["serial"]:
         if not isinstance(item, str) or not item:
             raise ConfigError("ingest.serial must list pyserial URLs, not %r" % (item,))

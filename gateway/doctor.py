@@ -397,6 +397,62 @@ def run(home=None, quick=False):
     checks += _guarded("permissions", check_modes, config)
     checks += _guarded("disk", check_disk, config)
     checks += _guarded("clock", _clock_with_data, config)
+    checks += _guarded("rules", check_rules, config)
+    return checks
+
+
+def check_rules(config):
+    """Rules that match no device, groups with no numbers, and rules whose
+    alerts reach nobody (no group with numbers takes their highest level
+    over a configured SMS backend, and MQTT is off)."""
+    from gateway import alerts, rules
+
+    checks = []
+    groups = list(alerts.groups(config).values())
+    for group in groups:
+        if not group["numbers"]:
+            checks.append(Check("groups", WARN, "group %s has no numbers" % group["name"],
+                                "add numbers = [\"+51...\"] to its [[groups]] in huaico.toml"))
+    path = config.database_path
+    if not path.exists():
+        return checks or [Check("rules", SKIP, "no database yet")]
+    database = db.open_db(path)
+    try:
+        if "rules" not in database.table_names():
+            return checks or [Check("rules", SKIP, "no rules table yet")]
+        cursor = database.execute("SELECT * FROM rules WHERE enabled = 1 ORDER BY name")
+        names = [column[0] for column in cursor.description]
+        found = [rules.Rule.from_row(dict(zip(names, row))) for row in cursor.fetchall()]
+        cursor = database.execute("SELECT * FROM devices WHERE retired = 0")
+        names = [column[0] for column in cursor.description]
+        devices = [dict(zip(names, row)) for row in cursor.fetchall()]
+    finally:
+        database.conn.close()
+    sms = config["sms"]["backend"] != "none"
+    mqtt = config["mqtt"]["enabled"]
+    for rule in found:
+        if not any(rule.matches(device) for device in devices):
+            checks.append(Check("rules", WARN, "rule %s matches no device (%s)"
+                                % (rule.name, rule.describe()),
+                                "`huaico rules edit %s --device/--site ...` or `huaico rules "
+                                "remove %s`" % (rule.name, rule.name)))
+        top = max(rules.LEVELS.index(name) for name in rule.levels)
+        takers = [g["name"] for g in groups if g["numbers"] and
+                  rules.LEVELS.index(g["min_level"]) <= top] if sms else []
+        if not takers and not mqtt:
+            checks.append(Check("rules", FAIL, "alerts of rule %s reach nobody: %s" % (
+                rule.name, "no SMS backend and MQTT is off" if not sms else
+                "no group with numbers takes %s" % rules.LEVELS[top]),
+                "set [sms] backend and a [[groups]] with numbers and min_level <= %s"
+                % rules.LEVELS[top]))
+        if rule.kind in rules.BASIN_KINDS and takers and not mqtt and not any(
+                g["numbers"] and g["min_level"] == "advisory" for g in groups):
+            checks.append(Check("rules", WARN, "rule %s says at advisory level when too few "
+                                "gauges are known, and no group takes advisory" % rule.name,
+                                "give the operators a [[groups]] with min_level = \"advisory\""))
+    if not checks:
+        checks.append(Check("rules", OK, "%d rule(s), each matches a device and reaches "
+                                         "someone" % len(found)))
     return checks
 
 

@@ -19,6 +19,8 @@ def run(home, *args):
 
 def test_rules_and_alerts_commands(tmp_path):
     run(tmp_path, "init")
+    adb = AlertDb(tmp_path / "huaico.db")
+    device = adb.add_device("0a0b0c0d", "g1")  # a rule must point at a known device
     out = run(tmp_path, "rules", "add", "rain-1h", "--device", "g1", "--channel", "rain",
               "--kind", "accumulation", "--window", "1h",
               "--levels", "watch=2,warning=4,emergency=6", "--hysteresis", "0.5",
@@ -31,8 +33,6 @@ def test_rules_and_alerts_commands(tmp_path):
     listed = json.loads(run(tmp_path, "rules", "list", "--json"))
     assert listed[0]["levels"] == {"watch": 2.5, "warning": 4.0}
 
-    adb = AlertDb(tmp_path / "huaico.db")
-    device = adb.add_device("0a0b0c0d", "g1")
     for i, tenths in enumerate([10, 20, 0, 0, 0, 0, 0]):
         adb.store(None, device, [(1, 0, T0 + i * 1200, tenths, 0)], T0)
     out = run(tmp_path, "rules", "replay", "rain-1h", "--since", "2027-01-01")
