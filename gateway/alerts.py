@@ -36,6 +36,7 @@ def _section(config, name):
 def groups(config):
     """Recipient groups by name, with defaults filled in."""
     alerts = _section(config, "alerts")
+    code = country_code(config)
     out = {}
     for group in (config or {}).get("groups") or ():
         name = group.get("name")
@@ -44,7 +45,7 @@ def groups(config):
         out[name] = {
             "name": name,
             "language": group.get("language") or alerts.get("language", "es"),
-            "numbers": [normalize_number(n) for n in group.get("numbers") or ()],
+            "numbers": [normalize_number(n, code) for n in group.get("numbers") or ()],
             "escalate_to": group.get("escalate_to") or "",
             "quiet_hours": group.get("quiet_hours") or alerts.get("quiet_hours", ""),
             "min_level": group.get("min_level") or "watch",
@@ -52,11 +53,28 @@ def groups(config):
     return out
 
 
-def normalize_number(number):
-    """Digits with a leading + kept: what the outbox and ack checks compare."""
+def country_code(config):
+    """The gateway's country calling code from [sms] country_code ("+51"), as
+    digits, or "" when none is configured."""
+    text = str(_section(config, "sms").get("country_code") or "")
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def normalize_number(number, country=""):
+    """The number in E.164 ("+51987654321"): what the outbox and the ack
+    checks compare. "00" is the international prefix; a national number
+    (with or without its trunk "0") gets the gateway's country code. Without
+    a country code a national number stays as its digits, matching nothing
+    written in E.164: a number is never guessed from its last digits."""
     number = str(number).strip()
     digits = "".join(ch for ch in number if ch.isdigit())
-    return ("+" if number.startswith("+") else "") + digits
+    if number.startswith("+"):
+        return "+" + digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    if country and digits:
+        return "+" + country + digits.lstrip("0")
+    return digits
 
 
 def _sender(config):

@@ -88,6 +88,10 @@ spool_dir = ""
 status_reports = true
 # Longest wait for the modem to answer AT+CMGS (the standard's 60 s limit).
 cmgs_timeout_s = 60
+# The gateway's country calling code: numbers written without it (in
+# [[groups]] or as the sender of a reply) are read as national numbers of
+# this country. "" reads only numbers in international form (+...).
+country_code = "+51"
 
 [alerts]
 # Sender name shown in alert texts.
