@@ -157,6 +157,18 @@ def m105_incoming_key(db):
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS incoming_sms_key ON incoming(sms_key)")
 
 
+def m106_outbox_copies(db):
+    # What the dispatcher must know to never repeat an SMS in a loop and to
+    # mark the repeat a crash makes unavoidable (gateway/dispatch.py):
+    # copies begun, whether one is in flight (committed before the modem gets
+    # it, cleared with its outcome), the concatenation reference of the
+    # current copy and the references of the parts the modem has accepted.
+    db.execute("ALTER TABLE outbox ADD COLUMN copies INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE outbox ADD COLUMN inflight INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE outbox ADD COLUMN concat_ref INTEGER")
+    db.execute("ALTER TABLE outbox ADD COLUMN parts TEXT")
+
+
 MIGRATIONS = [
     ("m100_rules", m100_rules),
     ("m101_alert_state", m101_alert_state),
@@ -164,4 +176,5 @@ MIGRATIONS = [
     ("m103_outbox", m103_outbox),
     ("m104_incoming", m104_incoming),
     ("m105_incoming_key", m105_incoming_key),
+    ("m106_outbox_copies", m106_outbox_copies),
 ]

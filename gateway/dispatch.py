@@ -13,13 +13,25 @@ Each pass takes the pending rows in id order and, per recipient:
   failed, counts it, and, for warnings and emergencies, escalates the alert
   at once, since its recipient will not be warned.
 
-Exactly once, as far as a modem allows: a row is marked sent in the same
-transaction that stores the modem's message references and the delivery
-log line. A crash after the modem accepted a message and before that
-commit leaves the row pending, and it is sent again after the restart: we
-choose at-least-once, because a doubled warning costs a shrug and a lost
-one can cost a life. The same holds for MQTT (QoS 1 is at-least-once; CAP
-identifiers let consumers drop repeats).
+What the modem accepted is never forgotten in a way that repeats it:
+- before an SMS goes to the backend, a commit marks its copy in flight
+  (outbox.copies, inflight, concat_ref); the outcome (sent with the
+  modem's references, or a failure with the parts accepted so far) clears it
+  in the same transaction as the delivery log line;
+- when that outcome cannot be committed (disk full, database locked), it is
+  kept in memory and only the commit is retried, with backoff: the message
+  is not sent again while this process lives;
+- a multipart message whose later part failed resumes at that part under
+  the same concatenation reference (outbox.parts holds the references of
+  the parts accepted), so the first part is not sent again each time;
+- after a crash, a row still in flight may or may not have gone out: it is
+  sent once more with the language's repeat mark in front ("REPETIDO: "),
+  because a doubled warning costs a shrug and a lost one can cost a life.
+  A second copy that is in flight after another crash is not sent a third
+  time: the row is marked sent, unconfirmed, counted and logged.
+So no SMS goes out more than twice, and a second copy says it is one. MQTT
+is at-least-once (QoS 1; CAP identifiers let consumers drop repeats), with
+the same in-memory guard against a loop when its outcome cannot be stored.
 
 Time comes from `clock` (and every pass takes `now`), so tests drive quiet
 hours, rate limits, backoff and escalation with an injected clock.
@@ -28,11 +40,12 @@ import datetime
 import json
 import logging
 import random
+import sqlite3
 import threading
 import time
 import zoneinfo
 
-from gateway import acks, alerts, db
+from gateway import acks, alerts, db, templates
 from gateway.sms import SmsError
 
 log = logging.getLogger("huaico.dispatch")
@@ -120,6 +133,9 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread = None
         self._last_incoming = None
+        # Outcomes of sends that happened but could not be committed, by
+        # outbox id: (record function, its arguments, attempts, next try).
+        self._unrecorded = {}
 
     # -- thread ---------------------------------------------------------------
 
@@ -160,20 +176,26 @@ class Dispatcher:
         """One pass over the pending outbox; returns {outcome: count}."""
         conn = self.database.conn
         cursor = conn.execute(
-            "SELECT id, alert_id, transport, recipient, grp, level, body, attempts, "
-            "next_attempt, hold FROM outbox WHERE status = 'pending' ORDER BY id")
+            "SELECT id, alert_id, transport, recipient, grp, level, language, body, attempts, "
+            "next_attempt, hold, copies, inflight, concat_ref, parts "
+            "FROM outbox WHERE status = 'pending' ORDER BY id")
         names = [column[0] for column in cursor.description]
         rows = [dict(zip(names, row)) for row in cursor.fetchall()]
         blocked = set()
         done = {}
         for row in rows:
             key = (row["transport"], row["recipient"])
+            if row["id"] in self._unrecorded:
+                # Sent already: only its outcome waits for the database.
+                outcome = self._record_again(row["id"], now)
+                done[outcome] = done.get(outcome, 0) + 1
+                continue
             if key in blocked:
                 continue
             hold = self._policy_hold(conn, row, now)
             if hold:
                 if row["hold"] != hold:
-                    conn.execute("UPDATE outbox SET hold = ? WHERE id = ?", [hold, row["id"]])
+                    self._show_hold(conn, row["id"], hold)
                 done[hold] = done.get(hold, 0) + 1
                 continue
             if row["next_attempt"] > now:
@@ -184,6 +206,14 @@ class Dispatcher:
             if outcome == "retry":
                 blocked.add(key)
         return done
+
+    @staticmethod
+    def _show_hold(conn, outbox_id, hold):
+        # Only shown to operators: a locked database must not stop the pass.
+        try:
+            conn.execute("UPDATE outbox SET hold = ? WHERE id = ?", [hold, outbox_id])
+        except sqlite3.Error as exc:
+            log.warning("event=hold_not_stored outbox=%d error=%s", outbox_id, exc)
 
     def _policy_hold(self, conn, row, now):
         # Without a backend a row waits, unchanged and uncounted, for the
@@ -206,33 +236,84 @@ class Dispatcher:
         return ""
 
     def _attempt(self, row, now):
+        if row["transport"] == "sms" and row["inflight"] and row["copies"] >= 2:
+            return self._record(self._unconfirmed, row, now)
         try:
-            refs = self._send(row)
+            refs = self._send(row, now)
         except SmsError as exc:
-            detail = "%s%s" % (exc, " (parts already sent: %s)" % ",".join(exc.sent_refs)
+            detail = "%s%s" % (exc, " (parts accepted: %s)" % ",".join(exc.sent_refs)
                                if exc.sent_refs else "")
-            return self._failed(row, now, detail) if not exc.retryable else \
-                self._retry(row, now, detail)
+            return self._record(self._retry if exc.retryable else self._failed,
+                                row, now, detail)
         except _NotDelivered as exc:
-            return self._retry(row, now, str(exc))
+            return self._record(self._retry, row, now, str(exc))
         except Exception as exc:  # a port that vanished, a broken backend: try later
             log.exception("event=send_error outbox=%d", row["id"])
-            return self._retry(row, now, repr(exc))
+            return self._record(self._retry, row, now, repr(exc))
+        return self._record(self._sent, row, now, refs)
+
+    def _record(self, function, row, now, *args):
+        """Commit an attempt's outcome; when the database refuses (full,
+        locked), keep it to commit later, so that what the modem accepted
+        is not sent again."""
+        try:
+            return function(row, now, *args)
+        except sqlite3.Error as exc:
+            delay = backoff(1, self.retry_base_s, self.retry_max_s, self.rng)
+            self._unrecorded[row["id"]] = (function, row, args, 1, now + delay)
+            if self.counters is not None:
+                self.counters.add("outcome_not_stored")
+            log.error("event=outcome_not_stored outbox=%d outcome=%s retry_in_s=%.1f error=%s",
+                      row["id"], function.__name__.strip("_"), delay, exc)
+            return "unrecorded"
+
+    def _record_again(self, outbox_id, now):
+        function, row, args, tries, due = self._unrecorded[outbox_id]
+        if now < due:
+            return "unrecorded"
+        try:
+            outcome = function(row, now, *args)
+        except sqlite3.Error as exc:
+            delay = backoff(tries + 1, self.retry_base_s, self.retry_max_s, self.rng)
+            self._unrecorded[outbox_id] = (function, row, args, tries + 1, now + delay)
+            log.error("event=outcome_not_stored outbox=%d tries=%d retry_in_s=%.1f error=%s",
+                      outbox_id, tries + 1, delay, exc)
+            return "unrecorded"
+        del self._unrecorded[outbox_id]
+        log.info("event=outcome_stored outbox=%d tries=%d", outbox_id, tries + 1)
+        return outcome
+
+    def _sent(self, row, now, refs):
         with db.transaction(self.database) as conn:
             conn.execute("UPDATE outbox SET status = 'sent', sent = ?, refs = ?, "
-                         "attempts = attempts + 1, hold = '', last_error = NULL "
-                         "WHERE id = ? AND status = 'pending'", [now, json.dumps(refs), row["id"]])
+                         "attempts = attempts + 1, hold = '', last_error = NULL, inflight = 0, "
+                         "parts = NULL WHERE id = ? AND status = 'pending'",
+                         [now, json.dumps(refs), row["id"]])
             self._log(conn, row, now, "sent", None, refs)
             db.add_counters(conn, {"messages_sent": 1})
         log.info("event=message_sent outbox=%d transport=%s to=%s alert=%s refs=%s",
                  row["id"], row["transport"], row["recipient"], row["alert_id"], refs)
         return "sent"
 
-    def _send(self, row):
+    def _unconfirmed(self, row, now):
+        # The second copy was in flight when the gateway stopped: a third
+        # would break the promise of at most two. Its parts may all have
+        # gone out; the operator is told that nobody knows.
+        detail = "second copy in flight at a crash: delivery unconfirmed, not sent again"
+        with db.transaction(self.database) as conn:
+            conn.execute("UPDATE outbox SET status = 'sent', sent = ?, inflight = 0, "
+                         "hold = '', last_error = ? WHERE id = ?", [now, detail, row["id"]])
+            self._log(conn, row, now, "unconfirmed", detail, None)
+            db.add_counters(conn, {"messages_unconfirmed": 1})
+        log.error("event=message_unconfirmed outbox=%d to=%s alert=%s", row["id"],
+                  row["recipient"], row["alert_id"])
+        return "unconfirmed"
+
+    def _send(self, row, now):
         if row["transport"] == "sms":
             if self.sms is None:
                 raise _NotDelivered("no SMS backend configured ([sms] backend)")
-            return self.sms.send(row["recipient"], row["body"], self.status_reports)
+            return self._send_sms(row, now)
         if row["transport"] == "mqtt":
             if self.mqtt is None:
                 raise _NotDelivered("MQTT is not enabled")
@@ -242,12 +323,48 @@ class Dispatcher:
             return []
         raise _NotDelivered("unknown transport %r" % row["transport"])
 
+    def _send_sms(self, row, now):
+        """Mark the copy in flight, then send what of it the modem has not
+        accepted yet; the references of all its parts."""
+        parts = json.loads(row["parts"]) if row["parts"] else []
+        copies = row["copies"] or 1
+        reference = row["concat_ref"]
+        if row["inflight"]:
+            # In flight at a crash: it may have gone out. Once more, marked.
+            copies, parts, reference = copies + 1, [], None
+            log.warning("event=message_repeat outbox=%d to=%s alert=%s", row["id"],
+                        row["recipient"], row["alert_id"])
+        if reference is None or not parts:
+            reference = self.rng.randrange(256)
+        try:
+            with db.transaction(self.database) as conn:
+                conn.execute("UPDATE outbox SET copies = ?, inflight = 1, concat_ref = ?, "
+                             "parts = ? WHERE id = ?",
+                             [copies, reference, json.dumps(parts), row["id"]])
+        except sqlite3.Error as exc:
+            # A warning must not wait for the disk: sent without the mark,
+            # it is still guarded in memory; only a crash before its outcome
+            # is stored could then repeat it unmarked.
+            log.error("event=inflight_not_stored outbox=%d error=%s", row["id"], exc)
+        row.update(copies=copies, inflight=1, concat_ref=reference, parts=json.dumps(parts))
+        text = row["body"] if copies < 2 else templates.repeat(row["language"] or "en",
+                                                               row["body"])
+        try:
+            refs = self.sms.send(row["recipient"], text, self.status_reports,
+                                 reference=reference, skip=len(parts))
+        except SmsError as exc:
+            row["parts"] = json.dumps(parts + list(exc.sent_refs))
+            exc.sent_refs = parts + list(exc.sent_refs)
+            raise
+        return parts + refs
+
     def _retry(self, row, now, detail):
         attempts = row["attempts"] + 1
         delay = backoff(attempts, self.retry_base_s, self.retry_max_s, self.rng)
         with db.transaction(self.database) as conn:
             conn.execute("UPDATE outbox SET attempts = ?, next_attempt = ?, hold = 'retry', "
-                         "last_error = ? WHERE id = ?", [attempts, now + delay, detail, row["id"]])
+                         "last_error = ?, inflight = 0, parts = ? WHERE id = ?",
+                         [attempts, now + delay, detail, row["parts"], row["id"]])
             self._log(conn, row, now, "retry", detail, None)
             db.add_counters(conn, {"message_retries": 1})
         log.warning("event=message_retry outbox=%d to=%s attempt=%d in_s=%.1f error=%s",
@@ -257,7 +374,8 @@ class Dispatcher:
     def _failed(self, row, now, detail):
         with db.transaction(self.database) as conn:
             conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, "
-                         "hold = '', last_error = ? WHERE id = ?", [detail, row["id"]])
+                         "hold = '', last_error = ?, inflight = 0, parts = ? WHERE id = ?",
+                         [detail, row["parts"], row["id"]])
             self._log(conn, row, now, "failed", detail, None)
             db.add_counters(conn, {"messages_failed": 1})
             # Nobody at this number will be warned: for a warning or an

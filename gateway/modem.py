@@ -190,18 +190,25 @@ class Modem:
 
     # -- the backend interface -------------------------------------------
 
-    def send(self, number, text, status_report=False):
-        """Send text to number; the TP-MR of each part, as strings, in order."""
+    def send(self, number, text, status_report=False, reference=None, skip=0):
+        """Send text to number; the TP-MR of each part, as strings, in order.
+
+        reference is the concatenation reference (a fresh one when None);
+        skip leaves out the first parts: the caller that recorded which parts
+        of a message the modem accepted before one failed resends the rest
+        under the same reference, so the phone still joins them."""
         with self._lock:
-            self._concat_ref = (self._concat_ref + 1) % 256
+            if reference is None:
+                self._concat_ref = (self._concat_ref + 1) % 256
+                reference = self._concat_ref
             try:
-                pdus = sms_pdu.submit_pdus(number, text, self._concat_ref, status_report,
+                pdus = sms_pdu.submit_pdus(number, text, reference, status_report,
                                            self.validity_minutes)
             except sms_pdu.PduError as exc:
                 raise SmsError(None, str(exc), False) from None
             self._ensure_ready()
             refs = []
-            for hex_pdu, length in pdus:
+            for hex_pdu, length in pdus[skip:]:
                 try:
                     refs.append(str(self._send_part(hex_pdu, length)))
                 except SmsError as exc:

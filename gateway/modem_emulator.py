@@ -372,12 +372,14 @@ class ModemEmulator:
         self._mr = (self._mr + 1) % 256
         record["mr"] = self._mr
         record["number"] = _recipient(hex_pdu)
-        self._write_line("+CMGS: %d" % self._mr)
-        self._write_line("OK")
         record["time"] = time.time()
+        # Recorded before the answer: a test that counts parts once the
+        # gateway has its +CMGS must find this one counted.
         self.sent.append(record)
         if self.on_sent is not None:
             self.on_sent(record)
+        self._write_line("+CMGS: %d" % self._mr)
+        self._write_line("OK")
         if record["srr"] and self.cnmi[3] == 1:
             digits = _recipient(hex_pdu)
             pdu, n = status_report_pdu(self._mr, digits, datetime.datetime.now(

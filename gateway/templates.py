@@ -63,6 +63,15 @@ def format_value(kind, value, unit):
     return "%s %s" % (text, unit) if unit and unit not in ("count", "/") else text
 
 
+def repeat(language, text):
+    """text marked as a possible second copy, in the recipient's language."""
+    try:
+        texts = load(language)
+    except TemplateError:
+        texts = load(FALLBACK)
+    return texts.get("marks", {}).get("repeat", "REPEAT: ") + text
+
+
 def render(language, message, *, place="", level="", kind="above", channel=None, value=None,
            unit="", window_s=0, alert_id="", group=""):
     """The SMS text for `message` ("alert", "update", "clear", "test")."""
