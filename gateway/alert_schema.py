@@ -169,6 +169,20 @@ def m106_outbox_copies(db):
     db.execute("ALTER TABLE outbox ADD COLUMN parts TEXT")
 
 
+def m107_health(db):
+    # The running gateway's view of parts other processes cannot probe
+    # without disturbing them (the modem's port is held by `huaico run`):
+    # `status` and `doctor` read it. One row per part, changed on a change.
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS health (
+            name TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            since REAL,
+            detail TEXT,
+            updated REAL NOT NULL
+        )""")
+
+
 MIGRATIONS = [
     ("m100_rules", m100_rules),
     ("m101_alert_state", m101_alert_state),
@@ -177,4 +191,5 @@ MIGRATIONS = [
     ("m104_incoming", m104_incoming),
     ("m105_incoming_key", m105_incoming_key),
     ("m106_outbox_copies", m106_outbox_copies),
+    ("m107_health", m107_health),
 ]

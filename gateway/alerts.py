@@ -330,6 +330,19 @@ def acknowledge(conn, alert_id, by, now):
     return True
 
 
+def queue_gateway_alert(conn, config, event, detail, since, now):
+    """A message to operators about the gateway itself (SMS delivery failing
+    and restored) on <prefix>/alerts/gateway, through the outbox; returns
+    outbox ids (none without MQTT)."""
+    prefix = _mqtt_prefix(config)
+    if prefix is None:
+        return []
+    body = json.dumps({"event": event, "detail": detail, "since": since, "time": now,
+                       "sender": _sender(config)}, sort_keys=True)
+    return [_insert(conn, None, None, "mqtt", prefix + "/alerts/gateway", None, "warning",
+                    None, body, 0, now)]
+
+
 def queue_test(conn, config, group_name, now):
     """A test message to every number of a group, through the outbox like
     any alert; returns outbox ids."""

@@ -92,6 +92,9 @@ cmgs_timeout_s = 60
 # [[groups]] or as the sender of a reply) are read as national numbers of
 # this country. "" reads only numbers in international form (+...).
 country_code = "+51"
+# Tell operators on MQTT (<prefix>/alerts/gateway) when SMS delivery has
+# failed (modem absent, network errors) for this many seconds.
+alert_after_s = 300
 
 [alerts]
 # Sender name shown in alert texts.

@@ -89,6 +89,9 @@ def sms_backend_from_config(config):
     sms = config["sms"]
     if sms["backend"] == "modem":
         from gateway.modem import Modem
+        if not sms["port"]:
+            raise ValueError('[sms] backend is modem but port is empty: set it, e.g. '
+                             '"/dev/ttyUSB2"')
         return Modem(sms["port"], baudrate=sms["baudrate"], send_timeout=sms["cmgs_timeout_s"])
     if sms["backend"] == "spool":
         from gateway.sms_spool import GammuSpool
@@ -133,6 +136,13 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread = None
         self._last_incoming = None
+        # SMS delivery health: since when it has failed (None: working), why,
+        # and whether operators were told on MQTT (after sms_alert_after_s).
+        self.sms_alert_after_s = float(((config or {}).get("sms") or {}).get(
+            "alert_after_s", 300))
+        self.sms_down_since = None
+        self.sms_error = None
+        self._sms_alerted = False
         # Outcomes of sends that happened but could not be committed, by
         # outbox id: (record function, its arguments, attempts, next try).
         self._unrecorded = {}
@@ -161,6 +171,7 @@ class Dispatcher:
             self._wake.clear()
             now = self.clock()
             try:
+                self.watch_sms(now)
                 self.step(now)
                 if self.sms is not None and (self._last_incoming is None or
                                              now - self._last_incoming >= self.incoming_every_s):
@@ -169,6 +180,75 @@ class Dispatcher:
             except Exception:
                 log.exception("event=dispatch_pass_failed")
             self._wake.wait(self.poll_s)
+
+    # -- SMS health --------------------------------------------------------------
+
+    def _sms_absent(self):
+        ensure = getattr(self.sms, "ensure_open", None)
+        return ensure is not None and not ensure()
+
+    def watch_sms(self, now):
+        """Try an absent modem (its own backoff), tell operators on MQTT once
+        SMS delivery has failed for sms_alert_after_s, and when it works again."""
+        if self.sms is None:
+            return
+        was_absent = self.sms_down_since is not None and "absent" in (self.sms_error or "")
+        if self._sms_absent():
+            self._sms_fault(now, "modem port %s absent: %s" % (self.sms.url, self.sms.open_error))
+        elif was_absent:
+            # Back: what waited for it goes now, not at its backed-off time.
+            with db.transaction(self.database) as conn:
+                conn.execute("UPDATE outbox SET next_attempt = ? WHERE status = 'pending' "
+                             "AND transport = 'sms' AND next_attempt > ?", [now, now])
+            self._sms_ok(now)
+        if self.sms_down_since is not None and not self._sms_alerted and \
+                now - self.sms_down_since >= self.sms_alert_after_s:
+            self._sms_alerted = True
+            self._health(now, "sms_delivery_failing")
+            log.error("event=sms_delivery_failing since_s=%.0f error=%s",
+                      now - self.sms_down_since, self.sms_error)
+
+    def _sms_fault(self, now, detail):
+        self.sms_error = detail
+        if self.sms_down_since is None:
+            self.sms_down_since = now
+            self._health(now, None)
+
+    def _sms_ok(self, now):
+        if self.sms_down_since is None:
+            return
+        event = "sms_delivery_restored" if self._sms_alerted else None
+        self.sms_down_since, self.sms_error, self._sms_alerted = None, None, False
+        self._health(now, event)
+        log.info("event=sms_delivery_ok")
+
+    def _health(self, now, event):
+        """Store the SMS state for `status` and `doctor`; with an event, queue
+        the operators' MQTT message in the same transaction."""
+        state = "ok" if self.sms_down_since is None else "failing"
+        try:
+            with db.transaction(self.database) as conn:
+                conn.execute(
+                    "INSERT INTO health (name, state, since, detail, updated) "
+                    "VALUES ('sms', ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                    "state = excluded.state, since = excluded.since, "
+                    "detail = excluded.detail, updated = excluded.updated",
+                    [state, self.sms_down_since, self.sms_error, now])
+                if event is not None:
+                    alerts.queue_gateway_alert(conn, self.config, event, self.sms_error,
+                                               self.sms_down_since, now)
+        except sqlite3.Error as exc:
+            log.warning("event=health_not_stored error=%s", exc)
+        if event is not None:
+            self._wake.set()
+
+    def sms_state(self):
+        """("none" | "ok" | "failing", seconds failing or None, why)."""
+        if self.sms is None:
+            return "none", None, None
+        if self.sms_down_since is None:
+            return "ok", None, None
+        return "failing", self.clock() - self.sms_down_since, self.sms_error
 
     # -- one pass ---------------------------------------------------------------
 
@@ -222,6 +302,8 @@ class Dispatcher:
             return "" if self.mqtt is not None else "no_mqtt"
         if self.sms is None:
             return "no_sms_backend"
+        if self.sms_down_since is not None and self._sms_absent():
+            return "sms_absent"
         level = row["level"]
         if level in QUIET_HELD:
             local = datetime.datetime.fromtimestamp(now, self.zone)
@@ -256,6 +338,11 @@ class Dispatcher:
         """Commit an attempt's outcome; when the database refuses (full,
         locked), keep it to commit later, so that what the modem accepted
         is not sent again."""
+        if row["transport"] == "sms" and self.sms is not None:
+            if function == self._sent:
+                self._sms_ok(now)
+            elif function == self._retry:
+                self._sms_fault(now, args[0])
         try:
             return function(row, now, *args)
         except sqlite3.Error as exc:
