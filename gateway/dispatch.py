@@ -422,7 +422,9 @@ class Dispatcher:
             log.warning("event=message_repeat outbox=%d to=%s alert=%s", row["id"],
                         row["recipient"], row["alert_id"])
         if reference is None or not parts:
-            reference = self.rng.randrange(256)
+            # Per row and copy, so that consecutive messages (and a message
+            # and its repeat) never share one: a phone would join their parts.
+            reference = (row["id"] * 2 + copies - 1) % 256
         try:
             with db.transaction(self.database) as conn:
                 conn.execute("UPDATE outbox SET copies = ?, inflight = 1, concat_ref = ?, "

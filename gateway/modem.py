@@ -388,6 +388,12 @@ class Modem:
     def _setup(self):
         """Echo off, numeric errors, PDU mode, status reports as +CDS."""
         self._ready = False
+        # A gateway that died between AT+CMGS and the PDU's Ctrl-Z left the
+        # modem waiting for PDU text: ESC ends that (27.005 3.5.1) and is
+        # ignored in command mode; what it answers is dropped as stale.
+        self._write(_ESC)
+        time.sleep(0.1)
+        self._drain()
         self._command("AT", timeout=min(self.command_timeout, 2.0))
         self._command("ATE0")
         self._command("AT+CMEE=1")
