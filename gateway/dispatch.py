@@ -36,6 +36,7 @@ the same in-memory guard against a loop when its outcome cannot be stored.
 Time comes from `clock` (and every pass takes `now`), so tests drive quiet
 hours, rate limits, backoff and escalation with an injected clock.
 """
+import collections
 import datetime
 import json
 import logging
@@ -143,6 +144,12 @@ class Dispatcher:
         self.sms_down_since = None
         self.sms_error = None
         self._sms_alerted = False
+        # MQTT rows published by the committing thread (wake), by outbox id,
+        # and the newest this thread published itself: an early publish that
+        # selected a row before this thread took it must not send it again.
+        self._early = {}
+        self._claimed = collections.deque(maxlen=1000)
+        self._early_lock = threading.Lock()
         # Outcomes of sends that happened but could not be committed, by
         # outbox id: (record function, its arguments, attempts, next try).
         self._unrecorded = {}
@@ -160,9 +167,36 @@ class Dispatcher:
             self._thread.join(timeout)
             self._thread = None
 
-    def wake(self, outbox_ids=None):
-        """Called after a commit that queued messages: deliver now."""
+    def wake(self, outbox_ids=None, conn=None):
+        """Called after a commit that queued messages: deliver now. With the
+        committing thread's connection, the new MQTT rows are published on
+        that thread at once (one thread hop less between a reading and the
+        alert on the broker); this thread then waits for their acks and
+        records them as it would its own publishes."""
+        if outbox_ids and conn is not None and self.mqtt is not None:
+            self._publish_early(conn, outbox_ids)
         self._wake.set()
+
+    def _publish_early(self, conn, outbox_ids):
+        marks = ",".join("?" * len(outbox_ids))
+        rows = conn.execute("SELECT id, recipient, body FROM outbox WHERE id IN (%s) "
+                            "AND transport = 'mqtt' AND status = 'pending' AND attempts = 0 "
+                            "ORDER BY id" % marks, list(outbox_ids)).fetchall()
+        with self._early_lock:
+            for row_id, topic, body in rows:
+                if row_id not in self._claimed:  # the dispatcher may have been first
+                    self._early[row_id] = self.mqtt.publish(topic, body.encode("utf-8"), qos=1)
+
+    def _publish(self, row):
+        """The row's Delivery: the early publish's, else a publish now."""
+        with self._early_lock:
+            delivery = self._early.pop(row["id"], None)
+            if delivery is None:
+                delivery = self.mqtt.publish(row["recipient"], row["body"].encode("utf-8"),
+                                             qos=1)
+                # Claimed, so that a late early publish does not send it again.
+                self._claimed.append(row["id"])
+            return delivery
 
     def run(self):
         if self.database is None:
@@ -261,10 +295,22 @@ class Dispatcher:
             "FROM outbox WHERE status = 'pending' ORDER BY id")
         names = [column[0] for column in cursor.description]
         rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+        # MQTT first: a publish takes a broker round trip, an SMS seconds,
+        # and machines downstream (sirens, dashboards) should not wait for
+        # the modem. Order within each recipient is kept (a stable sort).
+        rows.sort(key=lambda row: row["transport"] != "mqtt")
         blocked = set()
         done = {}
+        published = []
         for row in rows:
             key = (row["transport"], row["recipient"])
+            # One message per topic in flight: its outcome decides whether
+            # the next may go (order per topic, one retry per topic).
+            if published and (row["transport"] != "mqtt" or
+                              any(key == (r["transport"], r["recipient"])
+                                  for r, _ in published)):
+                self._settle(published, now, done, blocked)
+                published = []
             if row["id"] in self._unrecorded:
                 # Sent already: only its outcome waits for the database.
                 outcome = self._record_again(row["id"], now)
@@ -281,11 +327,44 @@ class Dispatcher:
             if row["next_attempt"] > now:
                 blocked.add(key)
                 continue
+            if row["transport"] == "mqtt":
+                # Published now, settled together: one commit for the lot.
+                published.append((row, self._publish(row)))
+                continue
             outcome = self._attempt(row, now)
             done[outcome] = done.get(outcome, 0) + 1
             if outcome == "retry":
                 blocked.add(key)
+        if published:
+            self._settle(published, now, done, blocked)
         return done
+
+    def _settle(self, published, now, done, blocked):
+        """Wait for the broker's acks of the MQTT rows published in this pass
+        and record them: the acked in one transaction, the rest for retry
+        (and what follows them on their topic, to keep its order)."""
+        acked = []
+        for row, delivery in published:
+            key = (row["transport"], row["recipient"])
+            if key not in blocked and delivery.wait(self.mqtt_timeout_s):
+                acked.append(row)
+                continue
+            blocked.add(key)
+            outcome = self._record(self._retry, row, now,
+                                   "broker did not ack (link down or slow)")
+            done[outcome] = done.get(outcome, 0) + 1
+        if not acked:
+            return
+        try:
+            with db.transaction(self.database) as conn:
+                for row in acked:
+                    self._mark_sent(conn, row, now, [])
+                db.add_counters(conn, {"messages_sent": len(acked)})
+        except sqlite3.Error:
+            for row in acked:
+                self._record(self._sent, row, now, [])
+            return
+        done["sent"] = done.get("sent", 0) + len(acked)
 
     @staticmethod
     def _show_hold(conn, outbox_id, hold):
@@ -372,15 +451,18 @@ class Dispatcher:
 
     def _sent(self, row, now, refs):
         with db.transaction(self.database) as conn:
-            conn.execute("UPDATE outbox SET status = 'sent', sent = ?, refs = ?, "
-                         "attempts = attempts + 1, hold = '', last_error = NULL, inflight = 0, "
-                         "parts = NULL WHERE id = ? AND status = 'pending'",
-                         [now, json.dumps(refs), row["id"]])
-            self._log(conn, row, now, "sent", None, refs)
+            self._mark_sent(conn, row, now, refs)
             db.add_counters(conn, {"messages_sent": 1})
+        return "sent"
+
+    def _mark_sent(self, conn, row, now, refs):
+        conn.execute("UPDATE outbox SET status = 'sent', sent = ?, refs = ?, "
+                     "attempts = attempts + 1, hold = '', last_error = NULL, inflight = 0, "
+                     "parts = NULL WHERE id = ? AND status = 'pending'",
+                     [now, json.dumps(refs), row["id"]])
+        self._log(conn, row, now, "sent", None, refs)
         log.info("event=message_sent outbox=%d transport=%s to=%s alert=%s refs=%s",
                  row["id"], row["transport"], row["recipient"], row["alert_id"], refs)
-        return "sent"
 
     def _unconfirmed(self, row, now):
         # The second copy was in flight when the gateway stopped: a third

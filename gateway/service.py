@@ -185,8 +185,9 @@ class Service:
                         "running without it; SMS wait in the outbox until it answers")
 
     def _committed(self, outbox_ids):
+        # On the writer's thread, with its connection: MQTT alerts leave now.
         if self.dispatcher is not None:
-            self.dispatcher.wake()
+            self.dispatcher.wake(outbox_ids, self.database.conn)
 
     # Running.
 
