@@ -183,6 +183,21 @@ def m107_health(db):
         )""")
 
 
+def m108_alert_times(db):
+    # When things happened, besides when the gateway learnt of them (a board
+    # uploading a backlog hours later): the reading times of an alert's
+    # onset, peak and end, and of each event; per message its kind (alert,
+    # update, clear, late, timeline) and whether a newer one replaced it
+    # before it went out (status 'superseded', gateway/alerts.py).
+    db.execute("ALTER TABLE alerts ADD COLUMN onset REAL")
+    db.execute("ALTER TABLE alerts ADD COLUMN peak_time REAL")
+    db.execute("ALTER TABLE alerts ADD COLUMN peak_value REAL")
+    db.execute("ALTER TABLE alerts ADD COLUMN ended REAL")
+    db.execute("ALTER TABLE alert_events ADD COLUMN reading_time REAL")
+    db.execute("ALTER TABLE outbox ADD COLUMN kind TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_alert ON outbox(alert_id, recipient)")
+
+
 MIGRATIONS = [
     ("m100_rules", m100_rules),
     ("m101_alert_state", m101_alert_state),
@@ -192,4 +207,5 @@ MIGRATIONS = [
     ("m105_incoming_key", m105_incoming_key),
     ("m106_outbox_copies", m106_outbox_copies),
     ("m107_health", m107_health),
+    ("m108_alert_times", m108_alert_times),
 ]

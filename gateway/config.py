@@ -110,6 +110,14 @@ quiet_hours = "22:00-06:00"
 # Retry delays for failed deliveries: exponential from base to max, with jitter.
 retry_base_s = 5
 retry_max_s = 600
+# SMS about one alert to one number are coalesced: a lower level or the
+# all-clear waits this long after the last message sent (the newer state
+# replaces it meanwhile); the first message and a rise go at once. 0 sends
+# every transition as its own message.
+coalesce_s = 60
+# A reading older than this when it arrives (a backlog after an outage) is
+# reported as late data: see late_reports in [[groups]].
+late_after_s = 900
 
 # Recipient groups; copy the block for more. escalate_to names another group.
 [[groups]]
@@ -121,6 +129,10 @@ escalate_to = ""
 quiet_hours = ""
 # Lowest level sent to this group: "advisory", "watch", "warning" or "emergency".
 min_level = "watch"
+# Alerts from late data: "summary" (one message per alert saying what
+# happened and when), "timeline" (every event with its time: operators) or
+# "none".
+late_reports = "summary"
 '''
 
 DEFAULTS = tomllib.loads(DEFAULT_TOML)

@@ -407,6 +407,8 @@ class Dispatcher:
             return self._record(self._retry if exc.retryable else self._failed,
                                 row, now, detail)
         except _NotDelivered as exc:
+            if str(exc) == "superseded":
+                return "superseded"
             return self._record(self._retry, row, now, str(exc))
         except Exception as exc:  # a port that vanished, a broken backend: try later
             log.exception("event=send_error outbox=%d", row["id"])
@@ -509,9 +511,13 @@ class Dispatcher:
             reference = (row["id"] * 2 + copies - 1) % 256
         try:
             with db.transaction(self.database) as conn:
-                conn.execute("UPDATE outbox SET copies = ?, inflight = 1, concat_ref = ?, "
-                             "parts = ? WHERE id = ?",
-                             [copies, reference, json.dumps(parts), row["id"]])
+                taken = conn.execute(
+                    "UPDATE outbox SET copies = ?, inflight = 1, concat_ref = ?, parts = ? "
+                    "WHERE id = ? AND status = 'pending'",
+                    [copies, reference, json.dumps(parts), row["id"]]).rowcount
+            if not taken:
+                # A newer state of the alert replaced it since this pass read it.
+                raise _NotDelivered("superseded")
         except sqlite3.Error as exc:
             # A warning must not wait for the disk: sent without the mark,
             # it is still guarded in memory; only a crash before its outcome
