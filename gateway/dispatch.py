@@ -174,7 +174,10 @@ class Dispatcher:
         alert on the broker); this thread then waits for their acks and
         records them as it would its own publishes."""
         if outbox_ids and conn is not None and self.mqtt is not None:
-            self._publish_early(conn, outbox_ids)
+            try:
+                self._publish_early(conn, outbox_ids)
+            except Exception:  # never the writer's problem: the pass publishes them
+                log.exception("event=early_publish_failed")
         self._wake.set()
 
     def _publish_early(self, conn, outbox_ids):
