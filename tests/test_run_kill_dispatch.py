@@ -82,6 +82,14 @@ def level(mm):
     return 2 if mm >= 2000 else 1 if mm >= 1000 else 0
 
 
+def fits(parts, total, text):
+    """Whether parts {seq: text} can be those of text split in total parts:
+    the first starts it, the last ends it, any other lies inside."""
+    return all((text.startswith(piece) if seq == 1 else
+                text.endswith(piece) if seq == total else piece in text)
+               for seq, piece in parts.items())
+
+
 def copies_by_row(database, emulator):
     """What the modem got of each SMS row: {row id: [(text, parts received,
     parts expected)]}. The parts of one copy share a concatenation
@@ -114,8 +122,7 @@ def copies_by_row(database, emulator):
             found = [(row_id, marked) for row_id, recipient, body in rows
                      for marked in (0, 1)
                      if recipient == number and (row_id * 2 + marked) % 256 == ref
-                     and all(piece in (REPEAT if marked else "") + body
-                             for piece in parts.values())]
+                     and fits(parts, total, (REPEAT if marked else "") + body)]
             assert len(found) == 1, ("parts no single row explains", number, ref, parts, found)
             copies[found[0][0]].append((text, len(parts), total))
     for number, text in singles:
