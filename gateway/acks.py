@@ -21,9 +21,6 @@ from gateway import alerts
 log = logging.getLogger("huaico.acks")
 
 _ACK = re.compile(r"^\s*(?:ACK|OK|S[IÍ])\b[\s:#.,-]*(\d{1,12})\b", re.IGNORECASE)
-# A number written without its country code still matches on this many
-# trailing digits (Peruvian mobiles have 9).
-_SUFFIX_DIGITS = 9
 
 
 def parse(text):
@@ -33,17 +30,16 @@ def parse(text):
 
 
 def sender_group(config, number):
-    """The group name a number belongs to, or None."""
-    number = alerts.normalize_number(number)
-    digits = number.lstrip("+")
+    """The group name a number belongs to, or None. Both sides are compared
+    in E.164 after normalising with the gateway's country ([sms]
+    country_code), nothing looser: trailing digits that happen to match a
+    leader's number do not make a stranger a leader."""
+    number = alerts.normalize_number(number, alerts.country_code(config))
+    if not number.startswith("+"):
+        return None
     for group in alerts.groups(config).values():
-        for known in group["numbers"]:
-            if known == number:
-                return group["name"]
-            if (not number.startswith("+") or not known.startswith("+")) and \
-                    len(digits) >= _SUFFIX_DIGITS and \
-                    known.lstrip("+")[-_SUFFIX_DIGITS:] == digits[-_SUFFIX_DIGITS:]:
-                return group["name"]
+        if number in group["numbers"]:
+            return group["name"]
     return None
 
 
@@ -84,7 +80,8 @@ def handle_sms(conn, config, number, text, now, sent=None, refs=()):
         log.info("event=sms_not_ack number=%s group=%s text=%r", number, group, text)
     else:
         try:
-            fresh = alerts.acknowledge(conn, alert_id, "%s (%s)" % (number, group), now)
+            sender = alerts.normalize_number(number, alerts.country_code(config))
+            fresh = alerts.acknowledge(conn, alert_id, "%s (%s)" % (sender, group), now)
         except alerts.AlertError:
             action, detail = "unknown_alert", "group %s" % group
         else:

@@ -157,7 +157,48 @@ def m105_incoming_key(db):
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS incoming_sms_key ON incoming(sms_key)")
 
 
-def m106_rule_params(db):
+def m106_outbox_copies(db):
+    # What the dispatcher must know to never repeat an SMS in a loop and to
+    # mark the repeat a crash makes unavoidable (gateway/dispatch.py):
+    # copies begun, whether one is in flight (committed before the modem gets
+    # it, cleared with its outcome), the concatenation reference of the
+    # current copy and the references of the parts the modem has accepted.
+    db.execute("ALTER TABLE outbox ADD COLUMN copies INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE outbox ADD COLUMN inflight INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE outbox ADD COLUMN concat_ref INTEGER")
+    db.execute("ALTER TABLE outbox ADD COLUMN parts TEXT")
+
+
+def m107_health(db):
+    # The running gateway's view of parts other processes cannot probe
+    # without disturbing them (the modem's port is held by `huaico run`):
+    # `status` and `doctor` read it. One row per part, changed on a change.
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS health (
+            name TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            since REAL,
+            detail TEXT,
+            updated REAL NOT NULL
+        )""")
+
+
+def m108_alert_times(db):
+    # When things happened, besides when the gateway learnt of them (a board
+    # uploading a backlog hours later): the reading times of an alert's
+    # onset, peak and end, and of each event; per message its kind (alert,
+    # update, clear, late, timeline) and whether a newer one replaced it
+    # before it went out (status 'superseded', gateway/alerts.py).
+    db.execute("ALTER TABLE alerts ADD COLUMN onset REAL")
+    db.execute("ALTER TABLE alerts ADD COLUMN peak_time REAL")
+    db.execute("ALTER TABLE alerts ADD COLUMN peak_value REAL")
+    db.execute("ALTER TABLE alerts ADD COLUMN ended REAL")
+    db.execute("ALTER TABLE alert_events ADD COLUMN reading_time REAL")
+    db.execute("ALTER TABLE outbox ADD COLUMN kind TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_alert ON outbox(alert_id, recipient)")
+
+
+def m109_rule_params(db):
     # Parameters of the kinds that need more than one threshold per level
     # (intensity-duration curves, k of n gauges), as JSON: a column per
     # parameter would grow with every kind.
@@ -171,5 +212,8 @@ MIGRATIONS = [
     ("m103_outbox", m103_outbox),
     ("m104_incoming", m104_incoming),
     ("m105_incoming_key", m105_incoming_key),
-    ("m106_rule_params", m106_rule_params),
+    ("m106_outbox_copies", m106_outbox_copies),
+    ("m107_health", m107_health),
+    ("m108_alert_times", m108_alert_times),
+    ("m109_rule_params", m109_rule_params),
 ]

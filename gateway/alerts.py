@@ -13,6 +13,21 @@ min_level, and keeps getting the episode's updates and its all-clear once
 it has had any message of it (so nobody is left believing an alert is
 still on). Escalation adds the escalate_to group of every group that had
 the alert, once per escalate_after_min without an acknowledgement.
+
+Time and floods (issue 11): every alert and event carries the time of the
+reading behind it (onset, peak, end; alert_events.reading_time) besides
+when it was processed. SMS to one number about one alert are coalesced:
+a message not yet begun is superseded by the newer state (status
+'superseded'), so a batch of transitions costs one message. The first
+message of an alert and a rise in level go at once; a fall or an
+all-clear waits until [alerts] coalesce_s after the last message sent to
+that number, so that a flapping gauge does not ring a phone every minute
+(coalesce_s = 0 turns this off: every event is its own message). An event whose reading is older than [alerts] late_after_s (a backlog
+uploaded after an outage) is told by the group's late_reports: "summary"
+(at most one message per alert and number saying what happened and when),
+"timeline" (operators: every event with its time, in one message,
+refreshed while the backlog comes in) or "none". Late messages wait
+coalesce_s, so that a backlog arriving in many batches still makes one.
 """
 import datetime
 import json
@@ -36,6 +51,7 @@ def _section(config, name):
 def groups(config):
     """Recipient groups by name, with defaults filled in."""
     alerts = _section(config, "alerts")
+    code = country_code(config)
     out = {}
     for group in (config or {}).get("groups") or ():
         name = group.get("name")
@@ -44,19 +60,37 @@ def groups(config):
         out[name] = {
             "name": name,
             "language": group.get("language") or alerts.get("language", "es"),
-            "numbers": [normalize_number(n) for n in group.get("numbers") or ()],
+            "numbers": [normalize_number(n, code) for n in group.get("numbers") or ()],
             "escalate_to": group.get("escalate_to") or "",
             "quiet_hours": group.get("quiet_hours") or alerts.get("quiet_hours", ""),
             "min_level": group.get("min_level") or "watch",
+            "late_reports": group.get("late_reports") or "summary",
         }
     return out
 
 
-def normalize_number(number):
-    """Digits with a leading + kept: what the outbox and ack checks compare."""
+def country_code(config):
+    """The gateway's country calling code from [sms] country_code ("+51"), as
+    digits, or "" when none is configured."""
+    text = str(_section(config, "sms").get("country_code") or "")
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def normalize_number(number, country=""):
+    """The number in E.164 ("+51987654321"): what the outbox and the ack
+    checks compare. "00" is the international prefix; a national number
+    (with or without its trunk "0") gets the gateway's country code. Without
+    a country code a national number stays as its digits, matching nothing
+    written in E.164: a number is never guessed from its last digits."""
     number = str(number).strip()
     digits = "".join(ch for ch in number if ch.isdigit())
-    return ("+" if number.startswith("+") else "") + digits
+    if number.startswith("+"):
+        return "+" + digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    if country and digits:
+        return "+" + country + digits.lstrip("0")
+    return digits
 
 
 def _sender(config):
@@ -93,41 +127,52 @@ def _first_event(conn, alert_id):
                         "ORDER BY id LIMIT 1", [alert_id]).fetchone()
 
 
-def raise_alert(conn, config, rule, device, index, level, value, now):
-    """A new alert episode; returns (alert id, outbox ids)."""
+def raise_alert(conn, config, rule, device, index, level, value, now, at=None):
+    """A new alert episode; returns (alert id, outbox ids). at is the time
+    of the reading that raised it (now when not given)."""
+    at = now if at is None else at
     place = rule.place or device.get("name") or device.get("id")
     if not rule.place and device.get("site"):
         place = "%s (%s)" % (device.get("name"), device["site"])
     cursor = conn.execute(
         "INSERT INTO alerts (rule_id, rule_name, device_id, idx, kind, channel, place, level, "
-        "peak_level, value, unit, status, raised) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+        "peak_level, value, unit, status, raised, onset, peak_time, peak_value) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
         [rule.id, rule.name, device.get("id"), index, rule.kind, rule.channel, place, level,
-         level, value, rule.unit, now])
+         level, value, rule.unit, now, at, at, value])
     alert_id = cursor.lastrowid
     extra = {"window_s": rule.window_s, "lat": device.get("lat"), "lon": device.get("lon")}
-    ids = _event(conn, config, _alert(conn, alert_id), "Alert", level, value, now, extra)
-    log.info("event=alert_raised alert=%d rule=%s device=%s level=%s value=%s",
-             alert_id, rule.name, device.get("id"), level, value)
+    ids = _event(conn, config, _alert(conn, alert_id), "Alert", level, value, now, extra, at)
+    log.info("event=alert_raised alert=%d rule=%s device=%s level=%s value=%s reading_time=%s",
+             alert_id, rule.name, device.get("id"), level, value, at)
     return alert_id, ids
 
 
-def update_alert(conn, config, alert_id, level, value, now):
+def update_alert(conn, config, alert_id, level, value, now, at=None):
+    at = now if at is None else at
     alert = _alert(conn, alert_id)
     peak = max(alert["peak_level"], level, key=LEVELS.index)
-    conn.execute("UPDATE alerts SET level = ?, peak_level = ?, value = ? WHERE id = ?",
-                 [level, peak, value, alert_id])
-    alert.update(level=level, peak_level=peak, value=value)
-    log.info("event=alert_update alert=%d level=%s value=%s", alert_id, level, value)
-    return _event(conn, config, alert, "Update", level, value, now, _extra(conn, alert))
+    higher = LEVELS.index(level) > LEVELS.index(alert["peak_level"])
+    peak_time = at if higher else alert["peak_time"]
+    peak_value = value if higher else alert["peak_value"]
+    conn.execute("UPDATE alerts SET level = ?, peak_level = ?, value = ?, peak_time = ?, "
+                 "peak_value = ? WHERE id = ?",
+                 [level, peak, value, peak_time, peak_value, alert_id])
+    alert.update(level=level, peak_level=peak, value=value, peak_time=peak_time,
+                 peak_value=peak_value)
+    log.info("event=alert_update alert=%d level=%s value=%s reading_time=%s",
+             alert_id, level, value, at)
+    return _event(conn, config, alert, "Update", level, value, now, _extra(conn, alert), at)
 
 
-def clear_alert(conn, config, alert_id, value, now):
+def clear_alert(conn, config, alert_id, value, now, at=None):
+    at = now if at is None else at
     alert = _alert(conn, alert_id)
-    conn.execute("UPDATE alerts SET status = 'cleared', cleared = ?, value = ? WHERE id = ?",
-                 [now, value, alert_id])
-    log.info("event=alert_cleared alert=%d value=%s", alert_id, value)
-    return _event(conn, config, alert, "Clear", "clear", value, now, _extra(conn, alert))
+    conn.execute("UPDATE alerts SET status = 'cleared', cleared = ?, value = ?, ended = ? "
+                 "WHERE id = ?", [now, value, at, alert_id])
+    alert.update(status="cleared", ended=at)
+    log.info("event=alert_cleared alert=%d value=%s reading_time=%s", alert_id, value, at)
+    return _event(conn, config, alert, "Clear", "clear", value, now, _extra(conn, alert), at)
 
 
 def _extra(conn, alert):
@@ -144,17 +189,20 @@ def _extra(conn, alert):
     return extra
 
 
-def _event(conn, config, alert, msg_type, level, value, now, extra):
+def _event(conn, config, alert, msg_type, level, value, now, extra, at):
     """Record one CAP event of the alert and queue its messages."""
     alert_id = alert["id"]
+    extra = dict(extra, reading_time=at)
+    late = now - at > float(_section(config, "alerts").get("late_after_s", 900))
     count = conn.execute("SELECT count(*) FROM alert_events WHERE alert_id = ?",
                          [alert_id]).fetchone()[0]
     identifier = "%s.%d.%d" % (_sender(config), alert_id, count + 1)
     first = _first_event(conn, alert_id)
     refs = json.dumps([list(first)]) if first else None
     cursor = conn.execute(
-        "INSERT INTO alert_events (alert_id, msg_type, level, value, time, identifier, refs) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)", [alert_id, msg_type, level, value, now, identifier, refs])
+        "INSERT INTO alert_events (alert_id, msg_type, level, value, time, identifier, refs, "
+        "reading_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [alert_id, msg_type, level, value, now, identifier, refs, at])
     event_id = cursor.lastrowid
     # An all-clear is as urgent (quiet hours, rate limits) as what it clears.
     policy_level = alert["level"] if level == "clear" else level
@@ -168,8 +216,8 @@ def _event(conn, config, alert, msg_type, level, value, now, extra):
             continue
         if not reached and LEVELS.index(level) < LEVELS.index(group["min_level"]):
             continue
-        ids += _queue_sms(conn, alert, event_id, group, message, policy_level, value, now,
-                          extra, sent_to, escalation=0)
+        ids += _queue_sms(conn, config, alert, event_id, group, message, policy_level, value,
+                          now, extra, sent_to, escalation=0, late=late)
     ids += _queue_mqtt(conn, config, alert, event_id, identifier, msg_type, level, value,
                        now, extra, first)
     return ids
@@ -187,26 +235,103 @@ def _text(alert, group, message, level, value, extra):
         window_s=extra.get("window_s") or 0, alert_id=alert["id"], group=group["name"])
 
 
-def _queue_sms(conn, alert, event_id, group, message, level, value, now, extra, sent_to,
-               escalation):
-    text = _text(alert, group, message, level, value, extra)
+def _queue_sms(conn, config, alert, event_id, group, message, level, value, now, extra,
+               sent_to, escalation, late=False):
+    """One SMS per number of the group, coalesced with what that number has
+    of this alert (see the module docstring)."""
+    coalesce_s = float(_section(config, "alerts").get("coalesce_s", 60))
     ids = []
     for number in group["numbers"]:
         if number in sent_to:
             continue
         sent_to.add(number)
+        prior = conn.execute(
+            "SELECT id, status, kind, level, sent, copies FROM outbox WHERE alert_id = ? "
+            "AND recipient = ? AND transport = 'sms' ORDER BY id",
+            [alert["id"], number]).fetchall()
+        if coalesce_s > 0:
+            unsent = [row[0] for row in prior if row[1] == "pending" and not row[5]]
+            told = [row for row in prior if row[1] == "sent" or (row[1] == "pending" and row[5])]
+        else:  # coalescing off: every event is its own message
+            unsent, told = [], [row for row in prior if row[1] in ("sent", "pending")]
+        last_sent = max((row[4] for row in told if row[4] is not None), default=None)
+        if late:
+            mode = group["late_reports"]
+            if mode == "none" or (mode == "summary" and any(row[2] == "late" for row in told)):
+                continue
+            kind = "late" if mode == "summary" else "timeline"
+            due = now + coalesce_s  # later batches of the backlog join it
+        else:
+            kind = message
+            if coalesce_s > 0 and not told and message != "alert":
+                # This number never had the alert (its first message was
+                # superseded): the alert at its level now, or what happened.
+                kind = "late" if message == "clear" else "alert"
+            rising = message == "alert" or escalation or not told or (
+                message != "clear" and
+                LEVELS.index(level) > max(LEVELS.index(row[3]) for row in told))
+            due = now if rising or last_sent is None else max(now, last_sent + coalesce_s)
+        text = (_timeline(conn, config, alert, group) if kind == "timeline" else
+                _late_text(config, alert, group, extra, now) if kind == "late" else
+                _text(alert, group, kind, level, value, extra))
+        if unsent:
+            conn.execute("UPDATE outbox SET status = 'superseded', hold = '', last_error = "
+                         "'newer state queued' WHERE id IN (%s)" % ",".join("?" * len(unsent)),
+                         unsent)
         ids.append(_insert(conn, alert["id"], event_id, "sms", number, group["name"], level,
-                           group["language"], text, escalation, now))
+                           group["language"], text, escalation, now, due, kind))
     return ids
 
 
+def _clock(config, when, now):
+    """A reading time as a resident reads it: "14:05", or "04/12 14:05" for
+    another day, in [alerts] timezone."""
+    name = _section(config, "alerts").get("timezone")
+    try:
+        zone = zoneinfo.ZoneInfo(name) if name else datetime.timezone.utc
+    except zoneinfo.ZoneInfoNotFoundError:
+        zone = datetime.timezone.utc
+    moment = datetime.datetime.fromtimestamp(when, zone)
+    today = datetime.datetime.fromtimestamp(now, zone).date()
+    return moment.strftime("%H:%M" if moment.date() == today else "%d/%m %H:%M")
+
+
+def _late_text(config, alert, group, extra, now):
+    """What happened and when: peak level and value, since when, and whether
+    it is over."""
+    ended = alert.get("ended") if alert.get("status") == "cleared" else None
+    return templates.render_late(
+        group["language"], place=alert["place"], level=alert["peak_level"],
+        kind=alert["kind"], channel=alert["channel"],
+        value=alert.get("peak_value", alert["value"]), unit=alert["unit"],
+        window_s=extra.get("window_s") or 0, alert_id=alert["id"],
+        onset=_clock(config, alert.get("onset") or alert["raised"], now),
+        peak=_clock(config, alert.get("peak_time") or alert["raised"], now),
+        ended=None if ended is None else _clock(config, ended, now),
+        now_level=alert["level"])
+
+
+def _timeline(conn, config, alert, group):
+    """Every event of the alert with its reading time, for operators."""
+    now = conn.execute("SELECT max(time) FROM alert_events WHERE alert_id = ?",
+                       [alert["id"]]).fetchone()[0]
+    events = [(_clock(config, at if at is not None else time, now), level, value)
+              for level, value, at, time in conn.execute(
+                  "SELECT level, value, reading_time, time FROM alert_events "
+                  "WHERE alert_id = ? ORDER BY id", [alert["id"]])]
+    return templates.render_timeline(group["language"], place=alert["place"],
+                                     alert_id=alert["id"], kind=alert["kind"],
+                                     unit=alert["unit"], events=events)
+
+
 def _insert(conn, alert_id, event_id, transport, recipient, group, level, language, body,
-            escalation, now):
+            escalation, now, due=None, kind=None):
     cursor = conn.execute(
         "INSERT INTO outbox (alert_id, event_id, transport, recipient, grp, level, language, "
-        "body, escalation, next_attempt, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "body, escalation, next_attempt, created, kind) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [alert_id, event_id, transport, recipient, group, level, language, body, escalation,
-         now, now])
+         now if due is None else due, now, kind])
     return cursor.lastrowid
 
 
@@ -240,6 +365,8 @@ def cap_dict(config, alert, identifier, msg_type, level, value, now, extra, firs
         "channel": alert["channel"],
         "value": value,
         "utc_offset_min": _utc_offset_min(config),
+        # The reading's time: a backlog's alert says when it happened.
+        "onset": extra.get("reading_time"),
     }
 
 
@@ -280,8 +407,8 @@ def escalate(conn, config, alert_id, now, reason):
     sent_to = set()
     ids = []
     for target in targets:
-        ids += _queue_sms(conn, alert, event_id, table[target], message, level, value, now,
-                          extra, sent_to, escalation=1)
+        ids += _queue_sms(conn, config, alert, event_id, table[target], message, level, value,
+                          now, extra, sent_to, escalation=1)
     log.warning("event=alert_escalated alert=%d to=%s reason=%s", alert_id,
                 ",".join(targets), reason)
     return ids
@@ -310,6 +437,19 @@ def acknowledge(conn, alert_id, by, now):
     conn.execute("UPDATE alerts SET acked = ?, acked_by = ? WHERE id = ?", [now, by, alert_id])
     log.info("event=alert_acked alert=%d by=%s", alert_id, by)
     return True
+
+
+def queue_gateway_alert(conn, config, event, detail, since, now):
+    """A message to operators about the gateway itself (SMS delivery failing
+    and restored) on <prefix>/alerts/gateway, through the outbox; returns
+    outbox ids (none without MQTT)."""
+    prefix = _mqtt_prefix(config)
+    if prefix is None:
+        return []
+    body = json.dumps({"event": event, "detail": detail, "since": since, "time": now,
+                       "sender": _sender(config)}, sort_keys=True)
+    return [_insert(conn, None, None, "mqtt", prefix + "/alerts/gateway", None, "warning",
+                    None, body, 0, now)]
 
 
 def queue_test(conn, config, group_name, now):

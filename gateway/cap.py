@@ -212,8 +212,14 @@ def cap_message(alert):
         ("urgency", urgency),
         ("severity", severity),
         ("certainty", certainty),
-        ("senderName", "huaico"),
     ]
+    onset = alert.get("onset")
+    if isinstance(onset, (int, float)) and not isinstance(onset, bool) and \
+            math.isfinite(onset) and onset >= 0:
+        # CAP 1.2 3.2.2: when the event began (the reading's time), which
+        # for data uploaded late is not when the message was sent.
+        info.append(("onset", cap_datetime(onset, offset)))
+    info.append(("senderName", "huaico"))
     for key, element in (("headline", "headline"), ("description", "description"),
                          ("instruction", "instruction")):
         if alert.get(key):

@@ -105,6 +105,13 @@ spool_dir = ""
 status_reports = true
 # Longest wait for the modem to answer AT+CMGS (the standard's 60 s limit).
 cmgs_timeout_s = 60
+# The gateway's country calling code: numbers written without it (in
+# [[groups]] or as the sender of a reply) are read as national numbers of
+# this country. "" reads only numbers in international form (+...).
+country_code = "+51"
+# Tell operators on MQTT (<prefix>/alerts/gateway) when SMS delivery has
+# failed (modem absent, network errors) for this many seconds.
+alert_after_s = 300
 
 [alerts]
 # Sender name shown in alert texts.
@@ -120,6 +127,14 @@ quiet_hours = "22:00-06:00"
 # Retry delays for failed deliveries: exponential from base to max, with jitter.
 retry_base_s = 5
 retry_max_s = 600
+# SMS about one alert to one number are coalesced: a lower level or the
+# all-clear waits this long after the last message sent (the newer state
+# replaces it meanwhile); the first message and a rise go at once. 0 sends
+# every transition as its own message.
+coalesce_s = 60
+# A reading older than this when it arrives (a backlog after an outage) is
+# reported as late data: see late_reports in [[groups]].
+late_after_s = 900
 # IANA time zone of the CAP alerts' times, e.g. "America/Lima" ("" is UTC).
 timezone = ""
 
@@ -146,6 +161,10 @@ escalate_to = ""
 quiet_hours = ""
 # Lowest level sent to this group: "advisory", "watch", "warning" or "emergency".
 min_level = "watch"
+# Alerts from late data: "summary" (one message per alert saying what
+# happened and when), "timeline" (every event with its time: operators) or
+# "none".
+late_reports = "summary"
 '''
 
 DEFAULTS = tomllib.loads(DEFAULT_TOML)

@@ -372,6 +372,30 @@ def _guarded(name, function, *args, **kwargs):
     return result if isinstance(result, list) else [result]
 
 
+def check_sms_delivery(config, now=None):
+    """What the running gateway saw of SMS delivery (its health row): the
+    modem's port is held by `huaico run`, so this is the only view of it."""
+    path = config.database_path
+    if config["sms"]["backend"] == "none" or not path.exists():
+        return []
+    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=TIMEOUT_S)
+    try:
+        row = conn.execute("SELECT state, since, detail FROM health WHERE name = 'sms'"
+                           ).fetchone()
+    except sqlite3.OperationalError:
+        row = None  # a database from before the health table
+    finally:
+        conn.close()
+    if row is None:
+        return [Check("sms delivery", SKIP, "no report from `huaico run` yet")]
+    state, since, detail = row
+    if state == "ok":
+        return [Check("sms delivery", OK, "working, as `huaico run` last saw it")]
+    minutes = ((now or time.time()) - since) / 60
+    return [Check("sms delivery", FAIL, "failing for %.0f min: %s" % (minutes, detail),
+                  "check the modem (plugged in? `ls /dev/serial/by-id/`), its SIM and signal")]
+
+
 def run(home=None, quick=False):
     """All checks, in the order a person would fix things."""
     try:
@@ -392,6 +416,7 @@ def run(home=None, quick=False):
         checks += _guarded("serial", check_serial_port, "serial", url)
     checks += _guarded("gateway", check_gateway, config)
     checks += _guarded("sms", check_modem, config)
+    checks += _guarded("sms delivery", check_sms_delivery, config)
     checks += _guarded("broker", check_broker, config)
     checks += _guarded("database", check_database, config, quick=quick)
     checks += _guarded("permissions", check_modes, config)

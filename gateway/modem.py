@@ -163,8 +163,15 @@ class Modem:
         self.validity_minutes = validity_minutes
         self.partial_after_s = partial_after_s
         self.counters = collections.Counter()
-        self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.05,
-                                           write_timeout=command_timeout)
+        self.url = url
+        self._baudrate = baudrate
+        self._port = None
+        # Why the port is not open, and when to try again: a USB modem that
+        # enumerates late or was unplugged is retried with backoff, and the
+        # gateway runs on meanwhile (gateway.dispatch reports it).
+        self.open_error = None
+        self._open_failures = 0
+        self._open_due = 0.0
         self._lock = threading.RLock()
         self._buf = bytearray()
         self._reports = []
@@ -178,10 +185,52 @@ class Modem:
         # The concatenation reference varies per message so that a phone
         # never joins parts of two alerts; a random start survives restarts.
         self._concat_ref = random.randrange(256)
+        self.ensure_open()
 
     def close(self):
         with self._lock:
+            if self._port is not None:
+                self._port.close()
+                self._port = None
+
+    def ensure_open(self):
+        """True when the port is open; otherwise try to open it when its
+        backoff (1 s doubling to 60 s) is due. Absence is no exception here."""
+        with self._lock:
+            if self._port is not None:
+                return True
+            if time.monotonic() < self._open_due:
+                return False
+            try:
+                self._port = serial.serial_for_url(self.url, baudrate=self._baudrate,
+                                                   timeout=0.05,
+                                                   write_timeout=self.command_timeout)
+            except (serial.SerialException, OSError) as exc:
+                self._open_failures += 1
+                self._open_due = time.monotonic() + min(60.0, 2.0 ** (self._open_failures - 1))
+                if self.open_error is None:
+                    log.warning("event=modem_absent port=%s error=%s", self.url, exc)
+                self.open_error = str(exc)
+                return False
+            if self.open_error is not None:
+                log.info("event=modem_present port=%s after_tries=%d", self.url,
+                         self._open_failures)
+            self.open_error = None
+            self._open_failures = 0
+            self._ready = False
+            self._buf.clear()
+            return True
+
+    def _lost(self, exc):
+        """The port failed under us (unplugged): closed, to be reopened."""
+        self._ready = False
+        try:
             self._port.close()
+        except (serial.SerialException, OSError):
+            pass
+        self._port = None
+        self.open_error = "port failed: %s" % exc
+        return SmsError(None, "serial port failed: %s" % exc, True)
 
     def __enter__(self):
         return self
@@ -191,18 +240,25 @@ class Modem:
 
     # -- the backend interface -------------------------------------------
 
-    def send(self, number, text, status_report=False):
-        """Send text to number; the TP-MR of each part, as strings, in order."""
+    def send(self, number, text, status_report=False, reference=None, skip=0):
+        """Send text to number; the TP-MR of each part, as strings, in order.
+
+        reference is the concatenation reference (a fresh one when None);
+        skip leaves out the first parts: the caller that recorded which parts
+        of a message the modem accepted before one failed resends the rest
+        under the same reference, so the phone still joins them."""
         with self._lock:
-            self._concat_ref = (self._concat_ref + 1) % 256
+            if reference is None:
+                self._concat_ref = (self._concat_ref + 1) % 256
+                reference = self._concat_ref
             try:
-                pdus = sms_pdu.submit_pdus(number, text, self._concat_ref, status_report,
+                pdus = sms_pdu.submit_pdus(number, text, reference, status_report,
                                            self.validity_minutes)
             except sms_pdu.PduError as exc:
                 raise SmsError(None, str(exc), False) from None
             self._ensure_ready()
             refs = []
-            for hex_pdu, length in pdus:
+            for hex_pdu, length in pdus[skip:]:
                 try:
                     refs.append(str(self._send_part(hex_pdu, length)))
                 except SmsError as exc:
@@ -270,7 +326,7 @@ class Modem:
     def delivery_reports(self):
         """Status reports (+CDS) received since the last call."""
         with self._lock:
-            if self._port.is_open:
+            if self._port is not None and self._port.is_open:
                 self._drain()
             reports, self._reports = self._reports, []
             return reports
@@ -343,12 +399,20 @@ class Modem:
                 time.sleep(0.2)
 
     def _ensure_ready(self):
+        if not self.ensure_open():
+            raise SmsError(None, "modem port %s absent: %s" % (self.url, self.open_error), True)
         if not self._ready:
             self._setup()
 
     def _setup(self):
         """Echo off, numeric errors, PDU mode, status reports as +CDS."""
         self._ready = False
+        # A gateway that died between AT+CMGS and the PDU's Ctrl-Z left the
+        # modem waiting for PDU text: ESC ends that (27.005 3.5.1) and is
+        # ignored in command mode; what it answers is dropped as stale.
+        self._write(_ESC)
+        time.sleep(0.1)
+        self._drain()
         self._command("AT", timeout=min(self.command_timeout, 2.0))
         self._command("ATE0")
         self._command("AT+CMEE=1")
@@ -499,8 +563,12 @@ class Modem:
         is a late answer to a command that timed out, and is dropped."""
         deadline = time.monotonic()
         while True:
-            if self._port.in_waiting:
-                self._buf += self._port.read(self._port.in_waiting)
+            try:
+                waiting = self._port.in_waiting
+                if waiting:
+                    self._buf += self._port.read(waiting)
+            except (serial.SerialException, OSError) as exc:
+                raise self._lost(exc) from None
             if b"\n" not in self._buf:
                 return
             line = self._read_line(deadline + self.command_timeout)
@@ -532,20 +600,20 @@ class Modem:
             self._port.timeout = min(remaining, 0.1)
             try:
                 chunk = self._port.read(max(1, self._port.in_waiting))
-            except serial.SerialException as exc:
-                self._ready = False
-                raise SmsError(None, "serial port failed: %s" % exc, True) from None
+            except (serial.SerialException, OSError) as exc:
+                raise self._lost(exc) from None
             self._buf += chunk
 
     def _write(self, data):
         if isinstance(data, str):
             data = data.encode("ascii")
+        if self._port is None and not self.ensure_open():
+            raise SmsError(None, "modem port %s absent: %s" % (self.url, self.open_error), True)
         try:
             self._port.write(data)
             self._port.flush()
-        except serial.SerialException as exc:
-            self._ready = False
-            raise SmsError(None, "serial port failed: %s" % exc, True) from None
+        except (serial.SerialException, OSError) as exc:
+            raise self._lost(exc) from None
 
 
 def parse_cclk(line):

@@ -381,9 +381,9 @@ class ModemEmulator:
         self._mr = (self._mr + 1) % 256
         record["mr"] = self._mr
         record["number"] = _recipient(hex_pdu)
-        # Recorded before the answer is written: a test that has read +CMGS
-        # and then counts `sent` must find this part there, never race it.
         record["time"] = time.time()
+        # Recorded before the answer: a test that counts parts once the
+        # gateway has its +CMGS must find this one counted.
         self.sent.append(record)
         if self.on_sent is not None:
             self.on_sent(record)

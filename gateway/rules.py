@@ -926,18 +926,19 @@ class RuleEngine:
 
     def _transition(self, conn, rule, device, index, tracker, old, new, now):
         alerts = self._alerts
+        at = tracker.latest  # the reading's time: a backlog is told as such
         if old == -1:
             tracker.alert_id, ids = alerts.raise_alert(
-                conn, self.config, rule, device, index, LEVELS[new], tracker.value, now)
+                conn, self.config, rule, device, index, LEVELS[new], tracker.value, now, at)
             return ids
         if tracker.alert_id is None:
             return []
         if new == -1:
-            ids = alerts.clear_alert(conn, self.config, tracker.alert_id, tracker.value, now)
+            ids = alerts.clear_alert(conn, self.config, tracker.alert_id, tracker.value, now, at)
             tracker.alert_id = None
             return ids
         return alerts.update_alert(conn, self.config, tracker.alert_id, LEVELS[new],
-                                   tracker.value, now)
+                                   tracker.value, now, at)
 
     @staticmethod
     def _device(conn, device_id):

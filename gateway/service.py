@@ -150,6 +150,7 @@ class Service:
                                          self.config["mqtt"]["topic_prefix"], self.counters)
                 self.feed.start()
         if self.dispatcher is not None:
+            self._say_sms()
             self.dispatcher.start()
         log.info("event=started serial=%s udp=%s mqtt=%s rules=%s dispatcher=%s clock=%s "
                  "clock_source=%s", ",".join(self.serial_urls) or "-", self.udp or "-",
@@ -186,9 +187,20 @@ class Service:
         return dispatch.Dispatcher(self.config.database_path, self.config, sms=sms,
                                    mqtt=self.mqtt, counters=self.counters)
 
+    def _say_sms(self):
+        """An operator must not learn at the first alert that SMS goes nowhere."""
+        sms = self.dispatcher.sms
+        if sms is None:
+            log.warning("event=no_sms_backend detail=%s",
+                        "[sms] backend is none: alerts go to MQTT only, to nobody's phone")
+        elif getattr(sms, "open_error", None):
+            log.warning("event=modem_absent port=%s retry=backoff detail=%s", sms.url,
+                        "running without it; SMS wait in the outbox until it answers")
+
     def _committed(self, outbox_ids):
+        # On the writer's thread, with its connection: MQTT alerts leave now.
         if self.dispatcher is not None:
-            self.dispatcher.wake()
+            self.dispatcher.wake(outbox_ids, self.database.conn)
 
     # Running.
 
@@ -233,11 +245,15 @@ class Service:
                       if name.startswith("rejected_") or name.startswith("link_"))
         last = self.writer.last_frame
         age = "%.0fs" % (self.clock.now() - last) if last else "-"
+        sms, down_s, _ = (self.dispatcher.sms_state() if self.dispatcher is not None
+                          else ("off", None, None))
         line = ("frames/s=%.1f frames=%d readings=%d duplicates=%d rejects=%d queue=%d "
-                "last_frame_age=%s clock=%s" % (rate, frames, totals.get("readings", 0),
-                                                totals.get("duplicates", 0), rejects,
-                                                self.writer.depth, age,
-                                                "trusted" if self.clock.trusted else "UNTRUSTED"))
+                "last_frame_age=%s clock=%s sms=%s" % (
+                    rate, frames, totals.get("readings", 0), totals.get("duplicates", 0),
+                    rejects, self.writer.depth, age,
+                    "trusted" if self.clock.trusted else "UNTRUSTED",
+                    sms if down_s is None else "%s_%.0fs" % (sms, down_s)))
+        totals["sms_failing_s"] = round(down_s or 0)
         if self.status_stream.isatty():
             console.status_line(self.status_stream).show(line)
         else:

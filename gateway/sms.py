@@ -3,7 +3,8 @@ not know whether a GSM modem (gateway.modem) or a gammu-smsd spool
 (gateway.sms_spool) carries its messages.
 
 A backend has:
-    send(number, text, status_report=False) -> list[str]  references, one per part
+    send(number, text, status_report=False, reference=None, skip=0) -> list[str]
+        references, one per part sent (see Modem.send for reference and skip)
     read_incoming() -> list[IncomingSms]
     delete_incoming(refs) -> None
     delivery_reports() -> list[DeliveryReport]
@@ -71,7 +72,8 @@ class DeliveryReport(NamedTuple):
 
 
 class SmsBackend(Protocol):
-    def send(self, number: str, text: str, status_report: bool = False) -> list[str]: ...
+    def send(self, number: str, text: str, status_report: bool = False,
+             reference: int | None = None, skip: int = 0) -> list[str]: ...
 
     def read_incoming(self) -> list[IncomingSms]: ...
 

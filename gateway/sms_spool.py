@@ -68,8 +68,10 @@ class GammuSpool:
         self._serial = itertools.count()
         self._reported = set()
 
-    def send(self, number, text, status_report=False):
-        """Queue text for number; returns [file name], gammu's ID for it."""
+    def send(self, number, text, status_report=False, reference=None, skip=0):
+        """Queue text for number; returns [file name], gammu's ID for it.
+        One file is the whole message (gammu-smsd splits it): reference and
+        skip, which a modem needs to resume a multipart message, do not apply."""
         if not _NUMBER.match(number):
             raise SmsError(None, "not a phone number: %r" % number, False)
         if not text:

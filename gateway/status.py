@@ -119,7 +119,18 @@ def collect(database, stale_s, now=None):
         })
     alerts = active_alerts(database)
     return {"time": now, "stale_after_s": stale_s, "devices": found, "alerts": alerts,
-            "stale": sum(1 for d in found if d["stale"]), "clock": _clock(database)}
+            "stale": sum(1 for d in found if d["stale"]), "clock": _clock(database),
+            "sms": sms_health(database)}
+
+
+def sms_health(database):
+    """What the running gateway last saw of SMS delivery (gateway.dispatch
+    writes it): {"state": "ok" | "failing", "since", "detail"}, or None."""
+    if "health" not in database.table_names():
+        return None
+    row = database.execute("SELECT state, since, detail FROM health WHERE name = 'sms'"
+                           ).fetchone()
+    return None if row is None else {"state": row[0], "since": row[1], "detail": row[2]}
 
 
 def _values_text(values):
@@ -185,7 +196,11 @@ def render(status, style=lambda text, **kw: text):
             clock["detail"], ago(clock["as_of"], now)), fg="red", bold=True))
     elif clock is not None:
         lines.append("Gateway clock trusted (%s)." % clock["source"])
-    if any(item["refused"] for item in ordered) or clock is not None:
+    sms = status.get("sms")
+    if sms and sms["state"] != "ok":
+        lines.append(style("SMS delivery FAILING since %s: %s" % (
+            ago(sms["since"], now), sms["detail"]), fg="red", bold=True))
+    if any(item["refused"] for item in ordered) or clock is not None or (sms and sms["state"] != "ok"):
         lines.append("")
     if not status["alerts"]:
         lines.append("No active alerts.")

@@ -223,6 +223,10 @@ class Writer:
         if first is _STOP:
             return [], True
         batch = [first]
+        if self.queue.empty():
+            # A lone frame (an alert on a quiet network) is not held for
+            # company: under load the next batch gathers during this commit.
+            return batch, False
         deadline = time.monotonic() + self.batch_s
         get = self.queue.get
         while len(batch) < MAX_BATCH:

@@ -63,16 +63,57 @@ def format_value(kind, value, unit):
     return "%s %s" % (text, unit) if unit and unit not in ("count", "/") else text
 
 
+def repeat(language, text):
+    """text marked as a possible second copy, in the recipient's language."""
+    return _texts(language).get("marks", {}).get("repeat", "REPEAT: ") + text
+
+
+def _texts(language):
+    try:
+        return load(language)
+    except TemplateError:
+        return load(FALLBACK)
+
+
+def render_late(language, *, place, level, kind, channel, value, unit, window_s, alert_id,
+                onset, peak, ended, now_level):
+    """What happened and when, for data that came late: the peak, since when,
+    and whether it is over (ended: a time, or None while it goes on)."""
+    texts = _texts(language)
+    late = texts["late"]
+    state = (late["ended"].format(time=ended) if ended is not None else
+             late["active"].format(level=texts["levels"].get(now_level, now_level.upper())))
+    text = late["message"].format(
+        place=place, level=texts["levels"].get(level, level.upper()),
+        what=_what(texts, kind, channel, window_s), value=format_value(kind, value, unit),
+        onset=onset, peak=peak, state=state, id=alert_id)
+    return " ".join(text.split())
+
+
+def render_timeline(language, *, place, alert_id, kind, unit, events):
+    """Every event of an alert as "time LEVEL value" for operators; events
+    are (time text, level, value). Operators' phones take a long message:
+    no two-part limit here."""
+    texts = _texts(language)
+    items = []
+    for when, level, value in events:
+        name = texts["late"]["clear"] if level == "clear" else texts["levels"].get(
+            level, level.upper())
+        items.append(("%s %s %s" % (when, name, format_value(kind, value, unit))).strip())
+    return texts["late"]["timeline"].format(place=place, id=alert_id, events="; ".join(items))
+
+
+def _what(texts, kind, channel, window_s):
+    channel_name = texts.get("channels", {}).get(channel or "", channel or "")
+    return texts["what"].get(kind, "{channel}").format(channel=channel_name,
+                                                      window=_window(window_s))
+
+
 def render(language, message, *, place="", level="", kind="above", channel=None, value=None,
            unit="", window_s=0, alert_id="", group=""):
     """The SMS text for `message` ("alert", "update", "clear", "test")."""
-    try:
-        texts = load(language)
-    except TemplateError:
-        texts = load(FALLBACK)
-    channel_name = texts.get("channels", {}).get(channel or "", channel or "")
-    what = texts["what"].get(kind, "{channel}").format(channel=channel_name,
-                                                       window=_window(window_s))
+    texts = _texts(language)
+    what = _what(texts, kind, channel, window_s)
     fields = {
         "level": texts["levels"].get(level, level.upper()),
         "action": texts["actions"].get("equipment" if kind in EQUIPMENT else level, ""),
