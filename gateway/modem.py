@@ -172,6 +172,7 @@ class Modem:
         self.open_error = None
         self._open_failures = 0
         self._open_due = 0.0
+        self._closed = False
         self._lock = threading.RLock()
         self._buf = bytearray()
         self._reports = []
@@ -188,7 +189,11 @@ class Modem:
         self.ensure_open()
 
     def close(self):
+        """Close the port for good: a closed Modem does not reopen it (the
+        backoff reopening is for a port that vanished under a running one)."""
         with self._lock:
+            self._closed = True
+            self.open_error = "closed"
             if self._port is not None:
                 self._port.close()
                 self._port = None
@@ -199,7 +204,7 @@ class Modem:
         with self._lock:
             if self._port is not None:
                 return True
-            if time.monotonic() < self._open_due:
+            if self._closed or time.monotonic() < self._open_due:
                 return False
             try:
                 self._port = serial.serial_for_url(self.url, baudrate=self._baudrate,

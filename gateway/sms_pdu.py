@@ -125,19 +125,27 @@ def split_units(text, encoding=None, extension=GSM7_EXTENSION, header=(0, 0)):
     single, multi = single - header[0], multi - header[1]
     if sum(len(u) for u in units) <= single:
         return [[x for u in units for x in u]]
+    parts = _split(units, multi, True)
+    if len(parts) > len(_split(units, multi, False)):
+        # Cutting at words must not cost the reader a part.
+        parts = _split(units, multi, False)
+    if len(parts) > MAX_PARTS:
+        raise PduError("text needs %d parts; at most %d fit a concatenation header"
+                       % (len(parts), MAX_PARTS))
+    return parts
+
+
+def _split(units, multi, at_words):
     parts, current, size = [], [], 0
     for unit in units:
         if size + len(unit) > multi:
-            cut = _last_space(current)
+            cut = _last_space(current) if at_words else len(current)
             head, current = current[:cut], current[cut:]
             parts.append([x for u in head for x in u])
             size = sum(len(u) for u in current)
         current.append(unit)
         size += len(unit)
     parts.append([x for u in current for x in u])
-    if len(parts) > MAX_PARTS:
-        raise PduError("text needs %d parts; at most %d fit a concatenation header"
-                       % (len(parts), MAX_PARTS))
     return parts
 
 
