@@ -69,6 +69,9 @@ class Hardware:
                 return board.scratch.get(message[1], 0)
             board.scratch[message[1]] = message[2]
             return None
+        if op == "wake":
+            board.state["wake"] = message[1]
+            return None
         if op == "hello":
             return self.hello
         raise ValueError("unknown request %r" % (op,))

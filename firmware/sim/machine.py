@@ -9,16 +9,32 @@ comes back from the hardware at a sleep), irq masking, the watchdog and sleep
 on the virtual clock (vtime.py), and the reset causes. RTC memory and the
 RP2 watchdog scratch registers (mem32) are kept by the hardware process,
 so they outlive this one at a reset.
+
+Strict: every constructor and method takes exactly the keywords the board's
+port takes, refuses the pins its module keeps, and sleeps and watches as
+that port does on the MicroPython release the board runs (the rules and
+their sources: firmware/sim/ports/). mcu.py sets `rules` and `wiring` (the
+board file) before the firmware's first import.
 """
 import micropython
 
 from firmware.sim import board, rpc, vtime
+
+rules = None  # firmware/sim/ports Rules of the board and release
+wiring = None  # the board file: the pins its I2C and UART cables are on
+_sleep = [None]  # None awake, else "light" or "deep": what an edge can do now
+_wake = [0]  # esp32 machine.wake_reason(): the source of the last wake
+ext0 = [None, 0]  # esp32 ext0 wake source: pin id (None: off) and level
 
 PWRON_RESET = board.PWRON_RESET
 HARD_RESET = board.HARD_RESET
 WDT_RESET = board.WDT_RESET
 DEEPSLEEP_RESET = board.DEEPSLEEP_RESET
 SOFT_RESET = board.SOFT_RESET
+# esp32 machine.wake_reason() values (ports/esp32/modmachine.c; ESP-IDF esp_sleep_source_t).
+PIN_WAKE = EXT0_WAKE = 2
+EXT1_WAKE = 3
+TIMER_WAKE = 4
 
 _irq_pins = {}  # handle -> Pin with a handler: where the hardware's edges go
 _irq = [True]  # interrupts enabled
@@ -41,6 +57,15 @@ class _Irq:
         return self._flags
 
 
+def _pin_id(pin):
+    return pin.id if isinstance(pin, Pin) else pin
+
+
+def _hang(why):
+    """The board stops for good: the simulator reports it and the run fails."""
+    raise board.Hang(why)
+
+
 class Pin(rpc.Remote):
     KIND = "Pin"
     IN = 0
@@ -51,6 +76,19 @@ class Pin(rpc.Remote):
     IRQ_FALLING = 4
     IRQ_RISING = 8
 
+    def __init__(self, id, *args, **kwargs):
+        rules.allowed("Pin", kwargs)
+        if len(args) > 2:
+            raise TypeError("function takes 3 positional arguments but %d were given" % (len(args) + 1))
+        rules.pin_free(id, "Pin")
+        self.id = id
+        self._irq = None
+        value = kwargs.get("value")
+        if value is None:
+            rpc.Remote.__init__(self, id, *args)
+        else:
+            rpc.Remote.__init__(self, id, *args, value=value)
+
     def value(self, v=None):
         if v is None:
             return rpc.call("call", self._h, "value", ())
@@ -60,8 +98,19 @@ class Pin(rpc.Remote):
     def __call__(self, v=None):
         return self.value(v)
 
-    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, hard=False):
-        irq = _Irq(handler, trigger, hard)
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, **kwargs):
+        rules.allowed("irq", kwargs)
+        if kwargs.get("wake") is not None:
+            # Only a level trigger with wake= makes an ext0 wake source, and then no
+            # handler is installed (ports/esp32/machine_pin.c machine_pin_irq); the
+            # firmware uses esp32.wake_on_ext0 instead, which the model does cover.
+            raise ValueError("the simulated esp32 models wake sources set by esp32.wake_on_ext0 only")
+        if ext0[0] == self.id:
+            # A plain irq() on the ext0 pin drops the ext0 wake (ports/esp32/machine_pin.c
+            # machine_pin_irq, v1.22.0-v1.28.0): set esp32.wake_on_ext0 after Pin.irq.
+            ext0[0] = None
+        # rp2: `hard` runs the handler in the interrupt; esp32 has only scheduled handlers.
+        irq = _Irq(handler, trigger, kwargs.get("hard", False))
         self._irq = irq
         _irq_pins[self._h] = self
         rpc.call("irq", self._h, trigger)
@@ -80,16 +129,52 @@ class ADC(rpc.Remote):
     WIDTH_12BIT = 12
 
 
+def _wired(kind, bus_id, pins, defaults):
+    """The bus id whose cables are on these pins (-1, where nothing answers, when the
+    firmware's pins are not those of the board file: the devices are not on them)."""
+    pins = tuple(_pin_id(p) for p in pins)
+    if None in pins:
+        default = defaults.get(bus_id)
+        if default is None:
+            raise ValueError("%s(%r) doesn't exist" % (kind, bus_id))
+        pins = tuple(default[i] if pins[i] is None else pins[i] for i in range(2))
+    for p in pins:
+        rules.pin_free(p, kind)
+    table = getattr(wiring, kind, {})
+    return bus_id if tuple(table.get(bus_id, ())) == pins else -1
+
+
 class I2C(rpc.Remote):
+    """I2C(id) without scl/sda takes the port's default pins (ports/*/machine_i2c.*),
+    which on esp32 are not the board file's: a sensor there does not answer."""
+
     KIND = "I2C"
+
+    def __init__(self, id, **kwargs):
+        rules.allowed("I2C", kwargs)
+        defaults = rules.port.I2C_DEFAULT
+        defaults = defaults.get(rules.chip, defaults)
+        bus_id = _wired("I2C", id, (kwargs.get("scl"), kwargs.get("sda")), defaults)
+        rpc.Remote.__init__(self, bus_id, freq=kwargs.get("freq", 400000))
 
 
 class SoftI2C(rpc.Remote):
     KIND = "SoftI2C"
 
 
+# UART(id) without tx/rx: the port's default pins, as (tx, rx): ports/esp32/machine_uart.c
+# (UART1 10/9, the WROOM-32's flash; UART2 17/16), ports/rp2/machine_uart.c (0/1, 4/5).
+_UART_DEFAULT = {"esp32": {1: (10, 9), 2: (17, 16)}, "rp2": {0: (0, 1), 1: (4, 5)}}
+
+
 class UART(rpc.Remote):
     KIND = "UART"
+
+    def __init__(self, id, **kwargs):
+        rules.allowed("UART", kwargs)
+        bus_id = _wired("UART", id, (kwargs.get("tx"), kwargs.get("rx")), _UART_DEFAULT[rules.name])
+        rpc.Remote.__init__(self, bus_id, baudrate=kwargs.get("baudrate", 115200),
+                            timeout=kwargs.get("timeout", 0))
 
 
 def time_pulse_us(pin, pulse_level, timeout_us=1000000):
@@ -101,7 +186,15 @@ def deliver(edges):
     ran = False
     for h, flags in edges:
         pin = _irq_pins.get(h)
-        if pin is not None and pin._irq.handler is not None:
+        if _sleep[0] is not None and rules.name == "esp32":
+            # An esp32 asleep runs no pin IRQ: an edge wakes it only on a configured
+            # source (ports/esp32/modmachine.c machine_sleep_helper: timer, ext0, ext1,
+            # gpio), and the IRQ of that edge is not delivered after the wake.
+            if pin is not None and _ext0_edge(pin, flags):
+                _wake[0] = rules.port.EXT0_WAKE
+                ran = True
+            continue
+        if pin is not None and pin._irq is not None and pin._irq.handler is not None:
             pin._irq._flags = flags
             if _irq[0]:
                 _run(pin)
@@ -109,6 +202,13 @@ def deliver(edges):
                 _held.append(pin)
             ran = True
     return ran
+
+
+def _ext0_edge(pin, flags):
+    """True when this edge brings the ext0 pin to its wake level."""
+    if ext0[0] != pin.id:
+        return False
+    return (flags == Pin.IRQ_RISING) == bool(ext0[1])
 
 
 def _run(pin):
@@ -159,9 +259,15 @@ mem32 = _Mem32()
 
 
 class WDT:
-    """Once started it cannot be stopped; a feed missed for `timeout` ms resets the board."""
+    """Once started it cannot be stopped; a feed missed for `timeout` ms resets the board.
+    Above the port's maximum it raises ValueError as ports/rp2/machine_wdt.c does."""
 
     def __init__(self, id=0, timeout=5000):
+        if id != 0:
+            raise ValueError("WDT(%d) doesn't exist" % id)
+        most = rules.wdt_max_ms
+        if most is not None and timeout > most:
+            raise ValueError("timeout exceeds %d" % most)
         vtime.clock.wdt_start(timeout)
 
     def feed(self):
@@ -180,15 +286,93 @@ def reset_cause():
     return board.state["cause"]
 
 
+def wake_reason():
+    """esp32 only (ports/esp32/modmachine.c); the rp2 port has no wake_reason."""
+    if rules.name != "esp32":
+        raise AttributeError("wake_reason")
+    return _wake[0]
+
+
+def _asleep(us, how):
+    """Spend a sleep: `how` is "light" or "deep". The watchdog does in light sleep
+    what the port's release makes it do (ports/rp2.py wdt_in_lightsleep)."""
+    clock = vtime.clock
+    clock.advance()
+    wdt = rules.wdt_in_lightsleep if how == "light" else "counts"
+    timeout = clock.wdt_timeout_us
+    _sleep[0] = how
+    try:
+        if not timeout or wdt == "counts":
+            clock.idle(us, True)
+            return
+        start = clock.v_us
+        deadline = clock.wdt_fed_us + timeout
+        clock.wdt_timeout_us = 0  # decided here, not by the clock
+        if wdt == "hangs" and deadline < start + us:
+            clock.idle(max(deadline - start, 0), True)
+            if clock.v_us >= deadline:
+                _hang("the RP2040 watchdog fired in lightsleep: locked up until power is cycled "
+                      "(micropython #17228, fixed after v1.28.0)")
+        else:
+            clock.idle(us, True)
+            if wdt == "paused":
+                # RP2350: the watchdog did not count while asleep (micropython #17229).
+                deadline += clock.v_us - start
+        clock.wdt_fed_us = deadline - timeout
+        clock.wdt_timeout_us = timeout
+    finally:
+        _sleep[0] = None
+
+
+def _ext0_now():
+    """True when the esp32 ext0 pin is at its wake level already: a level wake fires at once."""
+    if ext0[0] is None:
+        return False
+    for pin in _irq_pins.values():
+        if pin.id == ext0[0]:
+            return pin.value() == ext0[1]
+    return False
+
+
 def lightsleep(ms=None):
-    vtime.clock.idle((ms if ms is not None else 1000) * 1000, True)
+    if rules.name == "rp2":
+        # ports/rp2/modmachine.c mp_machine_lightsleep: no timeout is DORMANT, which
+        # only the CYW43's host-wake line ends; <= 1 ms is a busy delay; a pin IRQ wakes
+        # a timed sleep and its handler runs (micropython #7035).
+        if ms is None:
+            _hang("rp2 lightsleep() without a timeout is DORMANT: no pin IRQ wakes it")
+        if ms <= 1:
+            vtime.sleep_ms(ms)
+            return
+        if ms >= 4294967:
+            raise ValueError("sleep too long")
+        _asleep(ms * 1000, "light")
+        return
+    _wake[0] = rules.port.TIMER_WAKE
+    if _ext0_now():
+        _wake[0] = rules.port.EXT0_WAKE
+        return
+    if ms is None:
+        if ext0[0] is None:
+            _hang("esp32 lightsleep() without a timeout and no wake source")
+        ms = 1 << 30
+    _asleep(ms * 1000, "light")
 
 
 def deepsleep(ms=None):
-    vtime.clock.idle((ms if ms is not None else 1000) * 1000, False)
+    """esp32: a reset that keeps only RTC memory, woken by the timer or ext0 (the wake
+    reason reaches the next boot); rp2: lightsleep then reset (ports/rp2/modmachine.c)."""
+    if rules.name == "rp2":
+        lightsleep(ms)
+        raise board.Reset(HARD_RESET)
+    _wake[0] = rules.port.TIMER_WAKE
+    if _ext0_now():
+        _wake[0] = rules.port.EXT0_WAKE
+    else:
+        _asleep((ms if ms is not None else 1 << 30) * 1000, "deep")
+    rpc.call("wake", _wake[0])
     raise board.Reset(DEEPSLEEP_RESET)
 
 
 def idle():
     vtime.clock.idle(1000, True)
-

@@ -6,7 +6,7 @@ a reset really empties RAM (names interned by a boot included) and what
 outlives it (RTC memory, scratch registers, the clock, the cables) stays
 with the hardware. Besides the firmware this process holds only the wire
 (rpc.py), the virtual clock (vtime.py), the `machine` and `onewire`
-proxies, and the `network`/`socket` of an MQTT site: the heap figures it
+proxies, the board's port rules (ports/), and the `network`/`socket` of an MQTT site: the heap figures it
 reports at its end are the firmware's own, measured where it runs.
 """
 import gc
@@ -31,8 +31,31 @@ def _probe(after_collect):
         _heap[1] = alloc
 
 
+class _Implementation:
+    name = "micropython"
+
+
+class _Sys:
+    """`sys` as the board's firmware sees it: the unix port's, but with the board's
+    MicroPython release and platform (the firmware checks them at boot)."""
+
+    def __init__(self, version, platform):
+        self.implementation = _Implementation()
+        self.implementation.version = tuple(version) + ("",)
+        self.platform = platform
+
+    def __getattr__(self, name):
+        return getattr(sys, name)
+
+
 def _install(hello):
-    """The board's own modules: time, machine, and onewire or network where the site uses them."""
+    """The board's own modules: sys, time, machine, and onewire, network or esp32 where used."""
+    from boards import load
+    from firmware.sim import ports
+
+    rules = ports.load(hello["board"], hello["micropython"])
+    sys.modules["sys"] = _Sys(hello["micropython"], rules.name)
+    vtime.rtc_s[0] = hello["rtc_s"]
     sys.modules["time"] = vtime
     sys.modules["utime"] = vtime
     if hello["mqtt"]:
@@ -43,7 +66,14 @@ def _install(hello):
         sys.modules["network"] = network
     import firmware.sim.machine as machine
 
+    machine.rules = rules
+    machine.wiring = load(hello["board"])
+    machine._wake[0] = hello["wake"]
     sys.modules["machine"] = machine
+    if rules.name == "esp32":
+        import firmware.sim.esp32 as esp32
+
+        sys.modules["esp32"] = esp32
     vtime.clock.deliver = machine.deliver
     if hello["onewire"]:
         import firmware.sim.remote_onewire as onewire
@@ -82,6 +112,8 @@ def main(path):
             last = ["refused"]
     except board.Reset as r:
         last = ["reset", r.cause, r.power]
+    except board.Hang as h:
+        last = ["hang", h.why]
     except board.ScenarioEnd:
         pass
     rpc.send(conn, [last[0], _heap + [gc.mem_free() + gc.mem_alloc()]] + last[1:])
