@@ -435,10 +435,29 @@ def probe(url, board):
     return BoardInfo(raw)
 
 
+def _release(version):
+    return ".".join(str(n) for n in version)
+
+
+def release_problem(version, board):
+    """Why the board's MicroPython release is not one boards/<board>.py supports (its
+    MICROPYTHON: oldest, newest checked, any patch of the newest), or None. The firmware
+    refuses the same at boot (firmware/boot.py release_error)."""
+    oldest, newest = board.MICROPYTHON
+    if tuple(oldest) <= tuple(version[:3]) and tuple(version[:2]) <= tuple(newest[:2]):
+        return None
+    return ("the board runs MicroPython %s, but boards/%s.py supports %s to %s.x only: install MicroPython %s.x"
+            % (_release(version), board.NAME, _release(oldest), _release(newest[:2]), _release(newest[:2])))
+
+
 def check_board(info, board, bundle, url):
     """The board can load this bundle and is the kind of board the device says."""
     hint = install_hint(board.NAME, url)
-    if info.version < MIN_MICROPYTHON:
+    if not info.virtual:
+        refused = release_problem(info.version, board)
+        if refused is not None:
+            raise FlashError("%s: %s" % (refused, hint))
+    elif info.version < MIN_MICROPYTHON:
         raise FlashError("the board runs MicroPython %s, older than %s: update it: %s"
                          % (".".join(map(str, info.version)), ".".join(map(str, MIN_MICROPYTHON)), hint))
     if bundle.compiled and info.mpy != bundle.mpy[0]:

@@ -15,7 +15,7 @@ def wake_on_ext0(pin, level=None):
         machine.ext0[0] = None
         return
     pin_id = pin.id if isinstance(pin, machine.Pin) else pin
-    if pin_id not in machine.rules.port.RTC_PINS[machine.rules.chip]:
+    if pin_id not in machine.port["rtc_pins"]:
         raise ValueError("invalid pin")
     machine.ext0[0] = pin_id
     if level is not None:
@@ -25,4 +25,4 @@ def wake_on_ext0(pin, level=None):
         machine._irq_pins[pin._h] = pin
         if pin._irq is None:
             pin._irq = machine._Irq(None, 0, False)
-            machine.rpc.call("irq", pin._h, machine.Pin.IRQ_FALLING | machine.Pin.IRQ_RISING)
+            machine.rpc.call("irq", pin._h, machine.Pin.IRQ_FALLING | machine.Pin.IRQ_RISING, {})

@@ -21,6 +21,8 @@ class Hardware:
         self.hello = {}  # what a new firmware process is told (runner.py fills it)
         self.objects = []  # peripherals of the running firmware process, by handle
         self.edges = []  # [handle, flags] of pin edges not yet told
+        self.rules = None  # the board's port rules (firmware/sim/ports), set by runner.py
+        self.wiring = None  # the board file: where its buses' cables are
 
     def power_on(self):
         """A new firmware process: none of the old one's peripherals answer any more."""
@@ -52,9 +54,11 @@ class Hardware:
         if op == "idle":
             return self.idle(message[1], message[2])
         if op == "new":
-            self.objects.append(getattr(peripherals, message[1])(*message[2], **message[3]))
+            args, kwargs = self.rules.new(message[1], message[2], message[3], self.wiring)
+            self.objects.append(getattr(peripherals, message[1])(*args, **kwargs))
             return len(self.objects) - 1
         if op == "irq":
+            self.rules.allowed("irq", message[3])
             self.objects[message[1]].irq(self._edge_to(message[1]), message[2])
             return None
         if op == "pulse":

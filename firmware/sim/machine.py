@@ -10,18 +10,20 @@ on the virtual clock (vtime.py), and the reset causes. RTC memory and the
 RP2 watchdog scratch registers (mem32) are kept by the hardware process,
 so they outlive this one at a reset.
 
-Strict: every constructor and method takes exactly the keywords the board's
-port takes, refuses the pins its module keeps, and sleeps and watches as
-that port does on the MicroPython release the board runs (the rules and
-their sources: firmware/sim/ports/). mcu.py sets `rules` and `wiring` (the
-board file) before the firmware's first import.
+Strict: the hardware process checks every constructor and Pin.irq against
+the board's port (keywords, module pins, bus wiring: firmware/sim/ports/),
+and here sleep and the watchdog behave as that port's do on the MicroPython
+release the board runs. mcu.py sets `port` from the hardware's hello before
+the firmware's first import; the rules themselves stay in the hardware
+process, so they cost the board's heap nothing.
 """
 import micropython
 
 from firmware.sim import board, rpc, vtime
 
-rules = None  # firmware/sim/ports Rules of the board and release
-wiring = None  # the board file: the pins its I2C and UART cables are on
+# From the hardware's hello: "name" (rp2, esp32), "wdt_max" (ms or None), "wdt_sleep"
+# (what the watchdog does in lightsleep: counts, hangs, paused), "rtc_pins" (esp32 ext0).
+port = {}
 _sleep = [None]  # None awake, else "light" or "deep": what an edge can do now
 _wake = [0]  # esp32 machine.wake_reason(): the source of the last wake
 ext0 = [None, 0]  # esp32 ext0 wake source: pin id (None: off) and level
@@ -57,10 +59,6 @@ class _Irq:
         return self._flags
 
 
-def _pin_id(pin):
-    return pin.id if isinstance(pin, Pin) else pin
-
-
 def _hang(why):
     """The board stops for good: the simulator reports it and the run fails."""
     raise board.Hang(why)
@@ -77,17 +75,9 @@ class Pin(rpc.Remote):
     IRQ_RISING = 8
 
     def __init__(self, id, *args, **kwargs):
-        rules.allowed("Pin", kwargs)
-        if len(args) > 2:
-            raise TypeError("function takes 3 positional arguments but %d were given" % (len(args) + 1))
-        rules.pin_free(id, "Pin")
         self.id = id
         self._irq = None
-        value = kwargs.get("value")
-        if value is None:
-            rpc.Remote.__init__(self, id, *args)
-        else:
-            rpc.Remote.__init__(self, id, *args, value=value)
+        rpc.Remote.__init__(self, id, *args, **kwargs)
 
     def value(self, v=None):
         if v is None:
@@ -99,7 +89,7 @@ class Pin(rpc.Remote):
         return self.value(v)
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, **kwargs):
-        rules.allowed("irq", kwargs)
+        rpc.call("irq", self._h, trigger, kwargs)  # the port's keywords, checked there
         if kwargs.get("wake") is not None:
             # Only a level trigger with wake= makes an ext0 wake source, and then no
             # handler is installed (ports/esp32/machine_pin.c machine_pin_irq); the
@@ -113,7 +103,6 @@ class Pin(rpc.Remote):
         irq = _Irq(handler, trigger, kwargs.get("hard", False))
         self._irq = irq
         _irq_pins[self._h] = self
-        rpc.call("irq", self._h, trigger)
         return irq
 
 
@@ -129,52 +118,16 @@ class ADC(rpc.Remote):
     WIDTH_12BIT = 12
 
 
-def _wired(kind, bus_id, pins, defaults):
-    """The bus id whose cables are on these pins (-1, where nothing answers, when the
-    firmware's pins are not those of the board file: the devices are not on them)."""
-    pins = tuple(_pin_id(p) for p in pins)
-    if None in pins:
-        default = defaults.get(bus_id)
-        if default is None:
-            raise ValueError("%s(%r) doesn't exist" % (kind, bus_id))
-        pins = tuple(default[i] if pins[i] is None else pins[i] for i in range(2))
-    for p in pins:
-        rules.pin_free(p, kind)
-    table = getattr(wiring, kind, {})
-    return bus_id if tuple(table.get(bus_id, ())) == pins else -1
-
-
 class I2C(rpc.Remote):
-    """I2C(id) without scl/sda takes the port's default pins (ports/*/machine_i2c.*),
-    which on esp32 are not the board file's: a sensor there does not answer."""
-
     KIND = "I2C"
-
-    def __init__(self, id, **kwargs):
-        rules.allowed("I2C", kwargs)
-        defaults = rules.port.I2C_DEFAULT
-        defaults = defaults.get(rules.chip, defaults)
-        bus_id = _wired("I2C", id, (kwargs.get("scl"), kwargs.get("sda")), defaults)
-        rpc.Remote.__init__(self, bus_id, freq=kwargs.get("freq", 400000))
 
 
 class SoftI2C(rpc.Remote):
     KIND = "SoftI2C"
 
 
-# UART(id) without tx/rx: the port's default pins, as (tx, rx): ports/esp32/machine_uart.c
-# (UART1 10/9, the WROOM-32's flash; UART2 17/16), ports/rp2/machine_uart.c (0/1, 4/5).
-_UART_DEFAULT = {"esp32": {1: (10, 9), 2: (17, 16)}, "rp2": {0: (0, 1), 1: (4, 5)}}
-
-
 class UART(rpc.Remote):
     KIND = "UART"
-
-    def __init__(self, id, **kwargs):
-        rules.allowed("UART", kwargs)
-        bus_id = _wired("UART", id, (kwargs.get("tx"), kwargs.get("rx")), _UART_DEFAULT[rules.name])
-        rpc.Remote.__init__(self, bus_id, baudrate=kwargs.get("baudrate", 115200),
-                            timeout=kwargs.get("timeout", 0))
 
 
 def time_pulse_us(pin, pulse_level, timeout_us=1000000):
@@ -186,12 +139,12 @@ def deliver(edges):
     ran = False
     for h, flags in edges:
         pin = _irq_pins.get(h)
-        if _sleep[0] is not None and rules.name == "esp32":
+        if _sleep[0] is not None and port["name"] == "esp32":
             # An esp32 asleep runs no pin IRQ: an edge wakes it only on a configured
             # source (ports/esp32/modmachine.c machine_sleep_helper: timer, ext0, ext1,
             # gpio), and the IRQ of that edge is not delivered after the wake.
             if pin is not None and _ext0_edge(pin, flags):
-                _wake[0] = rules.port.EXT0_WAKE
+                _wake[0] = EXT0_WAKE
                 ran = True
             continue
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
@@ -265,7 +218,7 @@ class WDT:
     def __init__(self, id=0, timeout=5000):
         if id != 0:
             raise ValueError("WDT(%d) doesn't exist" % id)
-        most = rules.wdt_max_ms
+        most = port["wdt_max"]
         if most is not None and timeout > most:
             raise ValueError("timeout exceeds %d" % most)
         vtime.clock.wdt_start(timeout)
@@ -288,7 +241,7 @@ def reset_cause():
 
 def wake_reason():
     """esp32 only (ports/esp32/modmachine.c); the rp2 port has no wake_reason."""
-    if rules.name != "esp32":
+    if port["name"] != "esp32":
         raise AttributeError("wake_reason")
     return _wake[0]
 
@@ -298,7 +251,7 @@ def _asleep(us, how):
     what the port's release makes it do (ports/rp2.py wdt_in_lightsleep)."""
     clock = vtime.clock
     clock.advance()
-    wdt = rules.wdt_in_lightsleep if how == "light" else "counts"
+    wdt = port["wdt_sleep"] if how == "light" else "counts"
     timeout = clock.wdt_timeout_us
     _sleep[0] = how
     try:
@@ -335,7 +288,7 @@ def _ext0_now():
 
 
 def lightsleep(ms=None):
-    if rules.name == "rp2":
+    if port["name"] == "rp2":
         # ports/rp2/modmachine.c mp_machine_lightsleep: no timeout is DORMANT, which
         # only the CYW43's host-wake line ends; <= 1 ms is a busy delay; a pin IRQ wakes
         # a timed sleep and its handler runs (micropython #7035).
@@ -348,9 +301,9 @@ def lightsleep(ms=None):
             raise ValueError("sleep too long")
         _asleep(ms * 1000, "light")
         return
-    _wake[0] = rules.port.TIMER_WAKE
+    _wake[0] = TIMER_WAKE
     if _ext0_now():
-        _wake[0] = rules.port.EXT0_WAKE
+        _wake[0] = EXT0_WAKE
         return
     if ms is None:
         if ext0[0] is None:
@@ -362,12 +315,12 @@ def lightsleep(ms=None):
 def deepsleep(ms=None):
     """esp32: a reset that keeps only RTC memory, woken by the timer or ext0 (the wake
     reason reaches the next boot); rp2: lightsleep then reset (ports/rp2/modmachine.c)."""
-    if rules.name == "rp2":
+    if port["name"] == "rp2":
         lightsleep(ms)
         raise board.Reset(HARD_RESET)
-    _wake[0] = rules.port.TIMER_WAKE
+    _wake[0] = TIMER_WAKE
     if _ext0_now():
-        _wake[0] = rules.port.EXT0_WAKE
+        _wake[0] = EXT0_WAKE
     else:
         _asleep((ms if ms is not None else 1 << 30) * 1000, "deep")
     rpc.call("wake", _wake[0])

@@ -6,7 +6,7 @@ a reset really empties RAM (names interned by a boot included) and what
 outlives it (RTC memory, scratch registers, the clock, the cables) stays
 with the hardware. Besides the firmware this process holds only the wire
 (rpc.py), the virtual clock (vtime.py), the `machine` and `onewire`
-proxies, the board's port rules (ports/), and the `network`/`socket` of an MQTT site: the heap figures it
+proxies, and the `network`/`socket` of an MQTT site: the heap figures it
 reports at its end are the firmware's own, measured where it runs.
 """
 import gc
@@ -50,11 +50,8 @@ class _Sys:
 
 def _install(hello):
     """The board's own modules: sys, time, machine, and onewire, network or esp32 where used."""
-    from boards import load
-    from firmware.sim import ports
-
-    rules = ports.load(hello["board"], hello["micropython"])
-    sys.modules["sys"] = _Sys(hello["micropython"], rules.name)
+    port = hello["port"]
+    sys.modules["sys"] = _Sys(hello["micropython"], port["name"])
     vtime.rtc_s[0] = hello["rtc_s"]
     sys.modules["time"] = vtime
     sys.modules["utime"] = vtime
@@ -66,11 +63,10 @@ def _install(hello):
         sys.modules["network"] = network
     import firmware.sim.machine as machine
 
-    machine.rules = rules
-    machine.wiring = load(hello["board"])
+    machine.port = port
     machine._wake[0] = hello["wake"]
     sys.modules["machine"] = machine
-    if rules.name == "esp32":
+    if port["name"] == "esp32":
         import firmware.sim.esp32 as esp32
 
         sys.modules["esp32"] = esp32

@@ -194,12 +194,14 @@ def main():
     from firmware.sim.ports import load as port_rules
 
     version = release(load(raw["board"]), opts)
-    port = port_rules(raw["board"], version).port
+    hardware.rules = port_rules(raw["board"], version)
+    hardware.wiring = load(raw["board"])
+    port = hardware.rules.port
     try:
         while True:
             wire(raw, hardware, peer)
             hardware.hello = {"cause": board.state["cause"], "v_us": hardware.v_us,
-                              "board": raw["board"], "micropython": version, "wake": board.state["wake"],
+                              "port": hardware.rules.hello(), "micropython": version, "wake": board.state["wake"],
                               "rtc_s": rtc_at_boot(port),
                               "link_down": board.state["link_down"], "site": site_path, "flash": flash,
                               "mqtt": raw["transport"].get("type") == "mqtt",

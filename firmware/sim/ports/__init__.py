@@ -5,7 +5,9 @@ sources accept and do, release by release, with the file and version each
 rule was read from. load(board, version) gives the rules of one board file
 running one MicroPython release; firmware/sim/machine.py and esp32.py
 enforce them, so the firmware meets on the PC the refusals it would meet
-on the board.
+on the board. The rules live in the hardware process (firmware/sim/hardware.py
+checks each peripheral the firmware makes); what the firmware's process needs
+for sleep and the watchdog travels in the hello (hello()).
 """
 import sys
 
@@ -38,6 +40,49 @@ class Rules:
         why = self.reserved.get(pin_id)
         if why is not None:
             raise ValueError("%s: GPIO%s is %s on %s" % (what, pin_id, why, self.board))
+
+
+    def hello(self):
+        """What the firmware's process (machine.py `port`) needs: plain values."""
+        rtc_pins = getattr(self.port, "RTC_PINS", {}).get(self.chip, ())
+        return {"name": self.name, "wdt_max": self.wdt_max_ms, "wdt_sleep": self.wdt_in_lightsleep,
+                "rtc_pins": list(rtc_pins)}
+
+    def new(self, kind, args, kwargs, wiring):
+        """The (args, kwargs) to build peripheral `kind` with, after this port's checks;
+        TypeError or ValueError as the port raises them. `wiring` is the board file."""
+        if kind == "Pin":
+            self.allowed("Pin", kwargs)
+            if len(args) > 3:
+                raise TypeError("function takes 3 positional arguments but %d were given" % len(args))
+            self.pin_free(args[0], "Pin")
+            value = kwargs.get("value")
+            return args, ({} if value is None else {"value": value})
+        if kind == "I2C":
+            self.allowed("I2C", kwargs)
+            defaults = self.port.I2C_DEFAULT
+            defaults = defaults.get(self.chip, defaults)
+            bus = self._wired("I2C", args[0], (kwargs.get("scl"), kwargs.get("sda")), defaults, wiring)
+            return [bus], {"freq": kwargs.get("freq", 400000)}
+        if kind == "UART":
+            self.allowed("UART", kwargs)
+            bus = self._wired("UART", args[0], (kwargs.get("tx"), kwargs.get("rx")), self.port.UART_DEFAULT, wiring)
+            return [bus], {"baudrate": kwargs.get("baudrate", 115200), "timeout": kwargs.get("timeout", 0)}
+        return args, kwargs
+
+    def _wired(self, kind, bus_id, pins, defaults, wiring):
+        """The bus id whose cables are on these pins: -1 (nothing answers there) when they are
+        not the board file's, e.g. the port's default pins of I2C(id) without scl/sda."""
+        pins = [getattr(p, "id", p) for p in pins]
+        if None in pins:
+            default = defaults.get(bus_id)
+            if default is None:
+                raise ValueError("%s(%r) doesn't exist" % (kind, bus_id))
+            pins = [default[i] if pins[i] is None else pins[i] for i in range(2)]
+        for p in pins:
+            self.pin_free(p, kind)
+        table = getattr(wiring, kind, {})
+        return bus_id if list(table.get(bus_id, ())) == pins else -1
 
 
 def load(board, version):

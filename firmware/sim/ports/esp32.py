@@ -25,6 +25,9 @@ ARGS = {
 
 # I2C(id) without scl/sda (ports/esp32/machine_i2c.h MICROPY_HW_I2C0_SCL/SDA and I2C1):
 # esp32 I2C0 SCL 18 / SDA 19, I2C1 25/26; esp32s3 9/8 for both. As (scl, sda).
+# UART(id) without tx/rx (ports/esp32/machine_uart.c mp_machine_uart_make_new): UART1 rx 9 /
+# tx 10 (the WROOM-32's flash pins), UART2 rx 16 / tx 17. As (tx, rx).
+UART_DEFAULT = {1: (10, 9), 2: (17, 16)}
 I2C_DEFAULT = {"esp32": {0: (18, 19), 1: (25, 26)}, "esp32s3": {0: (9, 8), 1: (9, 8)}}
 
 # Module pins: the ESP32-WROOM-32's SPI flash on GPIO6-11; PSRAM on GPIO16/17 on WROVER

@@ -27,6 +27,8 @@ ARGS = {
 # pico_w.h, pico2_w.h: SDA 4, SCL 5 on I2C0; ports/rp2/machine_i2c.c uses them for I2C0
 # and MICROPY_HW_I2C1_SCL/SDA 7/6 for I2C1), as (scl, sda).
 I2C_DEFAULT = {0: (5, 4), 1: (7, 6)}
+# UART(id) without tx/rx (ports/rp2/machine_uart.c MICROPY_HW_UART0_TX/RX, UART1), as (tx, rx).
+UART_DEFAULT = {0: (0, 1), 1: (4, 5)}
 
 # Pins the Pico W / Pico 2 W's CYW43439 holds (ports/rp2/boards/RPI_PICO_W/mpconfigboard.h,
 # CYW43_PIN_WL_REG_ON 23, CYW43_PIN_WL_DATA_OUT 24, CYW43_PIN_WL_CS 25, CYW43_PIN_WL_CLOCK 29):
