@@ -246,85 +246,19 @@ def wake_reason():
     return _wake[0]
 
 
-def _asleep(us, how):
-    """Spend a sleep: `how` is "light" or "deep". The watchdog does in light sleep
-    what the port's release makes it do (ports/rp2.py wdt_in_lightsleep)."""
-    clock = vtime.clock
-    clock.advance()
-    wdt = port["wdt_sleep"] if how == "light" else "counts"
-    timeout = clock.wdt_timeout_us
-    _sleep[0] = how
-    try:
-        if not timeout or wdt == "counts":
-            clock.idle(us, True)
-            return
-        start = clock.v_us
-        deadline = clock.wdt_fed_us + timeout
-        clock.wdt_timeout_us = 0  # decided here, not by the clock
-        if wdt == "hangs" and deadline < start + us:
-            clock.idle(max(deadline - start, 0), True)
-            if clock.v_us >= deadline:
-                _hang("the RP2040 watchdog fired in lightsleep: locked up until power is cycled "
-                      "(micropython #17228, fixed after v1.28.0)")
-        else:
-            clock.idle(us, True)
-            if wdt == "paused":
-                # RP2350: the watchdog did not count while asleep (micropython #17229).
-                deadline += clock.v_us - start
-        clock.wdt_fed_us = deadline - timeout
-        clock.wdt_timeout_us = timeout
-    finally:
-        _sleep[0] = None
-
-
-def _ext0_now():
-    """True when the esp32 ext0 pin is at its wake level already: a level wake fires at once."""
-    if ext0[0] is None:
-        return False
-    for pin in _irq_pins.values():
-        if pin.id == ext0[0]:
-            return pin.value() == ext0[1]
-    return False
-
-
 def lightsleep(ms=None):
-    if port["name"] == "rp2":
-        # ports/rp2/modmachine.c mp_machine_lightsleep: no timeout is DORMANT, which
-        # only the CYW43's host-wake line ends; <= 1 ms is a busy delay; a pin IRQ wakes
-        # a timed sleep and its handler runs (micropython #7035).
-        if ms is None:
-            _hang("rp2 lightsleep() without a timeout is DORMANT: no pin IRQ wakes it")
-        if ms <= 1:
-            vtime.sleep_ms(ms)
-            return
-        if ms >= 4294967:
-            raise ValueError("sleep too long")
-        _asleep(ms * 1000, "light")
-        return
-    _wake[0] = TIMER_WAKE
-    if _ext0_now():
-        _wake[0] = EXT0_WAKE
-        return
-    if ms is None:
-        if ext0[0] is None:
-            _hang("esp32 lightsleep() without a timeout and no wake source")
-        ms = 1 << 30
-    _asleep(ms * 1000, "light")
+    _sleeps().lightsleep(ms)
 
 
 def deepsleep(ms=None):
-    """esp32: a reset that keeps only RTC memory, woken by the timer or ext0 (the wake
-    reason reaches the next boot); rp2: lightsleep then reset (ports/rp2/modmachine.c)."""
-    if port["name"] == "rp2":
-        lightsleep(ms)
-        raise board.Reset(HARD_RESET)
-    _wake[0] = TIMER_WAKE
-    if _ext0_now():
-        _wake[0] = EXT0_WAKE
-    else:
-        _asleep((ms if ms is not None else 1 << 30) * 1000, "deep")
-    rpc.call("wake", _wake[0])
-    raise board.Reset(DEEPSLEEP_RESET)
+    _sleeps().deepsleep(ms)
+
+
+def _sleeps():
+    """The port's sleep model (sleep.py), loaded at the first sleep: after boot's peak."""
+    import firmware.sim.sleep as sleep
+
+    return sleep
 
 
 def idle():
