@@ -87,7 +87,7 @@ STORM = {"duration_s": 150, "world": {"battery_v": 4.0},
 def test_storm_tips_counted_once_each_with_reed_release_bounce_and_sleep(board, tmp_path, uart_peer):
     # The reed stays closed 50-150 ms and bounces on release (firmware/sim/devices/rain.py); the board
     # light-sleeps between rounds: esp32 wakes only on its ext0 source, rp2 on the pin IRQ.
-    code, events, output = run_sim(tmp_path, site_config(board), STORM, speed=20, uart=uart_peer.spec())
+    code, events, output = run_sim(tmp_path, site_config(board), STORM, speed=20, uart=uart_peer.spec)
     assert code == 0, output[-3000:]
     end = _end(events)
     assert end["tips"] == 120 and end["lost_tips"] == 0
@@ -100,7 +100,7 @@ def test_i2c_sensor_answers_on_the_board_files_pins_on_esp32(tmp_path, uart_peer
     site = site_config("esp32")
     site["sensors"].append({"type": "pressure_level_i2c", "name": "level0", "interval_s": 10})
     scenario = {"duration_s": 40, "world": {"battery_v": 4.0, "water_level_m": 1.2}}
-    code, events, output = run_sim(tmp_path, site, scenario, speed=20, uart=uart_peer.spec())
+    code, events, output = run_sim(tmp_path, site, scenario, speed=20, uart=uart_peer.spec)
     assert code == 0, output[-3000:]
     levels = [row for f in uart_peer.store.frames.values() for row in f.rows if row[0] == 4]  # water_level
     assert levels and all(row[-1] == 0 for row in levels), levels  # quality ok, not no-return
@@ -111,6 +111,7 @@ def test_sick_board_resets_itself_and_never_hangs_in_lightsleep(tmp_path):
     # fire in lightsleep: an RP2040 on v1.22-v1.28 locks up there (micropython #17228), the run reports
     # a hang and exits 3; an RP2350's watchdog does not count asleep (#17229) and never fires.
     for board in ("pico", "pico2_w"):
+        (tmp_path / board).mkdir()
         code, events, output = run_sim(tmp_path / board, site_config(board), {"duration_s": 3700}, speed=2000)
         assert code == 0, output[-3000:]
         assert not [e for e in events if e.get("ev") == "hang"]
@@ -121,7 +122,7 @@ def test_sick_board_resets_itself_and_never_hangs_in_lightsleep(tmp_path):
 def test_gateway_time_survives_a_reset_in_retained_memory(tmp_path, uart_peer):
     # rp2 restarts its RTC at 2021-01-01 at boot (ports/rp2/main.c); the offset is kept in scratch.
     scenario = {"duration_s": 120, "world": {"battery_v": 4.0}, "events": [{"at_s": 60.5, "reset": "watchdog"}]}
-    code, events, output = run_sim(tmp_path, site_config("pico"), scenario, speed=20, uart=uart_peer.spec())
+    code, events, output = run_sim(tmp_path, site_config("pico"), scenario, speed=20, uart=uart_peer.spec)
     assert code == 0, output[-3000:]
     restored = [e for e in events if e.get("ev") == "restored"]
     assert restored[-1]["synced"] is True, restored
