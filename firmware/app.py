@@ -88,6 +88,7 @@ class App:
         self.retry_ms = t["retry_s"] * 1000
         self.report_now = True
         self.rebooted = True
+        self.sick_since = None  # ticks_ms since the board is unhealthy
         self.battery_mv = -1
         self.last_ack = now
         self.bad_acks = 0
@@ -141,11 +142,19 @@ class App:
         self.retained.save(self.rain_pending(), seq, taken)
 
     def health(self):
+        """Feed the watchdog; reset the board once it has been sick for a watchdog period
+        (a passing low heap right after boot is not sickness: the loop's collect follows)."""
         self.wdt.feed()
+        now = time.ticks_ms()
         free = gc.mem_free()
-        stuck = len(self.ring) and time.ticks_diff(time.ticks_ms(), self.last_ack) > _STUCK_S * 1000
-        if free < _HEAP_FLOOR or stuck:
-            log.event("unhealthy", "free", free, "stuck", bool(stuck))
+        stuck = len(self.ring) and time.ticks_diff(now, self.last_ack) > _STUCK_S * 1000
+        if free >= _HEAP_FLOOR and not stuck:
+            self.sick_since = None
+            return
+        log.event("unhealthy", "free", free, "stuck", bool(stuck))
+        if self.sick_since is None:
+            self.sick_since = now
+        elif time.ticks_diff(now, self.sick_since) >= self.site.watchdog_ms:
             self.save()
             machine.reset()
 

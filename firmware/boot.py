@@ -84,17 +84,6 @@ def _sensor_errors(raw):
     return errors
 
 
-def release_error(board):
-    """One console line when this MicroPython release is not one the board file supports
-    (boards/*.py MICROPYTHON: oldest, newest checked; any patch of the newest), else None."""
-    have = tuple(sys.implementation.version[:3])
-    oldest, newest = board.MICROPYTHON
-    if oldest <= have and have[:2] <= newest[:2]:
-        return None
-    return ("MicroPython %d.%d.%d is not supported on %s: install MicroPython %d.%d.%d to %d.%d.x for this board"
-            % (have + (board.NAME,) + oldest + newest[:2]))
-
-
 def build(board, sensors_cfg, thresholds):
     """The Sensors (the rain gauge first: its IRQ counts from the earliest instant
     of boot) and the rules as (sensor, code, index, above, below, clear, report_ms)
@@ -144,10 +133,15 @@ def start(site_path="site.json", root="/data"):
     from boards import load
 
     board = load(site.board)
-    refused = release_error(board)
+    # Before the sensors and the watchdog start: a refused board stays at the REPL.
+    from firmware.release import refusal
+
+    refused = refusal(board)
+    del refusal
+    unload("firmware.release")
     if refused is not None:
         print(refused)
-        log.event("release_refused", "version", ".".join(str(n) for n in sys.implementation.version[:3]))
+        log.event("release_refused")
         unload("firmware.boot")
         return None
     sensors, rules = build(board, sensors_cfg, thresholds)

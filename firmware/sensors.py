@@ -192,7 +192,7 @@ def _objects(board, cfg, role, how):
 def _default(board, kind, key, default):
     """A parameter the config leaves out: the battery divider is the board file's."""
     if kind == "battery" and key == "ratio":
-        return board.BATTERY_DIVIDER
+        return getattr(board, "BATTERY_DIVIDER", default)
     return default
 
 

@@ -444,10 +444,14 @@ def release_problem(version, board):
     MICROPYTHON: oldest, newest checked, any patch of the newest), or None. The firmware
     refuses the same at boot (firmware/boot.py release_error)."""
     oldest, newest = board.MICROPYTHON
-    if tuple(oldest) <= tuple(version[:3]) and tuple(version[:2]) <= tuple(newest[:2]):
+    if tuple(version[:3]) < tuple(oldest):
+        why = "older than %s, the oldest" % _release(oldest)
+    elif tuple(version[:2]) > tuple(newest[:2]):
+        why = "newer than %s.x, the newest" % _release(newest[:2])
+    else:
         return None
-    return ("the board runs MicroPython %s, but boards/%s.py supports %s to %s.x only: install MicroPython %s.x"
-            % (_release(version), board.NAME, _release(oldest), _release(newest[:2]), _release(newest[:2])))
+    return ("the board runs MicroPython %s, %s boards/%s.py supports: install MicroPython %s.x"
+            % (_release(version), why, board.NAME, _release(newest[:2])))
 
 
 def check_board(info, board, bundle, url):

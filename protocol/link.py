@@ -47,7 +47,7 @@ try:
 except ImportError:  # MicroPython
     _crc_in_c = None
     # 512 bytes built once at import; an array keeps it off the heap as 256 objects.
-    _CRC_TABLE = array("H", [_crc_entry(i) for i in range(256)])
+    _CRC_TABLE = array("H", (_crc_entry(i) for i in range(256)))  # no 2 KB list of ints
 
 
 def crc16(data, start=0, end=-1):

@@ -58,7 +58,7 @@ class Hardware:
             self.objects.append(getattr(peripherals, message[1])(*args, **kwargs))
             return len(self.objects) - 1
         if op == "irq":
-            self.rules.allowed("irq", message[3])
+            self.rules.irq(message[3])
             self.objects[message[1]].irq(self._edge_to(message[1]), message[2])
             return None
         if op == "pulse":
@@ -72,6 +72,9 @@ class Hardware:
             if len(message) == 2:
                 return board.scratch.get(message[1], 0)
             board.scratch[message[1]] = message[2]
+            return None
+        if op == "ext0":
+            self.rules.ext0_pin(self.objects[message[1]].id)
             return None
         if op == "wake":
             board.state["wake"] = message[1]

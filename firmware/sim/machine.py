@@ -22,11 +22,11 @@ import micropython
 from firmware.sim import board, rpc, vtime
 
 # From the hardware's hello: "name" (rp2, esp32), "wdt_max" (ms or None), "wdt_sleep"
-# (what the watchdog does in lightsleep: counts, hangs, paused), "rtc_pins" (esp32 ext0).
+# (what the watchdog does in lightsleep: counts, hangs, paused).
 port = {}
 _sleep = [None]  # None awake, else "light" or "deep": what an edge can do now
 _wake = [0]  # esp32 machine.wake_reason(): the source of the last wake
-ext0 = [None, 0]  # esp32 ext0 wake source: pin id (None: off) and level
+ext0 = [None, 0]  # esp32 ext0 wake source: the Pin's handle (None: off) and level
 
 PWRON_RESET = board.PWRON_RESET
 HARD_RESET = board.HARD_RESET
@@ -59,11 +59,6 @@ class _Irq:
         return self._flags
 
 
-def _hang(why):
-    """The board stops for good: the simulator reports it and the run fails."""
-    raise board.Hang(why)
-
-
 class Pin(rpc.Remote):
     KIND = "Pin"
     IN = 0
@@ -73,11 +68,8 @@ class Pin(rpc.Remote):
     PULL_DOWN = 2
     IRQ_FALLING = 4
     IRQ_RISING = 8
+    _irq = None  # what irq() set up
 
-    def __init__(self, id, *args, **kwargs):
-        self.id = id
-        self._irq = None
-        rpc.Remote.__init__(self, id, *args, **kwargs)
 
     def value(self, v=None):
         if v is None:
@@ -90,12 +82,7 @@ class Pin(rpc.Remote):
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, **kwargs):
         rpc.call("irq", self._h, trigger, kwargs)  # the port's keywords, checked there
-        if kwargs.get("wake") is not None:
-            # Only a level trigger with wake= makes an ext0 wake source, and then no
-            # handler is installed (ports/esp32/machine_pin.c machine_pin_irq); the
-            # firmware uses esp32.wake_on_ext0 instead, which the model does cover.
-            raise ValueError("the simulated esp32 models wake sources set by esp32.wake_on_ext0 only")
-        if ext0[0] == self.id:
+        if ext0[0] == self._h:
             # A plain irq() on the ext0 pin drops the ext0 wake (ports/esp32/machine_pin.c
             # machine_pin_irq, v1.22.0-v1.28.0): set esp32.wake_on_ext0 after Pin.irq.
             ext0[0] = None
@@ -140,12 +127,7 @@ def deliver(edges):
     for h, flags in edges:
         pin = _irq_pins.get(h)
         if _sleep[0] is not None and port["name"] == "esp32":
-            # An esp32 asleep runs no pin IRQ: an edge wakes it only on a configured
-            # source (ports/esp32/modmachine.c machine_sleep_helper: timer, ext0, ext1,
-            # gpio), and the IRQ of that edge is not delivered after the wake.
-            if pin is not None and _ext0_edge(pin, flags):
-                _wake[0] = EXT0_WAKE
-                ran = True
+            ran = _sleeps().esp32_edge(pin, flags) or ran
             continue
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
             pin._irq._flags = flags
@@ -155,13 +137,6 @@ def deliver(edges):
                 _held.append(pin)
             ran = True
     return ran
-
-
-def _ext0_edge(pin, flags):
-    """True when this edge brings the ext0 pin to its wake level."""
-    if ext0[0] != pin.id:
-        return False
-    return (flags == Pin.IRQ_RISING) == bool(ext0[1])
 
 
 def _run(pin):

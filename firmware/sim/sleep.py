@@ -6,8 +6,23 @@ machine.port): rp2 (ports/rp2/modmachine.c mp_machine_lightsleep) and
 esp32 (ports/esp32/modmachine.c machine_sleep_helper), v1.22.0-v1.28.0.
 """
 from firmware.sim import board, rpc, vtime
-from firmware.sim.machine import (DEEPSLEEP_RESET, EXT0_WAKE, HARD_RESET, TIMER_WAKE, _hang, _irq_pins,
+from firmware.sim.machine import (DEEPSLEEP_RESET, EXT0_WAKE, HARD_RESET, TIMER_WAKE, Pin, _irq_pins,
                                   _sleep, _wake, ext0, port)
+
+
+def _hang(why):
+    """The board stops for good: the simulator reports it and the run fails."""
+    raise board.Hang(why)
+
+
+def esp32_edge(pin, flags):
+    """An edge at a sleeping esp32: it runs no pin IRQ, and wakes only on a configured
+    source (ports/esp32/modmachine.c machine_sleep_helper: timer, ext0, ext1, gpio);
+    the IRQ of that edge is not delivered after the wake. True when it woke."""
+    if pin is None or ext0[0] != pin._h or (flags == Pin.IRQ_RISING) != bool(ext0[1]):
+        return False
+    _wake[0] = EXT0_WAKE
+    return True
 
 
 def _asleep(us, how):
@@ -45,10 +60,8 @@ def _ext0_now():
     """True when the esp32 ext0 pin is at its wake level already: a level wake fires at once."""
     if ext0[0] is None:
         return False
-    for pin in _irq_pins.values():
-        if pin.id == ext0[0]:
-            return pin.value() == ext0[1]
-    return False
+    pin = _irq_pins.get(ext0[0])
+    return pin is not None and pin.value() == ext0[1]
 
 
 def lightsleep(ms=None):

@@ -44,9 +44,19 @@ class Rules:
 
     def hello(self):
         """What the firmware's process (machine.py `port`) needs: plain values."""
-        rtc_pins = getattr(self.port, "RTC_PINS", {}).get(self.chip, ())
-        return {"name": self.name, "wdt_max": self.wdt_max_ms, "wdt_sleep": self.wdt_in_lightsleep,
-                "rtc_pins": list(rtc_pins)}
+        return {"name": self.name, "wdt_max": self.wdt_max_ms, "wdt_sleep": self.wdt_in_lightsleep}
+
+    def ext0_pin(self, pin_id):
+        """esp32.wake_on_ext0 takes an RTC GPIO only (ports/esp32/modesp32.c RTC_IS_VALID_EXT_PIN)."""
+        if pin_id not in self.port.RTC_PINS[self.chip]:
+            raise ValueError("invalid pin")
+
+    def irq(self, kwargs):
+        """Pin.irq's keywords; wake= (an esp32 ext0 source with no handler,
+        ports/esp32/machine_pin.c) is not modelled: the firmware uses esp32.wake_on_ext0."""
+        self.allowed("irq", kwargs)
+        if kwargs.get("wake") is not None:
+            raise ValueError("the simulated esp32 models wake sources set by esp32.wake_on_ext0 only")
 
     def new(self, kind, args, kwargs, wiring):
         """The (args, kwargs) to build peripheral `kind` with, after this port's checks;
