@@ -7,6 +7,7 @@ modules. Runs are short scenarios at a high speed on the real MicroPython unix p
 import importlib
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -119,12 +120,27 @@ def test_sick_board_resets_itself_and_never_hangs_in_lightsleep(tmp_path):
         assert resets and resets[0]["cause"] == 2, resets  # HARD_RESET: machine.reset()
 
 
-def test_gateway_time_survives_a_reset_in_retained_memory(tmp_path, uart_peer):
-    # rp2 restarts its RTC at 2021-01-01 at boot (ports/rp2/main.c); the offset is kept in scratch.
+@pytest.mark.parametrize("board", ("pico", "esp32"))
+def test_gateway_time_survives_a_reset_in_retained_memory(board, tmp_path, uart_peer):
+    # rp2 restarts its RTC at 2021-01-01 at boot (ports/rp2/main.c): the gateway time of the last save
+    # is kept in the watchdog scratch registers; the esp32 RTC runs on, and the offset is kept.
     scenario = {"duration_s": 120, "world": {"battery_v": 4.0}, "events": [{"at_s": 60.5, "reset": "watchdog"}]}
-    code, events, output = run_sim(tmp_path, site_config("pico"), scenario, speed=20, uart=uart_peer.spec)
+    code, events, output = run_sim(tmp_path, site_config(board), scenario, speed=20, uart=uart_peer.spec)
     assert code == 0, output[-3000:]
     restored = [e for e in events if e.get("ev") == "restored"]
     assert restored[-1]["synced"] is True, restored
     rebooted = [f for seq, f in sorted(uart_peer.store.frames.items()) if f.flags & 4 and seq > 0]
     assert rebooted and not rebooted[-1].flags & 1  # FLAG_REBOOTED, and not FLAG_CLOCK_UNSYNCED
+    assert abs(rebooted[-1].time - time.time()) < 60, rebooted[-1]
+
+
+@pytest.mark.parametrize("board, start", (("pico", 1609459200), ("esp32", 0)))
+def test_rtc_after_power_on_is_the_ports(board, start, tmp_path, uart_peer):
+    # Before the gateway's first ack a frame carries the board's own clock: rp2 2021-01-01 (1970 epoch,
+    # ports/rp2/main.c), esp32 0 s of its 2000 epoch, flagged FLAG_CLOCK_UNSYNCED; acked ones are synced.
+    code, events, output = run_sim(tmp_path, site_config(board), {"duration_s": 20, "world": {"battery_v": 4.0}},
+                                   speed=20, uart=uart_peer.spec)
+    assert code == 0, output[-3000:]
+    frames = [f for seq, f in sorted(uart_peer.store.frames.items())]
+    assert frames[0].flags & 1 and start <= frames[0].time < start + 60, frames[0]
+    assert not frames[-1].flags & 1 and abs(frames[-1].time - time.time()) < 60, frames[-1]

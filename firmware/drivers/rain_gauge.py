@@ -7,7 +7,7 @@ IRQ, and a pin IRQ wakes its timed lightsleep (micropython #7035); esp32
 pin IRQs are always scheduled (Pin.irq takes no `hard`,
 ports/esp32/machine_pin.c) and a sleeping esp32 runs none, so the pin is
 also its ext0 wake source and the tip that woke it is counted on waking
-(woke(), or at boot after a deep sleep).
+(woke()). Deep sleep is refused with a rain gauge (firmware/config.py).
 
 A reed switch stays closed 50-150 ms and bounces on release: every edge
 restarts a hold of the longest closure plus debounce_ms, and only an edge
@@ -56,8 +56,6 @@ class RainGauge:
 
             # After pin.irq(): an irq() on the ext0 pin clears the ext0 wake.
             esp32.wake_on_ext0(pin, self._closed == 1)
-            if machine.reset_cause() == machine.DEEPSLEEP_RESET:
-                self.woke()  # a tip that ended a deep sleep
         else:
             pin.irq(self._handler, trigger, hard=True)
 

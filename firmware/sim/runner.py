@@ -191,7 +191,7 @@ def main():
     status = 0
     started = time.time()
     from boards import load
-    from firmware.sim.ports import load as port_rules
+    from firmware.sim.ports import HANGS, load as port_rules
 
     version = release(load(raw["board"]), opts)
     hardware.rules = port_rules(raw["board"], version)
@@ -222,7 +222,7 @@ def main():
                 status = 2
             if last[0] == "hang":
                 status = 3
-                emit("hang", hardware.virtual_s(), "why", last[2])
+                emit("hang", hardware.virtual_s(), "why", HANGS.get(last[2], last[2]))
             if last[0] != "reset":
                 break
             resets += 1

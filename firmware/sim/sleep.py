@@ -11,7 +11,8 @@ from firmware.sim.machine import (DEEPSLEEP_RESET, EXT0_WAKE, HARD_RESET, TIMER_
 
 
 def _hang(why):
-    """The board stops for good: the simulator reports it and the run fails."""
+    """The board stops for good: the simulator reports it (why: a key of ports.HANGS,
+    short so that the firmware's heap does not hold the story) and the run fails."""
     raise board.Hang(why)
 
 
@@ -43,8 +44,7 @@ def _asleep(us, how):
         if wdt == "hangs" and deadline < start + us:
             clock.idle(max(deadline - start, 0), True)
             if clock.v_us >= deadline:
-                _hang("the RP2040 watchdog fired in lightsleep: locked up until power is cycled "
-                      "(micropython #17228, fixed after v1.28.0)")
+                _hang("rp2040_wdt")
         else:
             clock.idle(us, True)
             if wdt == "paused":
@@ -70,7 +70,7 @@ def lightsleep(ms=None):
         # only the CYW43's host-wake line ends; <= 1 ms is a busy delay; a pin IRQ wakes
         # a timed sleep and its handler runs (micropython #7035).
         if ms is None:
-            _hang("rp2 lightsleep() without a timeout is DORMANT: no pin IRQ wakes it")
+            _hang("rp2_dormant")
         if ms <= 1:
             vtime.sleep_ms(ms)
             return
@@ -84,7 +84,7 @@ def lightsleep(ms=None):
         return
     if ms is None:
         if ext0[0] is None:
-            _hang("esp32 lightsleep() without a timeout and no wake source")
+            _hang("esp32_no_wake")
         ms = 1 << 30
     _asleep(ms * 1000, "light")
 

@@ -10,13 +10,14 @@ from firmware.sim import bus, io
 _CLOSURE_MIN_MS = 50
 _CLOSURE_SPAN_MS = 101  # closures last 50..150 ms
 _BOUNCE_US = 1000
+_RELEASE_BOUNCES = 3  # open/shut pairs as the reed lets go
 
 
 class TippingBucket:
-    def __init__(self, name, pin_id, bounces=3):
+    def __init__(self, name, pin_id, bounces=0):
         self.name = name
         self.pin_id = pin_id
-        self.bounces = bounces  # open/shut pairs on release, as a reed gives
+        self.bounces = bounces  # extra open/shut pairs of an instant tip(), as a worn reed gives
         self.tips = 0  # tips the bucket made, counted or not
         self._edges = []  # [scenario us, level] still to come, in time order
 
@@ -32,10 +33,10 @@ class TippingBucket:
             if bus.dead(self):
                 continue
             io.fire(self.pin_id, 0)
-            io.fire(self.pin_id, 1)
             for _ in range(self.bounces):
-                io.fire(self.pin_id, 0)
                 io.fire(self.pin_id, 1)
+                io.fire(self.pin_id, 0)
+            io.fire(self.pin_id, 1)
 
     def close(self, now_us):
         """The bucket tips at scenario time now_us: the switch closes now and opens,
@@ -46,7 +47,7 @@ class TippingBucket:
         io.fire(self.pin_id, 0)
         release = now_us + self.closure_ms() * 1000
         edges = [[release, 1]]
-        for k in range(self.bounces):
+        for k in range(_RELEASE_BOUNCES):
             edges.append([release + (2 * k + 1) * _BOUNCE_US, 0])
             edges.append([release + (2 * k + 2) * _BOUNCE_US, 1])
         self._edges = edges

@@ -11,6 +11,14 @@ for sleep and the watchdog travels in the hello (hello()).
 """
 import sys
 
+# Why a board hung (firmware/sim/sleep.py raises board.Hang with the key).
+HANGS = {
+    "rp2040_wdt": "the RP2040 watchdog fired in lightsleep: locked up until power is cycled"
+                  " (micropython #17228, fixed after v1.28.0)",
+    "rp2_dormant": "rp2 lightsleep() without a timeout is DORMANT: no pin IRQ wakes it",
+    "esp32_no_wake": "esp32 lightsleep() without a timeout and no wake source",
+}
+
 PORT_OF = {"pico": "rp2", "pico_w": "rp2", "pico2_w": "rp2", "esp32": "esp32", "esp32s3": "esp32"}
 
 
