@@ -138,8 +138,8 @@ def test_gateway_time_survives_a_reset_in_retained_memory(board, tmp_path, uart_
 def test_rtc_after_power_on_is_the_ports(board, start, tmp_path, uart_peer):
     # Before the gateway's first ack a frame carries the board's own clock: rp2 2021-01-01 (1970 epoch,
     # ports/rp2/main.c), esp32 0 s of its 2000 epoch, flagged FLAG_CLOCK_UNSYNCED; acked ones are synced.
-    code, events, output = run_sim(tmp_path, site_config(board), {"duration_s": 20, "world": {"battery_v": 4.0}},
-                                   speed=20, uart=uart_peer.spec)
+    scenario = {"duration_s": 65, "world": {"battery_v": 4.0}}
+    code, events, output = run_sim(tmp_path, site_config(board, report_s=10), scenario, speed=20, uart=uart_peer.spec)
     assert code == 0, output[-3000:]
     frames = [f for seq, f in sorted(uart_peer.store.frames.items())]
     assert frames[0].flags & 1 and start <= frames[0].time < start + 60, frames[0]
