@@ -31,10 +31,10 @@ class Hardware:
         io.forget_pins()
 
     def serve(self, conn):
-        """Answer the firmware's process until its last message (reset, end or refused), returned."""
+        """Answer the firmware's process until its last message (reset, end, refused or hang), returned."""
         while True:
             message = rpc.recv(conn, self.objects)
-            if message[0] in ("reset", "end", "refused"):
+            if message[0] in ("reset", "end", "refused", "hang"):
                 return message
             try:
                 reply = [0, self.answer(message)]
