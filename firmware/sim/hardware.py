@@ -73,6 +73,13 @@ class Hardware:
                 return board.scratch.get(message[1], 0)
             board.scratch[message[1]] = message[2]
             return None
+        if op == "sleep":
+            pin, level = message[3]
+            now = None if pin is None else self.objects[pin].value() == level
+            return self.rules.sleep(message[1], message[2], now)
+        if op == "wdt":
+            self.rules.wdt(message[1], message[2])
+            return None
         if op == "ext0":
             self.rules.ext0_pin(self.objects[message[1]].id)
             return None

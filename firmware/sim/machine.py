@@ -21,8 +21,8 @@ import micropython
 
 from firmware.sim import board, rpc, vtime
 
-# From the hardware's hello: "name" (rp2, esp32), "wdt_max" (ms or None), "wdt_sleep"
-# (what the watchdog does in lightsleep: counts, hangs, paused).
+# From the hardware's hello: "name" (rp2, esp32) and "wdt_sleep" (what the watchdog
+# does in lightsleep: counts, hangs, paused).
 port = {}
 _sleep = [None]  # None awake, else "light" or "deep": what an edge can do now
 _wake = [0]  # esp32 machine.wake_reason(): the source of the last wake
@@ -127,7 +127,11 @@ def deliver(edges):
     for h, flags in edges:
         pin = _irq_pins.get(h)
         if _sleep[0] is not None and port["name"] == "esp32":
-            ran = _sleeps().esp32_edge(pin, flags) or ran
+            # An esp32 asleep runs no pin IRQ; an edge wakes it only on a configured source
+            # (ports/esp32/modmachine.c machine_sleep_helper), and its IRQ is not delivered.
+            if ext0[0] == h and (flags == Pin.IRQ_RISING) == bool(ext0[1]):
+                _wake[0] = EXT0_WAKE
+                ran = True
             continue
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
             pin._irq._flags = flags
@@ -188,14 +192,10 @@ mem32 = _Mem32()
 
 class WDT:
     """Once started it cannot be stopped; a feed missed for `timeout` ms resets the board.
-    Above the port's maximum it raises ValueError as ports/rp2/machine_wdt.c does."""
+    The hardware process refuses a timeout above the port's maximum (ports/rp2/machine_wdt.c)."""
 
     def __init__(self, id=0, timeout=5000):
-        if id != 0:
-            raise ValueError("WDT(%d) doesn't exist" % id)
-        most = port["wdt_max"]
-        if most is not None and timeout > most:
-            raise ValueError("timeout exceeds %d" % most)
+        rpc.call("wdt", id, timeout)
         vtime.clock.wdt_start(timeout)
 
     def feed(self):
@@ -222,18 +222,57 @@ def wake_reason():
 
 
 def lightsleep(ms=None):
-    _sleeps().lightsleep(ms)
+    _asleep("light", ms)
 
 
 def deepsleep(ms=None):
-    _sleeps().deepsleep(ms)
+    """esp32: a reset that keeps only RTC memory, its wake reason told to the next boot;
+    rp2: lightsleep, then reset (ports/rp2/modmachine.c mp_machine_deepsleep)."""
+    _asleep("deep", ms)
+    if port["name"] == "rp2":
+        raise board.Reset(HARD_RESET)
+    rpc.call("wake", _wake[0])
+    raise board.Reset(DEEPSLEEP_RESET)
 
 
-def _sleeps():
-    """The port's sleep model (sleep.py), loaded at the first sleep: after boot's peak."""
-    import firmware.sim.sleep as sleep
-
-    return sleep
+def _asleep(how, ms):
+    """A sleep as the port has it. The hardware process decides from the port's rules
+    (firmware/sim/ports sleep()): a hang, a busy delay, an at-once wake or a sleep; here
+    the watchdog does in light sleep what the release makes it do (wdt_in_lightsleep)."""
+    action, value = rpc.call("sleep", how, ms, ext0)
+    if action == "hang":
+        raise board.Hang(value)
+    if action == "busy":
+        vtime.sleep_us(value)
+        return
+    if action == "woke":
+        _wake[0] = value
+        return
+    _wake[0] = TIMER_WAKE  # unless an edge says otherwise
+    clock = vtime.clock
+    clock.advance()
+    wdt = port["wdt_sleep"]  # rp2's deepsleep is a lightsleep; esp32's watchdog counts
+    timeout = clock.wdt_timeout_us
+    _sleep[0] = how
+    try:
+        if not timeout or wdt == "counts":
+            clock.idle(value, True)
+            return
+        start = clock.v_us
+        deadline = clock.wdt_fed_us + timeout
+        clock.wdt_timeout_us = 0  # decided here, not by the clock
+        if wdt == "hangs" and deadline < start + value:
+            clock.idle(max(deadline - start, 0), True)
+            if clock.v_us >= deadline:
+                raise board.Hang("rp2040_wdt")  # micropython #17228: locked up
+        else:
+            clock.idle(value, True)
+            if wdt == "paused":
+                deadline += clock.v_us - start  # micropython #17229: it did not count
+        clock.wdt_fed_us = deadline - timeout
+        clock.wdt_timeout_us = timeout
+    finally:
+        _sleep[0] = None
 
 
 def idle():

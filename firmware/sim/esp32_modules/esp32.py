@@ -2,7 +2,7 @@
 
 esp32.wake_on_ext0(pin, level) as ports/esp32/modesp32.c has it (v1.22.0-v1.28.0):
 only an RTC GPIO can wake the chip (the hardware process checks the pin), and
-the source stays set until changed. firmware/sim/sleep.py honours it. On the
+the source stays set until changed. firmware/sim/machine.py's sleeps honour it. On the
 sys.path of an esp32 board only (mcu.py), and loaded when the firmware asks.
 """
 import machine

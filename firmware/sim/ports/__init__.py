@@ -11,7 +11,7 @@ for sleep and the watchdog travels in the hello (hello()).
 """
 import sys
 
-# Why a board hung (firmware/sim/sleep.py raises board.Hang with the key).
+# Why a board hung (firmware/sim/machine.py raises board.Hang with the key).
 HANGS = {
     "rp2040_wdt": "the RP2040 watchdog fired in lightsleep: locked up until power is cycled"
                   " (micropython #17228, fixed after v1.28.0)",
@@ -52,7 +52,39 @@ class Rules:
 
     def hello(self):
         """What the firmware's process (machine.py `port`) needs: plain values."""
-        return {"name": self.name, "wdt_max": self.wdt_max_ms, "wdt_sleep": self.wdt_in_lightsleep}
+        return {"name": self.name, "wdt_sleep": self.wdt_in_lightsleep}
+
+    def wdt(self, id, timeout):
+        """machine.WDT(id, timeout): extmod/machine_wdt.c, ports/rp2/machine_wdt.c."""
+        if id != 0:
+            raise ValueError("WDT(%d) doesn't exist" % id)
+        if self.wdt_max_ms is not None and timeout > self.wdt_max_ms:
+            raise ValueError("timeout exceeds %d" % self.wdt_max_ms)
+
+    def sleep(self, how, ms, level_now):
+        """What machine.lightsleep/deepsleep(ms) does first on this port, as [action, value]:
+        ["hang", key of HANGS], ["busy", us], ["woke", wake reason] or ["sleep", us].
+        level_now: whether the esp32 ext0 pin is at its wake level (None: no ext0)."""
+        if self.name == "rp2":
+            # ports/rp2/modmachine.c mp_machine_lightsleep: no timeout is DORMANT, which only
+            # the CYW43's host-wake line ends; <= 1 ms a busy delay; >= 2^32/1000 ms refused;
+            # a pin IRQ wakes a timed sleep and its handler runs (micropython #7035).
+            if ms is None:
+                return ["hang", "rp2_dormant"]
+            if ms <= 1:
+                return ["busy", ms * 1000]
+            if ms >= 4294967:
+                raise ValueError("sleep too long")
+            return ["sleep", ms * 1000]
+        # ports/esp32/modmachine.c machine_sleep_helper: the timer and ext0 (level-triggered:
+        # a pin already at its level wakes the chip at once).
+        if level_now:
+            return ["woke", self.port.EXT0_WAKE]
+        if ms is None:
+            if level_now is None:
+                return ["hang", "esp32_no_wake"]
+            ms = 1 << 30
+        return ["sleep", ms * 1000]
 
     def ext0_pin(self, pin_id):
         """esp32.wake_on_ext0 takes an RTC GPIO only (ports/esp32/modesp32.c RTC_IS_VALID_EXT_PIN)."""
