@@ -1,18 +1,23 @@
-"""The MicroPython releases check at boot: is the release on this board one its board file supports?
+"""The MicroPython releases check: is the release on a board one its board file supports?
 
-A module of its own, loaded after the boot's heap peak and unloaded again
-(firmware/boot.py), so that the check costs the boot nothing. `huaico flash`
-applies the same rule before it writes (gateway/flash.py release_problem).
+The firmware asks at boot (firmware/boot.py: a module of its own, loaded and
+unloaded before the sensors, so that the check costs the boot's heap
+nothing) and `huaico flash` asks before it writes (gateway/flash.py), with
+the release the board reports.
 """
 import sys
 
 
-def refusal(board):
-    """One console line when this release is not one boards/<board>.py supports
-    (MICROPYTHON: oldest, newest checked; any patch release of the newest), else None."""
-    have = tuple(sys.implementation.version[:3])
+def refusal(board, version=None):
+    """One line when MicroPython `version` (this one's by default) is not one boards/<board>.py
+    supports (MICROPYTHON: the oldest, and the newest checked with any patch of it), else None."""
+    have = tuple((version or sys.implementation.version)[:3])
     oldest, newest = board.MICROPYTHON
-    if oldest <= have and have[:2] <= newest[:2]:
+    if have < tuple(oldest):
+        why = "older than %d.%d.%d, the oldest" % tuple(oldest)
+    elif have[:2] > tuple(newest[:2]):
+        why = "newer than %d.%d.x, the newest" % tuple(newest[:2])
+    else:
         return None
-    return ("MicroPython %d.%d.%d is not supported on %s: install MicroPython %d.%d.%d to %d.%d.x for this board"
-            % (have + (board.NAME,) + oldest + newest[:2]))
+    return ("MicroPython %d.%d.%d, %s boards/%s.py supports: install MicroPython %d.%d.x"
+            % (have + (why, board.NAME) + tuple(newest[:2])))

@@ -435,23 +435,16 @@ def probe(url, board):
     return BoardInfo(raw)
 
 
-def _release(version):
-    return ".".join(str(n) for n in version)
-
-
-def release_problem(version, board):
-    """Why the board's MicroPython release is not one boards/<board>.py supports (its
-    MICROPYTHON: oldest, newest checked, any patch of the newest), or None. The firmware
-    refuses the same at boot (firmware/boot.py release_error)."""
-    oldest, newest = board.MICROPYTHON
-    if tuple(version[:3]) < tuple(oldest):
-        why = "older than %s, the oldest" % _release(oldest)
-    elif tuple(version[:2]) > tuple(newest[:2]):
-        why = "newer than %s.x, the newest" % _release(newest[:2])
-    else:
-        return None
-    return ("the board runs MicroPython %s, %s boards/%s.py supports: install MicroPython %s.x"
-            % (_release(version), why, board.NAME, _release(newest[:2])))
+def release_problem(version, board, found=None):
+    """Why the board's MicroPython release is not one boards/<board>.py supports, or None:
+    the rule the firmware applies at boot, loaded from its file (firmware/release.py) as
+    load_board does, so that no `firmware` module stays in the gateway process."""
+    path = (found or sources()).firmware / "release.py"
+    spec = importlib.util.spec_from_file_location("_huaico_release", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    refused = module.refusal(board, tuple(version))
+    return None if refused is None else "the board runs " + refused
 
 
 def check_board(info, board, bundle, url):
