@@ -11,7 +11,9 @@ PINS = {
     "uart": 2,
 }
 I2C = {0: (22, 21)}
-UART = {2: (17, 16), 1: (10, 9)}
+# (tx, rx). Not UART1's default 10/9 (the WROOM-32's flash) nor UART2's 17/16
+# (PSRAM on WROVER modules, which run the same firmware): pass these pins.
+UART = {2: (23, 19), 1: (14, 13)}
 ADC_BITS = 12
 ADC_VREF = 3.6  # volts at full scale with ATTN_11DB (MicroPython esp32 docs)
 ADC_ATTEN = "ATTN_11DB"  # name of the machine.ADC constant; about 0.15-2.45 V is linear
@@ -24,3 +26,7 @@ WDT_MAX_MS = 600000  # the task watchdog takes any timeout; ten minutes is our c
 SLEEP_MODES = ("none", "light", "deep")
 TRANSPORTS = ("uart", "mqtt")
 RETAINED = "rtc"  # RTC slow memory survives deep sleep and soft resets
+# MicroPython releases this board file supports: the oldest and the newest checked
+# (any patch release of it). Older or newer ones are refused at boot and by
+# `huaico flash`: the strict model (firmware/sim/ports/esp32.py) was read at these.
+MICROPYTHON = ((1, 22, 0), (1, 28, 0))

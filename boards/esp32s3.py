@@ -23,3 +23,7 @@ WDT_MAX_MS = 600000
 SLEEP_MODES = ("none", "light", "deep")
 TRANSPORTS = ("uart", "mqtt")
 RETAINED = "rtc"
+# MicroPython releases this board file supports: the oldest and the newest checked
+# (any patch release of it). Older or newer ones are refused at boot and by
+# `huaico flash`: the strict model (firmware/sim/ports/esp32.py) was read at these.
+MICROPYTHON = ((1, 22, 0), (1, 28, 0))

@@ -20,8 +20,12 @@ ADC_PINS = (26, 27, 28, 29)
 BATTERY_DIVIDER = 3.0  # on-board VSYS divider
 FREE_HEAP = 190 * 1024  # gc.mem_free() after boot on v1.2x firmware
 FLASH_SIZE = 2 * 1024 * 1024
-FS_SIZE = 848 * 1024  # LittleFS partition
-WDT_MAX_MS = 8388  # RP2040 watchdog: 24-bit counter at 2 ticks per us (erratum RP2040-E1)
+FS_SIZE = 1408 * 1024  # ports/rp2/boards/RPI_PICO/mpconfigboard.h MICROPY_HW_FLASH_STORAGE_BYTES
+WDT_MAX_MS = 8388  # ports/rp2/machine_wdt.c WDT_TIMEOUT_MAX (24-bit counter, 2 ticks per us: RP2040-E1)
 SLEEP_MODES = ("none", "light")
 TRANSPORTS = ("uart",)
 RETAINED = "scratch"  # watchdog scratch registers survive a soft or watchdog reset
+# MicroPython releases this board file supports: the oldest and the newest checked
+# (any patch release of it). Older or newer ones are refused at boot and by
+# `huaico flash`: the strict model (firmware/sim/ports/rp2.py) was read at these.
+MICROPYTHON = ((1, 22, 0), (1, 28, 0))

@@ -17,8 +17,15 @@ ADC_PINS = (26, 27, 28)
 BATTERY_DIVIDER = 2.0
 FREE_HEAP = 420 * 1024
 FLASH_SIZE = 4 * 1024 * 1024
-FS_SIZE = 2 * 1024 * 1024
-WDT_MAX_MS = 16777  # RP2350 watchdog: 24-bit counter at 1 tick per us
+FS_SIZE = 2560 * 1024  # ports/rp2/boards/RPI_PICO2_W: 4 MB flash less 1536 KB
+# ports/rp2/machine_wdt.c WDT_TIMEOUT_MAX is 8388 on every release to v1.28.0, RP2350
+# included; only master after v1.28.0 allows the RP2350's 16777 (1 tick per us).
+WDT_MAX_MS = 8388
 SLEEP_MODES = ("none", "light")
 TRANSPORTS = ("uart", "mqtt")
 RETAINED = "scratch"
+# MicroPython releases this board file supports: the oldest and the newest checked
+# (any patch release of it). Older or newer ones are refused at boot and by
+# `huaico flash`: the strict model (firmware/sim/ports/rp2.py) was read at these.
+# v1.25.0 is the first release with an RPI_PICO2_W board.
+MICROPYTHON = ((1, 25, 0), (1, 28, 0))

@@ -19,8 +19,12 @@ ADC_PINS = (26, 27, 28)
 BATTERY_DIVIDER = 2.0  # external 100k/100k divider on GP28
 FREE_HEAP = 166 * 1024  # the Wi-Fi driver takes its share
 FLASH_SIZE = 2 * 1024 * 1024
-FS_SIZE = 848 * 1024
-WDT_MAX_MS = 8388
+FS_SIZE = 848 * 1024  # ports/rp2/boards/RPI_PICO_W/mpconfigboard.h
+WDT_MAX_MS = 8388  # ports/rp2/machine_wdt.c WDT_TIMEOUT_MAX
 SLEEP_MODES = ("none", "light")
 TRANSPORTS = ("uart", "mqtt")
 RETAINED = "scratch"
+# MicroPython releases this board file supports: the oldest and the newest checked
+# (any patch release of it). Older or newer ones are refused at boot and by
+# `huaico flash`: the strict model (firmware/sim/ports/rp2.py) was read at these.
+MICROPYTHON = ((1, 22, 0), (1, 28, 0))

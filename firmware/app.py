@@ -4,11 +4,15 @@ Each sampling round becomes one frame committed to the ring at once, so a
 reading never waits in RAM for a report; reporting only decides when the
 ring is sent. Rain tips are the one thing counted in RAM (by the gauge's
 IRQ): the loop keeps the untaken count in retained memory (see
-retained.py), so a watchdog or soft reset does not lose them.
+retained.py), so a watchdog or soft reset does not lose them; the gateway's
+time is kept there too, so frames after a reset are stamped right.
 
-The watchdog is fed in one place, health(), at the top of each loop and
-only when the board is well (heap above a floor, the link not stuck), so a
-hang anywhere ends in a reset and the ring resends what was not acked.
+The watchdog is fed in one place, health(), at the top of each loop, and
+catches a hang anywhere. A board that is sick (heap below a floor, the link
+stuck) resets itself with machine.reset(): a watchdog left to starve would
+fire in lightsleep, where an RP2040 locks up until power is cycled and an
+RP2350's watchdog does not count at all (micropython #17228, #17229, on
+every release to v1.28.0). The ring resends what was not acked.
 Every wait in the loop is bounded; config.check() proves at boot that one
 loop fits in the watchdog's timeout.
 """
@@ -68,7 +72,9 @@ class App:
         flash = Flash(root + "/ring")
         self.epoch = _epoch(flash, flash.read("meta") is None)
         self.ring = Ring(flash, site.ring_frames, site.seq_block)
-        self._restore_tips()
+        self.synced = False
+        self.offset = 0
+        self._restore()
         self.key = MacKey(site.key)
         self.rules = [Rule(spec) for spec in rules]
         t = site.transport
@@ -87,20 +93,28 @@ class App:
         self.retry_ms = t["retry_s"] * 1000
         self.report_now = True
         self.rebooted = True
-        self.synced = False
-        self.offset = 0
+        self.sick_since = None  # ticks_ms since the board is unhealthy
         self.battery_mv = -1
         self.last_ack = now
         self.bad_acks = 0
         self.sent = 0
 
-    def _restore_tips(self):
-        pending, seq, taken = self.retained.load()
+    def _restore(self):
+        """Tips and the gateway's time from before a reset (retained.py)."""
+        pending, seq, taken, clock = self.retained.load()
         if seq != NONE and self.ring.get(seq) is None:
             pending += taken  # the frame with these tips never reached flash
         if pending and self.rain:
             self.rain[0].restore(pending)
-        log.event("restored", "tips", pending, "frames", len(self.ring), "dropped", self.ring.dropped)
+        if clock is not None:
+            self._set_time(clock if self.retained.rtc_runs else clock - time.time())
+        log.event("restored", "tips", pending, "frames", len(self.ring), "dropped", self.ring.dropped,
+                  "synced", self.synced)
+
+    def _set_time(self, offset):
+        self.offset = offset
+        self.synced = True
+        self.retained.clock = offset if self.retained.rtc_runs else None
 
     def rain_pending(self):
         n = 0
@@ -122,17 +136,32 @@ class App:
             now = time.ticks_ms()
             self.sample(now)
             self.service(now)
-            self.retained.save(self.rain_pending())
+            self.save()
             gc.collect()
             self.sleep()
 
+    def save(self, seq=NONE, taken=0):
+        """Untaken tips and the time into retained memory (rp2 keeps the time itself)."""
+        if self.synced and not self.retained.rtc_runs:
+            self.retained.clock = self.now_s()
+        self.retained.save(self.rain_pending(), seq, taken)
+
     def health(self):
+        """Feed the watchdog; reset the board once it has been sick for a watchdog period
+        (a passing low heap right after boot is not sickness: the loop's collect follows)."""
+        self.wdt.feed()
+        now = time.ticks_ms()
         free = gc.mem_free()
-        stuck = len(self.ring) and time.ticks_diff(time.ticks_ms(), self.last_ack) > _STUCK_S * 1000
+        stuck = len(self.ring) and time.ticks_diff(now, self.last_ack) > _STUCK_S * 1000
         if free >= _HEAP_FLOOR and not stuck:
-            self.wdt.feed()
-        else:
-            log.event("unhealthy", "free", free, "stuck", bool(stuck))
+            self.sick_since = None
+            return
+        log.event("unhealthy", "free", free, "stuck", bool(stuck))
+        if self.sick_since is None:
+            self.sick_since = now
+        elif time.ticks_diff(now, self.sick_since) >= self.site.watchdog_ms:
+            self.save()
+            machine.reset()
 
     def fast_ms(self):
         """The shortest report_s of the rules that hold now, or 0."""
@@ -193,9 +222,9 @@ class App:
         data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings, self.epoch)
         if taken:
             # Should a reset hit before the frame is in flash, these tips come back.
-            self.retained.save(self.rain_pending(), seq, taken)
+            self.save(seq, taken)
         self.ring.put(seq, data)
-        self.retained.save(self.rain_pending())
+        self.save()
         self.rebooted = False
         log.event("frame", "seq", seq, "n", len(readings), "bytes", len(data), "tips", taken,
                   "flags", flags, "ring", len(self.ring))
@@ -264,8 +293,7 @@ class App:
         # Gateway time: the clock of record, when the gateway trusts it (else
         # None). Frames say whether they had it.
         if gateway_time is not None:
-            self.offset = gateway_time - time.time()
-            self.synced = True
+            self._set_time(gateway_time - time.time())
         seq -= self.epoch << 24  # the ring counts without the epoch (SPEC.md 1.3)
         if (self.epoch == 0 or 0 <= seq < 1 << 24) and self.ring.ack(seq):
             log.event("ack", "seq", seq, "ring", len(self.ring))
@@ -285,10 +313,18 @@ class App:
         mode = self.site.sleep_mode
         if self.wifi and self.link.joining(time.ticks_ms()):
             mode = "none"  # a light or deep sleep would lose the join on an ESP32
+        for s in self.rain:
+            settle = s.driver.settle_ms()
+            if settle and mode != "none":
+                # A reed still closed would wake an esp32 at once: stay awake until it opens.
+                time.sleep_ms(min(settle, ms))
+                return
         if mode == "light":
-            machine.lightsleep(ms)  # the tip IRQ still counts, and wakes the board
+            machine.lightsleep(ms)  # a tip wakes the board (rain_gauge.py: per port)
+            for s in self.rain:
+                s.driver.woke()
         elif mode == "deep":
-            self.retained.save(self.rain_pending())
+            self.save()
             machine.deepsleep(ms)  # ends in a reset; the ring and seq are in flash
         else:
             time.sleep_ms(ms)

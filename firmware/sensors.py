@@ -176,7 +176,10 @@ def _objects(board, cfg, role, how):
     if how == "out":
         return (Pin(where, Pin.OUT, value=0),)
     if how == "i2c":
-        return (machine.I2C(where),)
+        # The board file's pins, always: without them esp32 I2C(0) takes SCL 18 / SDA 19
+        # (ports/esp32/machine_i2c.h), not where the sensors are wired.
+        scl, sda = board.I2C[where]
+        return (machine.I2C(where, scl=Pin(scl), sda=Pin(sda)),)
     if how == "ow":
         import onewire
         return (onewire.OneWire(Pin(where, Pin.OPEN_DRAIN, Pin.PULL_UP)),)
@@ -191,6 +194,13 @@ def _objects(board, cfg, role, how):
     return (adc, None)
 
 
+def _default(board, kind, key, default):
+    """A parameter the config leaves out: the battery divider is the board file's."""
+    if kind == "battery" and key == "ratio":
+        return getattr(board, "BATTERY_DIVIDER", default)
+    return default
+
+
 def _build(board, cfg):
     kind = cfg["type"]
     module, cls, roles, params = _TYPES[kind]
@@ -199,7 +209,7 @@ def _build(board, cfg):
         args.extend(_objects(board, cfg, roles[i], roles[i + 1]))
     args.append(cfg.get("index", 0))
     for i in range(0, len(params), 4):
-        args.append(cfg.get(params[i], params[i + 1]))
+        args.append(cfg.get(params[i], _default(board, kind, params[i], params[i + 1])))
     driver = getattr(__import__("firmware.drivers." + module, None, None, (cls,)), cls)
     return driver(*args)
 

@@ -435,10 +435,26 @@ def probe(url, board):
     return BoardInfo(raw)
 
 
+def release_problem(version, board, found=None):
+    """Why the board's MicroPython release is not one boards/<board>.py supports, or None:
+    the rule the firmware applies at boot, loaded from its file (firmware/release.py) as
+    load_board does, so that no `firmware` module stays in the gateway process."""
+    path = (found or sources()).firmware / "release.py"
+    spec = importlib.util.spec_from_file_location("_huaico_release", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    refused = module.refusal(board, tuple(version))
+    return None if refused is None else "the board runs " + refused
+
+
 def check_board(info, board, bundle, url):
     """The board can load this bundle and is the kind of board the device says."""
     hint = install_hint(board.NAME, url)
-    if info.version < MIN_MICROPYTHON:
+    if not info.virtual:
+        refused = release_problem(info.version, board)
+        if refused is not None:
+            raise FlashError("%s: %s" % (refused, hint))
+    elif info.version < MIN_MICROPYTHON:
         raise FlashError("the board runs MicroPython %s, older than %s: update it: %s"
                          % (".".join(map(str, info.version)), ".".join(map(str, MIN_MICROPYTHON)), hint))
     if bundle.compiled and info.mpy != bundle.mpy[0]:

@@ -1,12 +1,22 @@
 """Tipping-bucket rain gauge: tips counted in a pin IRQ, taken atomically by read().
 
-The handler runs as a hard IRQ: it only reads the tick counter and adds to
-small ints held on the instance, so it never touches the heap (a tip during
-a garbage collection is still counted). Tips stay counted across sleep and
-sending until read() takes them; pending()/restore() let the firmware keep
-untaken tips in RTC memory across a reset.
+The handler only reads the tick counter and adds to small ints held on the
+instance, so it never touches the heap (a tip during a garbage collection is
+still counted). How the IRQ is set up is the port's: rp2 runs it as a hard
+IRQ, and a pin IRQ wakes its timed lightsleep (micropython #7035); esp32
+pin IRQs are always scheduled (Pin.irq takes no `hard`,
+ports/esp32/machine_pin.c) and a sleeping esp32 runs none, so the pin is
+also its ext0 wake source and the tip that woke it is counted on waking
+(woke()). Deep sleep is refused with a rain gauge (firmware/config.py).
+
+A reed switch stays closed 50-150 ms and bounces on release: every edge
+restarts a hold of the longest closure plus debounce_ms, and only an edge
+after a quiet hold is a tip, so the release bounce is never a second tip.
+Tips stay counted across sleep and sending until read() takes them;
+pending()/restore() let the firmware keep untaken tips across a reset.
 """
 import machine
+import sys
 import time
 from micropython import const
 
@@ -16,6 +26,8 @@ _RAIN = const(1)  # protocol/channels.py "rain", 0.1 mm
 _RAIN_TIPS = const(2)  # protocol/channels.py "rain_tips", count
 _TIPS_MAX = const(10000)  # rain_tips' highest valid value in one reading
 _UM_PER_TENTH = const(100)  # micrometres in the 0.1 mm the rain channel counts
+_CLOSURE_MS = const(150)  # the longest a bucket's reed switch stays closed
+_ESP32 = sys.platform == "esp32"  # probed once: the port decides the IRQ and the wake
 
 
 class RainGauge:
@@ -24,7 +36,8 @@ class RainGauge:
     def __init__(self, pin, index=0, mm_per_tip=0.2, debounce_ms=20, trigger=None):
         self.index = index
         self._um_per_tip = int(mm_per_tip * 1000 + 0.5)
-        self._debounce = debounce_ms
+        # debounce_ms 0: a clean pulse (an optical or solid-state gauge), every edge a tip.
+        self._hold = _CLOSURE_MS + debounce_ms if debounce_ms else 0
         self._count = 0
         self._last = 0
         self._armed = False
@@ -34,19 +47,38 @@ class RainGauge:
         self._pin = pin
         if trigger is None:
             trigger = machine.Pin.IRQ_FALLING  # reed switch closing to ground
+        self._closed = 1 if trigger == machine.Pin.IRQ_RISING else 0
         # The bound method is made once here; the IRQ calls it with no allocation.
         self._handler = self._edge
-        pin.irq(self._handler, trigger, hard=True)
+        if _ESP32:
+            pin.irq(self._handler, trigger)
+            import esp32
+
+            # After pin.irq(): an irq() on the ext0 pin clears the ext0 wake.
+            esp32.wake_on_ext0(pin, self._closed == 1)
+        else:
+            pin.irq(self._handler, trigger, hard=True)
 
     def _edge(self, pin):
-        # Hard IRQ: integers only. An edge within debounce_ms of the last
-        # counted one is the reed switch bouncing, not a tip.
+        # Integers only. An edge within the hold of the last edge is the same tip.
         now = time.ticks_ms()
-        if self._armed and time.ticks_diff(now, self._last) < self._debounce:
-            return
+        quiet = not self._armed or time.ticks_diff(now, self._last) >= self._hold
         self._last = now
         self._armed = True
-        self._count += 1
+        if quiet:
+            self._count += 1
+
+    def woke(self):
+        """After a sleep: count the tip that woke an esp32 (no IRQ ran for it)."""
+        if _ESP32 and machine.wake_reason() == machine.EXT0_WAKE:
+            self._edge(self._pin)
+
+    def settle_ms(self):
+        """How long to stay awake before sleeping: an esp32 whose reed is still closed
+        would wake at once on its level-triggered ext0 source."""
+        if _ESP32 and self._pin.value() == self._closed:
+            return self._hold
+        return 0
 
     def pending(self):
         """Tips counted and not yet taken."""

@@ -23,6 +23,13 @@ class Reset(BaseException):
         self.power = power
 
 
+class Hang(BaseException):
+    """The board stops for good (a lock-up only a power cycle ends): the run fails."""
+
+    def __init__(self, why):
+        self.why = why
+
+
 class ScenarioEnd(BaseException):
     """The scenario's time is up: the runner stops the board."""
 
@@ -31,6 +38,8 @@ state = {
     "cause": PWRON_RESET,
     "rtc_memory": b"",
     "link_down": False,
+    "wake": 0,  # esp32 machine.wake_reason() of the next boot (a deep sleep's wake source)
+    "rtc_s": None,  # what time.time() adds to the wall clock: the board's RTC (runner.py)
 }
 scratch = {}  # RP2 watchdog scratch registers, by address
 
@@ -38,4 +47,5 @@ scratch = {}  # RP2 watchdog scratch registers, by address
 def power_cut():
     """RAM and the retained memory are gone; flash and cables stay."""
     state["rtc_memory"] = b""
+    state["rtc_s"] = None
     scratch.clear()

@@ -21,6 +21,8 @@ class Hardware:
         self.hello = {}  # what a new firmware process is told (runner.py fills it)
         self.objects = []  # peripherals of the running firmware process, by handle
         self.edges = []  # [handle, flags] of pin edges not yet told
+        self.rules = None  # the board's port rules (firmware/sim/ports), set by runner.py
+        self.wiring = None  # the board file: where its buses' cables are
 
     def power_on(self):
         """A new firmware process: none of the old one's peripherals answer any more."""
@@ -29,10 +31,10 @@ class Hardware:
         io.forget_pins()
 
     def serve(self, conn):
-        """Answer the firmware's process until its last message (reset, end or refused), returned."""
+        """Answer the firmware's process until its last message (reset, end, refused or hang), returned."""
         while True:
             message = rpc.recv(conn, self.objects)
-            if message[0] in ("reset", "end", "refused"):
+            if message[0] in ("reset", "end", "refused", "hang"):
                 return message
             try:
                 reply = [0, self.answer(message)]
@@ -52,9 +54,11 @@ class Hardware:
         if op == "idle":
             return self.idle(message[1], message[2])
         if op == "new":
-            self.objects.append(getattr(peripherals, message[1])(*message[2], **message[3]))
+            args, kwargs = self.rules.new(message[1], message[2], message[3], self.wiring)
+            self.objects.append(getattr(peripherals, message[1])(*args, **kwargs))
             return len(self.objects) - 1
         if op == "irq":
+            self.rules.irq(message[3])
             self.objects[message[1]].irq(self._edge_to(message[1]), message[2])
             return None
         if op == "pulse":
@@ -68,6 +72,19 @@ class Hardware:
             if len(message) == 2:
                 return board.scratch.get(message[1], 0)
             board.scratch[message[1]] = message[2]
+            return None
+        if op == "sleep":
+            pin, level = message[3]
+            now = None if pin is None else self.objects[pin].value() == level
+            return self.rules.sleep(message[1], message[2], now)
+        if op == "wdt":
+            self.rules.wdt(message[1], message[2])
+            return None
+        if op == "ext0":
+            self.rules.ext0_pin(self.objects[message[1]].id)
+            return None
+        if op == "wake":
+            board.state["wake"] = message[1]
             return None
         if op == "hello":
             hwclock.sync(self.v_us)  # the device models' time starts where the firmware's does

@@ -9,6 +9,13 @@ comes back from the hardware at a sleep), irq masking, the watchdog and sleep
 on the virtual clock (vtime.py), and the reset causes. RTC memory and the
 RP2 watchdog scratch registers (mem32) are kept by the hardware process,
 so they outlive this one at a reset.
+
+Strict: the hardware process checks every constructor and Pin.irq against
+the board's port (keywords, module pins, bus wiring: firmware/sim/ports/),
+and here sleep and the watchdog behave as that port's do on the MicroPython
+release the board runs. mcu.py sets `port` from the hardware's hello before
+the firmware's first import; the rules themselves stay in the hardware
+process, so they cost the board's heap nothing.
 """
 import sys
 
@@ -16,11 +23,22 @@ import micropython
 
 from firmware.sim import board, rpc, vtime
 
+# From the hardware's hello: "name" (rp2, esp32) and "wdt_sleep" (what the watchdog
+# does in lightsleep: counts, hangs, paused).
+port = {}
+_sleep = [None]  # None awake, else "light" or "deep": what an edge can do now
+_wake = [0]  # esp32 machine.wake_reason(): the source of the last wake
+ext0 = [None, 0]  # esp32 ext0 wake source: the Pin's handle (None: off) and level
+
 PWRON_RESET = board.PWRON_RESET
 HARD_RESET = board.HARD_RESET
 WDT_RESET = board.WDT_RESET
 DEEPSLEEP_RESET = board.DEEPSLEEP_RESET
 SOFT_RESET = board.SOFT_RESET
+# esp32 machine.wake_reason() values (ports/esp32/modmachine.c; ESP-IDF esp_sleep_source_t).
+PIN_WAKE = EXT0_WAKE = 2
+EXT1_WAKE = 3
+TIMER_WAKE = 4
 
 _irq_pins = {}  # handle -> Pin with a handler: where the hardware's edges go
 _irq = [True]  # interrupts enabled
@@ -52,6 +70,8 @@ class Pin(rpc.Remote):
     PULL_DOWN = 2
     IRQ_FALLING = 4
     IRQ_RISING = 8
+    _irq = None  # what irq() set up
+
 
     def value(self, v=None):
         if v is None:
@@ -62,11 +82,16 @@ class Pin(rpc.Remote):
     def __call__(self, v=None):
         return self.value(v)
 
-    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, hard=False):
-        irq = _Irq(handler, trigger, hard)
+    def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, **kwargs):
+        rpc.call("irq", self._h, trigger, kwargs)  # the port's keywords, checked there
+        if ext0[0] == self._h:
+            # A plain irq() on the ext0 pin drops the ext0 wake (ports/esp32/machine_pin.c
+            # machine_pin_irq, v1.22.0-v1.28.0): set esp32.wake_on_ext0 after Pin.irq.
+            ext0[0] = None
+        # rp2: `hard` runs the handler in the interrupt; esp32 has only scheduled handlers.
+        irq = _Irq(handler, trigger, kwargs.get("hard", False))
         self._irq = irq
         _irq_pins[self._h] = self
-        rpc.call("irq", self._h, trigger)
         return irq
 
 
@@ -103,7 +128,14 @@ def deliver(edges):
     ran = False
     for h, flags in edges:
         pin = _irq_pins.get(h)
-        if pin is not None and pin._irq.handler is not None:
+        if _sleep[0] is not None and port["name"] == "esp32":
+            # An esp32 asleep runs no pin IRQ; an edge wakes it only on a configured source
+            # (ports/esp32/modmachine.c machine_sleep_helper), and its IRQ is not delivered.
+            if ext0[0] == h and (flags == Pin.IRQ_RISING) == bool(ext0[1]):
+                _wake[0] = EXT0_WAKE
+                ran = True
+            continue
+        if pin is not None and pin._irq is not None and pin._irq.handler is not None:
             pin._irq._flags = flags
             if _irq[0]:
                 _run(pin)
@@ -161,9 +193,11 @@ mem32 = _Mem32()
 
 
 class WDT:
-    """Once started it cannot be stopped; a feed missed for `timeout` ms resets the board."""
+    """Once started it cannot be stopped; a feed missed for `timeout` ms resets the board.
+    The hardware process refuses a timeout above the port's maximum (ports/rp2/machine_wdt.c)."""
 
     def __init__(self, id=0, timeout=5000):
+        rpc.call("wdt", id, timeout)
         vtime.clock.wdt_start(timeout)
 
     def feed(self):
@@ -182,19 +216,71 @@ def reset_cause():
     return board.state["cause"]
 
 
+def wake_reason():
+    """esp32 only (ports/esp32/modmachine.c); the rp2 port has no wake_reason."""
+    if port["name"] != "esp32":
+        raise AttributeError("wake_reason")
+    return _wake[0]
+
+
 def lightsleep(ms=None):
-    vtime.clock.idle((ms if ms is not None else 1000) * 1000, True)
+    _asleep("light", ms)
     net = sys.modules.get("firmware.sim.network")
     if net is not None:
         net.slept()  # esp32 loses Wi-Fi in light sleep (deep sleep is a reset: all is lost)
 
 
 def deepsleep(ms=None):
-    vtime.clock.wdt_timeout_us = 0  # the chip is off: no watchdog runs until the wake's reset
-    vtime.clock.idle((ms if ms is not None else 1000) * 1000, False)
+    """esp32: a reset that keeps only RTC memory, its wake reason told to the next boot;
+    rp2: lightsleep, then reset (ports/rp2/modmachine.c mp_machine_deepsleep)."""
+    if port["name"] != "rp2":
+        vtime.clock.wdt_timeout_us = 0  # the chip is off: no watchdog runs until the wake's reset
+    _asleep("deep", ms)
+    if port["name"] == "rp2":
+        raise board.Reset(HARD_RESET)
+    rpc.call("wake", _wake[0])
     raise board.Reset(DEEPSLEEP_RESET)
+
+
+def _asleep(how, ms):
+    """A sleep as the port has it. The hardware process decides from the port's rules
+    (firmware/sim/ports sleep()): a hang, a busy delay, an at-once wake or a sleep; here
+    the watchdog does in light sleep what the release makes it do (wdt_in_lightsleep)."""
+    action, value = rpc.call("sleep", how, ms, ext0)
+    if action == "hang":
+        raise board.Hang(value)
+    if action == "busy":
+        vtime.sleep_us(value)
+        return
+    if action == "woke":
+        _wake[0] = value
+        return
+    _wake[0] = TIMER_WAKE  # unless an edge says otherwise
+    clock = vtime.clock
+    clock.advance()
+    wdt = port["wdt_sleep"]  # rp2's deepsleep is a lightsleep; esp32's watchdog counts
+    timeout = clock.wdt_timeout_us
+    _sleep[0] = how
+    try:
+        if not timeout or wdt == "counts":
+            clock.idle(value, True)
+            return
+        start = clock.v_us
+        deadline = clock.wdt_fed_us + timeout
+        clock.wdt_timeout_us = 0  # decided here, not by the clock
+        if wdt == "hangs" and deadline < start + value:
+            clock.idle(max(deadline - start, 0), True)
+            if clock.v_us >= deadline:
+                raise board.Hang("rp2040_wdt")  # micropython #17228: locked up
+        else:
+            clock.idle(value, True)
+            if wdt == "paused":
+                deadline += clock.v_us - start  # micropython #17229: it did not count
+        clock.wdt_fed_us = deadline - timeout
+        clock.wdt_timeout_us = timeout
+    finally:
+        _sleep[0] = None
 
 
 def idle():
     vtime.clock.idle(1000, True)
-

@@ -31,8 +31,25 @@ def _probe(after_collect):
         _heap[1] = alloc
 
 
+class _Sys:
+    """`sys` as the board's firmware sees it: the unix port's, but with the board's
+    MicroPython release (implementation.version) and platform, which the firmware checks."""
+
+    name = "micropython"
+
+    def __getattr__(self, name):
+        return getattr(sys, name)
+
+
 def _install(hello):
-    """The board's own modules: time, machine, and onewire or network where the site uses them."""
+    """The board's own modules: sys, time, machine, and onewire, network or esp32 where used."""
+    port = hello["port"]
+    board_sys = _Sys()
+    board_sys.implementation = board_sys
+    board_sys.version = tuple(hello["micropython"]) + ("",)
+    board_sys.platform = port["name"]
+    sys.modules["sys"] = board_sys
+    vtime.rtc_s[0] = hello["rtc_s"]
     sys.modules["time"] = vtime
     sys.modules["utime"] = vtime
     if hello["mqtt"]:
@@ -43,7 +60,13 @@ def _install(hello):
         sys.modules["network"] = network
     import firmware.sim.machine as machine
 
+    machine.port = port
+    machine._wake[0] = hello["wake"]
     sys.modules["machine"] = machine
+    if port["name"] == "esp32":
+        # `import esp32` finds the simulated one (esp32_modules/esp32.py) when the firmware
+        # first asks: until then it costs the heap nothing.
+        sys.path.append(__file__.rsplit("/", 1)[0] + "/esp32_modules")
     vtime.clock.deliver = machine.deliver
     if hello["onewire"]:
         import firmware.sim.remote_onewire as onewire
@@ -75,15 +98,19 @@ def main(path):
     board.state["dns"] = hello["dns"]
     vtime.install(vtime.Clock(hello["v_us"]))
     _install(hello)
+    site, flash = hello["site"], hello["flash"]
+    del hello  # what the firmware's process keeps of it, _install has taken
     vtime.clock.heap_probe = _probe
     gc.collect()
     _heap[0] = gc.mem_alloc()
     last = ["end"]
     try:
-        if not boot(hello["site"], hello["flash"]):
+        if not boot(site, flash):
             last = ["refused"]
     except board.Reset as r:
         last = ["reset", r.cause, r.power]
+    except board.Hang as h:
+        last = ["hang", h.why]
     except board.ScenarioEnd:
         pass
     rpc.send(conn, [last[0], _heap + [gc.mem_free() + gc.mem_alloc()]] + last[1:])

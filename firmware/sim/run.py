@@ -3,7 +3,7 @@
     micropython -X heapsize=190000 firmware/sim/run.py --site site.json \
         --scenario firmware/scenarios/storm.json --flash /tmp/board1 \
         [--uart tcp:127.0.0.1:PORT | --uart tcp-listen:PORT | --uart pty:/dev/pts/N | --mqtt HOST:PORT] \
-        [--speed 60] [--board pico_w]
+        [--speed 60] [--board pico_w] [--micropython 1.26.1]
 
 --flash is the board's filesystem: the runner writes site.json there (with
 --board/--uart/--mqtt applied) and the firmware keeps its ring in it, so a
@@ -14,8 +14,11 @@ connect (pyserial's socket://127.0.0.1:P); pty: opens a pty slave (raw).
 --speed K: sleeps run K times faster than real time (see vtime.py for what
 the gateway then sees). Output: JSON lines, the firmware's ("ms") and the
 simulator's ("vt"): sim_start, tip, link, reset, boot, frame, sent, ack,
-retry, sim_end with tips, resets and heap figures. Exit status 0 at the
-scenario's end, 2 when the firmware refused the config.
+retry, hang, sim_end with tips, resets and heap figures. Exit status 0 at
+the scenario's end, 2 when the firmware refused the config (or the board's
+MicroPython release), 3 when the board hung (a lock-up the port really has:
+firmware/sim/ports/). --micropython X.Y.Z: the release the board runs (the
+newest its board file supports by default); the strict model follows it.
 
 This process is the board's hardware (runner.py); the firmware runs in a
 second micropython with the same -X heapsize, started as `run.py --mcu

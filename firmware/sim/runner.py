@@ -30,7 +30,7 @@ _CONNECT_S = 60  # a new firmware process connects within this, even on a loaded
 def usage(msg):
     print("run.py: " + msg)
     print("usage: run.py --site FILE --scenario FILE --flash DIR [--uart tcp:HOST:PORT|tcp-listen:PORT|pty:PATH]"
-          " [--mqtt HOST:PORT] [--speed K] [--board NAME]")
+          " [--mqtt HOST:PORT] [--speed K] [--board NAME] [--micropython X.Y.Z]")
     sys.exit(64)
 
 
@@ -146,6 +146,23 @@ def wire(raw, hardware, peer):
     hardware.power_on()
 
 
+def release(b, opts):
+    """The MicroPython release the board runs: --micropython X.Y.Z, else the newest its
+    board file supports (boards/*.py MICROPYTHON)."""
+    if "micropython" in opts:
+        return [int(part) for part in opts["micropython"].split(".")]
+    return list(b.MICROPYTHON[1])
+
+
+def rtc_at_boot(port):
+    """What time.time() adds to the wall clock in this boot: the port's RTC restarts
+    at every boot (rp2) or only at power-on (esp32; firmware/sim/ports/)."""
+    now = int(time.time())
+    if board.state["rtc_s"] is None or not port.RTC_SURVIVES_RESET:
+        board.state["rtc_s"] = port.RTC_AT_BOOT - now
+    return board.state["rtc_s"]
+
+
 def main():
     opts = parse(sys.argv[1:])
     flash = opts["flash"].rstrip("/")
@@ -173,10 +190,19 @@ def main():
     resets = 0
     status = 0
     started = time.time()
+    from boards import load
+    from firmware.sim.ports import HANGS, load as port_rules
+
+    version = release(load(raw["board"]), opts)
+    hardware.rules = port_rules(raw["board"], version)
+    hardware.wiring = load(raw["board"])
+    port = hardware.rules.port
     try:
         while True:
             wire(raw, hardware, peer)
             hardware.hello = {"cause": board.state["cause"], "v_us": hardware.v_us,
+                              "port": hardware.rules.hello(), "micropython": version, "wake": board.state["wake"],
+                              "rtc_s": rtc_at_boot(port),
                               "link_down": board.state["link_down"], "site": site_path, "flash": flash,
                               "mqtt": raw["transport"].get("type") == "mqtt",
                               "port": "esp32" if str(raw.get("board")).startswith("esp32") else "rp2",
@@ -193,8 +219,12 @@ def main():
             finally:
                 conn.close()
             heap.add(last[1])
+            board.state["wake"] = 0
             if last[0] == "refused":
                 status = 2
+            if last[0] == "hang":
+                status = 3
+                emit("hang", hardware.virtual_s(), "why", HANGS.get(last[2], last[2]))
             if last[0] != "reset":
                 break
             resets += 1

@@ -85,6 +85,8 @@ class Scenario:
         if self._event_at < len(self.events):
             times.append(int(self.events[self._event_at]["at_s"] * _US))
         times.append(self._next_link_change())
+        for model in self.rain_models:
+            times.append(model.next_us())
         best = None
         for t in times:
             if t is not None and (best is None or t < best):
@@ -114,12 +116,17 @@ class Scenario:
             self._link_down = down
             board.state["link_down"] = down
             emit("link", vt, "up", not down)
+        released = False
+        for model in self.rain_models:
+            released = model.due(now_us) or released
+        if released:
+            return True
         tip, which = self._next_tip()
         if tip is not None and tip <= now_us:
             self._tip_k[which] += 1
             self.tips += 1
             if self.rain_models:
-                self.rain_models[0].tip()
+                self.rain_models[0].close(now_us)
             else:
                 self.lost_tips += 1
             emit("tip", vt, "n", self.tips)

@@ -10,17 +10,22 @@ process (firmware/sim/hardware.py), which delivers the scenario's events
 interrupts reach a sleeping board, and answers at each pin edge: its IRQ
 handler runs here at that instant, and a light sleep returns early.
 
-time.time() is the real wall clock, as a board's RTC (or the gateway time
-it synced from an ack) would give: the gateway sees frames stamped with its
-own present time, in seq order, never from its future. What the speed-up
-compresses is scenario time: K tips per real second look, to the gateway,
-like a K times heavier storm of the same total. ticks_ms() is scenario time,
+time.time() runs at the rate of the real wall clock, as a board's RTC does,
+from where the board's port starts it (rp2: 2021-01-01 at every boot; esp32:
+2000-01-01 at power-on, kept across resets; firmware/sim/ports/): the
+gateway's acks set the board's offset, and from then on the gateway sees
+frames stamped with its own present, in seq order, never from its future.
+What the speed-up compresses is scenario time: K tips per real second look,
+to the gateway, like a K times heavier storm of the same total. ticks_ms() is scenario time,
 and goes on across resets (the hardware process keeps it).
 """
 import time as _real
 
 from firmware.sim import board, rpc
 
+# What time.time() adds to the wall clock: the board's RTC after its last reset,
+# set per port by mcu.py from the hardware's hello (firmware/sim/ports/).
+rtc_s = [0]
 _TICKS_PERIOD = 1 << 30
 _TICKS_MAX = _TICKS_PERIOD - 1
 
@@ -115,5 +120,5 @@ def sleep(s):
 
 
 def time():
-    return int(_real.time())
+    return int(_real.time()) + rtc_s[0]
 

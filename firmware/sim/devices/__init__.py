@@ -25,7 +25,7 @@ def _model(board, cfg):
         return TippingBucket(name, _pin(board, cfg, "rain"))
     if kind == "battery":
         from firmware.sim.devices.divider import Divider
-        model = Divider(name, cfg.get("ratio", 2.0))
+        model = Divider(name, cfg.get("ratio", getattr(board, "BATTERY_DIVIDER", 2.0)))
         bus.adc_attach(_pin(board, cfg, "battery"), model.volts)
         return model
     if kind == "ultrasonic_level":

@@ -1,16 +1,33 @@
-"""Tipping-bucket rain gauge model: a reed switch that closes to ground at each tip."""
+"""Tipping-bucket rain gauge model: a reed switch that closes to ground at each tip.
+
+As a real one does, the switch stays closed while the magnet passes, 50 to
+150 ms (varied tip by tip), and bounces open and shut on release, 1 ms
+apart: the edges after the closing one come later in scenario time, so a
+debounce that counts the release bounce as a tip counts two.
+"""
 from firmware.sim import bus, io
+
+_CLOSURE_MIN_MS = 50
+_CLOSURE_SPAN_MS = 101  # closures last 50..150 ms
+_BOUNCE_US = 1000
+_RELEASE_BOUNCES = 3  # open/shut pairs as the reed lets go
 
 
 class TippingBucket:
     def __init__(self, name, pin_id, bounces=0):
         self.name = name
         self.pin_id = pin_id
-        self.bounces = bounces  # extra open/close pairs per closure, as a worn reed gives
+        self.bounces = bounces  # extra open/shut pairs of an instant tip(), as a worn reed gives
         self.tips = 0  # tips the bucket made, counted or not
+        self._edges = []  # [scenario us, level] still to come, in time order
+
+    def closure_ms(self):
+        """How long the switch stays closed at the current tip (a fixed spread, repeatable)."""
+        return _CLOSURE_MIN_MS + (self.tips * 37) % _CLOSURE_SPAN_MS
 
     def tip(self, n=1):
-        """The bucket tips n times; a dead gauge (stuck or cut cable) never closes."""
+        """n tips at once, closure and release bounce with no time between: for driver
+        checks that run without a scenario clock (tests/mp_drivers)."""
         for _ in range(n):
             self.tips += 1
             if bus.dead(self):
@@ -20,3 +37,28 @@ class TippingBucket:
                 io.fire(self.pin_id, 1)
                 io.fire(self.pin_id, 0)
             io.fire(self.pin_id, 1)
+
+    def close(self, now_us):
+        """The bucket tips at scenario time now_us: the switch closes now and opens,
+        bouncing, a closure later (next_us/due). A dead gauge never closes."""
+        self.tips += 1
+        if bus.dead(self):
+            return
+        io.fire(self.pin_id, 0)
+        release = now_us + self.closure_ms() * 1000
+        edges = [[release, 1]]
+        for k in range(_RELEASE_BOUNCES):
+            edges.append([release + (2 * k + 1) * _BOUNCE_US, 0])
+            edges.append([release + (2 * k + 2) * _BOUNCE_US, 1])
+        self._edges = edges
+
+    def next_us(self):
+        """When the switch next changes, or None."""
+        return self._edges[0][0] if self._edges else None
+
+    def due(self, now_us):
+        """Make the edges due by now_us; True when one ran an IRQ handler."""
+        ran = False
+        while self._edges and self._edges[0][0] <= now_us:
+            ran = io.fire(self.pin_id, self._edges.pop(0)[1]) or ran
+        return ran

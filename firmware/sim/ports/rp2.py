@@ -1,0 +1,71 @@
+"""The rp2 port (RP2040: pico, pico_w; RP2350: pico2_w), read from micropython/micropython.
+
+Checked at v1.22.0, v1.24.1, v1.25.0, v1.26.1, v1.27.0 and v1.28.0 (and
+master of 2026-08 where it differs); every rule names its source file.
+"""
+
+NAME = "rp2"
+CHIP = {"pico": "rp2040", "pico_w": "rp2040", "pico2_w": "rp2350"}
+
+# Keyword arguments each constructor or method takes (the allowed_args
+# tables), identical from v1.22.0 to v1.28.0:
+ARGS = {
+    # ports/rp2/machine_pin.c machine_pin_obj_init_helper: mode, pull, value, alt
+    "Pin": ("mode", "pull", "value", "alt"),
+    # ports/rp2/machine_pin.c machine_pin_irq: handler, trigger, hard
+    "irq": ("handler", "trigger", "hard"),
+    # ports/rp2/machine_i2c.c machine_i2c_make_new: id, freq, scl, sda, timeout
+    "I2C": ("id", "freq", "scl", "sda", "timeout"),
+    # ports/rp2/machine_uart.c mp_machine_uart_init_helper
+    "UART": ("baudrate", "bits", "parity", "stop", "tx", "rx", "cts", "rts", "timeout", "timeout_char",
+             "invert", "flow", "txbuf", "rxbuf"),
+    # extmod/machine_wdt.c machine_wdt_make_new: id, timeout
+    "WDT": ("id", "timeout"),
+}
+
+# I2C(id) without scl/sda: the board's PICO_DEFAULT_I2C pins (pico-sdk boards/pico.h,
+# pico_w.h, pico2_w.h: SDA 4, SCL 5 on I2C0; ports/rp2/machine_i2c.c uses them for I2C0
+# and MICROPY_HW_I2C1_SCL/SDA 7/6 for I2C1), as (scl, sda).
+I2C_DEFAULT = {0: (5, 4), 1: (7, 6)}
+# UART(id) without tx/rx (ports/rp2/machine_uart.c MICROPY_HW_UART0_TX/RX, UART1), as (tx, rx).
+UART_DEFAULT = {0: (0, 1), 1: (4, 5)}
+
+# Pins the Pico W / Pico 2 W's CYW43439 holds (ports/rp2/boards/RPI_PICO_W/mpconfigboard.h,
+# CYW43_PIN_WL_REG_ON 23, CYW43_PIN_WL_DATA_OUT 24, CYW43_PIN_WL_CS 25, CYW43_PIN_WL_CLOCK 29):
+# driving them kills the radio.
+_CYW43 = {23: "the CYW43 power", 24: "the CYW43 data line", 25: "the CYW43 chip select",
+          29: "the CYW43 clock (and VSYS/3)"}
+RESERVED = {"pico_w": _CYW43, "pico2_w": _CYW43}
+
+# ports/rp2/main.c starts the RTC (aon_timer) at 2021-01-01 00:00:00 at every boot, and
+# mpconfigport.h has MICROPY_EPOCH_IS_1970: time.time() after any reset is this plus uptime.
+RTC_AT_BOOT = 1609459200
+RTC_SURVIVES_RESET = False
+
+# time.time() epoch offset: 1970 (mpconfigport.h MICROPY_EPOCH_IS_1970).
+EPOCH = 0
+
+# The fix of micropython #17228/#17229 (PR #17546, commit 434b9daf33 "rp2/modmachine:
+# Fix lightsleep watchdog interactions", merged 2026-06-12) is in no release up to
+# v1.28.0: the first release to carry it is v1.29.0.
+_LIGHTSLEEP_WDT_FIXED = (1, 29, 0)
+
+
+def wdt_max_ms(chip, version):
+    """ports/rp2/machine_wdt.c WDT_TIMEOUT_MAX: 8388 ms on every release to v1.28.0, for
+    RP2350 too; master (after v1.28.0) allows 16777 on RP2350 (1 tick per us)."""
+    if chip == "rp2350" and version >= (1, 29, 0):
+        return 16777
+    return 8388
+
+
+def wdt_in_lightsleep(chip, version):
+    """What the watchdog does during machine.lightsleep (ports/rp2/modmachine.c):
+    "counts" (it resets the board when it fires), "hangs" (RP2040 before the fix:
+    the watchdog fires, the power-on state machine does not restart the ROSC that
+    lightsleep stopped, and the chip locks up until power is cycled, #17228), or
+    "paused" (RP2350 before the fix: lightsleep clears CLK_SYS_WATCHDOG from
+    SLEEP_EN1, so the watchdog does not count while asleep, #17229)."""
+    if version >= _LIGHTSLEEP_WDT_FIXED:
+        return "counts"
+    return "hangs" if chip == "rp2040" else "paused"

@@ -1,0 +1,146 @@
+"""The strict board model (firmware/sim/ports/) and the firmware fixed against it: one test per
+finding of issue 10 that is this model's, each failing on the permissive model or the old firmware.
+
+Sources: micropython/micropython at v1.22.0-v1.28.0 (ports/rp2, ports/esp32), cited in the port
+modules. Runs are short scenarios at a high speed on the real MicroPython unix port.
+"""
+import importlib
+import json
+import subprocess
+import time
+
+import pytest
+
+from firmware.sim import ports
+from gateway import flash
+from tests.fixtures.firmware import BOARDS, ROOT, RUNNER, micropython, run_sim, site_config
+
+BOARD_MODULES = {name: importlib.import_module("boards." + name) for name in BOARDS}
+
+
+def _end(events):
+    return [e for e in events if e.get("ev") == "sim_end"][-1]
+
+
+def test_esp32_pin_irq_refuses_hard_rp2_takes_it():
+    # ports/esp32/machine_pin.c allowed_args: handler, trigger, wake; ports/rp2/machine_pin.c: hard.
+    with pytest.raises(TypeError, match="extra keyword arguments given"):
+        ports.load("esp32", (1, 28, 0)).allowed("irq", {"hard": True})
+    ports.load("pico", (1, 22, 0)).allowed("irq", {"hard": True})
+
+
+def test_rp2_watchdog_maximum_is_8388_ms_on_every_release_to_1_28_rp2350_included():
+    for board in ("pico", "pico_w", "pico2_w"):
+        assert ports.load(board, (1, 28, 0)).wdt_max_ms == 8388
+        assert BOARD_MODULES[board].WDT_MAX_MS == 8388
+    assert ports.load("pico2_w", (1, 29, 0)).wdt_max_ms == 16777  # master after v1.28.0
+
+
+def test_board_files_keep_off_the_pins_their_modules_reserve():
+    # ESP32-WROOM-32 flash GPIO6-11, WROVER PSRAM 16/17, Pico W CYW43 23/24/25/29.
+    for name, b in BOARD_MODULES.items():
+        rules = ports.load(name, b.MICROPYTHON[1])
+        used = list(b.PINS.values()) + [p for pins in list(b.I2C.values()) + list(b.UART.values()) for p in pins]
+        for role, pin in b.PINS.items():
+            if role in ("i2c0", "uart"):
+                continue  # bus ids, not pins
+            rules.pin_free(pin, role)
+        for pins in list(b.I2C.values()) + list(b.UART.values()):
+            for pin in pins:
+                rules.pin_free(pin, name)
+        assert used
+    with pytest.raises(ValueError, match="flash"):
+        ports.load("esp32", (1, 28, 0)).pin_free(10, "UART")
+    with pytest.raises(ValueError, match="CYW43"):
+        ports.load("pico_w", (1, 28, 0)).pin_free(24, "Pin")
+
+
+def test_each_board_file_names_its_micropython_releases_and_flash_refuses_others():
+    for name, b in BOARD_MODULES.items():
+        oldest, newest = b.MICROPYTHON
+        assert oldest <= newest
+        assert flash.release_problem(newest, b) is None
+        assert flash.release_problem(oldest, b) is None
+        refused = flash.release_problem((1, 21, 0), b)
+        assert refused and "install MicroPython %d.%d.x" % newest[:2] in refused
+    assert flash.release_problem((1, 24, 1), BOARD_MODULES["pico2_w"])  # no RPI_PICO2_W before 1.25
+
+
+def test_firmware_refuses_an_unsupported_release_with_one_line(tmp_path):
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps(site_config("pico")))
+    scenario = tmp_path / "s.json"
+    scenario.write_text(json.dumps({"duration_s": 5}))
+    done = subprocess.run([micropython(), "-X", "heapsize=190000", str(RUNNER), "--site", str(site), "--scenario",
+                           str(scenario), "--flash", str(tmp_path / "flash"), "--micropython", "1.21.0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if "install MicroPython" in line]
+    assert lines == ["MicroPython 1.21.0, older than 1.22.0, the oldest boards/pico.py supports:"
+                     " install MicroPython 1.28.x"], done.stdout
+
+
+STORM = {"duration_s": 150, "world": {"battery_v": 4.0},
+         "rain": [{"from_s": 0, "to_s": 120, "every_s": 1.0}]}
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_storm_tips_counted_once_each_with_reed_release_bounce_and_sleep(board, tmp_path, uart_peer):
+    # The reed stays closed 50-150 ms and bounces on release (firmware/sim/devices/rain.py); the board
+    # light-sleeps between rounds: esp32 wakes only on its ext0 source, rp2 on the pin IRQ.
+    code, events, output = run_sim(tmp_path, site_config(board), STORM, speed=20, uart=uart_peer.spec)
+    assert code == 0, output[-3000:]
+    end = _end(events)
+    assert end["tips"] == 120 and end["lost_tips"] == 0
+    assert uart_peer.store.tips() == 120, (uart_peer.store.tips(), output[-2000:])
+    assert not uart_peer.store.reused
+
+
+def test_i2c_sensor_answers_on_the_board_files_pins_on_esp32(tmp_path, uart_peer):
+    # esp32 I2C(0) without pins takes SCL 18 / SDA 19 (ports/esp32/machine_i2c.h), not the board's 22/21.
+    site = site_config("esp32")
+    site["sensors"].append({"type": "pressure_level_i2c", "name": "level0", "interval_s": 10})
+    scenario = {"duration_s": 40, "world": {"battery_v": 4.0, "water_level_m": 1.2}}
+    code, events, output = run_sim(tmp_path, site, scenario, speed=20, uart=uart_peer.spec)
+    assert code == 0, output[-3000:]
+    levels = [row for f in uart_peer.store.frames.values() for row in f.rows if row[0] == 4]  # water_level
+    assert levels and all(row[-1] == 0 for row in levels), levels  # quality ok, not no-return
+
+
+def test_sick_board_resets_itself_and_never_hangs_in_lightsleep(tmp_path):
+    # No gateway for over an hour: the loop calls the board stuck. Starving the watchdog would let it
+    # fire in lightsleep: an RP2040 on v1.22-v1.28 locks up there (micropython #17228), the run reports
+    # a hang and exits 3; an RP2350's watchdog does not count asleep (#17229) and never fires.
+    for board in ("pico", "pico2_w"):
+        (tmp_path / board).mkdir()
+        code, events, output = run_sim(tmp_path / board, site_config(board), {"duration_s": 3700}, speed=2000)
+        assert code == 0, output[-3000:]
+        assert not [e for e in events if e.get("ev") == "hang"]
+        resets = [e for e in events if e.get("ev") == "board_reset"]
+        assert resets and resets[0]["cause"] == 2, resets  # HARD_RESET: machine.reset()
+
+
+@pytest.mark.parametrize("board", ("pico", "esp32"))
+def test_gateway_time_survives_a_reset_in_retained_memory(board, tmp_path, uart_peer):
+    # rp2 restarts its RTC at 2021-01-01 at boot (ports/rp2/main.c): the gateway time of the last save
+    # is kept in the watchdog scratch registers; the esp32 RTC runs on, and the offset is kept.
+    scenario = {"duration_s": 120, "world": {"battery_v": 4.0}, "events": [{"at_s": 60.5, "reset": "watchdog"}]}
+    code, events, output = run_sim(tmp_path, site_config(board), scenario, speed=20, uart=uart_peer.spec)
+    assert code == 0, output[-3000:]
+    restored = [e for e in events if e.get("ev") == "restored"]
+    assert restored[-1]["synced"] is True, restored
+    rebooted = [f for seq, f in sorted(uart_peer.store.frames.items()) if f.flags & 4 and seq > 0]
+    assert rebooted and not rebooted[-1].flags & 1  # FLAG_REBOOTED, and not FLAG_CLOCK_UNSYNCED
+    assert abs(rebooted[-1].time - time.time()) < 60, rebooted[-1]
+
+
+@pytest.mark.parametrize("board, start", (("pico", 1609459200), ("esp32", 0)))
+def test_rtc_after_power_on_is_the_ports(board, start, tmp_path, uart_peer):
+    # Before the gateway's first ack a frame carries the board's own clock: rp2 2021-01-01 (1970 epoch,
+    # ports/rp2/main.c), esp32 0 s of its 2000 epoch, flagged FLAG_CLOCK_UNSYNCED; acked ones are synced.
+    scenario = {"duration_s": 65, "world": {"battery_v": 4.0}}
+    code, events, output = run_sim(tmp_path, site_config(board, report_s=10), scenario, speed=20, uart=uart_peer.spec)
+    assert code == 0, output[-3000:]
+    frames = [f for seq, f in sorted(uart_peer.store.frames.items())]
+    assert frames[0].flags & 1 and start <= frames[0].time < start + 60, frames[0]
+    assert not frames[-1].flags & 1 and abs(frames[-1].time - time.time()) < 60, frames[-1]
