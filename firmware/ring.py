@@ -4,8 +4,18 @@ Why files and renames: a power cut can come at any instant, and rename is
 the one step that both LittleFS and POSIX make atomic. A frame is written
 to "tmp" then renamed to its own name ("f" + seq in hex), so every frame
 file is either whole or absent; each still carries a CRC-32, checked at
-boot, in case a flash page went bad. LittleFS keeps files this small inline
-in the directory's metadata, so a frame does not take a whole 4 KB block.
+boot, in case a flash page went bad.
+
+What a frame costs is littlefs's to say, not its size: a file up to the
+inline limit (the mount's cache size: 128 B on esp32's default mount, 512 B
+on rp2's) lives in its directory's metadata, about 1 KB a frame once the
+metadata pairs split and compact (measured on the boards' images, see
+firmware/README.md); a larger one takes a whole 4 KB block. So the ring
+learns its capacity from the filesystem: when littlefs answers ENOSPC, the
+oldest frames are dropped until the step succeeds, and from then on the ring
+holds one frame fewer than it held then, so that the small "meta" and "tmp"
+rewrites keep room. When even an empty ring has no room, put() raises
+StoreError: the caller keeps its readings for the next round.
 
 The sequence number must never repeat under one key (the gateway drops a
 replay). It is reserved in blocks: "meta" records the first number not yet
@@ -22,6 +32,8 @@ exactly once whatever the cut.
 import struct
 from binascii import crc32
 
+from micropython import const
+
 _FRAME_MAGIC = b"HRF1"
 _FRAME_HEAD = "<4sIHI"  # magic, seq, length, crc32 of the frame
 _FRAME_HEAD_SIZE = struct.calcsize(_FRAME_HEAD)
@@ -29,6 +41,9 @@ _META_MAGIC = b"HRM1"
 _META = "<4sIIiI"  # magic, next unreserved seq, dropped total, seq being dropped (-1: none), crc32
 _META_BODY = struct.calcsize(_META) - 4
 _SEQ_LIMIT = 0xFFFFFFFF
+# littlefs's LFS_ERR_NOSPC comes out as OSError(28) (extmod/vfs_lfsx.c raises -err);
+# MicroPython's errno module has no ENOSPC.
+_ENOSPC = const(28)
 
 
 class StoreError(Exception):
@@ -118,6 +133,21 @@ class Ring:
         self.flash.write("meta.tmp", body + struct.pack("<I", crc32(body)))
         self.flash.rename("meta.tmp", "meta")
 
+    def _roomy(self, step, a, b, c=None):
+        """step(a, b[, c]), dropping the oldest frames while littlefs has no room for it."""
+        while True:
+            try:
+                return step(a, b) if c is None else step(a, b, c)
+            except OSError as exc:
+                if exc.args[0] != _ENOSPC:
+                    raise
+                self.flash.remove("tmp")  # a temporary left by the failed step holds blocks too
+                self.flash.remove("meta.tmp")
+                if not self.seqs:
+                    raise StoreError("flash full with no frame to drop")
+                self._drop_oldest()
+                self.capacity = max(1, len(self.seqs))
+
     # Sequence numbers.
     def next_seq(self):
         """A sequence number never handed out before under this store."""
@@ -126,7 +156,7 @@ class Ring:
             raise StoreError("sequence numbers exhausted: provision a new key")
         if seq >= self._reserved:
             reserved = seq + self.block
-            self._write_meta(reserved, self.dropped, -1)
+            self._roomy(self._write_meta, reserved, self.dropped, -1)
             self._reserved = reserved
         self._next = seq + 1
         return seq
@@ -135,11 +165,14 @@ class Ring:
     def put(self, seq, frame):
         """Commit a frame; returns only once it would survive a power cut."""
         head = struct.pack(_FRAME_HEAD, _FRAME_MAGIC, seq, len(frame), crc32(frame))
-        self.flash.write("tmp", head + frame)
-        self.flash.rename("tmp", _name(seq))
+        self._roomy(self._commit, seq, head + frame)
         self._insert(seq)
         while len(self.seqs) > self.capacity:
             self._drop_oldest()
+
+    def _commit(self, seq, data):
+        self.flash.write("tmp", data)
+        self.flash.rename("tmp", _name(seq))
 
     def _insert(self, seq):
         seqs = self.seqs
@@ -155,7 +188,23 @@ class Ring:
 
     def _drop_oldest(self):
         seq = self.seqs[0]
-        self._write_meta(self._reserved, self.dropped + 1, seq)
+        try:
+            self._write_meta(self._reserved, self.dropped + 1, seq)
+        except OSError as exc:
+            if exc.args[0] != _ENOSPC:
+                raise
+            # Not even "meta" fits: the frame goes first, to make room (a cut
+            # between the two leaves this one drop uncounted), and when that
+            # is not room enough the caller keeps its frame for later.
+            self.flash.remove("meta.tmp")
+            self.flash.remove(_name(seq))
+            try:
+                self._write_meta(self._reserved, self.dropped + 1, -1)
+            except OSError:
+                self._remove(seq)
+                self.dropped += 1
+                self._drop_flag = True
+                raise StoreError("flash full: no room for the ring's meta")
         self.dropped += 1
         self.flash.remove(_name(seq))
         self._remove(seq)
