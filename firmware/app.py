@@ -24,7 +24,7 @@ from protocol.frame import (FLAG_CLOCK_UNSYNCED, FLAG_DROPPED, FLAG_LOW_BATTERY,
 from firmware import log
 from firmware.flash import Flash
 from firmware.retained import NONE, Retained
-from firmware.ring import Ring
+from firmware.ring import Ring, StoreError
 
 _RAIN_TIPS = 2  # protocol/channels.py "rain_tips"
 _BATTERY = 19  # protocol/channels.py "battery", mV
@@ -87,6 +87,7 @@ class App:
         self.battery_mv = -1
         self.last_ack = now
         self.bad_acks = 0
+        self.store_errors = 0
         self.sent = 0
 
     def _restore_tips(self):
@@ -184,12 +185,25 @@ class App:
             flags |= FLAG_DROPPED
         if self.low_battery():
             flags |= FLAG_LOW_BATTERY
-        seq = self.ring.next_seq()
-        data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings)
-        if taken:
-            # Should a reset hit before the frame is in flash, these tips come back.
-            self.retained.save(self.rain_pending(), seq, taken)
-        self.ring.put(seq, data)
+        seq = -1
+        try:
+            seq = self.ring.next_seq()
+            data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings)
+            if taken:
+                # Should a reset hit before the frame is in flash, these tips come back.
+                self.retained.save(self.rain_pending(), seq, taken)
+            self.ring.put(seq, data)
+        except (OSError, StoreError) as exc:
+            # Flash full with nothing left to drop, or failing: the loop goes on (an
+            # exception here would reset the board before it sends, at every boot).
+            # This round's readings are lost; its tips go back to the gauge unless
+            # their frame made it to flash after all.
+            self.store_errors += 1
+            if taken and (seq < 0 or self.ring.get(seq) is None):
+                self.rain[0].restore(taken)
+            self.retained.save(self.rain_pending())
+            log.event("store_error", "why", str(exc), "seq", seq, "tips", taken)
+            return
         self.retained.save(self.rain_pending())
         self.rebooted = False
         log.event("frame", "seq", seq, "n", len(readings), "bytes", len(data), "tips", taken,

@@ -13,9 +13,9 @@ metadata pairs split and compact (measured on the boards' images, see
 firmware/README.md); a larger one takes a whole 4 KB block. So the ring
 learns its capacity from the filesystem: when littlefs answers ENOSPC, the
 oldest frames are dropped until the step succeeds, and from then on the ring
-holds one frame fewer than it held then, so that the small "meta" and "tmp"
-rewrites keep room. When even an empty ring has no room, put() raises
-StoreError: the caller keeps its readings for the next round.
+holds no more than it held then. When even an empty ring has no room, put()
+raises StoreError (or the OSError) and the caller decides (firmware/app.py
+gives the round's tips back to the gauge for the next frame).
 
 The sequence number must never repeat under one key (the gateway drops a
 replay). It is reserved in blocks: "meta" records the first number not yet
@@ -190,21 +190,12 @@ class Ring:
         seq = self.seqs[0]
         try:
             self._write_meta(self._reserved, self.dropped + 1, seq)
-        except OSError as exc:
-            if exc.args[0] != _ENOSPC:
-                raise
-            # Not even "meta" fits: the frame goes first, to make room (a cut
-            # between the two leaves this one drop uncounted), and when that
-            # is not room enough the caller keeps its frame for later.
-            self.flash.remove("meta.tmp")
+        except OSError:
+            # No room even for "meta": the frame goes first (a cut between the two
+            # leaves this one drop uncounted); should that not do, the OSError
+            # reaches the caller.
             self.flash.remove(_name(seq))
-            try:
-                self._write_meta(self._reserved, self.dropped + 1, -1)
-            except OSError:
-                self._remove(seq)
-                self.dropped += 1
-                self._drop_flag = True
-                raise StoreError("flash full: no room for the ring's meta")
+            self._write_meta(self._reserved, self.dropped + 1, -1)
         self.dropped += 1
         self.flash.remove(_name(seq))
         self._remove(seq)

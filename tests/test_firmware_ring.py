@@ -1,8 +1,8 @@
 """The flash ring on a real littlefs2 image, under a power cut at every block write.
 
 The script below runs a workload of puts (with drops when full) and acks on
-the unix port's vfs.VfsLfs2 over firmware/sim/blockdev.py, the block device
-the simulated board mounts, with the board's geometry. The N-th erase or
+the unix port's vfs.VfsLfs2 over firmware/sim/blockdev.py and flashchip.py,
+the flash the simulated board mounts, with the boards' geometry. The N-th erase or
 program of the run is cut half way (a torn block; nothing is written after
 it), for every N until the workload completes uncut; after each cut a fresh
 littlefs mount and a fresh Ring boot on the same image and must be readable,
@@ -29,7 +29,8 @@ import os, sys, vfs
 sys.path.insert(0, ROOT)
 from firmware.flash import Flash
 from firmware.ring import Ring, _name
-from firmware.sim.blockdev import BLOCK, Flash as Chip, PowerCut
+from firmware.sim.board import Reset
+from firmware.sim.flashchip import BLOCK, Chip
 
 class ForgetsNewest(Ring):
     """Broken: an off-by-one at boot loses the newest committed frame."""
@@ -52,35 +53,17 @@ RING = {"Ring": Ring, "ForgetsNewest": ForgetsNewest, "ReusesSeq": ReusesSeq}[VA
 # (ports/rp2/modules/_boot.py: progsize=256), full by littlefs on esp32's default mount.
 BLOCKS, OPTS, CAP, SIZE = {"capacity": (32, {"progsize": 256}, 4, 90),
                            "enospc": (12, {}, 1000, 600)}[WORKLOAD]
-IMAGE = TMP + "/flash.img"
-
-def blank():
-    with open(IMAGE, "wb") as f:
-        for _ in range(BLOCKS):
-            f.write(b"\xff" * BLOCK)
-    chip = Chip(IMAGE, BLOCKS * BLOCK)
-    vfs.VfsLfs2.mkfs(chip, **OPTS)
-    chip.close()
+CHIP = Chip(TMP + "/flash.img", BLOCKS * BLOCK, OPTS)
 
 mounted = []
-def mount(gate):
+def boot(cut_at):
+    """A new boot on the same chip: the old mount gone, littlefs mounted afresh."""
     while mounted:
-        chip = mounted.pop()
-        try:
-            vfs.umount("/ring")
-        except OSError:
-            pass
-        chip.close()
-    chip = Chip(IMAGE, BLOCKS * BLOCK, gate)
-    vfs.mount(vfs.VfsLfs2(chip, **OPTS), "/ring")
-    mounted.append(chip)
+        mounted.pop().close()
+        vfs.umount("/ring")
+    CHIP.arm(cut_at)
+    mounted.append(CHIP.mount("/ring"))
     return Flash("/ring/data")
-
-def cutter(n, steps):
-    def gate(op, block, offset, length):
-        steps[0] += 1
-        return length // 2 if steps[0] == n else length
-    return gate
 
 def workload(ring, model, state):
     for i in range(30 if WORKLOAD == "enospc" else 14):
@@ -108,16 +91,19 @@ n = 1
 cuts = 0
 full = 0
 while True:
-    blank()
+    while mounted:
+        mounted.pop().close()
+        vfs.umount("/ring")
+    CHIP.blank()
+    CHIP.mkfs()
     model = []
     state = {"handed": [], "put": None, "busy": False, "acking": None, "acked": [], "drops": 0}
-    steps = [0]
     cut = False
     try:
-        full = workload(RING(mount(cutter(n, steps)), CAP, 3), model, state).dropped
-    except PowerCut:
+        full = workload(RING(boot(n), CAP, 3), model, state).dropped
+    except Reset:
         cut = True
-    after = RING(mount(None), CAP, 3)
+    after = RING(boot(0), CAP, 3)
     present = set(after.seqs)
     for seq in present:
         assert after.get(seq) is not None, (n, "unreadable", seq)
@@ -140,7 +126,7 @@ while True:
         n, "drops", after.dropped, state["drops"], missing)
     if state["acking"] is not None and state["acking"] in present:
         after.ack(state["acking"])  # the resend's ack: gone for good
-        assert state["acking"] not in set(RING(mount(None), CAP, 3).seqs)
+        assert state["acking"] not in set(RING(boot(0), CAP, 3).seqs)
     if not cut:
         break
     cuts += 1

@@ -8,7 +8,8 @@ JSON, all times in scenario seconds from the first power-on:
  "link_down": [{"from_s": 120, "to_s": 420}],
  "events": [{"at_s": 300.5, "reset": "watchdog"},            soft | hard | watchdog | power_cut
             {"at_s": 100, "fail": "level0"}, {"at_s": 200, "heal": "level0"},
-            {"at_s": 50, "world": {"battery_v": 3.3}}]}
+            {"at_s": 50, "world": {"battery_v": 3.3}},
+            {"at_s": 400, "cut_at_write": 3}]}                 power cut at the 3rd flash erase/program after 400 s
 Tips are generated one at a time (no list of them), so a long storm costs
 no heap. Every delivered event is printed as a JSON line ("vt": scenario s).
 """
@@ -40,6 +41,7 @@ class Scenario:
         self.events = sorted(raw.get("events", []), key=lambda e: e["at_s"])
         self._event_at = 0
         self.rain_models = []  # the rain gauge models of the current boot
+        self.chip = None  # the flash chip (firmware/sim/flashchip.py): cut_at_write arms it
         self.tips = 0
         self.lost_tips = 0  # tips while no gauge was wired (none expected)
         self._link_down = False
@@ -147,6 +149,9 @@ class Scenario:
         if "heal" in e:
             bus.faults.discard(e["heal"])
             emit("heal", vt, "sensor", e["heal"])
+        if "cut_at_write" in e:
+            self.chip.arm(e["cut_at_write"])
+            emit("cut_armed", vt, "at_write", e["cut_at_write"])
         if "reset" in e:
             kind = e["reset"]
             emit("reset", vt, "kind", kind)
