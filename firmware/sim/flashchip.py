@@ -13,10 +13,16 @@ gate() counts the steps, does the erases, refuses a program over flash
 that is not erased (NOR flash only clears bits: littlefs never does it, so
 the model would be wrong), and cuts the power at the step a scenario's
 {"at_s": T, "cut_at_write": K} names: the K-th erase or program after T,
-torn half way (firmware/sim/scenario.py arms it). The ring's power-cut test
+torn half way (firmware/sim/scenario.py arms it). A list [K1, K2, ...]
+chains them: after the K1-th step's reset, the K2-th step after it, and so
+on, which sweeps every step of the boots that follow. With "cut": "watchdog"
+(or "soft", "hard") the board resets there instead, keeping its retained
+memory: the step is torn the same way (an RP2040's flash program is one
+ROM call that a reset aborts). The ring's power-cut test
 (tests/test_firmware_ring.py) uses the same chip in one process.
 """
 import os
+from binascii import crc32
 
 import vfs
 
@@ -52,8 +58,15 @@ class Chip:
         self.options = options  # vfs.VfsLfs2 keyword arguments: the port's mount
         self.steps = 0  # erases and programs since the first power-on
         self.erases = 0
-        self.cut_in = 0  # the power goes off at this many more steps (0: none planned)
+        self.cut_in = 0  # the board resets at this many more steps (0: none planned)
+        self.plan = []  # the steps of the cuts chained after that one
+        self.cut_as = [board.PWRON_RESET, True]  # that reset's cause, and whether the power went
+        self.cut = None  # [cause, power] of the reset a step caused, until the runner takes it
         self.image = None
+        # Made once: the hardware process runs at the board's heap size too, and a 4 KB
+        # allocation per step would not find room there after a while.
+        self._erased = memoryview(b"\xff" * BLOCK)
+        self._buf = memoryview(bytearray(BLOCK))
         self.clock = lambda: 0.0  # scenario seconds, for the events (hardware.py sets it)
 
     @classmethod
@@ -63,9 +76,8 @@ class Chip:
     def blank(self):
         """A chip as it leaves the factory: every byte erased, no filesystem."""
         with open(self.path, "wb") as f:
-            erased = b"\xff" * BLOCK
             for _ in range(self.size // BLOCK):
-                f.write(erased)
+                f.write(self._erased)
         self.open()
 
     def open(self):
@@ -127,8 +139,11 @@ class Chip:
         finally:
             dev.close()
 
-    def arm(self, steps):
-        self.cut_in = steps
+    def arm(self, steps, cause=board.PWRON_RESET, power=True):
+        """Reset at the steps-th erase or program from now; a list chains several."""
+        self.plan = list(steps) if isinstance(steps, list) else [steps]
+        self.cut_in = self.plan.pop(0)
+        self.cut_as = [cause, power]
 
     def gate(self, op, block, offset, length):
         """How many bytes this step may write: all of them, or half when the power goes off now.
@@ -138,13 +153,19 @@ class Chip:
         if self.cut_in:
             self.cut_in -= 1
             if not self.cut_in:
-                emit("reset", self.clock(), "kind", "power_cut", "at_step", self.steps, "op", op, "block", block)
-                board.power_cut()
+                emit("reset", self.clock(), "cause", self.cut_as[0], "power", self.cut_as[1], "at_step", self.steps,
+                     "op", op, "block", block)
+                if self.cut_as[1]:
+                    board.power_cut()
+                self.cut = self.cut_as
+                self.cut_in = self.plan.pop(0) if self.plan else 0
                 n = length // 2
         self.image.seek(block * BLOCK + offset)
         if op == "erase":
             self.erases += 1
-            self.image.write(b"\xff" * n)
-        elif self.image.read(length) != b"\xff" * length:
-            raise ValueError("program over flash not erased: block %d offset %d" % (block, offset))
+            self.image.write(self._erased[:n])
+        else:
+            self.image.readinto(self._buf[:length])
+            if crc32(self._buf[:length]) != crc32(self._erased[:length]):
+                raise ValueError("program over flash not erased: block %d offset %d" % (block, offset))
         return n

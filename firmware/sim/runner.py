@@ -205,6 +205,9 @@ def main():
             finally:
                 conn.close()
             heap.add(last[1])
+            if chip.cut is not None:  # a reset at a flash step: its cause is the chip's to tell
+                last[2:] = chip.cut
+                chip.cut = None
             if last[0] == "refused":
                 status = 2
             if last[0] != "reset":

@@ -10,6 +10,7 @@ JSON, all times in scenario seconds from the first power-on:
             {"at_s": 100, "fail": "level0"}, {"at_s": 200, "heal": "level0"},
             {"at_s": 50, "world": {"battery_v": 3.3}},
             {"at_s": 400, "cut_at_write": 3}]}                 power cut at the 3rd flash erase/program after 400 s
+                                                         ("cut": "watchdog": a watchdog reset there instead)
 Tips are generated one at a time (no list of them), so a long storm costs
 no heap. Every delivered event is printed as a JSON line ("vt": scenario s).
 """
@@ -150,8 +151,9 @@ class Scenario:
             bus.faults.discard(e["heal"])
             emit("heal", vt, "sensor", e["heal"])
         if "cut_at_write" in e:
-            self.chip.arm(e["cut_at_write"])
-            emit("cut_armed", vt, "at_write", e["cut_at_write"])
+            kind = e.get("cut", "power_cut")
+            self.chip.arm(e["cut_at_write"], _RESETS.get(kind, board.PWRON_RESET), kind == "power_cut")
+            emit("cut_armed", vt, "at_write", e["cut_at_write"], "kind", kind)
         if "reset" in e:
             kind = e["reset"]
             emit("reset", vt, "kind", kind)
