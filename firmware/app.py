@@ -220,9 +220,7 @@ class App:
         if not self.link.up(now):
             self._backoff(now, "link_down")
             return
-        seqs = self.ring.seqs
-        count = min(len(seqs), self.t["burst"])
-        wanted = seqs[:count]
+        wanted = self.ring.oldest(self.t["burst"])
         for seq in wanted:
             data = self.ring.get(seq)
             if data is None:
@@ -235,10 +233,10 @@ class App:
         while time.ticks_diff(deadline, time.ticks_ms()) > 0:
             for data in self.link.poll():
                 self.on_ack(data)
-            if not _any_in(wanted, self.ring.seqs):
+            if not _any_in(wanted, self.ring):
                 break
             time.sleep_ms(_ACK_POLL_MS)
-        if _any_in(wanted, self.ring.seqs):
+        if _any_in(wanted, self.ring):
             self._backoff(now, "no_ack")
             return
         self.retry_ms = self.t["retry_s"] * 1000

@@ -12,8 +12,9 @@ on rp2's) lives in its directory's metadata, about 1 KB a frame once the
 metadata pairs split and compact (measured on the boards' images, see
 firmware/README.md); a larger one takes a whole 4 KB block. So the ring
 learns its capacity from the filesystem: when littlefs answers ENOSPC, the
-oldest frames are dropped until the step succeeds, and from then on the ring
-holds no more than it held then. When even an empty ring has no room, put()
+oldest tenth of the frames is dropped (again if the step still fails), and
+from then on the ring holds no more than that, which leaves littlefs free
+blocks to compact into. When even an empty ring has no room, put()
 raises StoreError (or the OSError) and the caller decides (firmware/app.py
 gives the round's tips back to the gauge for the next frame).
 
@@ -29,6 +30,7 @@ too many, which the next boot trims. The drop is written to "meta" (count
 and the seq being dropped) before the file goes, so that it is counted
 exactly once whatever the cut.
 """
+import gc
 import struct
 from binascii import crc32
 
@@ -67,8 +69,11 @@ class Ring:
     """Frames awaiting the gateway's ack, oldest first, at most `capacity` of them.
 
     Counters: `dropped` (frames pushed out when full, ever), `corrupt` (bad
-    files found at boot). `seqs` is the sorted list of stored sequence numbers (small ints:
-    no object per entry on MicroPython).
+    files found at boot). The stored sequence numbers are kept as runs, a flat
+    list [first, end, first, end, ...] of half-open ranges, oldest first: a
+    backlog is a few runs (one more per boot's reserved block), where a list
+    of every number needed 8 bytes a frame in one piece of heap, 4 KB for 512
+    frames on the unix port, which a board at 100 KB did not find after a while.
     """
 
     def __init__(self, flash, capacity, block=64):
@@ -81,7 +86,8 @@ class Ring:
         self.dropped = 0
         self._reserved = 0
         self._drop_flag = False
-        self.seqs = []
+        self._runs = []
+        self._count = 0
         self._recover()
 
     # Boot: make the directory consistent with what was committed.
@@ -90,7 +96,6 @@ class Ring:
         flash.remove("tmp")
         flash.remove("meta.tmp")
         drop_seq = self._read_meta()
-        found = []
         highest = -1
         stale = []
         for name in flash.names():
@@ -102,18 +107,19 @@ class Ring:
                 if seq != drop_seq:
                     self.corrupt += 1
                 continue
-            found.append(seq)
+            self._insert(seq)  # littlefs lists a directory by name: in seq order, each an append
             if seq > highest:
                 highest = seq
         for name in stale:
             flash.remove(name)
-        found.sort()
-        self.seqs = found
         if highest + 1 > self._reserved:
             self._reserved = highest + 1
         self._next = self._reserved
-        while len(self.seqs) > self.capacity:
+        while self._count > self.capacity:
             self._drop_oldest()
+        # Reading every frame left a heap of garbage: gone before the boot goes on, or
+        # what it makes next lands in the holes between and splits the free heap.
+        gc.collect()
 
     def _read_meta(self):
         data = self.flash.read("meta")
@@ -143,10 +149,13 @@ class Ring:
                     raise
                 self.flash.remove("tmp")  # a temporary left by the failed step holds blocks too
                 self.flash.remove("meta.tmp")
-                if not self.seqs:
+                if not self._count:
                     raise StoreError("flash full with no frame to drop")
-                self._drop_oldest()
-                self.capacity = max(1, len(self.seqs))
+                # A tenth of the frames go: littlefs needs free blocks to compact its
+                # metadata, and a filesystem kept at its last block fails in other ways.
+                self.capacity = max(1, self._count * 9 // 10)
+                while self._count > self.capacity:
+                    self._drop_oldest()
 
     # Sequence numbers.
     def next_seq(self):
@@ -167,7 +176,7 @@ class Ring:
         head = struct.pack(_FRAME_HEAD, _FRAME_MAGIC, seq, len(frame), crc32(frame))
         self._roomy(self._commit, seq, head + frame)
         self._insert(seq)
-        while len(self.seqs) > self.capacity:
+        while self._count > self.capacity:
             self._drop_oldest()
 
     def _commit(self, seq, data):
@@ -175,19 +184,27 @@ class Ring:
         self.flash.rename("tmp", _name(seq))
 
     def _insert(self, seq):
-        seqs = self.seqs
-        if not seqs or seqs[-1] < seq:
-            seqs.append(seq)
-            return
-        at = 0
-        while at < len(seqs) and seqs[at] < seq:
-            at += 1
-        if at < len(seqs) and seqs[at] == seq:
-            return
-        seqs.insert(at, seq)
+        runs = self._runs
+        i = len(runs)
+        while i and runs[i - 2] > seq:  # back to the last run that starts at or before seq
+            i -= 2
+        if i and seq < runs[i - 1]:
+            return  # held already
+        if i and runs[i - 1] == seq:  # the usual: just after the newest run
+            runs[i - 1] = seq + 1
+            if i < len(runs) and runs[i] == seq + 1:  # it closes a gap: one run
+                runs[i - 1] = runs[i + 1]
+                runs.pop(i)
+                runs.pop(i)
+        elif i < len(runs) and runs[i] == seq + 1:
+            runs[i] = seq
+        else:
+            runs.insert(i, seq + 1)
+            runs.insert(i, seq)
+        self._count += 1
 
     def _drop_oldest(self):
-        seq = self.seqs[0]
+        seq = self._runs[0]
         try:
             self._write_meta(self._reserved, self.dropped + 1, seq)
         except OSError:
@@ -202,11 +219,49 @@ class Ring:
         self._drop_flag = True
 
     def _remove(self, seq):
-        seqs = self.seqs
-        if seq in seqs:
-            seqs.remove(seq)
-            return True
+        runs = self._runs
+        for i in range(0, len(runs), 2):
+            first = runs[i]
+            end = runs[i + 1]
+            if seq < first:
+                break
+            if seq < end:
+                if first + 1 == end:
+                    runs.pop(i)
+                    runs.pop(i)
+                elif seq == first:
+                    runs[i] = seq + 1
+                elif seq == end - 1:
+                    runs[i + 1] = seq
+                else:  # from the middle: two runs
+                    runs.insert(i + 1, seq + 1)
+                    runs.insert(i + 1, seq)
+                self._count -= 1
+                return True
         return False
+
+    def __contains__(self, seq):
+        runs = self._runs
+        for i in range(0, len(runs), 2):
+            if runs[i] <= seq < runs[i + 1]:
+                return True
+        return False
+
+    def oldest(self, count):
+        """The first `count` stored sequence numbers (fewer when fewer are held)."""
+        out = []
+        runs = self._runs
+        for i in range(0, len(runs), 2):
+            for seq in range(runs[i], runs[i + 1]):
+                if len(out) == count:
+                    return out
+                out.append(seq)
+        return out
+
+    @property
+    def seqs(self):
+        """Every stored sequence number, oldest first (a new list: for checks, not the main loop)."""
+        return self.oldest(self._count)
 
     def ack(self, seq):
         """The gateway has this frame: forget it. False when it was not held."""
@@ -230,7 +285,7 @@ class Ring:
         return frame
 
     def __len__(self):
-        return len(self.seqs)
+        return self._count
 
     def take_drop_flag(self):
         """True once after frames were dropped: the next frame carries FLAG_DROPPED."""

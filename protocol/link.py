@@ -46,8 +46,12 @@ try:
     from binascii import crc_hqx as _crc_in_c
 except ImportError:  # MicroPython
     _crc_in_c = None
-    # 512 bytes built once at import; an array keeps it off the heap as 256 objects.
-    _CRC_TABLE = array("H", [_crc_entry(i) for i in range(256)])
+    # 512 bytes built once at import; an array keeps it off the heap as 256 objects,
+    # filled in place: a list of 256 ints on the way needed 2 KB in one piece, which a
+    # 100 KB heap split by a boot's garbage did not always have.
+    _CRC_TABLE = array("H", bytes(512))
+    for _i in range(256):
+        _CRC_TABLE[_i] = _crc_entry(_i)
 
 
 def crc16(data, start=0, end=-1):

@@ -22,7 +22,8 @@ import subprocess
 
 import pytest
 
-from tests.fixtures.firmware import ROOT, micropython
+from protocol.frame import FLAG_DROPPED
+from tests.fixtures.firmware import ROOT, UartPeer, micropython, run_sim, site_config, smallest_claimed_heap
 
 SCRIPT = r'''
 import os, sys, vfs
@@ -36,8 +37,10 @@ class ForgetsNewest(Ring):
     """Broken: an off-by-one at boot loses the newest committed frame."""
     def _recover(self):
         Ring._recover(self)
-        if self.seqs:
-            self.flash.remove(_name(self.seqs.pop()))
+        if len(self):
+            newest = self.seqs[-1]
+            self._remove(newest)
+            self.flash.remove(_name(newest))
 
 class ReusesSeq(Ring):
     """Broken: the counter lives in RAM; a boot restarts after the highest frame still stored."""
@@ -161,3 +164,37 @@ def test_the_checker_catches_a_broken_ring(variant, caught, tmp_path):
     output = done.stdout + done.stderr  # micropython prints the traceback on stdout
     assert done.returncode != 0 and "AssertionError" in output, output
     assert caught in output, output
+
+
+def test_a_full_flash_drops_the_oldest_and_never_stops_the_loop(tmp_path, compiled_runner):
+    """The whole firmware on a Pico W (the smallest partition, 848 KB, the code in it too, and
+    520 KB of other files), a frame a second and no gateway until littlefs has no room: the
+    ring drops its oldest frames (counted, flagged) and goes on, a watchdog reset while full
+    boots and goes on (no reset loop), and once the gateway is back the backlog drains."""
+    site = site_config("pico_w", ring={"frames": 1600})
+    for sensor in site["sensors"]:
+        sensor["interval_s"] = 1
+    scenario = {"duration_s": 900, "world": {"battery_v": 4.0}, "flash_ballast_kb": 520,
+                "rain": [{"from_s": 0, "to_s": 600, "every_s": 2.0}],
+                "link_down": [{"from_s": 0, "to_s": 600}],
+                "events": [{"at_s": 500.3, "reset": "watchdog"}]}
+    peer = UartPeer()
+    try:
+        code, events, output = run_sim(tmp_path, site, scenario, heap=smallest_claimed_heap("pico_w"),
+                                        speed=100, uart=peer.spec, timeout=600, runner=compiled_runner)
+    finally:
+        peer.close()
+    store = peer.store
+    assert code == 0 and "Traceback" not in output and "MemoryError" not in output, output[-3000:]
+    frames = [e for e in events if e["ev"] == "frame"]
+    peak = max(e["ring"] for e in frames)
+    assert 30 < peak < 500, peak  # littlefs, not the configured 1600, set the ring's size
+    restored = [e for e in events if e["ev"] == "restored"]
+    assert restored[-1]["dropped"] > 0, restored  # counted, in flash across the reset
+    after_reset = [e for e in frames if e["ms"] > 500300]
+    assert len(after_reset) > 50, len(after_reset)
+    assert not store.rejects and not store.reused, (store.rejects[:5], store.reused[:10])
+    assert any(f.flags & FLAG_DROPPED for f in store.frames.values())  # the drop reached the gateway
+    assert len(store.frames) >= peak, (len(store.frames), peak)
+    print("ring held %d frames at most on what pico_w's 848 KB had left; %d dropped; %d frames at the gateway"
+          % (peak, restored[-1]["dropped"], len(store.frames)))

@@ -34,8 +34,9 @@ class Flash:
         self.off = False
 
     def readblocks(self, block, buf, offset=0):
-        if self.file is None:
-            buf[:] = b"\xff" * len(buf)
+        if self.file is None:  # the collector may finalize a file here, with the heap locked
+            for i in range(len(buf)):
+                buf[i] = 0xFF
         elif self.off:
             raise Reset(PWRON_RESET, True)
         else:

@@ -95,8 +95,10 @@ class Chip:
         vfs.mount(vfs.VfsLfs2(dev, **self.options), where)
         return dev
 
-    def provision(self, root, site_text):
-        """What `huaico flash` does: format a blank chip, copy the code; write site.json every time."""
+    def provision(self, root, site_text, ballast_kb=0):
+        """What `huaico flash` does: format a blank chip, copy the code; write site.json every time.
+        `ballast_kb` of other files on a new chip leave the ring less room (a scenario's
+        flash_ballast_kb), so that a test fills the filesystem in minutes, not hours."""
         new = not _exists(self.path)
         if new:
             self.blank()
@@ -107,6 +109,9 @@ class Chip:
             if new:
                 for name in _SHIP:
                     self._ship(root, name)
+                with open(MOUNT + "/ballast", "wb") as f:
+                    for _ in range(ballast_kb):
+                        f.write(self._erased[:1024])
             with open(MOUNT + "/site.json", "w") as f:
                 f.write(site_text)
         finally:

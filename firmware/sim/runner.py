@@ -168,8 +168,8 @@ def main():
 
     board_module = load(raw["board"])
     chip = Chip.for_board(flash, board_module)
-    chip.provision(_root(), json.dumps(raw))
     scenario = Scenario.load(opts["scenario"])
+    chip.provision(_root(), json.dumps(raw), scenario.flash_ballast_kb)
     hardware = Hardware(scenario, float(opts["speed"]), chip)
     peer = None
     if "uart" in opts:
