@@ -69,6 +69,8 @@ def _outage():
     back = _OUTAGE_FROM + _OUTAGE_S
     events = [{"at_s": k * 1200 + 480.5, "cut_at_write": list(range(1, 9))} for k in range(1, 9)]
     events.append({"at_s": back + 0.5, "cut_at_write": list(range(1, 13))})
+    # and four with the ring empty again: a boot then finds no frame to count on for its seq
+    events.append({"at_s": back + 600.5, "cut_at_write": [1, 2, 3, 4]})
     return {"duration_s": back + 900, "world": {"battery_v": 4.0},
             "rain": [{"from_s": k * 1200, "to_s": k * 1200 + 300, "every_s": 10.0} for k in range(9)],
             "link_down": [{"from_s": _OUTAGE_FROM, "to_s": back}], "events": events}
@@ -88,7 +90,7 @@ def test_board_keeps_every_tip_through_an_outage_and_power_cuts(board, tmp_path,
     assert code == 0 and "Traceback" not in output and "MemoryError" not in output, output[-3000:]
     end = [e for e in events if e["ev"] == "sim_end"][-1]
     cuts = [e for e in events if e["ev"] == "reset" and "at_step" in e]
-    assert len(cuts) == 8 * 8 + 12 and end["resets"] >= len(cuts), (len(cuts), end)
+    assert len(cuts) == 8 * 8 + 12 + 4 and end["resets"] >= len(cuts), (len(cuts), end)
     assert not [e for e in events if e["ev"] == "store_error"]
     frames = [e for e in events if e["ev"] == "frame"]
     peak = max(e["ring"] for e in frames)
