@@ -122,9 +122,11 @@ class Chip:
         src = root + "/" + rel
         if rel in _PC_ONLY:
             return
-        if rel == "main.py":  # a compiled tree has firmware/main.mpy: about the room main.py takes
-            main = root + "/firmware/main.py"
-            _copy(main if _exists(main) else main[:-2] + "mpy", MOUNT + "/main.py")
+        if rel == "main.py":  # a bundle has it at its top; a checkout (or its .mpy) in firmware/
+            for main in (src, root + "/firmware/main.py", root + "/firmware/main.mpy"):
+                if _exists(main):
+                    _copy(main, MOUNT + "/main.py")
+                    return
             return
         if os.stat(src)[0] & 0x4000:  # a directory
             os.mkdir(MOUNT + "/" + rel)
