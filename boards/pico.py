@@ -21,6 +21,7 @@ BATTERY_DIVIDER = 3.0  # on-board VSYS divider
 FREE_HEAP = 190 * 1024  # gc.mem_free() after boot on v1.2x firmware
 FLASH_SIZE = 2 * 1024 * 1024
 FS_SIZE = 1408 * 1024  # ports/rp2/boards/RPI_PICO/mpconfigboard.h MICROPY_HW_FLASH_STORAGE_BYTES
+FS_MOUNT = {"progsize": 256}  # vfs.VfsLfs2 options: ports/rp2/modules/_boot.py v1.22-v1.28 (littlefs inlines files up to 512 B)
 WDT_MAX_MS = 8388  # ports/rp2/machine_wdt.c WDT_TIMEOUT_MAX (24-bit counter, 2 ticks per us: RP2040-E1)
 SLEEP_MODES = ("none", "light")
 TRANSPORTS = ("uart",)

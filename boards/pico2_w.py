@@ -18,6 +18,7 @@ BATTERY_DIVIDER = 2.0
 FREE_HEAP = 420 * 1024
 FLASH_SIZE = 4 * 1024 * 1024
 FS_SIZE = 2560 * 1024  # ports/rp2/boards/RPI_PICO2_W: 4 MB flash less 1536 KB
+FS_MOUNT = {"progsize": 256}  # vfs.VfsLfs2 options: ports/rp2/modules/_boot.py v1.22-v1.28 (littlefs inlines files up to 512 B)
 # ports/rp2/machine_wdt.c WDT_TIMEOUT_MAX is 8388 on every release to v1.28.0, RP2350
 # included; only master after v1.28.0 allows the RP2350's 16777 (1 tick per us).
 WDT_MAX_MS = 8388

@@ -20,6 +20,7 @@ BATTERY_DIVIDER = 2.0  # external 100k/100k divider on GP28
 FREE_HEAP = 166 * 1024  # the Wi-Fi driver takes its share
 FLASH_SIZE = 2 * 1024 * 1024
 FS_SIZE = 848 * 1024  # ports/rp2/boards/RPI_PICO_W/mpconfigboard.h
+FS_MOUNT = {"progsize": 256}  # vfs.VfsLfs2 options: ports/rp2/modules/_boot.py v1.22-v1.28 (littlefs inlines files up to 512 B)
 WDT_MAX_MS = 8388  # ports/rp2/machine_wdt.c WDT_TIMEOUT_MAX
 SLEEP_MODES = ("none", "light")
 TRANSPORTS = ("uart", "mqtt")

@@ -29,7 +29,7 @@ from protocol.frame import (FLAG_CLOCK_UNSYNCED, FLAG_DROPPED, FLAG_LOW_BATTERY,
 from firmware import log
 from firmware.flash import Flash
 from firmware.retained import NONE, Retained
-from firmware.ring import Ring
+from firmware.ring import Ring, StoreError
 
 _RAIN_TIPS = 2  # protocol/channels.py "rain_tips"
 _BATTERY = 19  # protocol/channels.py "battery", mV
@@ -97,6 +97,7 @@ class App:
         self.battery_mv = -1
         self.last_ack = now
         self.bad_acks = 0
+        self.store_errors = 0
         self.sent = 0
 
     def _restore(self):
@@ -218,12 +219,25 @@ class App:
             flags |= FLAG_DROPPED
         if self.low_battery():
             flags |= FLAG_LOW_BATTERY
-        seq = self.ring.next_seq()
-        data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings, self.epoch)
-        if taken:
-            # Should a reset hit before the frame is in flash, these tips come back.
-            self.save(seq, taken)
-        self.ring.put(seq, data)
+        seq = -1
+        try:
+            seq = self.ring.next_seq()
+            data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings, self.epoch)
+            if taken:
+                # Should a reset hit before the frame is in flash, these tips come back.
+                self.save(seq, taken)
+            self.ring.put(seq, data)
+        except (OSError, StoreError) as exc:
+            # Flash full with nothing left to drop, or failing: the loop goes on (an
+            # exception here would reset the board before it sends, at every boot).
+            # This round's readings are lost; its tips go back to the gauge unless
+            # their frame made it to flash after all.
+            self.store_errors += 1
+            if taken and (seq < 0 or self.ring.get(seq) is None):
+                self.rain[0].restore(taken)
+            self.save()
+            log.event("store_error", "why", str(exc), "seq", seq, "tips", taken)
+            return
         self.save()
         self.rebooted = False
         log.event("frame", "seq", seq, "n", len(readings), "bytes", len(data), "tips", taken,
@@ -243,9 +257,7 @@ class App:
                 return
             self._backoff(now, "link_down")
             return
-        seqs = self.ring.seqs
-        count = min(len(seqs), self.t["burst"])
-        wanted = seqs[:count]
+        wanted = self.ring.oldest(self.t["burst"])
         for seq in wanted:
             data = self.ring.get(seq)
             if data is None:
@@ -258,13 +270,13 @@ class App:
         while time.ticks_diff(deadline, time.ticks_ms()) > 0:
             for data in self.link.poll():
                 self.on_ack(data)
-            if not _any_in(wanted, self.ring.seqs):
+            if not _any_in(wanted, self.ring):
                 break
             if self.wifi:
                 self.link.wait(_ACK_POLL_MS)  # awake on the socket: the ack comes in real time
             else:
                 time.sleep_ms(_ACK_POLL_MS)
-        if _any_in(wanted, self.ring.seqs):
+        if _any_in(wanted, self.ring):
             self._backoff(now, "no_ack")
             return
         self.retry_ms = self.t["retry_s"] * 1000

@@ -3,8 +3,9 @@
 Every change the ring buffer makes to flash goes through write(), rename()
 and remove(), so that a test can cut the power between any two of them (or
 in the middle of a write) and check that the store still comes back whole.
-On a board the directory lives on the LittleFS partition; on the simulated
-board it is a plain directory of the PC.
+The directory lives on the board's littlefs partition; the simulated board
+mounts a real littlefs image too (firmware/sim/blockdev.py), so what a file
+costs, ENOSPC and a cut between two block writes are littlefs's own.
 """
 import os
 
@@ -12,7 +13,13 @@ import os
 class Flash:
     def __init__(self, root):
         self.root = root
-        _makedirs(root)
+        at = 0
+        while at >= 0:  # each directory down to root ("/data", then "/data/ring")
+            at = root.find("/", at + 1)
+            try:
+                os.mkdir(root[:at] if at > 0 else root)
+            except OSError:
+                pass  # exists already
 
     def path(self, name):
         return self.root + "/" + name
@@ -51,15 +58,3 @@ class Flash:
         for entry in os.ilistdir(self.root):
             yield entry[0]
 
-
-def _makedirs(path):
-    built = ""
-    for part in path.split("/"):
-        if not part:
-            built = "/" if not built else built
-            continue
-        built = part if not built else (built.rstrip("/") + "/" + part)
-        try:
-            os.mkdir(built)
-        except OSError:
-            pass  # exists already

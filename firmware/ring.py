@@ -4,8 +4,19 @@ Why files and renames: a power cut can come at any instant, and rename is
 the one step that both LittleFS and POSIX make atomic. A frame is written
 to "tmp" then renamed to its own name ("f" + seq in hex), so every frame
 file is either whole or absent; each still carries a CRC-32, checked at
-boot, in case a flash page went bad. LittleFS keeps files this small inline
-in the directory's metadata, so a frame does not take a whole 4 KB block.
+boot, in case a flash page went bad.
+
+What a frame costs is littlefs's to say, not its size: a file up to the
+inline limit (the mount's cache size: 128 B on esp32's default mount, 512 B
+on rp2's) lives in its directory's metadata, about 1 KB a frame once the
+metadata pairs split and compact (measured on the boards' images, see
+firmware/README.md); a larger one takes a whole 4 KB block. So the ring
+learns its capacity from the filesystem: when littlefs answers ENOSPC, the
+oldest tenth of the frames is dropped (again if the step still fails), and
+from then on the ring holds no more than that, which leaves littlefs free
+blocks to compact into. When even an empty ring has no room, put()
+raises StoreError (or the OSError) and the caller decides (firmware/app.py
+gives the round's tips back to the gauge for the next frame).
 
 The sequence number must never repeat under one key (the gateway drops a
 replay). It is reserved in blocks: "meta" records the first number not yet
@@ -19,8 +30,11 @@ too many, which the next boot trims. The drop is written to "meta" (count
 and the seq being dropped) before the file goes, so that it is counted
 exactly once whatever the cut.
 """
+import gc
 import struct
 from binascii import crc32
+
+from micropython import const
 
 _FRAME_MAGIC = b"HRF1"
 _FRAME_HEAD = "<4sIHI"  # magic, seq, length, crc32 of the frame
@@ -29,6 +43,9 @@ _META_MAGIC = b"HRM1"
 _META = "<4sIIiI"  # magic, next unreserved seq, dropped total, seq being dropped (-1: none), crc32
 _META_BODY = struct.calcsize(_META) - 4
 _SEQ_LIMIT = 0xFFFFFFFF
+# littlefs's LFS_ERR_NOSPC comes out as OSError(28) (extmod/vfs_lfsx.c raises -err);
+# MicroPython's errno module has no ENOSPC.
+_ENOSPC = const(28)
 
 
 class StoreError(Exception):
@@ -52,8 +69,11 @@ class Ring:
     """Frames awaiting the gateway's ack, oldest first, at most `capacity` of them.
 
     Counters: `dropped` (frames pushed out when full, ever), `corrupt` (bad
-    files found at boot). `seqs` is the sorted list of stored sequence numbers (small ints:
-    no object per entry on MicroPython).
+    files found at boot). The stored sequence numbers are kept as runs, a flat
+    list [first, end, first, end, ...] of half-open ranges, oldest first: a
+    backlog is a few runs (one more per boot's reserved block), where a list
+    of every number needed 8 bytes a frame in one piece of heap, 4 KB for 512
+    frames on the unix port, which a board at 100 KB did not find after a while.
     """
 
     def __init__(self, flash, capacity, block=64):
@@ -66,7 +86,8 @@ class Ring:
         self.dropped = 0
         self._reserved = 0
         self._drop_flag = False
-        self.seqs = []
+        self._runs = []
+        self._count = 0
         self._recover()
 
     # Boot: make the directory consistent with what was committed.
@@ -75,7 +96,6 @@ class Ring:
         flash.remove("tmp")
         flash.remove("meta.tmp")
         drop_seq = self._read_meta()
-        found = []
         highest = -1
         stale = []
         for name in flash.names():
@@ -87,18 +107,19 @@ class Ring:
                 if seq != drop_seq:
                     self.corrupt += 1
                 continue
-            found.append(seq)
+            self._insert(seq)  # littlefs lists a directory by name: in seq order, each an append
             if seq > highest:
                 highest = seq
         for name in stale:
             flash.remove(name)
-        found.sort()
-        self.seqs = found
         if highest + 1 > self._reserved:
             self._reserved = highest + 1
         self._next = self._reserved
-        while len(self.seqs) > self.capacity:
+        while self._count > self.capacity:
             self._drop_oldest()
+        # Reading every frame left a heap of garbage: gone before the boot goes on, or
+        # what it makes next lands in the holes between and splits the free heap.
+        gc.collect()
 
     def _read_meta(self):
         data = self.flash.read("meta")
@@ -118,6 +139,24 @@ class Ring:
         self.flash.write("meta.tmp", body + struct.pack("<I", crc32(body)))
         self.flash.rename("meta.tmp", "meta")
 
+    def _roomy(self, step, a, b, c=None):
+        """step(a, b[, c]), dropping the oldest frames while littlefs has no room for it."""
+        while True:
+            try:
+                return step(a, b) if c is None else step(a, b, c)
+            except OSError as exc:
+                if exc.args[0] != _ENOSPC:
+                    raise
+                self.flash.remove("tmp")  # a temporary left by the failed step holds blocks too
+                self.flash.remove("meta.tmp")
+                if not self._count:
+                    raise StoreError("flash full with no frame to drop")
+                # A tenth of the frames go: littlefs needs free blocks to compact its
+                # metadata, and a filesystem kept at its last block fails in other ways.
+                self.capacity = max(1, self._count * 9 // 10)
+                while self._count > self.capacity:
+                    self._drop_oldest()
+
     # Sequence numbers.
     def next_seq(self):
         """A sequence number never handed out before under this store."""
@@ -126,7 +165,7 @@ class Ring:
             raise StoreError("sequence numbers exhausted: provision a new key")
         if seq >= self._reserved:
             reserved = seq + self.block
-            self._write_meta(reserved, self.dropped, -1)
+            self._roomy(self._write_meta, reserved, self.dropped, -1)
             self._reserved = reserved
         self._next = seq + 1
         return seq
@@ -135,38 +174,94 @@ class Ring:
     def put(self, seq, frame):
         """Commit a frame; returns only once it would survive a power cut."""
         head = struct.pack(_FRAME_HEAD, _FRAME_MAGIC, seq, len(frame), crc32(frame))
-        self.flash.write("tmp", head + frame)
-        self.flash.rename("tmp", _name(seq))
+        self._roomy(self._commit, seq, head + frame)
         self._insert(seq)
-        while len(self.seqs) > self.capacity:
+        while self._count > self.capacity:
             self._drop_oldest()
 
+    def _commit(self, seq, data):
+        self.flash.write("tmp", data)
+        self.flash.rename("tmp", _name(seq))
+
     def _insert(self, seq):
-        seqs = self.seqs
-        if not seqs or seqs[-1] < seq:
-            seqs.append(seq)
-            return
-        at = 0
-        while at < len(seqs) and seqs[at] < seq:
-            at += 1
-        if at < len(seqs) and seqs[at] == seq:
-            return
-        seqs.insert(at, seq)
+        runs = self._runs
+        i = len(runs)
+        while i and runs[i - 2] > seq:  # back to the last run that starts at or before seq
+            i -= 2
+        if i and seq < runs[i - 1]:
+            return  # held already
+        if i and runs[i - 1] == seq:  # the usual: just after the newest run
+            runs[i - 1] = seq + 1
+            if i < len(runs) and runs[i] == seq + 1:  # it closes a gap: one run
+                runs[i - 1] = runs[i + 1]
+                runs.pop(i)
+                runs.pop(i)
+        elif i < len(runs) and runs[i] == seq + 1:
+            runs[i] = seq
+        else:
+            runs.insert(i, seq + 1)
+            runs.insert(i, seq)
+        self._count += 1
 
     def _drop_oldest(self):
-        seq = self.seqs[0]
-        self._write_meta(self._reserved, self.dropped + 1, seq)
+        seq = self._runs[0]
+        try:
+            self._write_meta(self._reserved, self.dropped + 1, seq)
+        except OSError:
+            # No room even for "meta": the frame goes first (a cut between the two
+            # leaves this one drop uncounted); should that not do, the OSError
+            # reaches the caller.
+            self.flash.remove(_name(seq))
+            self._write_meta(self._reserved, self.dropped + 1, -1)
         self.dropped += 1
         self.flash.remove(_name(seq))
         self._remove(seq)
         self._drop_flag = True
 
     def _remove(self, seq):
-        seqs = self.seqs
-        if seq in seqs:
-            seqs.remove(seq)
-            return True
+        runs = self._runs
+        for i in range(0, len(runs), 2):
+            first = runs[i]
+            end = runs[i + 1]
+            if seq < first:
+                break
+            if seq < end:
+                if first + 1 == end:
+                    runs.pop(i)
+                    runs.pop(i)
+                elif seq == first:
+                    runs[i] = seq + 1
+                elif seq == end - 1:
+                    runs[i + 1] = seq
+                else:  # from the middle: two runs
+                    runs.insert(i + 1, seq + 1)
+                    runs.insert(i + 1, seq)
+                self._count -= 1
+                return True
         return False
+
+    def __contains__(self, seq):
+        runs = self._runs
+        for i in range(0, len(runs), 2):
+            if runs[i] <= seq < runs[i + 1]:
+                return True
+        return False
+
+    def oldest(self, count):
+        """The first `count` stored sequence numbers (fewer when fewer are held)."""
+        out = []
+        runs = self._runs
+        for i in range(0, len(runs), 2):
+            for seq in range(runs[i], runs[i + 1]):
+                if len(out) == count:
+                    return out
+                out.append(seq)
+        return out
+
+    @property
+    def seqs(self):
+        """Every stored sequence number, oldest first (a new list: for checks, not the main loop)."""
+        return self.oldest(self._count)
 
     def ack(self, seq):
         """The gateway has this frame: forget it. False when it was not held."""
@@ -190,7 +285,7 @@ class Ring:
         return frame
 
     def __len__(self):
-        return len(self.seqs)
+        return self._count
 
     def take_drop_flag(self):
         """True once after frames were dropped: the next frame carries FLAG_DROPPED."""

@@ -6,7 +6,9 @@ asks for (firmware/sim/peripherals.py: Pin, ADC, I2C, SoftI2C, UART, OneWire)
 on the wiring of bus.py, keeps the RTC memory and watchdog scratch registers
 (board.py), and spends the firmware's sleeps: it runs the scenario up to the
 wake time, in real time divided by the speed, and answers at each pin edge
-so that the IRQ handler runs in the firmware's process at that instant.
+so that the IRQ handler runs in the firmware's process at that instant. It
+keeps the flash chip (firmware/sim/flashchip.py) and answers the firmware's
+block device before each erase and program.
 """
 import time
 
@@ -14,8 +16,11 @@ from firmware.sim import board, hwclock, io, peripherals, rpc
 
 
 class Hardware:
-    def __init__(self, scenario, speed):
+    def __init__(self, scenario, speed, chip):
         self.scenario = scenario
+        self.chip = chip
+        scenario.chip = chip
+        chip.clock = self.virtual_s
         self.speed = speed
         self.v_us = 0  # scenario time, microseconds since the first power-on
         self.hello = {}  # what a new firmware process is told (runner.py fills it)
@@ -86,6 +91,8 @@ class Hardware:
         if op == "wake":
             board.state["wake"] = message[1]
             return None
+        if op == "flash":
+            return self.chip.gate(message[1], message[2], message[3], message[4])
         if op == "hello":
             hwclock.sync(self.v_us)  # the device models' time starts where the firmware's does
             return self.hello

@@ -7,14 +7,19 @@ outlives it (RTC memory, scratch registers, the clock, the cables) stays
 with the hardware. Besides the firmware this process holds only the wire
 (rpc.py), the virtual clock (vtime.py), the `machine` and `onewire`
 proxies, and the `network`/`socket` of an MQTT site: the heap figures it
-reports at its end are the firmware's own, measured where it runs.
+reports at its end are the firmware's own, measured where it runs. Before the
+firmware starts it mounts the board's littlefs image at /flash, as a board's
+_boot.py mounts it at "/" (firmware/sim/blockdev.py): littlefs's caches are
+on this heap, as on a board.
 """
 import gc
+import os
 import socket
 import struct
 import sys
 
 from firmware.sim import board, rpc, vtime
+from firmware.sim.blockdev import Flash
 
 
 # Heap in use at each sleep: [base, steady, peak]. `base` before the firmware's
@@ -74,6 +79,19 @@ def _install(hello):
         sys.modules["onewire"] = onewire
 
 
+def _gate(op, block, offset, length):
+    return rpc.call("flash", op, block, offset, length)
+
+
+def mount(hello):
+    """The board's filesystem: the unix port's littlefs2 over the image, with the board's options."""
+    import vfs
+
+    dev = Flash(hello["image"], hello["fs_size"], _gate)
+    vfs.mount(vfs.VfsLfs2(dev, **hello["fs_mount"]), "/flash")
+    return dev
+
+
 def boot(site_path, flash):
     """firmware/main.py's steps: start() unloads firmware.boot, and its last
     reference goes with this frame's `start` before the main loop runs."""
@@ -88,24 +106,29 @@ def boot(site_path, flash):
 
 
 def main(path):
+    # Import the firmware as a board does, from the current directory: each module's
+    # __file__ is then "firmware/app.mpy" as on a board, not a long PC path on the heap.
+    os.chdir(sys.path[0])
+    sys.path[0] = ""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(struct.pack("<H", socket.AF_UNIX) + path.encode() + b"\0")
     rpc.connect(conn)
     hello = rpc.call("hello")
     board.state["cause"] = hello["cause"]
     board.state["link_down"] = hello["link_down"]
-    board.state["port"] = hello["port"]
+    board.state["port"] = hello["port"]["name"]
     board.state["dns"] = hello["dns"]
+    dev = mount(hello)  # first, at the bottom of the heap, as _boot.py does on a board
     vtime.install(vtime.Clock(hello["v_us"]))
     _install(hello)
-    site, flash = hello["site"], hello["flash"]
-    del hello  # what the firmware's process keeps of it, _install has taken
     vtime.clock.heap_probe = _probe
+    site, root = hello["site"], hello["flash"]
+    del hello  # a board holds no such message: its paths and options are not the firmware's heap
     gc.collect()
     _heap[0] = gc.mem_alloc()
     last = ["end"]
     try:
-        if not boot(site, flash):
+        if not boot(site, root):
             last = ["refused"]
     except board.Reset as r:
         last = ["reset", r.cause, r.power]
@@ -113,5 +136,6 @@ def main(path):
         last = ["hang", h.why]
     except board.ScenarioEnd:
         pass
+    dev.close()  # after a power cut at a flash step, the collector's late flushes write nothing
     rpc.send(conn, [last[0], _heap + [gc.mem_free() + gc.mem_alloc()]] + last[1:])
     conn.close()

@@ -1,7 +1,8 @@
 """The scenario runner behind firmware/sim/run.py (see there for the options): the hardware process.
 
 It holds the simulated hardware (firmware/sim/hardware.py: device models,
-scenario, UART peer, retained memory, the clock across resets) and starts
+scenario, UART peer, retained memory, the clock across resets, the flash
+chip's littlefs image, firmware/sim/flashchip.py) and starts
 the firmware in a MicroPython process of its own for each boot
 (firmware/sim/mcu.py), with this process's -X options (the heap size): on
 a board `machine` and the sensors are silicon, so only the firmware and the
@@ -21,6 +22,7 @@ import time
 from binascii import hexlify
 
 from firmware.sim import board, bus
+from firmware.sim.flashchip import MOUNT, Chip
 from firmware.sim.hardware import Hardware
 from firmware.sim.scenario import Scenario, emit
 
@@ -163,6 +165,14 @@ def rtc_at_boot(port):
     return board.state["rtc_s"]
 
 
+def _root():
+    """The tree run.py runs from (firmware/sim/run.py three levels down): what the board holds."""
+    here = sys.argv[0] if sys.argv[0].startswith("/") else os.getcwd() + "/" + sys.argv[0]
+    for _ in range(3):
+        here = here[:here.rfind("/")]
+    return here
+
+
 def main():
     opts = parse(sys.argv[1:])
     flash = opts["flash"].rstrip("/")
@@ -171,11 +181,13 @@ def main():
         os.mkdir(flash)
     except OSError:
         pass
-    site_path = flash + "/site.json"
-    with open(site_path, "w") as f:
-        json.dump(raw, f)
+    from boards import load
+
+    board_module = load(raw["board"])
+    chip = Chip.for_board(flash, board_module)
     scenario = Scenario.load(opts["scenario"])
-    hardware = Hardware(scenario, float(opts["speed"]))
+    chip.provision(_root(), json.dumps(raw), scenario.flash_ballast_kb)
+    hardware = Hardware(scenario, float(opts["speed"]), chip)
     peer = None
     if "uart" in opts:
         from firmware.sim.peers import make_peer
@@ -203,9 +215,10 @@ def main():
             hardware.hello = {"cause": board.state["cause"], "v_us": hardware.v_us,
                               "port": hardware.rules.hello(), "micropython": version, "wake": board.state["wake"],
                               "rtc_s": rtc_at_boot(port),
-                              "link_down": board.state["link_down"], "site": site_path, "flash": flash,
+                              "link_down": board.state["link_down"], "site": MOUNT + "/site.json",
+                              "flash": MOUNT + "/data", "image": chip.path, "fs_size": chip.size,
+                              "fs_mount": chip.options,
                               "mqtt": raw["transport"].get("type") == "mqtt",
-                              "port": "esp32" if str(raw.get("board")).startswith("esp32") else "rp2",
                               "dns": scenario.dns,
                               "onewire": bool([s for s in raw.get("sensors", ()) if s.get("type") == "ds18b20"])}
             conn = power_on(server, path)
@@ -220,6 +233,9 @@ def main():
                 conn.close()
             heap.add(last[1])
             board.state["wake"] = 0
+            if chip.cut is not None:  # a reset at a flash step: its cause is the chip's to tell
+                last[2:] = chip.cut
+                chip.cut = None
             if last[0] == "refused":
                 status = 2
             if last[0] == "hang":
@@ -240,5 +256,6 @@ def main():
     emit("sim_end", hardware.virtual_s(), "tips", scenario.tips, "lost_tips", scenario.lost_tips,
          "resets", resets, "heap_steady", heap.steady, "heap_peak", heap.peak,
          "fw_heap_steady", heap.steady - heap.base, "fw_heap_peak", heap.peak - heap.base,
-         "sim_heap", heap.base, "heap_size", heap.size, "wall_s", time.time() - started)
+         "sim_heap", heap.base, "heap_size", heap.size, "wall_s", time.time() - started,
+         "flash_steps", chip.steps, "flash_erases", chip.erases, "fs_used_kb", chip.used_blocks() * 4)
     sys.exit(status)

@@ -3,13 +3,16 @@
 JSON, all times in scenario seconds from the first power-on:
 {"duration_s": 720,
  "world": {"battery_v": 4.0, "water_level_m": 0.4},        initial bus.world values
+ "flash_ballast_kb": 500,                                    other files on a newly formatted board (optional)
  "rain": [{"from_s": 0, "to_s": 600, "every_s": 1.0}],       tips at from+every, from+2*every, ... <= to
  "ramps": [{"key": "water_level_m", "from_s": 0, "to_s": 600, "start": 0.4, "end": 2.1, "step_s": 5}],
  "link_down": [{"from_s": 120, "to_s": 420}],
  "dns": {"servers": 1, "upstream": "dead"},                  what DHCP hands out (sim/netsock.py)
  "events": [{"at_s": 300.5, "reset": "watchdog"},            soft | hard | watchdog | power_cut
             {"at_s": 100, "fail": "level0"}, {"at_s": 200, "heal": "level0"},
-            {"at_s": 50, "world": {"battery_v": 3.3}}]}
+            {"at_s": 50, "world": {"battery_v": 3.3}},
+            {"at_s": 400, "cut_at_write": 3}]}                 power cut at the 3rd flash erase/program after 400 s
+                                                         ("cut": "watchdog": a watchdog reset there instead)
 Tips are generated one at a time (no list of them), so a long storm costs
 no heap. Every delivered event is printed as a JSON line ("vt": scenario s).
 """
@@ -32,6 +35,7 @@ def emit(name, vt, *pairs):
 class Scenario:
     def __init__(self, raw):
         self.duration_us = int(raw.get("duration_s", 60) * _US)
+        self.flash_ballast_kb = raw.get("flash_ballast_kb", 0)
         self.initial_world = raw.get("world", {})
         self.rain = raw.get("rain", [])
         self._tip_k = [0] * len(self.rain)
@@ -42,6 +46,7 @@ class Scenario:
         self.events = sorted(raw.get("events", []), key=lambda e: e["at_s"])
         self._event_at = 0
         self.rain_models = []  # the rain gauge models of the current boot
+        self.chip = None  # the flash chip (firmware/sim/flashchip.py): cut_at_write arms it
         self.tips = 0
         self.lost_tips = 0  # tips while no gauge was wired (none expected)
         self._link_down = False
@@ -156,6 +161,10 @@ class Scenario:
         if "heal" in e:
             bus.faults.discard(e["heal"])
             emit("heal", vt, "sensor", e["heal"])
+        if "cut_at_write" in e:
+            kind = e.get("cut", "power_cut")
+            self.chip.arm(e["cut_at_write"], _RESETS.get(kind, board.PWRON_RESET), kind == "power_cut")
+            emit("cut_armed", vt, "at_write", e["cut_at_write"], "kind", kind)
         if "reset" in e:
             kind = e["reset"]
             emit("reset", vt, "kind", kind)

@@ -1,0 +1,178 @@
+"""The simulated board's flash chip, kept by the hardware process: the littlefs image and its power cuts.
+
+The image file (`--flash DIR`/littlefs.img) is the board's filesystem
+partition: FS_SIZE bytes of 4 KB blocks (boards/*.py), formatted by the
+unix port's vfs.VfsLfs2 with the board's mount options, holding what
+`mpremote` would copy (firmware/ without sim/ and scenarios/, protocol/,
+boards/, main.py: they take their real room) and site.json. The firmware's
+process mounts it at MOUNT over firmware/sim/blockdev.py and asks gate()
+before every erase and program; a reset ends that process and the image
+stays, as flash does.
+
+gate() counts the steps, does the erases, refuses a program over flash
+that is not erased (NOR flash only clears bits: littlefs never does it, so
+the model would be wrong), and cuts the power at the step a scenario's
+{"at_s": T, "cut_at_write": K} names: the K-th erase or program after T,
+torn half way (firmware/sim/scenario.py arms it). A list [K1, K2, ...]
+chains them: after the K1-th step's reset, the K2-th step after it, and so
+on, which sweeps every step of the boots that follow. With "cut": "watchdog"
+(or "soft", "hard") the board resets there instead, keeping its retained
+memory: the step is torn the same way (an RP2040's flash program is one
+ROM call that a reset aborts). The ring's power-cut test
+(tests/test_firmware_ring.py) uses the same chip in one process.
+"""
+import os
+from binascii import crc32
+
+import vfs
+
+from firmware.sim import board
+from firmware.sim.blockdev import BLOCK, Flash
+from firmware.sim.scenario import emit
+
+MOUNT = "/flash"  # the firmware process's mount point ("/" on a board)
+IMAGE = "littlefs.img"
+_SHIP = ("main.py", "firmware", "protocol", "boards")
+_PC_ONLY = ("firmware/sim", "firmware/scenarios", "firmware/main.py")
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _copy(src, dest):
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dest, "wb") as f:
+        f.write(data)
+
+
+class Chip:
+    def __init__(self, path, size, options):
+        self.path = path
+        self.size = size
+        self.options = options  # vfs.VfsLfs2 keyword arguments: the port's mount
+        self.steps = 0  # erases and programs since the first power-on
+        self.erases = 0
+        self.cut_in = 0  # the board resets at this many more steps (0: none planned)
+        self.plan = []  # the steps of the cuts chained after that one
+        self.cut_as = [board.PWRON_RESET, True]  # that reset's cause, and whether the power went
+        self.cut = None  # [cause, power] of the reset a step caused, until the runner takes it
+        self.image = None
+        # Made once: the hardware process runs at the board's heap size too, and a 4 KB
+        # allocation per step would not find room there after a while.
+        self._erased = memoryview(b"\xff" * BLOCK)
+        self._buf = memoryview(bytearray(BLOCK))
+        self.clock = lambda: 0.0  # scenario seconds, for the events (hardware.py sets it)
+
+    @classmethod
+    def for_board(cls, flash_dir, board_module):
+        return cls(flash_dir + "/" + IMAGE, board_module.FS_SIZE, board_module.FS_MOUNT)
+
+    def blank(self):
+        """A chip as it leaves the factory: every byte erased, no filesystem."""
+        with open(self.path, "wb") as f:
+            for _ in range(self.size // BLOCK):
+                f.write(self._erased)
+        self.open()
+
+    def open(self):
+        if self.image is None:
+            self.image = open(self.path, "r+b")
+
+    def mkfs(self):
+        dev = Flash(self.path, self.size, self.gate)
+        vfs.VfsLfs2.mkfs(dev, **self.options)
+        dev.close()
+
+    def mount(self, where):
+        """Mounted at `where` over a new block device (a new boot's); the device is returned."""
+        dev = Flash(self.path, self.size, self.gate)
+        vfs.mount(vfs.VfsLfs2(dev, **self.options), where)
+        return dev
+
+    def provision(self, root, site_text, ballast_kb=0):
+        """What `huaico flash` does: format a blank chip, copy the code; write site.json every time.
+        `ballast_kb` of other files on a new chip leave the ring less room (a scenario's
+        flash_ballast_kb), so that a test fills the filesystem in minutes, not hours."""
+        new = not _exists(self.path)
+        if new:
+            self.blank()
+            self.mkfs()
+        self.open()
+        dev = self.mount(MOUNT)
+        try:
+            if new:
+                for name in _SHIP:
+                    self._ship(root, name)
+                with open(MOUNT + "/ballast", "wb") as f:
+                    for _ in range(ballast_kb):
+                        f.write(self._erased[:1024])
+            with open(MOUNT + "/site.json", "w") as f:
+                f.write(site_text)
+        finally:
+            vfs.umount(MOUNT)
+            dev.close()
+
+    def _ship(self, root, rel):
+        src = root + "/" + rel
+        if rel in _PC_ONLY:
+            return
+        if rel == "main.py":  # a bundle has it at its top; a checkout (or its .mpy) in firmware/
+            for main in (src, root + "/firmware/main.py", root + "/firmware/main.mpy"):
+                if _exists(main):
+                    _copy(main, MOUNT + "/main.py")
+                    return
+            return
+        if os.stat(src)[0] & 0x4000:  # a directory
+            os.mkdir(MOUNT + "/" + rel)
+            for entry in os.ilistdir(src):
+                if entry[0] != "__pycache__":
+                    self._ship(root, rel + "/" + entry[0])
+        elif rel.endswith(".py") or rel.endswith(".mpy"):
+            _copy(src, MOUNT + "/" + rel)
+
+    def used_blocks(self):
+        """Blocks littlefs holds now (mounted read-only here, between boots or at the end)."""
+        dev = Flash(self.path, self.size, self.gate)
+        fs = vfs.VfsLfs2(dev, **self.options)
+        try:
+            st = fs.statvfs("/")
+            return st[2] - st[3]
+        finally:
+            dev.close()
+
+    def arm(self, steps, cause=board.PWRON_RESET, power=True):
+        """Reset at the steps-th erase or program from now; a list chains several."""
+        self.plan = list(steps) if isinstance(steps, list) else [steps]
+        self.cut_in = self.plan.pop(0)
+        self.cut_as = [cause, power]
+
+    def gate(self, op, block, offset, length):
+        """How many bytes this step may write: all of them, or half when the power goes off now.
+        An erase is done here, torn the same way."""
+        self.steps += 1
+        n = length
+        if self.cut_in:
+            self.cut_in -= 1
+            if not self.cut_in:
+                emit("reset", self.clock(), "cause", self.cut_as[0], "power", self.cut_as[1], "at_step", self.steps,
+                     "op", op, "block", block)
+                if self.cut_as[1]:
+                    board.power_cut()
+                self.cut = self.cut_as
+                self.cut_in = self.plan.pop(0) if self.plan else 0
+                n = length // 2
+        self.image.seek(block * BLOCK + offset)
+        if op == "erase":
+            self.erases += 1
+            self.image.write(self._erased[:n])
+        else:
+            self.image.readinto(self._buf[:length])
+            if crc32(self._buf[:length]) != crc32(self._erased[:length]):
+                raise ValueError("program over flash not erased: block %d offset %d" % (block, offset))
+        return n
