@@ -92,6 +92,28 @@ def mount(hello):
     return dev
 
 
+# The heap above the firmware's share (runner.py --free-heap): one block, made
+# before the firmware's first import, so it lies below the firmware's objects.
+_ballast = []
+
+
+def _leave_free(free_heap):
+    """Fill the heap so that exactly free_heap bytes stay free for the firmware."""
+    spare = gc.mem_free() - free_heap
+    if spare < 0:
+        print("mcu.py: the simulator's modules leave %d B, less than --free-heap %d"
+              % (gc.mem_free(), free_heap))
+        sys.exit(1)
+    _ballast.append(bytearray(max(spare - 64, 0)))  # its object head and block rounding
+    gc.collect()
+    while gc.mem_free() > free_heap + 16:
+        _ballast.append(bytearray(min(gc.mem_free() - free_heap - 16, 256)))
+        gc.collect()
+    if not free_heap - 64 <= gc.mem_free() <= free_heap + 16:
+        print("mcu.py: could not leave %d B free (%d)" % (free_heap, gc.mem_free()))
+        sys.exit(1)
+
+
 def boot(site_path, flash):
     """firmware/main.py's steps: start() unloads firmware.boot, and its last
     reference goes with this frame's `start` before the main loop runs."""
@@ -122,9 +144,11 @@ def main(path):
     vtime.install(vtime.Clock(hello["v_us"]))
     _install(hello)
     vtime.clock.heap_probe = _probe
-    site, root = hello["site"], hello["flash"]
+    site, root, free_heap = hello["site"], hello["flash"], hello["free_heap"]
     del hello  # a board holds no such message: its paths and options are not the firmware's heap
     gc.collect()
+    if free_heap is not None:
+        _leave_free(free_heap)
     _heap[0] = gc.mem_alloc()
     last = ["end"]
     try:

@@ -104,7 +104,7 @@ def _x_options():
         if args[i] == "-X" and i + 1 < len(args):
             out += ["-X", args[i + 1]]
         elif args[i].startswith("-X") and len(args[i]) > 2:
-            out.append(args[i])
+            out += ["-X", args[i][2:]]
     return out
 
 
@@ -118,9 +118,29 @@ def listen():
     return server, path
 
 
-def power_on(server, path):
+# Room for the simulator's own modules in the firmware's process when the
+# firmware's share is given (--free-heap): the machine/network proxies, the wire
+# and the clock, which on a board are C in flash. mcu.py fills what is left over
+# above the firmware's share with one block, so the share is exact.
+SIM_ROOM = 64 * 1024
+
+
+def firmware_x_options(free_heap):
+    """The firmware process's -X options: this process's, or with --free-heap a heap
+    of that share plus SIM_ROOM for the simulator's own modules."""
+    options = _x_options()
+    if free_heap is None:
+        return options
+    out = []
+    for i in range(0, len(options) - 1, 2):  # ["-X", "heapsize=N", "-X", ...]
+        if not options[i + 1].startswith("heapsize="):
+            out += options[i:i + 2]
+    return out + ["-X", "heapsize=%d" % (free_heap + SIM_ROOM)]
+
+
+def power_on(server, path, free_heap=None):
     """Start a firmware process (run.py --mcu) and take its connection."""
-    command = [sys.executable] + _x_options() + [sys.argv[0], "--mcu", path]
+    command = [sys.executable] + firmware_x_options(free_heap) + [sys.argv[0], "--mcu", path]
     os.system(" ".join(_quote(arg) for arg in command) + " &")
     try:
         return server.accept()[0]
@@ -205,6 +225,10 @@ def main():
     from boards import load
     from firmware.sim.ports import HANGS, load as port_rules
 
+    # --free-heap N: the firmware finds N bytes free when it starts, as a board's
+    # gc.mem_free() shows after _boot.py (boards/*.py FREE_HEAP); without it the
+    # firmware's process shares this process's heap size with the simulator's modules.
+    free_heap = int(opts["free-heap"]) if "free-heap" in opts else None
     version = release(load(raw["board"]), opts)
     hardware.rules = port_rules(raw["board"], version)
     hardware.wiring = load(raw["board"])
@@ -219,9 +243,9 @@ def main():
                               "flash": MOUNT + "/data", "image": chip.path, "fs_size": chip.size,
                               "fs_mount": chip.options,
                               "mqtt": raw["transport"].get("type") == "mqtt",
-                              "dns": scenario.dns,
+                              "dns": scenario.dns, "free_heap": free_heap,
                               "onewire": bool([s for s in raw.get("sensors", ()) if s.get("type") == "ds18b20"])}
-            conn = power_on(server, path)
+            conn = power_on(server, path, free_heap)
             try:
                 last = hardware.serve(conn)
                 while conn.read(64):
@@ -256,6 +280,7 @@ def main():
     emit("sim_end", hardware.virtual_s(), "tips", scenario.tips, "lost_tips", scenario.lost_tips,
          "resets", resets, "heap_steady", heap.steady, "heap_peak", heap.peak,
          "fw_heap_steady", heap.steady - heap.base, "fw_heap_peak", heap.peak - heap.base,
-         "sim_heap", heap.base, "heap_size", heap.size, "wall_s", time.time() - started,
+         "sim_heap", heap.base, "heap_size", heap.size, "free_heap", free_heap,
+         "wall_s", time.time() - started,
          "flash_steps", chip.steps, "flash_erases", chip.erases, "fs_used_kb", chip.used_blocks() * 4)
     sys.exit(status)
