@@ -68,14 +68,18 @@ def _window(texts, seconds):
     return words["seconds"].format(n=seconds)
 
 
-def format_value(kind, value, unit, units=None):
+def format_value(kind, value, unit, units=None, spans=None, space=" "):
     """The value as people read it: 42.5 mm, 1.85 m, 3.41 V, 2 h 05 min;
-    units maps a unit symbol to the language's plain words for it."""
+    units maps a unit symbol to the language's plain words for it, spans
+    holds its words for a silence ("{h} h {m:02d} min", "{m} min"), space
+    goes between number and unit (none in Chinese)."""
     if value is None or kind == "quality":
         return ""
     if kind == "silent":
-        minutes = int(value // 60)
-        return "%d h %02d min" % divmod(minutes, 60) if minutes >= 60 else "%d min" % minutes
+        spans = spans or {"span_hours": "{h} h {m:02d} min", "span_minutes": "{m} min"}
+        hours, minutes = divmod(int(value // 60), 60)
+        return (spans["span_hours"].format(h=hours, m=minutes) if hours else
+                spans["span_minutes"].format(m=minutes))
     # Two decimals read well for rain and levels; strain and crack widths are
     # far below 1 and keep three significant digits instead of showing "0".
     text = "%.2f" % value if abs(value) >= 1 or value == 0 else "%.3g" % value
@@ -83,7 +87,7 @@ def format_value(kind, value, unit, units=None):
         text = text.rstrip("0").rstrip(".")
     if not unit or unit in ("count", "/"):
         return text
-    return "%s %s" % (text, (units or {}).get(unit, unit))
+    return "%s%s%s" % (text, space, (units or {}).get(unit, unit))
 
 
 def _what(texts, kind, channel, window_s, value, unit):
@@ -91,7 +95,8 @@ def _what(texts, kind, channel, window_s, value, unit):
     channel_name = texts["channels"].get(channel or "", texts["channels"]["other"])
     return texts["what"].get(kind, "{channel} {value}").format(
         channel=channel_name, window=_window(texts, window_s),
-        value=format_value(kind, value, unit, texts["units"]))
+        value=format_value(kind, value, unit, texts["units"], texts["time"],
+                                 texts.get("unit_space", " ")))
 
 
 def _action(texts, level, kind, actions=None):
@@ -125,33 +130,34 @@ def _fits(text, action, shift):
         return True, True
     at = text.find(action) if action else -1
     end = at + len(action) if at >= 0 else len(text)
-    return False, len(parts(text[:end], shift)[0]) <= len(cut[0])
+    head = parts(text[:end], shift)
+    return False, len(head) == 1 and len(head[0]) <= len(cut[0])
 
 
 def _fitted(language, template, place, fields, action, shift):
-    """The template filled in and made ready to send; the place shortened
-    ("...") when the text with the repeat mark would not fit one part, or
-    would put the action in a second part."""
+    """The template filled in and made ready to send. The place is shortened
+    ("...") as little as makes the text one part with room for the repeat
+    mark, else one part without that room (a repeat may then take two),
+    else two parts with the action in the first."""
     mark = _texts(language)["marks"]["repeat"]
 
     def fill(name):
         text = " ".join(template.format(place=name, **fields).split())
         return sms_form(language, text, shift)
 
-    text = fill(place)
-    if _fits(mark + text, action, shift)[0]:
-        return text
-    for size in range(len(place) - 1, MIN_PLACE - 1, -1):
-        shorter = fill(place[:size].rstrip() + "...")
-        if _fits(mark + shorter, action, shift)[0]:
-            return shorter
-    if _fits(mark + text, action, shift)[1]:
-        return text
-    for size in range(len(place) - 1, 3, -1):
-        shorter = fill(place[:size].rstrip() + "...")
-        if _fits(mark + shorter, action, shift)[1]:
-            return shorter
-    return text
+    def shortened(shortest):
+        yield fill(place)
+        for size in range(len(place) - 1, shortest - 1, -1):
+            yield fill(place[:size].rstrip() + "...")
+
+    for prefix in (mark, ""):
+        for text in shortened(MIN_PLACE):
+            if _fits(prefix + text, action, shift)[0]:
+                return text
+    for text in shortened(4):
+        if _fits(text, action, shift)[1]:
+            return text
+    return fill(place)
 
 
 # -- the texts -------------------------------------------------------------------
@@ -207,8 +213,8 @@ def render_timeline(language, *, place, alert_id, kind, unit, events, shift=None
     for when, level, value in events:
         name = texts["late"]["clear"] if level == "clear" else texts["levels"].get(
             level, level.upper())
-        items.append(("%s %s %s" % (when, name, format_value(kind, value, unit,
-                                                             texts["units"]))).strip())
+        items.append(("%s %s %s" % (when, name, format_value(
+            kind, value, unit, texts["units"], texts["time"], texts.get("unit_space", " ")))).strip())
     text = texts["late"]["timeline"].format(place=place, id=alert_id, events="; ".join(items))
     return sms_form(language, text, shift)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gateway import rules, templates
+from gateway import rules
 from tests.fixtures.alerting import rule as make_rule
 
 RAIN = 1
