@@ -13,6 +13,7 @@ import difflib
 import os
 import pathlib
 import tomllib
+import zoneinfo
 
 CONFIG_NAME = "huaico.toml"
 DEFAULT_HOME = "~/.huaico"
@@ -314,6 +315,13 @@ def from_text(text, home, source="config"):
     if sections["clock"]["trust"] not in ("auto", "system"):
         raise ConfigError("clock.trust must be \"auto\" or \"system\", not %r"
                           % sections["clock"]["trust"])
+    zone = sections["alerts"]["timezone"]
+    if zone:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError("alerts.timezone %r is not an IANA time zone; use e.g. "
+                              "\"America/Lima\" (\"\" is the system's)" % zone) from None
     if sections["retention"]["raw_days"] < 0:
         raise ConfigError("retention.raw_days must not be negative (0 keeps every reading)")
     if sections["ingest"]["batch_ms"] < 0:

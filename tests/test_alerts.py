@@ -2,8 +2,6 @@
 linking, minimum duration, silent devices, quality flags, templates, replay."""
 import json
 
-import pytest
-
 from gateway import rules
 from tests.fixtures.alerting import rule as make_rule
 

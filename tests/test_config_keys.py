@@ -10,7 +10,7 @@ from gateway import config
     ("[alert]\nsender = 'x'\n", "config: unknown key 'alert'; did you mean 'alerts'?"),
     ('[[groups]]\nname = "a"\nnumber = ["+51987654321"]\n',
      "groups[0] (a): unknown key 'number'; did you mean 'numbers'?"),
-    ("[sms]\nbackend = 'none'\nzzz = 1\n", "sms: unknown key 'zzz' (known: backend, baudrate"),
+    ("[sms]\nbackend = 'none'\nzzz = 1\n", "sms: unknown key 'zzz' (known: alert_after_s, backend, baudrate"),
 ])
 def test_unknown_keys_are_named_with_the_closest(text, said):
     with pytest.raises(config.ConfigError) as caught:
