@@ -85,12 +85,13 @@ def site(config, name):
 
 
 def place_of(config, rule, device):
-    """The place residents read: the rule's own, else the site's name for
-    people ([[sites]] place), else the site as devices spell it; a device's
-    name or id only when nothing else is known."""
+    """The place residents read: the rule's own, else the device's (`huaico
+    device add/edit --place`), else the site's name for people ([[sites]]
+    place), else the site as devices spell it; a device's name or id only
+    when nothing else is known."""
     where = device.get("site") or getattr(rule, "site", None)
-    return (rule.place or site(config, where).get("place") or where or device.get("name")
-            or device.get("id"))
+    return (rule.place or device.get("place") or site(config, where).get("place") or where
+            or device.get("name") or device.get("id"))
 
 
 def country_code(config):

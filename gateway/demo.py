@@ -507,7 +507,7 @@ class Demo:
         for spec in s["devices"]:
             args = ["device", "add", spec["name"], "--board", spec["board"], "--site",
                     spec["site"], "--transport", "uart"]
-            for key in ("lat", "lon"):
+            for key in ("place", "lat", "lon"):
                 if key in spec:
                     args += ["--" + key, spec[key]]
             self._cli(*args)

@@ -173,7 +173,13 @@ def test_the_outbox_stores_what_is_sent_and_names_the_place(alert_db, alert_conf
     for body in bodies.values():
         assert DEVICE_ID not in body and DEVICE_NAME not in body
         assert sms_pdu.choose_encoding(body) == sms_pdu.GSM7
-    assert alerts.place_of(alert_config, make_rule(kind="above", channel="water_level",
-                                                   levels={"warning": 1.0}),
-                           {"id": DEVICE_ID, "name": DEVICE_NAME, "site": "Huarochiri"}) \
-        == "Huarochiri"
+    # The rule's place, else the device's, else the site's for people, else
+    # the site as spelled; never the device's name while any is known.
+    rule = make_rule(kind="above", channel="water_level", levels={"warning": 1.0})
+    device = {"id": DEVICE_ID, "name": DEVICE_NAME, "site": "CHOSICA ", "place": None}
+    assert alerts.place_of(alert_config, rule, device) == PLACE
+    assert alerts.place_of(alert_config, rule, dict(device, place="Chosica, colegio")) \
+        == "Chosica, colegio"
+    assert alerts.place_of(alert_config, rule, dict(device, site="Huarochiri")) == "Huarochiri"
+    rule.place = "Puente Los Angeles"
+    assert alerts.place_of(alert_config, rule, dict(device, place="x")) == "Puente Los Angeles"
