@@ -7,9 +7,10 @@ import queue
 import random
 import time
 
-from gateway import alerts, config, db, rules
+from gateway import alerts, config, db, rules, sms_pdu
 from gateway.dispatch import Dispatcher, backoff
 from gateway.modem import Modem
+from gateway.modem_emulator import decode_submit
 from gateway.mqtt import MqttLink
 from tests.fixtures.alerting import rule as make_rule
 from tests.modem_emulator import _recipient
@@ -252,3 +253,34 @@ def test_backoff_grows_with_jitter_within_bounds():
     assert all(2.5 <= d < 5 for d in delays[:1])
     assert all(300 <= d < 600 for d in delays[-3:])
     assert len({round(d, 6) for d in delays}) == len(delays)
+
+
+def test_a_group_with_the_spanish_shift_table_gets_its_accents_in_one_part(
+        alert_db, alert_config, modem_emulator):
+    alert_config["sms"]["backend"] = "modem"
+    leaders = dict(alert_config["groups"][0], numbers=["+51987654321"], shift_table="es")
+    plain = dict(alert_config["groups"][1], numbers=["+5114000000"], language="es",
+                 min_level="warning")
+    alert_config["groups"] = [leaders, plain]
+    engine, device = queue_alerts(alert_db, alert_config, 0)
+    alert_db.store(engine, device, [(4, 0, T0, 1500, 0)], T0)
+    stored = dict(alert_db.rows("SELECT recipient, body FROM outbox WHERE transport = 'sms'"))
+    assert "Evacúe a zona segura." in stored["+51987654321"]  # kept for the shift table
+    assert "Evacue a zona segura." in stored["+5114000000"]  # written without accents
+    modem = Modem(modem_emulator.path, command_timeout=2.0)
+    try:
+        assert Dispatcher(alert_db.database, alert_config, sms=modem).step(T0) == {"sent": 2}
+    finally:
+        modem.close()
+    by_number = {_recipient(record["hex"]): record["hex"] for record in modem_emulator.sent}
+    assert len(by_number) == len(modem_emulator.sent) == 2  # one part each
+    shifted = bytes.fromhex(by_number["+51987654321"])
+    tpdu = shifted[1 + shifted[0]:]
+    # UDH: length 3, IEI 0x24 (single shift), length 1, language 2 (Spanish).
+    udl_at = 4 + (tpdu[2] + 1) // 2 + 3  # after MTI, MR, address, PID, DCS, VP
+    udl, udh = tpdu[udl_at], tpdu[udl_at + 1:udl_at + 5]
+    assert tpdu[0] & 0x40 and udh == bytes([3, 0x24, 1, 2])
+    # The 4-octet header fills 5 septets (35 bits); the text follows.
+    septets = sms_pdu.unpack_septets(tpdu[udl_at + 1:], udl - 5, 35)
+    assert sms_pdu.septets_to_text(septets, sms_pdu._SHIFT_CHARS[2]) == stored["+51987654321"]
+    assert decode_submit(by_number["+5114000000"])["text"] == stored["+5114000000"]
