@@ -424,6 +424,7 @@ def run(home=None, quick=False):
     checks += _guarded("disk", check_disk, config)
     checks += _guarded("clock", _clock_with_data, config)
     checks += _guarded("timezone", check_timezone, config)
+    checks += _guarded("sms alphabet", check_shift_tables, config)
     checks += _guarded("rules", check_rules, config)
     return checks
 
@@ -445,6 +446,18 @@ def check_timezone(config, now=None):
                   "now %s)" % (moment.tzname(), moment.strftime("%z"), moment.strftime("%H:%M")),
                   'set [alerts] timezone, e.g. "America/Lima", to keep it whatever the system '
                   'says')]
+
+
+def check_shift_tables(config):
+    """Groups asking for a national shift table that their backend cannot
+    send: gammu-smsd encodes texts itself, so they go without accents."""
+    if config["sms"]["backend"] == "modem":
+        return []
+    return [Check("sms alphabet", WARN, "group %s: shift_table = %r needs [sms] backend = "
+                  "\"modem\"; its texts go without accents" % (group["name"],
+                                                               group["shift_table"]),
+                  'set backend = "modem", or shift_table = ""')
+            for group in config["groups"] if group.get("shift_table")]
 
 
 def check_rules(config):

@@ -58,3 +58,13 @@ def test_doctor_shows_the_time_zone_of_messages(tmp_path):
     assert "[alerts] timezone" in system.fix
     with pytest.raises(config_mod.ConfigError, match="'Lima' is not an IANA time zone"):
         config_mod.from_text('[alerts]\ntimezone = "Lima"\n', tmp_path)
+
+
+def test_doctor_warns_of_a_shift_table_the_backend_cannot_send(tmp_path):
+    spool = config_mod.from_text(TOML.replace('min_level = "warning"', 'min_level = "warning"\n'
+                                              'shift_table = "es"'), tmp_path)
+    assert [check.line() for check in doctor.check_shift_tables(spool)] == [
+        'WARN sms alphabet   group leaders: shift_table = \'es\' needs [sms] backend = '
+        '"modem"; its texts go without accents -> set backend = "modem", or shift_table = ""']
+    spool["sms"]["backend"] = "modem"
+    assert doctor.check_shift_tables(spool) == []
