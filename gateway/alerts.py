@@ -35,7 +35,7 @@ import logging
 import zoneinfo
 
 from gateway import cap, templates
-from gateway.rules import LEVELS
+from gateway.rules import LEVELS, site_key
 
 log = logging.getLogger("huaico.alerts")
 
@@ -65,8 +65,33 @@ def groups(config):
             "quiet_hours": group.get("quiet_hours") or alerts.get("quiet_hours", ""),
             "min_level": group.get("min_level") or "watch",
             "late_reports": group.get("late_reports") or "summary",
+            # A national single shift table needs PDUs made here (the modem
+            # backend); gammu-smsd encodes by itself and would send UCS-2.
+            "shift_table": (group.get("shift_table") or None)
+            if _section(config, "sms").get("backend") == "modem" else None,
         }
     return out
+
+
+def site(config, name):
+    """A site's [[sites]] entry: its place for people and its own actions
+    ({language: {level: text}}); an empty dict for a site not listed.
+    Sites match as rules match them, without case and spacing."""
+    key = site_key(name)
+    for entry in (config or {}).get("sites") or ():
+        if key is not None and site_key(entry.get("name")) == key:
+            return entry
+    return {}
+
+
+def place_of(config, rule, device):
+    """The place residents read: the rule's own, else the device's (`huaico
+    device add/edit --place`), else the site's name for people ([[sites]]
+    place), else the site as devices spell it; a device's name or id only
+    when nothing else is known."""
+    where = device.get("site") or getattr(rule, "site", None)
+    return (rule.place or device.get("place") or site(config, where).get("place") or where
+            or device.get("name") or device.get("id"))
 
 
 def country_code(config):
@@ -102,15 +127,19 @@ def _mqtt_prefix(config):
     return mqtt.get("topic_prefix") or "huaico" if mqtt.get("enabled") else None
 
 
-def _utc_offset_min(config):
+def zone(config):
+    """The time zone of messages and quiet hours: [alerts] timezone, else
+    the system's (None)."""
     name = _section(config, "alerts").get("timezone")
-    if not name:
-        return 0
     try:
-        zone = zoneinfo.ZoneInfo(name)
-    except zoneinfo.ZoneInfoNotFoundError:
-        return 0
-    offset = datetime.datetime.now(zone).utcoffset()
+        return zoneinfo.ZoneInfo(name) if name else None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        log.error("event=bad_timezone timezone=%r using=system", name)
+        return None
+
+
+def _utc_offset_min(config):
+    offset = datetime.datetime.now(zone(config)).astimezone().utcoffset()
     return int(offset.total_seconds() // 60)
 
 
@@ -131,9 +160,7 @@ def raise_alert(conn, config, rule, device, index, level, value, now, at=None):
     """A new alert episode; returns (alert id, outbox ids). at is the time
     of the reading that raised it (now when not given)."""
     at = now if at is None else at
-    place = rule.place or device.get("name") or device.get("id")
-    if not rule.place and device.get("site"):
-        place = "%s (%s)" % (device.get("name"), device["site"])
+    place = place_of(config, rule, device)
     cursor = conn.execute(
         "INSERT INTO alerts (rule_id, rule_name, device_id, idx, kind, channel, place, level, "
         "peak_level, value, unit, status, raised, onset, peak_time, peak_value) "
@@ -141,7 +168,8 @@ def raise_alert(conn, config, rule, device, index, level, value, now, at=None):
         [rule.id, rule.name, device.get("id"), index, rule.kind, rule.channel, place, level,
          level, value, rule.unit, now, at, at, value])
     alert_id = cursor.lastrowid
-    extra = {"window_s": rule.window_s, "lat": device.get("lat"), "lon": device.get("lon")}
+    extra = {"window_s": rule.window_s, "lat": device.get("lat"), "lon": device.get("lon"),
+             "site": device.get("site") or getattr(rule, "site", None)}
     ids = _event(conn, config, _alert(conn, alert_id), "Alert", level, value, now, extra, at)
     log.info("event=alert_raised alert=%d rule=%s device=%s level=%s value=%s reading_time=%s",
              alert_id, rule.name, device.get("id"), level, value, at)
@@ -176,16 +204,18 @@ def clear_alert(conn, config, alert_id, value, now, at=None):
 
 
 def _extra(conn, alert):
-    extra = {"window_s": 0, "lat": None, "lon": None}
+    extra = {"window_s": 0, "lat": None, "lon": None, "site": None}
     if alert["rule_id"] is not None:
-        row = conn.execute("SELECT window_s FROM rules WHERE id = ?", [alert["rule_id"]]).fetchone()
+        row = conn.execute("SELECT window_s, site FROM rules WHERE id = ?",
+                           [alert["rule_id"]]).fetchone()
         if row:
-            extra["window_s"] = row[0]
+            extra["window_s"], extra["site"] = row
     if alert["device_id"]:
-        row = conn.execute("SELECT lat, lon FROM devices WHERE id = ?",
+        row = conn.execute("SELECT lat, lon, site FROM devices WHERE id = ?",
                            [alert["device_id"]]).fetchone()
         if row:
-            extra["lat"], extra["lon"] = row
+            extra["lat"], extra["lon"] = row[:2]
+            extra["site"] = row[2] or extra["site"]
     return extra
 
 
@@ -228,11 +258,20 @@ def _groups_reached(conn, alert_id):
         "SELECT DISTINCT grp FROM outbox WHERE alert_id = ? AND transport = 'sms'", [alert_id])}
 
 
-def _text(alert, group, message, level, value, extra):
+def _actions(config, extra, language):
+    """The site's own actions in a language ({level: text}), if any."""
+    return (site(config, extra.get("site")).get("actions") or {}).get(language) or {}
+
+
+def _text(config, alert, group, message, level, value, extra, now, sms=True):
+    at = extra.get("reading_time")
     return templates.render(
         group["language"], message, place=alert["place"], level=level, kind=alert["kind"],
         channel=alert["channel"], value=value, unit=alert["unit"],
-        window_s=extra.get("window_s") or 0, alert_id=alert["id"], group=group["name"])
+        window_s=extra.get("window_s") or 0, alert_id=alert["id"], group=group["name"],
+        time=_clock(config, now if at is None else at, now),
+        actions=_actions(config, extra, group["language"]),
+        shift=group.get("shift_table"), sms=sms)
 
 
 def _queue_sms(conn, config, alert, event_id, group, message, level, value, now, extra,
@@ -273,7 +312,7 @@ def _queue_sms(conn, config, alert, event_id, group, message, level, value, now,
             due = now if rising or last_sent is None else max(now, last_sent + coalesce_s)
         text = (_timeline(conn, config, alert, group) if kind == "timeline" else
                 _late_text(config, alert, group, extra, now) if kind == "late" else
-                _text(alert, group, kind, level, value, extra))
+                _text(config, alert, group, kind, level, value, extra, now))
         if unsent:
             conn.execute("UPDATE outbox SET status = 'superseded', hold = '', last_error = "
                          "'newer state queued' WHERE id IN (%s)" % ",".join("?" * len(unsent)),
@@ -285,14 +324,10 @@ def _queue_sms(conn, config, alert, event_id, group, message, level, value, now,
 
 def _clock(config, when, now):
     """A reading time as a resident reads it: "14:05", or "04/12 14:05" for
-    another day, in [alerts] timezone."""
-    name = _section(config, "alerts").get("timezone")
-    try:
-        zone = zoneinfo.ZoneInfo(name) if name else datetime.timezone.utc
-    except zoneinfo.ZoneInfoNotFoundError:
-        zone = datetime.timezone.utc
-    moment = datetime.datetime.fromtimestamp(when, zone)
-    today = datetime.datetime.fromtimestamp(now, zone).date()
+    another day, in [alerts] timezone (else the system's)."""
+    where = zone(config)
+    moment = datetime.datetime.fromtimestamp(when, where)
+    today = datetime.datetime.fromtimestamp(now, where).date()
     return moment.strftime("%H:%M" if moment.date() == today else "%d/%m %H:%M")
 
 
@@ -308,7 +343,8 @@ def _late_text(config, alert, group, extra, now):
         onset=_clock(config, alert.get("onset") or alert["raised"], now),
         peak=_clock(config, alert.get("peak_time") or alert["raised"], now),
         ended=None if ended is None else _clock(config, ended, now),
-        now_level=alert["level"])
+        now_level=alert["level"], actions=_actions(config, extra, group["language"]),
+        shift=group.get("shift_table"))
 
 
 def _timeline(conn, config, alert, group):
@@ -321,7 +357,8 @@ def _timeline(conn, config, alert, group):
                   "WHERE alert_id = ? ORDER BY id", [alert["id"]])]
     return templates.render_timeline(group["language"], place=alert["place"],
                                      alert_id=alert["id"], kind=alert["kind"],
-                                     unit=alert["unit"], events=events)
+                                     unit=alert["unit"], events=events,
+                                     shift=group.get("shift_table"))
 
 
 def _insert(conn, alert_id, event_id, transport, recipient, group, level, language, body,
@@ -340,8 +377,9 @@ def cap_dict(config, alert, identifier, msg_type, level, value, now, extra, firs
     """The alert as gateway.cap wants it (see cap.py's docstring)."""
     language = _section(config, "alerts").get("language", "es")
     group = {"language": language, "name": ""}
-    headline = _text(alert, group, "clear" if level == "clear" else "alert",
-                     alert["level"] if level == "clear" else level, value, extra)
+    headline = _text(config, alert, group, "clear" if level == "clear" else "alert",
+                     alert["level"] if level == "clear" else level, value, extra, now,
+                     sms=False)
     return {
         "id": identifier,
         "sender": _sender(config),
@@ -398,12 +436,12 @@ def escalate(conn, config, alert_id, now, reason):
                  [now, alert_id])
     if not targets:
         return []
-    event = conn.execute("SELECT id, msg_type, level, value FROM alert_events "
+    event = conn.execute("SELECT id, msg_type, level, value, reading_time FROM alert_events "
                          "WHERE alert_id = ? ORDER BY id DESC LIMIT 1", [alert_id]).fetchone()
-    event_id, msg_type, level, value = event
+    event_id, msg_type, level, value, at = event
     message = {"Alert": "alert", "Update": "update", "Clear": "clear"}[msg_type]
     level = alert["level"] if level == "clear" else level
-    extra = _extra(conn, alert)
+    extra = dict(_extra(conn, alert), reading_time=at)
     sent_to = set()
     ids = []
     for target in targets:
@@ -459,6 +497,7 @@ def queue_test(conn, config, group_name, now):
     if group_name not in table:
         raise AlertError("no group %r (have %s)" % (group_name, ", ".join(table) or "none"))
     group = table[group_name]
-    text = templates.render(group["language"], "test", group=group_name)
+    text = templates.render(group["language"], "test", group=group_name,
+                            time=_clock(config, now, now), shift=group["shift_table"])
     return [_insert(conn, None, None, "sms", number, group_name, "test", group["language"],
                     text, 0, now) for number in dict.fromkeys(group["numbers"])]

@@ -477,13 +477,18 @@ def alerts_ack(home, alert_id, by):
 @_user_errors
 def alerts_test(home, group, wait):
     """Queue a test SMS to every number of GROUP through the outbox, exactly
-    as an alert goes; the running gateway (`huaico run`) delivers it.
+    as an alert goes; the running gateway (`huaico run`) delivers it. Refused
+    without an SMS backend; a test not sent within [alerts] test_expiry_s
+    expires rather than reach phones hours later.
 
     \b
     Example:
         huaico alerts test leaders --wait 60
     """
     config, database = open_home(home)
+    if config["sms"]["backend"] == "none":
+        raise click.ClickException('no SMS backend: set [sms] backend = "modem" or "spool" '
+                                   "in huaico.toml, then try again")
     with db.transaction(database) as conn:
         ids = alerts.queue_test(conn, config, group, time.time())
     click.echo("queued %d test message(s) to %s: outbox %s" % (len(ids), group,

@@ -99,6 +99,7 @@ def device():
 @click.argument("name")
 @click.option("--board", required=True, help="Board name, e.g. pico, pico_w, esp32.")
 @click.option("--site", required=True, help="Where the board is, in words.")
+@click.option("--place", help="The place residents read in its alerts, if not the site's.")
 @click.option("--lat", type=float, help="Latitude in degrees.")
 @click.option("--lon", type=float, help="Longitude in degrees.")
 @click.option("--transport", type=click.Choice(["uart", "mqtt"]),
@@ -108,7 +109,7 @@ def device():
 @click.option("--far", is_flag=True,
               help="Accept coordinates far from every other station of the network.")
 @_user_errors
-def device_add(home, name, board, site, lat, lon, transport, allow_unsigned, far):
+def device_add(home, name, board, site, place, lat, lon, transport, allow_unsigned, far):
     """Add a device: a new id and key, and its site config file sites/NAME.json.
 
     Copy the site file onto the board (`huaico flash` does it); it holds the
@@ -123,7 +124,7 @@ def device_add(home, name, board, site, lat, lon, transport, allow_unsigned, far
     config, database = open_home(home)
     stations.check_coordinates(database, lat, lon, far=far)
     added = devices.add(database, config, name, board, site, lat=lat, lon=lon,
-                        transport=transport, allow_unsigned=allow_unsigned)
+                        transport=transport, allow_unsigned=allow_unsigned, place=place)
     click.echo("added %s id=%s site file %s" % (name, added["id"],
                                                  devices.site_path(config, name)))
 

@@ -211,13 +211,14 @@ def threshold_remove(home, name, sensor_name, channel):
 @home_option
 @click.argument("name")
 @click.option("--site", help="Where the board is, in words.")
+@click.option("--place", help="The place residents read in its alerts (\"\": the site's).")
 @click.option("--lat", type=float, help="Latitude in degrees (with --lon).")
 @click.option("--lon", type=float, help="Longitude in degrees (with --lat).")
 @click.option("--report-every", metavar="SPAN", help="How often the board reports (5m).")
 @click.option("--far", is_flag=True,
               help="Accept coordinates far from every other station of the network.")
 @_user_errors
-def edit(home, name, site, lat, lon, report_every, far):
+def edit(home, name, site, place, lat, lon, report_every, far):
     """Change a station's place, coordinates or report interval.
 
     Coordinates out of range, or that look swapped (far from every other
@@ -228,7 +229,7 @@ def edit(home, name, site, lat, lon, report_every, far):
         huaico device edit rain-01 --site "Quebrada Alta, km 3" --lat -11.93 --lon -76.69
     """
     config, database = open_home(home)
-    changed = stations.edit(config, database, name, site=site, lat=lat, lon=lon,
+    changed = stations.edit(config, database, name, site=site, place=place, lat=lat, lon=lon,
                             report_s=None if report_every is None else _seconds(report_every),
                             far=far)
     click.echo("changed %s: %s; flash the board to give it the new site file" % (

@@ -13,6 +13,7 @@ import difflib
 import os
 import pathlib
 import tomllib
+import zoneinfo
 
 CONFIG_NAME = "huaico.toml"
 DEFAULT_HOME = "~/.huaico"
@@ -120,10 +121,12 @@ sender = "huaico"
 language = "es"
 # Escalate to the next group when an alert is not acknowledged in this time.
 escalate_after_min = 15
-# Most SMS one recipient gets per hour (emergencies excepted).
+# Most advisory and watch SMS one recipient gets per hour; warnings,
+# emergencies and all-clears are never held by it. 0 is no limit.
 rate_limit_per_hour = 12
-# No non-emergency SMS in these hours (local time, "HH:MM-HH:MM"; "" is never).
-quiet_hours = "22:00-06:00"
+# No advisory-level SMS in these hours (local time, "HH:MM-HH:MM", e.g.
+# "22:00-06:00"; "" is never). Watch, warning and emergency always go.
+quiet_hours = ""
 # Retry delays for failed deliveries: exponential from base to max, with jitter.
 retry_base_s = 5
 retry_max_s = 600
@@ -135,8 +138,12 @@ coalesce_s = 60
 # A reading older than this when it arrives (a backlog after an outage) is
 # reported as late data: see late_reports in [[groups]].
 late_after_s = 900
-# IANA time zone of the CAP alerts' times, e.g. "America/Lima" ("" is UTC).
+# IANA time zone of the times in messages, quiet hours and CAP alerts, e.g.
+# "America/Lima" ("" is the system's; `huaico doctor` shows which).
 timezone = ""
+# A test message (`huaico alerts test`) not gone out within this many
+# seconds expires instead of going out hours later.
+test_expiry_s = 600
 
 [retention]
 # Raw readings are kept this many days after they arrived; older ones are
@@ -155,7 +162,8 @@ listen = ""
 [[groups]]
 name = "leaders"
 language = "es"
-numbers = ["+51987654321"]
+# Phone numbers, e.g. ["+51987654321"]; none until you add them.
+numbers = []
 escalate_to = ""
 # Overrides [alerts] quiet_hours for this group when not empty.
 quiet_hours = ""
@@ -165,12 +173,28 @@ min_level = "watch"
 # happened and when), "timeline" (every event with its time: operators) or
 # "none".
 late_reports = "summary"
+# "es": send á í ó ú with the Spanish national single shift table (3GPP TS
+# 23.038) instead of writing them without accents; needs [sms] backend =
+# "modem", and phones and networks that honour it. "" is off.
+shift_table = ""
+
+# Sites by the name their devices give (`huaico device add --site`): the
+# place residents read in messages, and the site's own actions per language
+# and level. Uncomment and copy for each site.
+# [[sites]]
+# name = "Quebrada Huaycoloro"
+# place = "Huaycoloro, km 3 (colegio)"
+# [sites.actions.es]
+# warning = "Suba al colegio San Juan por la calle 4."
 '''
 
 DEFAULTS = tomllib.loads(DEFAULT_TOML)
 # The keys a [[groups]] table may hold are those of the example group above.
 GROUP_KEYS = tuple(DEFAULTS["groups"][0])
 DEFAULTS["groups"] = []
+# The keys of a [[sites]] table (the commented example above).
+SITE_KEYS = ("name", "place", "actions")
+DEFAULTS["sites"] = []
 
 
 class ConfigError(ValueError):
@@ -246,6 +270,24 @@ def _check(sections, defaults, where):
             raise ConfigError("%s.%s must be a number, not %r" % (where, key, value))
 
 
+def _check_sites(sites):
+    if not isinstance(sites, list) or not all(isinstance(entry, dict) for entry in sites):
+        raise ConfigError("sites must be an array of tables ([[sites]])")
+    for at, entry in enumerate(sites):
+        where = "sites[%d] (%s)" % (at, entry.get("name", "?"))
+        _unknown(entry, SITE_KEYS, where)
+        if not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise ConfigError("%s: name, the site as its devices spell it, is missing" % where)
+        if not isinstance(entry.get("place", ""), str):
+            raise ConfigError("%s.place must be text" % where)
+        actions = entry.get("actions", {})
+        if not isinstance(actions, dict) or not all(
+                isinstance(table, dict) and all(isinstance(v, str) for v in table.values())
+                for table in actions.values()):
+            raise ConfigError("%s.actions: a table per language of level = \"text\", e.g. "
+                              "[sites.actions.es] warning = \"Suba al colegio.\"" % where)
+
+
 def from_text(text, home, source="config"):
     try:
         sections = tomllib.loads(text)
@@ -258,6 +300,10 @@ def from_text(text, home, source="config"):
         if not isinstance(group, dict):
             raise ConfigError("groups must be an array of tables ([[groups]])")
         _unknown(group, GROUP_KEYS, "groups[%d] (%s)" % (at, group.get("name", "?")))
+        if group.get("shift_table") not in (None, "", "es"):
+            raise ConfigError("groups[%d].shift_table must be \"es\" or \"\", not %r"
+                              % (at, group["shift_table"]))
+    _check_sites(sections["sites"])
     for item in sections["ingest"]["serial"]:
         if not isinstance(item, str) or not item:
             raise ConfigError("ingest.serial must list pyserial URLs, not %r" % (item,))
@@ -269,6 +315,13 @@ def from_text(text, home, source="config"):
     if sections["clock"]["trust"] not in ("auto", "system"):
         raise ConfigError("clock.trust must be \"auto\" or \"system\", not %r"
                           % sections["clock"]["trust"])
+    zone = sections["alerts"]["timezone"]
+    if zone:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError("alerts.timezone %r is not an IANA time zone; use e.g. "
+                              "\"America/Lima\" (\"\" is the system's)" % zone) from None
     if sections["retention"]["raw_days"] < 0:
         raise ConfigError("retention.raw_days must not be negative (0 keeps every reading)")
     if sections["ingest"]["batch_ms"] < 0:

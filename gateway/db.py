@@ -108,8 +108,15 @@ def m004_gateway_state(database):
     database["gateway_state"].create({"name": str, "value": str, "updated": float}, pk="name")
 
 
+def m005_device_place(database):
+    """The place residents read in alert messages for this device's
+    readings ("Quebrada Santo Domingo, parte alta"); NULL: the site's."""
+    database.conn.execute("ALTER TABLE devices ADD COLUMN place TEXT")
+
+
 MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
-              ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state)]
+              ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state),
+              ("m005_device_place", m005_device_place)]
 
 
 def all_migrations():

@@ -149,12 +149,15 @@ def _toml_value(value):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join("%s = %s" % (json.dumps(k, ensure_ascii=False), _toml_value(v))
+                               for k, v in value.items()) + "}"
     raise DemoError("cannot write %r into huaico.toml" % (value,))
 
 
 def gateway_toml(scenario, modem_path, mqtt_port):
     """huaico.toml for the demo: the SMS modem, MQTT when a broker is there,
-    the scenario's [alerts] and [[groups]] (the rest stays default)."""
+    the scenario's [alerts], [[groups]] and [[sites]] (the rest stays default)."""
     sections = {
         "gateway": {"database": "huaico.db", "sites_dir": "sites", "log": "info"},
         "ingest": {"serial": [], "baudrate": 115200, "batch_ms": 5},
@@ -171,10 +174,11 @@ def gateway_toml(scenario, modem_path, mqtt_port):
         lines.append("[%s]" % name)
         lines += ["%s = %s" % (key, _toml_value(value)) for key, value in values.items()]
         lines.append("")
-    for group in scenario["groups"]:
-        lines.append("[[groups]]")
-        lines += ["%s = %s" % (key, _toml_value(value)) for key, value in group.items()]
-        lines.append("")
+    for table in ("groups", "sites"):
+        for entry in scenario.get(table, ()):
+            lines.append("[[%s]]" % table)
+            lines += ["%s = %s" % (key, _toml_value(value)) for key, value in entry.items()]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -503,7 +507,7 @@ class Demo:
         for spec in s["devices"]:
             args = ["device", "add", spec["name"], "--board", spec["board"], "--site",
                     spec["site"], "--transport", "uart"]
-            for key in ("lat", "lon"):
+            for key in ("place", "lat", "lon"):
                 if key in spec:
                     args += ["--" + key, spec[key]]
             self._cli(*args)
@@ -731,6 +735,7 @@ def summarise(home, boards, sent):
                 "ORDER BY e.id"):
             sms = list(database.query("SELECT recipient, sent, refs FROM outbox WHERE event_id = ? "
                                       "AND transport = 'sms' AND status = 'sent'", [event["id"]]))
+            parts = [len(json.loads(message["refs"] or "[]")) for message in sms]
             left = []
             for message in sms:
                 times = [r["time"] for ref in json.loads(message["refs"] or "[]")
@@ -749,6 +754,7 @@ def summarise(home, boards, sent):
             rows.append({"event": event["id"], "alert": event["alert_id"],
                          "rule": event["rule_name"], "level": event["level"],
                          "device": device, "trigger": trigger, "sms": len(left),
+                         "parts": max(parts, default=0),
                          "latency_s": None if latency is None else round(latency, 3),
                          "latency_1x_s": None if real is None else round(real, 3)})
         board_tips = {name: (b.end or {}).get("tips") for name, b in boards.items()}
@@ -764,6 +770,8 @@ def summarise(home, boards, sent):
                                "status = 'sent'"),
             "messages_pending": q("SELECT count(*) FROM outbox WHERE status = 'pending'"),
             "sms_pdus": len(sent),
+            # Per recipient: alert events, messages and SMS parts it got.
+            "per_number": _per_number(database),
             "rejects": q("SELECT count(*) FROM rejects"),
             "tips": board_tips,
             "tips_stored": {ids[d]: n for d, n in database.execute(
@@ -780,6 +788,17 @@ def summarise(home, boards, sent):
         return result
     finally:
         database.conn.close()
+
+
+def _per_number(database):
+    out = {}
+    for number, events, refs in database.execute(
+            "SELECT recipient, count(DISTINCT event_id), group_concat(refs, '|') FROM outbox "
+            "WHERE transport = 'sms' AND status = 'sent' GROUP BY recipient ORDER BY recipient"):
+        counts = [len(json.loads(item)) for item in (refs or "").split("|") if item]
+        out[number] = {"events": events, "messages": len(counts), "parts": sum(counts),
+                       "max_parts": max(counts, default=0)}
+    return out
 
 
 def _trigger(database, event, device, board):
@@ -844,11 +863,16 @@ def format_summary(result):
         lines.append("  %-36s %d SenML, %d alerts, %d CAP" % (
             "seen on the broker", result["mqtt"]["senml"], result["mqtt"]["alerts"],
             result["mqtt"]["cap"]))
-    lines += ["", "  %-5s %-14s %-10s %-24s %4s %11s %11s" % (
-        "EVENT", "RULE", "LEVEL", "TRIGGER", "SMS", "TO SMS (s)", "AT 1x (s)")]
+    for number, sent in result["per_number"].items():
+        lines.append("  %-36s %d alert event(s), %d message(s), %d part(s): at most %d "
+                     "per alert" % ("SMS to " + number, sent["events"], sent["messages"],
+                                    sent["parts"], sent["max_parts"]))
+    lines += ["", "  %-5s %-14s %-10s %-24s %4s %5s %11s %11s" % (
+        "EVENT", "RULE", "LEVEL", "TRIGGER", "SMS", "PARTS", "TO SMS (s)", "AT 1x (s)")]
     for row in result["events"]:
-        lines.append("  %-5d %-14s %-10s %-24s %4d %11s %11s" % (
+        lines.append("  %-5d %-14s %-10s %-24s %4d %5d %11s %11s" % (
             row["event"], row["rule"][:14], row["level"], row["trigger"][:24], row["sms"],
+            row["parts"],
             "-" if row["latency_s"] is None else "%.2f" % row["latency_s"],
             "-" if row.get("latency_1x_s") is None else "%.2f" % row["latency_1x_s"]))
     latency = result["latency_s"]

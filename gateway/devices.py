@@ -100,8 +100,9 @@ def write_site_config(device, config):
 
 
 def add(database, config, name, board, site, lat=None, lon=None, transport=None,
-        allow_unsigned=False):
-    """Provision a device: new id and key, a row, and its site config file."""
+        allow_unsigned=False, place=None):
+    """Provision a device: new id and key, a row, and its site config file.
+    place is what residents read in its alerts (default: the site's)."""
     _check_name(name)
     board_module = _board(board)
     transport = transport or board_module.TRANSPORTS[0]
@@ -125,7 +126,7 @@ def add(database, config, name, board, site, lat=None, lon=None, transport=None,
         "lat": lat, "lon": lon, "key": secrets.token_hex(KEY_BYTES),
         "allow_unsigned": int(bool(allow_unsigned)), "retired": 0, "last_seq": None,
         "seq_window": 0, "last_seen": None, "battery_mv": None, "rssi": None,
-        "created": time.time(),
+        "created": time.time(), "place": place or None,
     }
     database["devices"].insert(device)
     write_site_config(device, config)

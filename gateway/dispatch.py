@@ -3,8 +3,11 @@ the outbox over SMS (gateway.sms backends) and MQTT (gateway.mqtt.MqttLink).
 
 Each pass takes the pending rows in id order and, per recipient:
 - skips rows that a policy holds back, without blocking the recipient's
-  other rows: no backend configured for the transport; quiet hours hold advisory and watch messages (warnings and
-  emergencies go), the hourly rate limit holds everything but emergencies;
+  other rows: no backend configured for the transport; quiet hours hold
+  advisory messages only, and the hourly rate limit advisory and watch
+  ones: a warning, an emergency or their all-clear is never held back;
+- a test message not gone out within [alerts] test_expiry_s expires
+  (status 'expired'): a test that arrives hours later would mislead;
 - sends the rest in order: a row waiting for its retry blocks the
   recipient's later rows (in order per recipient), but never anyone else's;
 - a retryable failure sets the row's own next attempt, exponential from
@@ -44,15 +47,15 @@ import random
 import sqlite3
 import threading
 import time
-import zoneinfo
 
 from gateway import acks, alerts, db, templates
 from gateway.sms import SmsError
 
 log = logging.getLogger("huaico.dispatch")
 
-URGENT = ("warning", "emergency", "test")
-QUIET_HELD = ("advisory", "watch")
+# Levels that quiet hours hold, and that the per-recipient rate limit holds.
+QUIET_HELD = ("advisory",)
+RATE_HELD = ("advisory", "watch")
 
 
 def parse_quiet_hours(text):
@@ -127,9 +130,9 @@ class Dispatcher:
         self.retry_base_s = float(section.get("retry_base_s", 5))
         self.retry_max_s = float(section.get("retry_max_s", 600))
         self.rate_limit = int(section.get("rate_limit_per_hour", 12))
+        self.test_expiry_s = float(section.get("test_expiry_s", 600))
         self.status_reports = bool(((config or {}).get("sms") or {}).get("status_reports", True))
-        zone = section.get("timezone")
-        self.zone = zoneinfo.ZoneInfo(zone) if zone else None
+        self.zone = alerts.zone(config)
         self.groups = alerts.groups(config)
         self._quiet = {name: parse_quiet_hours(group["quiet_hours"])
                        for name, group in self.groups.items()}
@@ -294,7 +297,7 @@ class Dispatcher:
         conn = self.database.conn
         cursor = conn.execute(
             "SELECT id, alert_id, transport, recipient, grp, level, language, body, attempts, "
-            "next_attempt, hold, copies, inflight, concat_ref, parts "
+            "next_attempt, hold, copies, inflight, concat_ref, parts, created "
             "FROM outbox WHERE status = 'pending' ORDER BY id")
         names = [column[0] for column in cursor.description]
         rows = [dict(zip(names, row)) for row in cursor.fetchall()]
@@ -320,6 +323,11 @@ class Dispatcher:
                 done[outcome] = done.get(outcome, 0) + 1
                 continue
             if key in blocked:
+                continue
+            if row["level"] == "test" and now - row["created"] > self.test_expiry_s \
+                    and not row["inflight"]:
+                outcome = self._record(self._expired, row, now)
+                done[outcome] = done.get(outcome, 0) + 1
                 continue
             hold = self._policy_hold(conn, row, now)
             if hold:
@@ -391,7 +399,7 @@ class Dispatcher:
             local = datetime.datetime.fromtimestamp(now, self.zone)
             if in_quiet_hours(self._quiet.get(row["grp"]), local):
                 return "quiet"
-        if level not in ("emergency", "test") and self.rate_limit > 0:
+        if level in RATE_HELD and self.rate_limit > 0:
             sent = conn.execute(
                 "SELECT count(*) FROM outbox WHERE transport = 'sms' AND recipient = ? "
                 "AND status = 'sent' AND sent > ?", [row["recipient"], now - 3600]).fetchone()[0]
@@ -529,14 +537,27 @@ class Dispatcher:
         row.update(copies=copies, inflight=1, concat_ref=reference, parts=json.dumps(parts))
         text = row["body"] if copies < 2 else templates.repeat(row["language"] or "en",
                                                                row["body"])
+        # The group's national shift table, when it has one: the stored text
+        # kept its accents for it (gateway.templates.sms_form).
+        shift = (self.groups.get(row["grp"]) or {}).get("shift_table")
         try:
             refs = self.sms.send(row["recipient"], text, self.status_reports,
-                                 reference=reference, skip=len(parts))
+                                 reference=reference, skip=len(parts),
+                                 **({"shift": shift} if shift else {}))
         except SmsError as exc:
             row["parts"] = json.dumps(parts + list(exc.sent_refs))
             exc.sent_refs = parts + list(exc.sent_refs)
             raise
         return parts + refs
+
+    def _expired(self, row, now):
+        detail = "test message not sent within %.0f s" % self.test_expiry_s
+        with db.transaction(self.database) as conn:
+            conn.execute("UPDATE outbox SET status = 'expired', hold = '', last_error = ? "
+                         "WHERE id = ? AND status = 'pending'", [detail, row["id"]])
+            self._log(conn, row, now, "expired", detail, None)
+        log.warning("event=message_expired outbox=%d to=%s", row["id"], row["recipient"])
+        return "expired"
 
     def _retry(self, row, now, detail):
         attempts = row["attempts"] + 1

@@ -10,6 +10,7 @@ readers of one serial port steal each other's bytes), and the broker check
 connects with its own client id, never the gateway's (the broker would
 disconnect the gateway to let the newcomer in).
 """
+import datetime
 import errno
 import os
 import pathlib
@@ -422,8 +423,41 @@ def run(home=None, quick=False):
     checks += _guarded("permissions", check_modes, config)
     checks += _guarded("disk", check_disk, config)
     checks += _guarded("clock", _clock_with_data, config)
+    checks += _guarded("timezone", check_timezone, config)
+    checks += _guarded("sms alphabet", check_shift_tables, config)
     checks += _guarded("rules", check_rules, config)
     return checks
+
+
+def check_timezone(config, now=None):
+    """The zone of the times in messages and of quiet hours: [alerts]
+    timezone (checked when the config loads), else the system's, shown
+    with its offset and the time there now."""
+    from gateway import alerts
+
+    name = config["alerts"]["timezone"]
+    zone = alerts.zone(config)
+    moment = datetime.datetime.fromtimestamp(time.time() if now is None else now, zone)
+    moment = moment if zone else moment.astimezone()
+    if name:
+        return [Check("timezone", OK, "messages and quiet hours use %s (UTC%s, now %s)"
+                      % (name, moment.strftime("%z"), moment.strftime("%H:%M")))]
+    return [Check("timezone", OK, "messages and quiet hours use the system's zone %s (UTC%s, "
+                  "now %s)" % (moment.tzname(), moment.strftime("%z"), moment.strftime("%H:%M")),
+                  'set [alerts] timezone, e.g. "America/Lima", to keep it whatever the system '
+                  'says')]
+
+
+def check_shift_tables(config):
+    """Groups asking for a national shift table that their backend cannot
+    send: gammu-smsd encodes texts itself, so they go without accents."""
+    if config["sms"]["backend"] == "modem":
+        return []
+    return [Check("sms alphabet", WARN, "group %s: shift_table = %r needs [sms] backend = "
+                  "\"modem\"; its texts go without accents" % (group["name"],
+                                                               group["shift_table"]),
+                  'set backend = "modem", or shift_table = ""')
+            for group in config["groups"] if group.get("shift_table")]
 
 
 def check_rules(config):

@@ -245,8 +245,11 @@ class Modem:
 
     # -- the backend interface -------------------------------------------
 
-    def send(self, number, text, status_report=False, reference=None, skip=0):
+    def send(self, number, text, status_report=False, reference=None, skip=0, shift=None):
         """Send text to number; the TP-MR of each part, as strings, in order.
+
+        shift names a national language single shift table
+        (gateway.sms_pdu.SHIFT_TABLES, a recipient group's shift_table).
 
         reference is the concatenation reference (a fresh one when None);
         skip leaves out the first parts: the caller that recorded which parts
@@ -258,7 +261,7 @@ class Modem:
                 reference = self._concat_ref
             try:
                 pdus = sms_pdu.submit_pdus(number, text, reference, status_report,
-                                           self.validity_minutes)
+                                           self.validity_minutes, shift=shift)
             except sms_pdu.PduError as exc:
                 raise SmsError(None, str(exc), False) from None
             self._ensure_ready()

@@ -220,17 +220,11 @@ def validity_octet(minutes):
     return min(192 + -(-days // 7), 255)
 
 
-def submit_pdus(number, text, ref, status_report=False, validity_minutes=24 * 60, shift=None):
-    """SMS-SUBMIT PDUs for a text: list of (hex_pdu, tpdu_length).
-
-    hex_pdu starts with a zero-length SMSC address, so the modem uses the
-    SIM's service centre; tpdu_length is what AT+CMGS=<length> wants (octets
-    without that SMSC part). ref is the 8-bit concatenation reference: the
-    caller varies it per message so that a phone never mixes two messages'
-    parts. shift names a national language single shift table (SHIFT_TABLES),
-    used only when the text needs it and fits GSM-7 with it."""
-    if not 0 <= ref <= 255:
-        raise PduError("concatenation reference must fit one octet")
+def layout(text, shift=None):
+    """(encoding, single shift UDH element or b"", parts as septets or UTF-16
+    units): how submit_pdus sends text. shift names a national language
+    single shift table (SHIFT_TABLES), used only when the text needs it and
+    fits GSM-7 with it."""
     encoding = choose_encoding(text)
     shift_ie = b""
     extension = GSM7_EXTENSION
@@ -243,7 +237,21 @@ def submit_pdus(number, text, ref, status_report=False, validity_minutes=24 * 60
             shift_ie = struct.pack("BBB", _IEI_SINGLE_SHIFT, 1, language)
     # The shift IE's 3 octets, plus the UDH length octet when it is alone,
     # in septets with their fill bits: 155 septets in one part, 149 split.
-    parts = split_units(text, encoding, extension, (5, 4) if shift_ie else (0, 0))
+    return encoding, shift_ie, split_units(text, encoding, extension,
+                                           (5, 4) if shift_ie else (0, 0))
+
+
+def submit_pdus(number, text, ref, status_report=False, validity_minutes=24 * 60, shift=None):
+    """SMS-SUBMIT PDUs for a text: list of (hex_pdu, tpdu_length).
+
+    hex_pdu starts with a zero-length SMSC address, so the modem uses the
+    SIM's service centre; tpdu_length is what AT+CMGS=<length> wants (octets
+    without that SMSC part). ref is the 8-bit concatenation reference: the
+    caller varies it per message so that a phone never mixes two messages'
+    parts. shift: see layout."""
+    if not 0 <= ref <= 255:
+        raise PduError("concatenation reference must fit one octet")
+    encoding, shift_ie, parts = layout(text, shift)
     address = encode_address(number)
     dcs = 0x00 if encoding == GSM7 else 0x08
     vp = validity_octet(validity_minutes)

@@ -189,9 +189,12 @@ def check_coordinates(database, lat, lon, exclude=None, far=False):
             % (lat, lon, given[0], given[1], swapped[0], mean))
 
 
-def edit(config, database, name, site=None, lat=None, lon=None, report_s=None, far=False):
+def edit(config, database, name, site=None, lat=None, lon=None, report_s=None, far=False,
+         place=None):
     """Change a station's place, coordinates or report interval, in the
-    devices table and its site file together; returns the fields changed."""
+    devices table and its site file together; returns the fields changed.
+    place (what residents read; "" for the site's) lives in the table only:
+    the board never needs it."""
     device = devices.get(database, name)
     if lat is not None or lon is not None:
         check_coordinates(database, lat, lon, exclude=name, far=far)
@@ -201,20 +204,22 @@ def edit(config, database, name, site=None, lat=None, lon=None, report_s=None, f
     written.update(changes)
     if report_s is not None:
         written["report_s"] = report_s
-    if not changes and report_s is None:
-        raise StationError("nothing to change: give --site, --lat/--lon or --report-every")
+    if not changes and report_s is None and place is None:
+        raise StationError("nothing to change: give --site, --place, --lat/--lon or "
+                           "--report-every")
     device.update(changes)
     require_valid(device, written)
     # Written inside the transaction (checked before it, so the write lock is
     # not held while the firmware's checks run): a failed write rolls the
     # table back, and the two never disagree.
+    table = dict(changes, **({"place": place or None} if place is not None else {}))
     with db.transaction(database) as conn:
-        if changes:
+        if table:
             conn.execute("UPDATE devices SET %s WHERE id = ?"
-                         % ", ".join("%s = ?" % key for key in changes),
-                         list(changes.values()) + [device["id"]])
+                         % ", ".join("%s = ?" % key for key in table),
+                         list(table.values()) + [device["id"]])
         write_site(config, device, written)
-    return dict(changes, **({"report_s": report_s} if report_s is not None else {}))
+    return dict(table, **({"report_s": report_s} if report_s is not None else {}))
 
 
 def rotate_key(config, database, name):

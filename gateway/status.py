@@ -209,9 +209,10 @@ def render(status, style=lambda text, **kw: text):
     for alert in status["alerts"]:
         value = "" if alert["value"] is None else " %g %s" % (alert["value"], alert["unit"] or "")
         acked = ("acked by %s" % alert["acked_by"]) if alert["acked"] else "NOT acknowledged"
-        text = "  #%d %s %s at %s (%s%s), raised %s, %s" % (
+        text = "  #%d %s %s at %s (%s %s%s), raised %s, %s" % (
             alert["id"], alert["level"].upper(), alert["rule"], alert["place"],
-            alert["channel"] or "-", value.rstrip(), ago(alert["raised"], now), acked)
+            alert["device"], alert["channel"] or "-", value.rstrip(),
+            ago(alert["raised"], now), acked)
         colour = "red" if alert["level"] in ("warning", "emergency") else "yellow"
         lines.append(style(text, fg=colour))
     return lines

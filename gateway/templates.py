@@ -1,24 +1,34 @@
 """SMS texts per language, from the data files in gateway/templates/*.toml.
 
 Texts live in data files so that a community can translate or reword them
-without touching code. A message names the place, the level, the value and
-what to do, and must fit in two SMS parts even when it needs UCS-2 (accents
-outside GSM-7, Chinese): 2 x 67 = 134 characters. When a long place name
-would push it over, the place is shortened, never the action.
+without touching code. Every alert text says, in this order, the level in
+one word, the place, what was measured in plain units, the local time of
+the reading and what to do; the acknowledgement hint comes last and short.
+
+A text is made to cost one SMS part where the alphabet allows it: in a
+language written in the Latin alphabet (script = "latin" in its file) the
+text is transliterated to GSM-7 (gateway.sms_alphabet) unless its group
+sends accents with a national shift table, and it is checked against the
+parts it will be sent in, with room for the repeat mark a second copy gets.
+When it does not fit, the place is shortened; when even that cannot make
+it one part, the action is kept in the first part.
 """
 import pathlib
 import tomllib
 
-MAX_CHARS = 134  # two concatenated UCS-2 parts
+from gateway import sms_alphabet, sms_pdu
+
 DIRECTORY = pathlib.Path(__file__).with_name("templates")
 FALLBACK = "en"
 # Alerts about the station itself: the action is to check it, not to evacuate.
 EQUIPMENT = ("silent", "battery", "quality")
+# A shortened place keeps at least this many characters (then "...").
+MIN_PLACE = 12
 _cache = {}
 
 
 class TemplateError(ValueError):
-    """A language with no data file, or a text that cannot fit."""
+    """A language with no data file."""
 
 
 def languages():
@@ -38,36 +48,6 @@ def load(language):
     return texts
 
 
-def _window(seconds):
-    if not seconds:
-        return ""
-    if seconds % 3600 == 0:
-        return "%dh" % (seconds // 3600)
-    if seconds % 60 == 0:
-        return "%dmin" % (seconds // 60)
-    return "%ds" % seconds
-
-
-def format_value(kind, value, unit):
-    """The value as people read it: 42.5 mm, 1.85 m, 3.41 V, 2 h."""
-    if value is None or kind == "quality":
-        return ""
-    if kind == "silent":
-        minutes = int(value // 60)
-        return "%d h %02d min" % divmod(minutes, 60) if minutes >= 60 else "%d min" % minutes
-    # Two decimals read well for rain and levels; strain and crack widths are
-    # far below 1 and keep three significant digits instead of showing "0".
-    text = "%.2f" % value if abs(value) >= 1 or value == 0 else "%.3g" % value
-    if "e" not in text and "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "%s %s" % (text, unit) if unit and unit not in ("count", "/") else text
-
-
-def repeat(language, text):
-    """text marked as a possible second copy, in the recipient's language."""
-    return _texts(language).get("marks", {}).get("repeat", "REPEAT: ") + text
-
-
 def _texts(language):
     try:
         return load(language)
@@ -75,59 +55,170 @@ def _texts(language):
         return load(FALLBACK)
 
 
+def _window(texts, seconds):
+    """A rule's window in words: "10 minutos", "1 hora"."""
+    if not seconds:
+        return ""
+    words = texts["time"]
+    for size, one, many in ((3600, "hour", "hours"), (60, "minute", "minutes"),
+                            (1, "second", "seconds")):
+        if seconds % size == 0:
+            count = seconds // size
+            return words[one if count == 1 else many].format(n=count)
+    return words["seconds"].format(n=seconds)
+
+
+def format_value(kind, value, unit, units=None, spans=None, space=" "):
+    """The value as people read it: 42.5 mm, 1.85 m, 3.41 V, 2 h 05 min;
+    units maps a unit symbol to the language's plain words for it, spans
+    holds its words for a silence ("{h} h {m:02d} min", "{m} min"), space
+    goes between number and unit (none in Chinese)."""
+    if value is None or kind == "quality":
+        return ""
+    if kind == "silent":
+        spans = spans or {"span_hours": "{h} h {m:02d} min", "span_minutes": "{m} min"}
+        hours, minutes = divmod(int(value // 60), 60)
+        return (spans["span_hours"].format(h=hours, m=minutes) if hours else
+                spans["span_minutes"].format(m=minutes))
+    # Two decimals read well for rain and levels; strain and crack widths are
+    # far below 1 and keep three significant digits instead of showing "0".
+    text = "%.2f" % value if abs(value) >= 1 or value == 0 else "%.3g" % value
+    if "e" not in text and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if not unit or unit in ("count", "/"):
+        return text
+    return "%s%s%s" % (text, space, (units or {}).get(unit, unit))
+
+
+def _what(texts, kind, channel, window_s, value, unit):
+    """What was measured, with its value in plain units: "42.5 mm de lluvia en 1 hora"."""
+    channel_name = texts["channels"].get(channel or "", texts["channels"]["other"])
+    return texts["what"].get(kind, "{channel} {value}").format(
+        channel=channel_name, window=_window(texts, window_s),
+        value=format_value(kind, value, unit, texts["units"], texts["time"],
+                                 texts.get("unit_space", " ")))
+
+
+def _action(texts, level, kind, actions=None):
+    """The action for a level, the site's own (actions: level -> text) first."""
+    key = "equipment" if kind in EQUIPMENT else level
+    return (actions or {}).get(key) or texts["actions"].get(key, "")
+
+
+# -- fitting a text to its SMS parts -----------------------------------------
+
+def sms_form(language, text, shift=None):
+    """What is stored and sent: GSM-7 after transliteration for a language in
+    the Latin alphabet, unless shift (a national single shift table, see
+    gateway.sms_pdu.SHIFT_TABLES) carries every character as it is."""
+    if _texts(language).get("script") != "latin":
+        return text
+    if shift and sms_pdu.choose_encoding(text, sms_pdu.SHIFT_TABLES[shift][1]) == sms_pdu.GSM7:
+        return text
+    return sms_alphabet.to_gsm7(text)
+
+
+def parts(text, shift=None):
+    """The parts text goes out in, as gateway.sms_pdu.submit_pdus cuts them."""
+    return sms_pdu.layout(text, shift)[2]
+
+
+def _fits(text, action, shift):
+    """(one part, action in the first part) for text as it will be sent."""
+    cut = parts(text, shift)
+    if len(cut) == 1:
+        return True, True
+    at = text.find(action) if action else -1
+    end = at + len(action) if at >= 0 else len(text)
+    head = parts(text[:end], shift)
+    return False, len(head) == 1 and len(head[0]) <= len(cut[0])
+
+
+def _fitted(language, template, place, fields, action, shift):
+    """The template filled in and made ready to send. The place is shortened
+    ("...") as little as makes the text one part with room for the repeat
+    mark, else one part without that room (a repeat may then take two),
+    else two parts with the action in the first."""
+    mark = _texts(language)["marks"]["repeat"]
+
+    def fill(name):
+        text = " ".join(template.format(place=name, **fields).split())
+        return sms_form(language, text, shift)
+
+    def shortened(shortest):
+        yield fill(place)
+        for size in range(len(place) - 1, shortest - 1, -1):
+            yield fill(place[:size].rstrip() + "...")
+
+    for prefix in (mark, ""):
+        for text in shortened(MIN_PLACE):
+            if _fits(prefix + text, action, shift)[0]:
+                return text
+    for text in shortened(4):
+        if _fits(text, action, shift)[1]:
+            return text
+    return fill(place)
+
+
+# -- the texts -------------------------------------------------------------------
+
+def render(language, message, *, place="", level="", kind="above", channel=None, value=None,
+           unit="", window_s=0, alert_id="", group="", time="", actions=None, shift=None,
+           sms=True):
+    """The text for `message` ("alert", "update", "clear", "test"). time is
+    the reading's local time as text; actions the site's own (level -> text);
+    sms False gives the text as written (CAP headlines), not fitted to SMS."""
+    texts = _texts(language)
+    action = _action(texts, level, kind, actions)
+    fields = {
+        "level": texts["levels"].get(level, level.upper()),
+        "action": action,
+        "what": _what(texts, kind, channel, window_s, value, unit),
+        "id": alert_id,
+        "group": group,
+        "time": time,
+    }
+    template = texts["messages"][message]
+    if not sms:
+        return " ".join(template.format(place=place, **fields).split())
+    return _fitted(language, template, place, fields, sms_form(language, action, shift), shift)
+
+
 def render_late(language, *, place, level, kind, channel, value, unit, window_s, alert_id,
-                onset, peak, ended, now_level):
+                onset, peak, ended, now_level, actions=None, shift=None):
     """What happened and when, for data that came late: the peak, since when,
-    and whether it is over (ended: a time, or None while it goes on)."""
+    and whether it is over (ended: a time, or None while it goes on, with the
+    action of the level now)."""
     texts = _texts(language)
     late = texts["late"]
+    action = "" if ended is not None else _action(texts, now_level, kind, actions)
     state = (late["ended"].format(time=ended) if ended is not None else
-             late["active"].format(level=texts["levels"].get(now_level, now_level.upper())))
-    text = late["message"].format(
-        place=place, level=texts["levels"].get(level, level.upper()),
-        what=_what(texts, kind, channel, window_s), value=format_value(kind, value, unit),
-        onset=onset, peak=peak, state=state, id=alert_id)
-    return " ".join(text.split())
+             late["active"].format(level=texts["levels"].get(now_level, now_level.upper()),
+                                   action=action, id=alert_id))
+    fields = {
+        "level": texts["levels"].get(level, level.upper()),
+        "what": _what(texts, kind, channel, window_s, value, unit),
+        "onset": onset, "peak": peak, "state": state, "id": alert_id,
+    }
+    return _fitted(language, late["message"], place, fields,
+                   sms_form(language, action, shift), shift)
 
 
-def render_timeline(language, *, place, alert_id, kind, unit, events):
+def render_timeline(language, *, place, alert_id, kind, unit, events, shift=None):
     """Every event of an alert as "time LEVEL value" for operators; events
     are (time text, level, value). Operators' phones take a long message:
-    no two-part limit here."""
+    no one-part limit here."""
     texts = _texts(language)
     items = []
     for when, level, value in events:
         name = texts["late"]["clear"] if level == "clear" else texts["levels"].get(
             level, level.upper())
-        items.append(("%s %s %s" % (when, name, format_value(kind, value, unit))).strip())
-    return texts["late"]["timeline"].format(place=place, id=alert_id, events="; ".join(items))
+        items.append(("%s %s %s" % (when, name, format_value(
+            kind, value, unit, texts["units"], texts["time"], texts.get("unit_space", " ")))).strip())
+    text = texts["late"]["timeline"].format(place=place, id=alert_id, events="; ".join(items))
+    return sms_form(language, text, shift)
 
 
-def _what(texts, kind, channel, window_s):
-    channel_name = texts.get("channels", {}).get(channel or "", channel or "")
-    return texts["what"].get(kind, "{channel}").format(channel=channel_name,
-                                                      window=_window(window_s))
-
-
-def render(language, message, *, place="", level="", kind="above", channel=None, value=None,
-           unit="", window_s=0, alert_id="", group=""):
-    """The SMS text for `message` ("alert", "update", "clear", "test")."""
-    texts = _texts(language)
-    what = _what(texts, kind, channel, window_s)
-    fields = {
-        "level": texts["levels"].get(level, level.upper()),
-        "action": texts["actions"].get("equipment" if kind in EQUIPMENT else level, ""),
-        "what": what,
-        "value": format_value(kind, value, unit),
-        "id": alert_id,
-        "group": group,
-    }
-    template = texts["messages"][message]
-    text = template.format(place=place, **fields)
-    if len(text) > MAX_CHARS:
-        room = len(place) - (len(text) - MAX_CHARS) - 1
-        if room < 4:
-            raise TemplateError("%s/%s text is %d characters, over %d even without the place"
-                                % (language, message, len(text), MAX_CHARS))
-        text = template.format(place=place[:room] + "…", **fields)
-    return " ".join(text.split())
+def repeat(language, text):
+    """text marked as a possible second copy, in the recipient's language."""
+    return _texts(language)["marks"]["repeat"] + text

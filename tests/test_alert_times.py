@@ -82,10 +82,10 @@ def test_a_storm_uploaded_two_hours_late_makes_one_message_each(alert_db, alert_
         # Two episodes (the gauge dipped and rose again): one message each.
         assert [kind for kind, _, _ in by_number[number]] == ["late", "late"]
         first = by_number[number][0][1]
-        assert first.startswith("INFORME TARDÍO g1 (chosica): EMERGENCIA")
-        assert "a las 06:10, desde 06:00. Terminó a las 06:25." in first
+        # The peak, its time and when it ended: what happened, and that it is over.
+        assert first == "EMERGENCIA chosica: nivel del rio 3.1 m a las 06:10. Termino a las 06:25."
     timeline = [body for kind, body, _ in by_number[OPERATOR]]
-    assert timeline[0] == ("huaico alert 1 g1 (chosica), late data: 06:00 WATCH 1.2 m; "
+    assert timeline[0] == ("huaico alert 1 chosica, late data: 06:00 WATCH 1.2 m; "
                            "06:05 WARNING 2.1 m; 06:10 EMERGENCY 3.1 m; 06:15 WARNING 2.2 m; "
                            "06:20 WATCH 1.3 m; 06:25 END 0.4 m")  # operators read English
     # Late news waits for the rest of the backlog, then goes once.
@@ -93,7 +93,7 @@ def test_a_storm_uploaded_two_hours_late_makes_one_message_each(alert_db, alert_
     assert deliver(alert_db, alert_config, modem_emulator, T0 + 1) == {}
     deliver(alert_db, alert_config, modem_emulator, T0 + 61)
     for number in LEADERS:
-        assert len(texts_to(modem_emulator, number)) == 2 * 2  # 2 messages of 2 parts
+        assert len(texts_to(modem_emulator, number)) == 2  # 2 messages of one part each
     # Machines get every event, each with its reading's time (CAP onset).
     onsets = [json.loads(body)["info"].get("onset") for (body,) in alert_db.rows(
         "SELECT body FROM outbox WHERE recipient = 'huaico/alerts/1' ORDER BY id")]
@@ -120,7 +120,7 @@ def test_a_ring_flushed_mid_storm_tells_the_state_now_at_once(alert_db, alert_co
     leaders = [row for row in live_sms(alert_db) if row[0] in LEADERS]
     assert [(r[0], r[1], r[3]) for r in leaders] == [
         (LEADERS[0], "alert", T0), (LEADERS[1], "alert", T0)]
-    assert leaders[0][2].startswith("ALERTA g1 (chosica): nivel del río 2.2 m.")
+    assert leaders[0][2].startswith("ALERTA chosica: nivel del rio 2.2 m a las ")
 
 
 def test_live_transitions_coalesce_but_never_hold_a_first_message_or_a_rise(
@@ -141,7 +141,7 @@ def test_live_transitions_coalesce_but_never_hold_a_first_message_or_a_rise(
     assert deliver(alert_db, alert_config, modem_emulator, T0 + 51) == {}
     assert deliver(alert_db, alert_config, modem_emulator, T0 + 91) == {"sent": 1}
     sent = texts_to(modem_emulator, LEADERS[0])
-    joined = [text for text in sent if not text.startswith("a segura") and len(text) > 30]
-    assert [text.split(" ")[0] for text in joined][:2] == ["ALERTA", "EMERGENCIA"]
+    # One part each: the phone receives exactly the three messages.
+    assert [text.split(" ")[0] for text in sent] == ["ALERTA", "EMERGENCIA", "FIN"]
     assert alert_db.rows("SELECT kind FROM outbox WHERE transport = 'sms' AND status = 'sent' "
                          "ORDER BY id") == [("alert",), ("update",), ("clear",)]

@@ -45,6 +45,19 @@ def test_rules_and_alerts_commands(tmp_path):
     assert "event huaico.1.1 Alert watch" in run(tmp_path, "alerts", "show", "1")
     assert "acknowledged 1" in run(tmp_path, "alerts", "ack", "1", "--by", "Rosa")
     assert "already" in run(tmp_path, "alerts", "ack", "1")
+    # `init` writes no phone number anyone could be texted at by mistake,
+    # and a test without an SMS backend is refused in one line.
+    config_path = tmp_path / "huaico.toml"
+    lines = config_path.read_text().splitlines()
+    assert [line for line in lines if line.startswith("numbers")] == ["numbers = []"]
+    refused = CliRunner().invoke(main, ["alerts", "test", "leaders", "--home", str(tmp_path)])
+    assert refused.exit_code != 0
+    assert refused.output.strip().splitlines() == [
+        'Error: no SMS backend: set [sms] backend = "modem" or "spool" in huaico.toml, '
+        "then try again"]
+    config_path.write_text(config_path.read_text().replace(
+        'backend = "none"', 'backend = "spool"').replace('spool_dir = ""', 'spool_dir = "spool"')
+        .replace("numbers = []", 'numbers = ["+51987654321"]'))
     no_group = CliRunner().invoke(main, ["alerts", "test", "nobody", "--home", str(tmp_path)])
     assert no_group.exit_code != 0 and "no group 'nobody'" in no_group.output
     out = run(tmp_path, "alerts", "test", "leaders")  # the default config's group

@@ -69,6 +69,7 @@ def test_status_shows_devices_values_units_stale_and_alerts(ops_network):
     alert = [line for line in lines if "river-high" in line]
     assert len(alert) == 1
     assert "WATCH" in alert[0] and "river-02" in alert[0] and "2.5 m" in alert[0]
+    assert "at Rio Rimac, puente" in alert[0]  # the place residents read
     assert "NOT acknowledged" in alert[0]
     # Not a terminal: no colour codes.
     assert "\x1b[" not in result.output

@@ -62,14 +62,30 @@ def test_hillside_rain_end_to_end(tmp_path, mosquitto_broker):
     assert result["frames"] > 0 and result["readings"] > result["frames"]
     assert result["messages_sms"] >= 1 and result["messages_pending"] == 0
     assert result["rejects"] == 0
-    # SMS as the modem got them, decoded by an independent decoder: Spanish, naming the site.
+    # SMS as the modem got them, decoded by an independent decoder: Spanish,
+    # in GSM-7, level first, then the site's place for people (never a
+    # device), the reading's time in Lima, and the site's own action.
     messages = texts(result)
     assert messages
     for number, text in messages:
         assert number.startswith("+51987000")
-        assert "Quebrada Santo Domingo" in text or "Puente Santo Domingo" in text, text
-        assert re.search(r"VIGILANCIA|ALERTA|EMERGENCIA|FIN alerta", text), text
-    assert any("lluvia" in text for _, text in messages)
+        assert re.match(r"(VIGILANCIA|ALERTA|EMERGENCIA|FIN) (Quebrada|Puente) Santo Domingo",
+                        text), text
+        assert re.search(r" a las \d\d:\d\d\.", text), text
+        assert "pluvio" not in text and "rio-puente" not in text, text
+    assert any("lluvia" in text and "Suba al colegio de la loma." in text
+               for _, text in messages)
+    # At most one SMS part per alert event for each leader, and the summary
+    # prints it: every message one part, no more messages than events.
+    for record in result["sms"]:
+        assert independent_decode(record["hex"])["concat"] is None, record
+    assert sorted(result["per_number"]) == ["+51987000101", "+51987000102"]
+    for number, sent in result["per_number"].items():
+        assert sent["max_parts"] == 1 and sent["parts"] == sent["messages"] <= sent["events"]
+        assert re.search(r"SMS to %s +%d alert event\(s\), %d message\(s\), %d part\(s\): "
+                         r"at most 1 per alert" % (re.escape(number), sent["events"],
+                                                   sent["messages"], sent["parts"]), out)
+    assert all(event["parts"] <= 1 for event in result["events"])
     # Every tip the boards counted is in the database once: the storm stops
     # before the scenario ends, so every tip was framed and acked.
     with sqlite3.connect(home / "huaico.db") as conn:
@@ -102,9 +118,11 @@ def test_hillside_rain_end_to_end(tmp_path, mosquitto_broker):
 
 
 @pytest.mark.parametrize("scenario, speed, kinds, check", [
-    ("heritage-tilt", 240, {"above"}, lambda text: "casona-norte" in text and "tilt" in text),
-    ("equipment-health", 120, {"silent", "quality", "battery"}, lambda text: "estación" in text),
-    ("cloudburst", 120, {"accumulation"}, lambda text: "福田区" in text and "雨" in text),
+    ("heritage-tilt", 240, {"above"},
+     lambda text: "Casona Rimac" in text and "tilt" in text and "degrees" in text),
+    ("equipment-health", 120, {"silent", "quality", "battery"},
+     lambda text: "Revise la estacion" in text),
+    ("cloudburst", 120, {"accumulation"}, lambda text: "福田区" in text and "毫米" in text),
 ])
 def test_other_scenarios_raise_their_alerts(tmp_path, scenario, speed, kinds, check):
     home = tmp_path / "demo"
@@ -112,6 +130,7 @@ def test_other_scenarios_raise_their_alerts(tmp_path, scenario, speed, kinds, ch
     assert kinds <= alert_kinds(home)
     messages = texts(result)
     assert messages and any(check(text) for _, text in messages), messages
+    assert all(sent["max_parts"] == 1 for sent in result["per_number"].values()), messages
 
 
 def test_list_export_and_a_bad_scenario(tmp_path):

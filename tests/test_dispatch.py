@@ -7,12 +7,14 @@ import queue
 import random
 import time
 
-from gateway import alerts, db, rules
+from gateway import alerts, config, db, rules, sms_pdu
 from gateway.dispatch import Dispatcher, backoff
 from gateway.modem import Modem
+from gateway.modem_emulator import decode_submit
 from gateway.mqtt import MqttLink
 from tests.fixtures.alerting import rule as make_rule
 from tests.modem_emulator import _recipient
+from tests.test_alert_times import texts_to
 
 T0 = 1_800_000_000  # 2027-01-15 08:00 UTC
 
@@ -141,41 +143,72 @@ def test_escalation_when_not_acknowledged(alert_db, alert_config):
     assert alert_db.tick(engine, T0 + 60 * 60) == []
 
 
-def test_rate_limit_holds_all_but_emergencies(alert_db, alert_config, modem_emulator):
+def test_rate_limit_never_holds_a_warning_or_an_emergency(alert_db, alert_config,
+                                                          modem_emulator):
     alert_config["alerts"]["rate_limit_per_hour"] = 2
     alert_config["groups"][0]["numbers"] = ["+51987654321"]
     with db.transaction(alert_db.database) as conn:
-        for level in ("watch", "watch", "warning", "emergency"):
+        for level in ("watch", "watch", "warning", "watch", "emergency", "advisory", "warning"):
             alerts._insert(conn, None, None, "sms", "+51987654321", "leaders", level, "es",
                            "msg %s" % level, 0, T0)
     modem = Modem(modem_emulator.path, command_timeout=2.0)
     try:
         dispatcher = Dispatcher(alert_db.database, alert_config, sms=modem)
-        assert dispatcher.step(T0) == {"sent": 3, "rate": 1}
+        assert dispatcher.step(T0) == {"sent": 5, "rate": 2}
         assert alert_db.rows("SELECT level, status, hold FROM outbox ORDER BY id") == [
-            ("watch", "sent", ""), ("watch", "sent", ""), ("warning", "pending", "rate"),
-            ("emergency", "sent", "")]
-        assert dispatcher.step(T0 + 3601) == {"sent": 1}
+            ("watch", "sent", ""), ("watch", "sent", ""), ("warning", "sent", ""),
+            ("watch", "pending", "rate"), ("emergency", "sent", ""),
+            ("advisory", "pending", "rate"), ("warning", "sent", "")]
+        assert dispatcher.step(T0 + 3601) == {"sent": 2}
     finally:
         modem.close()
 
 
-def test_quiet_hours_hold_watch_not_warning(alert_db, alert_config, modem_emulator):
-    alert_config["groups"][0]["quiet_hours"] = "22:00-06:00"
+def test_quiet_hours_off_by_default_and_when_set_hold_only_advisories(alert_db, alert_config,
+                                                                     modem_emulator):
+    assert config.DEFAULTS["alerts"]["quiet_hours"] == ""
     night = datetime.datetime(2027, 1, 15, 23, 30, tzinfo=datetime.timezone.utc).timestamp()
     morning = datetime.datetime(2027, 1, 16, 6, 1, tzinfo=datetime.timezone.utc).timestamp()
+    alert_config["alerts"]["timezone"] = "UTC"
+    alert_config["alerts"]["quiet_hours"] = ""
+    alert_config["groups"][0]["numbers"] = ["+51987654321"]
     with db.transaction(alert_db.database) as conn:
-        for level in ("watch", "warning", "watch"):
-            alerts._insert(conn, None, None, "sms", "+51987654321", "leaders", level, "es",
-                           "msg %s" % level, 0, night)
+        alerts._insert(conn, None, None, "sms", "+51987654321", "leaders", "advisory", "es",
+                       "msg advisory", 0, night)
     modem = Modem(modem_emulator.path, command_timeout=2.0)
     try:
+        assert Dispatcher(alert_db.database, alert_config, sms=modem).step(night) == {"sent": 1}
+        alert_config["groups"][0]["quiet_hours"] = "22:00-06:00"
+        with db.transaction(alert_db.database) as conn:
+            for level in ("advisory", "watch", "warning", "advisory"):
+                alerts._insert(conn, None, None, "sms", "+51987654321", "leaders", level, "es",
+                               "msg %s" % level, 0, night)
         dispatcher = Dispatcher(alert_db.database, alert_config, sms=modem)
-        assert dispatcher.step(night) == {"quiet": 2, "sent": 1}
+        assert dispatcher.step(night) == {"quiet": 2, "sent": 2}
         assert dispatcher.step(morning) == {"sent": 2}
     finally:
         modem.close()
-    assert alert_db.rows("SELECT id FROM outbox ORDER BY sent, id") == [(2,), (1,), (3,)]
+    assert alert_db.rows("SELECT id FROM outbox ORDER BY sent, id") == [(1,), (3,), (4,), (2,),
+                                                                         (5,)]
+
+
+def test_a_test_message_not_sent_within_minutes_expires(alert_db, alert_config,
+                                                        modem_emulator):
+    alert_config["groups"][0]["numbers"] = ["+51987654321"]
+    with db.transaction(alert_db.database) as conn:
+        alerts.queue_test(conn, alert_config, "leaders", T0)
+    # The modem is absent for a while: the test waits, then expires.
+    assert Dispatcher(alert_db.database, alert_config, sms=None).step(T0 + 60) == {
+        "no_sms_backend": 1}
+    modem = Modem(modem_emulator.path, command_timeout=2.0)
+    try:
+        dispatcher = Dispatcher(alert_db.database, alert_config, sms=modem)
+        assert dispatcher.step(T0 + 601) == {"expired": 1}
+        assert dispatcher.step(T0 + 3600) == {}
+    finally:
+        modem.close()
+    assert texts_to(modem_emulator, "+51987654321") == []
+    assert alert_db.rows("SELECT status FROM outbox") == [("expired",)]
 
 
 def test_permanent_failure_fails_and_escalates_at_once(alert_db, alert_config, modem_emulator):
@@ -220,3 +253,34 @@ def test_backoff_grows_with_jitter_within_bounds():
     assert all(2.5 <= d < 5 for d in delays[:1])
     assert all(300 <= d < 600 for d in delays[-3:])
     assert len({round(d, 6) for d in delays}) == len(delays)
+
+
+def test_a_group_with_the_spanish_shift_table_gets_its_accents_in_one_part(
+        alert_db, alert_config, modem_emulator):
+    alert_config["sms"]["backend"] = "modem"
+    leaders = dict(alert_config["groups"][0], numbers=["+51987654321"], shift_table="es")
+    plain = dict(alert_config["groups"][1], numbers=["+5114000000"], language="es",
+                 min_level="warning")
+    alert_config["groups"] = [leaders, plain]
+    engine, device = queue_alerts(alert_db, alert_config, 0)
+    alert_db.store(engine, device, [(4, 0, T0, 1500, 0)], T0)
+    stored = dict(alert_db.rows("SELECT recipient, body FROM outbox WHERE transport = 'sms'"))
+    assert "Evacúe a zona segura." in stored["+51987654321"]  # kept for the shift table
+    assert "Evacue a zona segura." in stored["+5114000000"]  # written without accents
+    modem = Modem(modem_emulator.path, command_timeout=2.0)
+    try:
+        assert Dispatcher(alert_db.database, alert_config, sms=modem).step(T0) == {"sent": 2}
+    finally:
+        modem.close()
+    by_number = {_recipient(record["hex"]): record["hex"] for record in modem_emulator.sent}
+    assert len(by_number) == len(modem_emulator.sent) == 2  # one part each
+    shifted = bytes.fromhex(by_number["+51987654321"])
+    tpdu = shifted[1 + shifted[0]:]
+    # UDH: length 3, IEI 0x24 (single shift), length 1, language 2 (Spanish).
+    udl_at = 4 + (tpdu[2] + 1) // 2 + 3  # after MTI, MR, address, PID, DCS, VP
+    udl, udh = tpdu[udl_at], tpdu[udl_at + 1:udl_at + 5]
+    assert tpdu[0] & 0x40 and udh == bytes([3, 0x24, 1, 2])
+    # The 4-octet header fills 5 septets (35 bits); the text follows.
+    septets = sms_pdu.unpack_septets(tpdu[udl_at + 1:], udl - 5, 35)
+    assert sms_pdu.septets_to_text(septets, sms_pdu._SHIFT_CHARS[2]) == stored["+51987654321"]
+    assert decode_submit(by_number["+5114000000"])["text"] == stored["+5114000000"]

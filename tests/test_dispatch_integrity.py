@@ -22,8 +22,12 @@ WAIT = 30.0  # upper bound on a loaded 2-core machine, not a measurement
 
 
 def one_warning(adb, config):
-    """One warning for one number, in Spanish with "Evacúe" (UCS-2): two parts."""
+    """One warning for one number, in Spanish, two GSM-7 parts: the site's
+    action is long (a text fitted to one part could not show these faults)."""
     config["groups"][0]["numbers"] = ["+51987654321"]
+    config["sites"] = [{"name": "chosica", "actions": {"es": {"warning": (
+        "Salgan todos por la calle Los Pinos hacia el colegio de la loma y esperen alli "
+        "al serenazgo.")}}}]
     config["alerts"]["retry_base_s"] = 1
     config["alerts"]["retry_max_s"] = 2
     device = adb.add_device("0a0b0c0d", "g1")

@@ -38,7 +38,6 @@ def write_config(home, broker, modem):
             ('backend = "none"', 'backend = "modem"'),
             ('port = ""', 'port = "%s"' % modem.path),
             ("cmgs_timeout_s = 60", "cmgs_timeout_s = 10"),
-            ('quiet_hours = "22:00-06:00"', 'quiet_hours = ""'),
             ("rate_limit_per_hour = 12", "rate_limit_per_hour = 0"),
             ("retry_base_s = 5", "retry_base_s = 1"),
             ("retry_max_s = 600", "retry_max_s = 2"),
@@ -46,7 +45,7 @@ def write_config(home, broker, modem):
             # Board times here lie in the past only to stay clear of the
             # clock; late-data reports have their own tests (test_alert_times).
             ("late_after_s = 900", "late_after_s = 864000"),
-            ('numbers = ["+51987654321"]', "numbers = %s" % json.dumps(list(NUMBERS)))):
+            ("numbers = []", "numbers = %s" % json.dumps(list(NUMBERS)))):
         assert old in text, old
         text = text.replace(old, new, 1)
     (home.path / "huaico.toml").write_text(text)

@@ -136,3 +136,17 @@ def test_edit_and_coordinates_refused_with_a_hint(gateway_home):
        "--lon", "-11.95", "--far")
     assert "must be whole seconds 1..86400" in refused("device", "edit", "quebrada-alta",
                                                        "--report-every", "3d")
+
+
+def test_a_device_place_is_what_residents_read_and_stays_off_the_board(gateway_home):
+    ok("device", "add", "pluvio-alto", "--board", "pico", "--site", "Quebrada Alta",
+       "--place", "Quebrada Alta, km 3")
+    row = devices.get(db.open_db(gateway_home.config.database_path), "pluvio-alto")
+    assert row["place"] == "Quebrada Alta, km 3"
+    assert "place" not in _site(gateway_home, "pluvio-alto")  # the firmware never needs it
+    changed = ok("device", "edit", "pluvio-alto", "--place", "Quebrada Alta, colegio").stdout
+    assert changed.startswith("changed pluvio-alto: place=Quebrada Alta, colegio")
+    assert "place" not in _site(gateway_home, "pluvio-alto")
+    ok("device", "edit", "pluvio-alto", "--place", "")  # back to the site's
+    row = devices.get(db.open_db(gateway_home.config.database_path), "pluvio-alto")
+    assert row["place"] is None

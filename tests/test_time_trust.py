@@ -257,7 +257,8 @@ def test_the_dispatcher_reads_the_gateways_clock(gateway_home):
     try:
         path = gateway_home.path / "huaico.toml"
         path.write_text(path.read_text().replace('backend = "none"', 'backend = "modem"')
-                        .replace('port = ""', 'port = "%s"' % emulator.path, 1))
+                        .replace('port = ""', 'port = "%s"' % emulator.path, 1)
+                        .replace("numbers = []", 'numbers = ["+51987654321"]'))
         config = config_mod.load(gateway_home.path)
         assert config["sms"]["port"] == emulator.path
         add_rule(gateway_home, emergency=2.5)
