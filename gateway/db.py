@@ -108,8 +108,21 @@ def m004_gateway_state(database):
     database["gateway_state"].create({"name": str, "value": str, "updated": float}, pk="name")
 
 
+def m005_frames(database):
+    """The boards' original signed frames, as they arrived, for the upstream
+    forwarder (gateway/upstream.py): the hub verifies each with the device's
+    key, so it needs the bytes the board MACed, not readings rebuilt from
+    them. Written only while [upstream] is enabled; rowid is commit order,
+    the forwarder's cursor. link is the reader's source ("serial:...",
+    "udp:...", "mqtt"), rssi the frame's own RSSI reading where it has one."""
+    database.conn.execute(
+        "CREATE TABLE frames (device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "received REAL NOT NULL, link TEXT, rssi INTEGER, raw BLOB NOT NULL)")
+
+
 MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
-              ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state)]
+              ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state),
+              ("m005_frames", m005_frames)]
 
 
 def all_migrations():
