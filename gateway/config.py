@@ -110,7 +110,10 @@ tls_key = ""
 gateway_id = ""
 # Frames go to <topic_prefix>/<gateway_id>/frames.
 topic_prefix = "huaico-city"
-# Forwarded frames' bytes are kept this many days, then deleted.
+# The hub receipts each frame it stored; one not receipted in this many
+# seconds (a central broker that lost it) is sent again, in order.
+confirm_timeout_s = 30
+# Receipted frames' bytes are kept this many days, then deleted.
 keep_days = 7
 
 [sms]

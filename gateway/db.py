@@ -112,11 +112,14 @@ def m005_frames(database):
     """The boards' original signed frames, as they arrived, for the upstream
     forwarder (gateway/upstream.py): the hub verifies each with the device's
     key, so it needs the bytes the board MACed, not readings rebuilt from
-    them. Written only while [upstream] is enabled; rowid is commit order,
-    the forwarder's cursor. link is the reader's source ("serial:...",
-    "udp:...", "mqtt"), rssi the frame's own RSSI reading where it has one."""
+    them. Written only while [upstream] is enabled; id is commit order and
+    the forwarder's cursor, AUTOINCREMENT because forwarded rows are deleted
+    and a plain rowid would count again from 1 once the table is empty.
+    link is the reader's source ("serial:...", "udp:...", "mqtt"), rssi the
+    frame's own RSSI reading where it has one."""
     database.conn.execute(
-        "CREATE TABLE frames (device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "CREATE TABLE frames (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
         "received REAL NOT NULL, link TEXT, rssi INTEGER, raw BLOB NOT NULL)")
 
 

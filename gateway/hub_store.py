@@ -85,17 +85,18 @@ class Keys:
 
 
 def parse(payload):
-    """(gateway, received, link, rssi, raw) of an envelope; EnvelopeError if it is none."""
+    """(gateway, n, received, link, rssi, raw) of an envelope; EnvelopeError if it is none."""
     try:
         message = json.loads(payload)
         raw = base64.b64decode(message["frame"], validate=True)
-        gateway, received = message["gw"], float(message["received"])
+        gateway, number, received = message["gw"], message["n"], float(message["received"])
         link, rssi = message.get("link"), message.get("rssi")
-        if not isinstance(gateway, str) or not (rssi is None or isinstance(rssi, int)):
-            raise TypeError("gw or rssi of the wrong type")
+        if not isinstance(gateway, str) or not isinstance(number, int) or not (
+                rssi is None or isinstance(rssi, int)):
+            raise TypeError("gw, n or rssi of the wrong type")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise EnvelopeError("envelope", -1, "not a forwarded frame: %s" % exc) from None
-    return gateway, received, link if isinstance(link, str) else None, rssi, raw
+    return gateway, number, received, link if isinstance(link, str) else None, rssi, raw
 
 
 def _rows(frame, received):
@@ -118,22 +119,27 @@ def _rows(frame, received):
 
 def store_batch(conn, keys, messages, topic_gateway=None, now=None):
     """Verify and store messages [(topic, payload)] in one transaction;
-    returns the outcomes, one per message: "stored", "duplicate" or a
-    reject reason. Raises only for database errors (nothing is committed)."""
+    returns (outcomes, receipts): one outcome per message ("stored",
+    "duplicate" or a reject reason) and {gateway: [n]} of the envelopes
+    handled for good (stored, stored before, or refused: sending a forged
+    frame again cannot help). Raises only for database errors (nothing is
+    committed then)."""
     now = time.time() if now is None else now
     outcomes = [None] * len(messages)
     frames = {}  # (device_id, seq) -> (at, gateway, received, link, rssi, raw, frame)
     heard = []
     rejects = []
     delta = {}
+    receipts = {}
     with conn.transaction():
         cur = conn.cursor()
         keys.load(cur, now)
         for at, (topic, payload) in enumerate(messages):
             gateway = topic_gateway(topic) if topic_gateway else None
             try:
-                gateway_said, received, link, rssi, raw = parse(payload)
+                gateway_said, number, received, link, rssi, raw = parse(payload)
                 gateway = gateway or gateway_said
+                receipts.setdefault(gateway, []).append(number)
                 frame = decode_frame(raw, keys.key_for)
             except ProtocolError as exc:
                 outcomes[at] = exc.reason
@@ -183,7 +189,7 @@ def store_batch(conn, keys, messages, topic_gateway=None, now=None):
         names = sorted(name for name, n in delta.items() if n)
         if names:
             cur.execute(_ADD_COUNTERS, [names, [delta[name] for name in names]])
-    return outcomes
+    return outcomes, receipts
 
 
 def counters(conn):

@@ -12,7 +12,8 @@ already stored is dropped by the unique keys.
 paho's callbacks run on its network thread and only enqueue (as in
 gateway.mqtt, which cannot be used here: it acks on receipt). The worker's
 own thread gathers what arrived within batch_ms, stores it with
-gateway.hub_store.store_batch, and then acks each message in order. A
+gateway.hub_store.store_batch, then acks each message in order and sends
+each gateway a receipt of the frames it committed (gateway.upstream). A
 message received before a reconnect is not acked after it: its packet id
 belongs to the old connection (and may name another message on the new
 one); the broker sends it again instead.
@@ -27,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import hub_schema, hub_store
+from gateway import hub_schema, hub_store, upstream
 
 log = logging.getLogger("huaico.hub")
 
@@ -55,6 +56,7 @@ class Worker:
         self.dsn = dsn
         self.connect = connect or (lambda: psycopg.connect(dsn))
         self.topic = share_topic(group, prefix)
+        self.prefix = prefix
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -111,6 +113,10 @@ class Worker:
             log.info("event=hub_migrated names=%s", ",".join(applied))
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
+        # How many unacked messages the broker may have out to us: a batch's
+        # worth, so that one commit can take many (the broker's own
+        # max_inflight_messages may lower it).
+        props.ReceiveMaximum = MAX_BATCH
         self._client.connect_async(self.host, self.port, 30, clean_start=False,
                                    properties=props)
         self._client.loop_start()
@@ -164,15 +170,19 @@ class Worker:
         return batch
 
     def _store(self, conn, batch):
-        outcomes = hub_store.store_batch(conn, self.keys,
-                                         [(item[3], item[4]) for item in batch],
-                                         topic_gateway=gateway_of)
-        # After the commit: the broker may now forget them.
+        outcomes, receipts = hub_store.store_batch(conn, self.keys,
+                                                   [(item[3], item[4]) for item in batch],
+                                                   topic_gateway=gateway_of)
+        # After the commit: the broker may now forget them, and each gateway
+        # may move its confirmed cursor (gateway.upstream).
         generation = self._generation
         for (came_on, mid, qos, _, _), outcome in zip(batch, outcomes):
             self._count(outcome)
             if qos and came_on == generation:
                 self._client.ack(mid, qos)
+        for gateway, numbers in receipts.items():
+            self._client.publish(upstream.topic(self.prefix, gateway, "receipts"),
+                                 upstream.receipt(numbers), qos=1)
 
     def _count(self, name):
         self.counts[name] = self.counts.get(name, 0) + 1

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from gateway import cli, hub_devices, hub_schema, hub_store, upstream
+from gateway import cli, db, hub_devices, hub_schema, hub_store, upstream
 from protocol import frame as wire
 from protocol.cose import MacKey
 
@@ -62,13 +62,16 @@ def test_frames_stored_once_whoever_brings_them(hub_db):
     device = _device(hub_db)
     keys = hub_store.Keys()
     raw = [_frame(device, seq) for seq in range(1, 6)]
-    first = hub_store.store_batch(hub_db, keys, [_message(r, "gw-a") for r in raw],
-                                  topic_gateway=None)
-    assert first == ["stored"] * 5
+    first, receipts = hub_store.store_batch(
+        hub_db, keys, [_message(r, "gw-a", n) for n, r in enumerate(raw, 1)])
+    assert first == ["stored"] * 5 and receipts == {"gw-a": [1, 2, 3, 4, 5]}
     # The same frames heard by a second gateway, plus a redelivery within one batch.
-    again = hub_store.store_batch(hub_db, keys, [_message(r, "gw-b") for r in raw]
-                                  + [_message(raw[0], "gw-a")])
+    again, receipts = hub_store.store_batch(
+        hub_db, keys, [_message(r, "gw-b", n) for n, r in enumerate(raw, 7)]
+        + [_message(raw[0], "gw-a")], topic_gateway=lambda topic: topic.split("/")[1])
     assert again == ["duplicate"] * 6
+    # Copies are receipted too: the gateway must stop sending them.
+    assert receipts == {"gw-b": [7, 8, 9, 10, 11], "gw-a": [1]}
     assert _count(hub_db, "SELECT count(*) FROM frames") == 5
     assert _count(hub_db, "SELECT count(*) FROM readings") == 10
     assert _count(hub_db, "SELECT count(*) FROM heard") == 10
@@ -92,7 +95,7 @@ def test_altered_frames_are_rejected_and_counted(hub_db):
     # A gateway that passes the frame off as another device's (kid in the unprotected header).
     forged_kid = good.replace(bytes.fromhex(device["id"]), bytes.fromhex(other["id"]))
     wrong_key = _frame(device, 2, key=MacKey(os.urandom(32)))
-    outcomes = hub_store.store_batch(hub_db, keys, [
+    outcomes, _ = hub_store.store_batch(hub_db, keys, [
         _message(bytes(forged_payload)), _message(forged_kid), _message(wrong_key),
         ("huaico-city/gw-a/frames", b"{not json"), _message(good)])
     assert outcomes == ["bad_mac", "bad_mac", "bad_mac", "envelope", "stored"]
@@ -104,7 +107,8 @@ def test_altered_frames_are_rejected_and_counted(hub_db):
 
 def test_unknown_device_is_rejected(hub_db):
     stranger = {"id": "deadbeef", "key": os.urandom(32).hex()}
-    outcomes = hub_store.store_batch(hub_db, hub_store.Keys(), [_message(_frame(stranger, 1))])
+    outcomes, _ = hub_store.store_batch(hub_db, hub_store.Keys(),
+                                        [_message(_frame(stranger, 1))])
     assert outcomes == ["unknown_device"]
 
 
@@ -141,9 +145,11 @@ def test_keys_file_of_another_format_is_refused(gateway_home, tmp_path):
     assert result.exit_code == 1 and "is not a huaico-device-keys/1 file" in result.output
 
 
-def test_forwarder_publishes_committed_frames_in_order(gateway_home, mosquitto_broker):
+def test_forwarder_publishes_in_order_until_receipted(gateway_home, mosquitto_broker):
     """The gateway side alone: the writer keeps raw frames, the forwarder
-    sends them in rowid order and moves its cursor after the PUBACKs."""
+    sends them in id order, moves its cursor after the PUBACKs, its
+    confirmed cursor over what the hub receipted, and sends the rest again
+    when no receipt comes."""
     from gateway.mqtt import MqttLink
     from gateway.store import Counters, Writer
     board = gateway_home.add("rain-01")
@@ -159,18 +165,38 @@ def test_forwarder_publishes_committed_frames_in_order(gateway_home, mosquitto_b
     link.start()
     assert link.wait_connected(5)
     forwarder = upstream.Forwarder(gateway_home.config.database_path, link, "gw-a",
-                                   "huaico-city", Counters(), keep_days=0)
-    cursor = forwarder.step(gateway_home.open(), 0)
-    got = []
+                                   "huaico-city", Counters(), keep_days=0,
+                                   confirm_timeout_s=1.0)
+    conn = gateway_home.open()
+
+    def heard(count):
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < count and time.monotonic() < deadline:
+            event = listener.events.get(timeout=5)
+            if event[0] == "message" and event[1].endswith("/frames"):
+                got.append(json.loads(event[2]))
+        return got
+
+    cursor = forwarder.step(conn, 0)
+    got = heard(30)
+    assert [m["n"] for m in got] == list(range(1, 31)) and cursor == 30
+    assert [hub_store.parse(json.dumps(m))[5] for m in got] == frames
+    assert got[0]["gw"] == "gw-a" and got[0]["link"] == "udp:x"
+    # The hub receipts 1..10 and 12: the confirmed cursor stops at the gap.
+    assert listener.publish("huaico-city/gw-a/receipts", upstream.receipt(
+        list(range(1, 11)) + [12])).wait(5)
     deadline = time.monotonic() + 5
-    while len(got) < 30 and time.monotonic() < deadline:
-        event = listener.events.get(timeout=5)
-        if event[0] == "message":
-            got.append(json.loads(event[2]))
+    while forwarder.confirmed < 10 and time.monotonic() < deadline:
+        assert forwarder.confirm(conn, cursor) == cursor
+        time.sleep(0.02)
+    assert forwarder.confirmed == 10 and db.cursor(conn, upstream.CONFIRMED) == 10
+    # Confirmed and older than keep_days (0): their bytes are gone, the rest kept.
+    assert conn.execute("SELECT min(id), count(*) FROM frames").fetchone() == (11, 20)
+    # No receipt for 11 within confirm_timeout_s: everything after 10 goes again, in order.
+    time.sleep(1.1)
+    assert forwarder.confirm(conn, cursor) == 10
+    assert forwarder.step(conn, 10) == 30
+    assert [m["n"] for m in heard(20)] == list(range(11, 31))
     link.stop()
     listener.stop()
-    assert [m["n"] for m in got] == list(range(1, 31)) and cursor == 30
-    assert [hub_store.parse(json.dumps(m))[4] for m in got] == frames
-    assert got[0]["gw"] == "gw-a" and got[0]["link"] == "udp:x"
-    # Forwarded and older than keep_days (0): their bytes are gone.
-    assert gateway_home.open().execute("SELECT count(*) FROM frames").fetchone()[0] == 0
