@@ -32,9 +32,14 @@ from gateway import hub_schema, hub_store, upstream
 
 log = logging.getLogger("huaico.hub")
 
-SESSION_EXPIRY_S = 7 * 24 * 3600
+# A killed worker's session (and the messages queued to it: brokers keep
+# dealing a shared subscription's messages to an offline member) lives this
+# long. A worker restarted within it gets them again; after it the broker
+# drops them and the gateways send them again for want of a receipt.
+SESSION_EXPIRY_S = 120
 MAX_BATCH = 1000
 RETRY_S = 1.0
+UNSUBSCRIBE_S = 0.3
 
 
 def share_topic(group, prefix):
@@ -124,15 +129,23 @@ class Worker:
         self._thread.start()
 
     def stop(self):
+        """Leave the group for good: unsubscribe, finish the batch in hand,
+        and end the session (expiry 0) so the broker deals no more to us."""
+        if self.connected.is_set():
+            self._client.unsubscribe(self.topic)
+            time.sleep(UNSUBSCRIBE_S)  # what the broker had sent on its way
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._client.disconnect()
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        self._client.disconnect(properties=props)
         self._client.loop_stop()
 
     def _run(self):
         conn = None
-        while not self._stop.is_set():
+        # After stop() the inbox is still emptied: those messages are stored and acked.
+        while not (self._stop.is_set() and self.inbox.empty()):
             try:
                 first = self.inbox.get(timeout=0.2)
             except queue.Empty:
