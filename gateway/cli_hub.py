@@ -124,6 +124,8 @@ def hub_status(dsn, as_json):
     if as_json:
         click.echo(json.dumps(counts, sort_keys=True))
         return
+    if not counts:
+        click.echo("no frames yet")
     for name, value in counts.items():
         click.echo("%-28s %d" % (name, value))
 

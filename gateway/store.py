@@ -83,7 +83,8 @@ _STOP = object()
 # Valid ranges by channel code, as sent (scaled integers).
 _RANGES = {code: (channel.lo, channel.hi) for code, channel in channels.BY_CODE.items()}
 
-_INSERT_RAW = "INSERT INTO frames (device_id, seq, received, link, rssi, raw) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_RAW = ("INSERT INTO frames (device_id, seq, received, link, rssi, raw) "
+               "VALUES (?, ?, ?, ?, ?, ?)")
 _INSERT = ("INSERT OR IGNORE INTO readings (device_id, seq, channel, idx, time, value, "
            "quality, received, unsynced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
