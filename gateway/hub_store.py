@@ -62,13 +62,16 @@ class EnvelopeError(ProtocolError):
 
 class Keys:
     """Device keys from the hub's devices table, re-read every KEYS_TTL_S so
-    that a key added or rotated with `huaico hub device` takes effect."""
+    that a rotated or retired key takes effect; a kid not in the cache is
+    looked up at once, so a board provisioned a moment ago is not refused."""
 
     def __init__(self):
         self._keys = {}
         self._loaded = None
+        self._cur = None
 
     def load(self, cur, now):
+        self._cur = cur
         if self._loaded is not None and now - self._loaded < KEYS_TTL_S:
             return
         cur.execute("SELECT id, key, allow_unsigned, retired FROM devices")
@@ -80,7 +83,14 @@ class Keys:
         self._loaded = None
 
     def key_for(self, kid):
-        found = self._keys.get(kid.hex())
+        kid_hex = kid.hex()
+        found = self._keys.get(kid_hex)
+        if found is None and self._cur is not None:
+            self._cur.execute("SELECT key, allow_unsigned, retired FROM devices WHERE id = %s",
+                              [kid_hex])
+            row = self._cur.fetchone()
+            if row is not None:
+                found = self._keys[kid_hex] = (MacKey(bytes.fromhex(row[0]), row[1]), row[2])
         return found[0] if found is not None and not found[1] else None
 
 

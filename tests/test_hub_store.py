@@ -105,11 +105,15 @@ def test_altered_frames_are_rejected_and_counted(hub_db):
     assert _count(hub_db, "SELECT count(*) FROM readings WHERE value = 9") == 0
 
 
-def test_unknown_device_is_rejected(hub_db):
+def test_unknown_device_is_rejected_and_a_new_one_known_at_once(hub_db):
+    keys = hub_store.Keys()
     stranger = {"id": "deadbeef", "key": os.urandom(32).hex()}
-    outcomes, _ = hub_store.store_batch(hub_db, hub_store.Keys(),
-                                        [_message(_frame(stranger, 1))])
+    outcomes, _ = hub_store.store_batch(hub_db, keys, [_message(_frame(stranger, 1))])
     assert outcomes == ["unknown_device"]
+    # Provisioned after the worker cached its keys: known at its first frame.
+    newcomer = _device(hub_db, "rain-new")
+    outcomes, _ = hub_store.store_batch(hub_db, keys, [_message(_frame(newcomer, 1))])
+    assert outcomes == ["stored"]
 
 
 def test_keys_exported_at_the_hub_verify_at_the_gateway(postgres, gateway_home, tmp_path):
