@@ -141,3 +141,36 @@ def test_kill_workers_and_the_central_broker(city):
     assert len(stored) == len(set(stored)) == len(expected)
     assert city.query("SELECT count(*) FROM readings") == [(len(expected) * len(READINGS),)]
     assert kills >= 5
+
+
+def test_a_worker_acks_only_after_its_commit(city):
+    """Frames a worker received but could not commit (PostgreSQL down) and
+    then died with are redelivered by the broker to the same worker id:
+    the MQTT ack waits for the commit. No gateway here, so no receipts that
+    would cover a lost message by a resend."""
+    city.start_postgres()
+    city.start_brokers()
+    board = city.add_devices(["solo"])["solo"]
+    worker = city.add_worker("hub-1")
+    deadline = time.monotonic() + WAIT
+    while "event=hub_connected" not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    city.postgres.stop()
+    from gateway.mqtt import MqttLink
+    publisher = MqttLink("127.0.0.1", city.central.port, "gw-solo", clean=True)
+    publisher.start()
+    assert publisher.wait_connected(10)
+    for number in range(1, 11):
+        envelope = upstream.envelope("gw-solo", number, time.time(), "udp:x", None,
+                                     board.frame(READINGS))
+        assert publisher.publish(upstream.topic(PREFIX, "gw-solo"), envelope).wait(10)
+    publisher.stop()
+    while "event=hub_store_failed messages=" not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "event=hub_store_failed" in worker.log(), worker.log()
+    worker.stop(crash=True)
+    city.postgres.start()
+    assert city.query("SELECT count(*) FROM frames") == [(0,)]
+    worker.start()
+    stored = _wait_at_hub(city, [(board.kid.hex(), seq) for seq in range(1, 11)])
+    assert sorted(stored) == [(board.kid.hex(), seq) for seq in range(1, 11)], worker.log()
