@@ -1,7 +1,7 @@
 """The `huaico` command: one click group that each part of the gateway extends."""
 import click
 
-from gateway import (cli_admin, cli_alerts, cli_core, cli_demo, cli_flash, cli_ops,
+from gateway import (cli_admin, cli_alerts, cli_core, cli_demo, cli_flash, cli_hub, cli_ops,
                      cli_station, version)
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -20,5 +20,6 @@ def main():
     """
 
 
-for _part in (cli_core, cli_station, cli_alerts, cli_ops, cli_admin, cli_flash, cli_demo):
+for _part in (cli_core, cli_station, cli_alerts, cli_ops, cli_admin, cli_flash, cli_demo,
+              cli_hub):
     _part.register(main)

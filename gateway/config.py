@@ -93,6 +93,31 @@ publish_readings = true
 ha_discovery = true
 ha_prefix = "homeassistant"
 
+[upstream]
+# The city tier: forward every stored frame (the board's original signed
+# bytes, with gateway id, receive time, link and RSSI) to a central broker,
+# QoS 1, from a cursor in the database that moves only on the broker's
+# PUBACK, so a gateway cut off for days catches up in order. `huaico hub`
+# workers verify and store them. Boards are still acked by this gateway.
+enabled = false
+host = "127.0.0.1"
+port = 1883
+username = ""
+password = ""
+tls = false
+tls_ca = ""
+tls_cert = ""
+tls_key = ""
+# This gateway's name at the hub ("" = [mqtt] client_id); unique per city.
+gateway_id = ""
+# Frames go to <topic_prefix>/<gateway_id>/frames.
+topic_prefix = "huaico-city"
+# The hub receipts each frame it stored; one not receipted in this many
+# seconds (a central broker that lost it) is sent again, in order.
+confirm_timeout_s = 30
+# Receipted frames' bytes are kept this many days, then deleted.
+keep_days = 7
+
 [sms]
 # "none", "modem" (a GSM modem on a serial port, AT commands) or "spool"
 # (files for gammu-smsd).
@@ -222,12 +247,23 @@ class Config(dict):
     def mqtt_tls(self):
         """MqttLink's `tls` argument from [mqtt]: None for plain TCP, True
         for the system's CAs alone, else a dict of absolute paths (ca, cert, key)."""
-        mqtt = self["mqtt"]
-        if not (mqtt["tls"] or mqtt["tls_ca"] or mqtt["tls_cert"]):
+        return self._tls(self["mqtt"])
+
+    def upstream_tls(self):
+        """mqtt_tls()'s answer for [upstream]."""
+        return self._tls(self["upstream"])
+
+    def _tls(self, section):
+        if not (section["tls"] or section["tls_ca"] or section["tls_cert"]):
             return None
-        files = {name: str(self.path(mqtt["tls_" + name]))
-                 for name in ("ca", "cert", "key") if mqtt["tls_" + name]}
+        files = {name: str(self.path(section["tls_" + name]))
+                 for name in ("ca", "cert", "key") if section["tls_" + name]}
         return files or True
+
+    @property
+    def gateway_id(self):
+        """The name this gateway forwards under: [upstream] gateway_id, else [mqtt] client_id."""
+        return self["upstream"]["gateway_id"] or self["mqtt"]["client_id"]
 
     @property
     def database_path(self):

@@ -114,9 +114,24 @@ def m005_device_place(database):
     database.conn.execute("ALTER TABLE devices ADD COLUMN place TEXT")
 
 
+def m006_frames(database):
+    """The boards' original signed frames, as they arrived, for the upstream
+    forwarder (gateway/upstream.py): the hub verifies each with the device's
+    key, so it needs the bytes the board MACed, not readings rebuilt from
+    them. Written only while [upstream] is enabled; id is commit order and
+    the forwarder's cursor, AUTOINCREMENT because forwarded rows are deleted
+    and a plain rowid would count again from 1 once the table is empty.
+    link is the reader's source ("serial:...", "udp:...", "mqtt"), rssi the
+    frame's own RSSI reading where it has one."""
+    database.conn.execute(
+        "CREATE TABLE frames (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "received REAL NOT NULL, link TEXT, rssi INTEGER, raw BLOB NOT NULL)")
+
+
 MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
               ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state),
-              ("m005_device_place", m005_device_place)]
+              ("m005_device_place", m005_device_place), ("m006_frames", m006_frames)]
 
 
 def all_migrations():

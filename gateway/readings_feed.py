@@ -54,6 +54,8 @@ def packs(rows):
 class ReadingsFeed:
     """A thread that publishes what the writer stored, in order, at least once."""
 
+    cursor_name = CURSOR  # gateway.upstream.Forwarder follows frames under its own
+
     def __init__(self, database_path, mqtt, prefix, counters, poll_s=0.5, ack_timeout_s=10.0):
         self.database_path = database_path
         self.mqtt = mqtt
@@ -65,7 +67,7 @@ class ReadingsFeed:
         self._thread = None
 
     def start(self):
-        self._thread = threading.Thread(target=self._run, name="senml-feed", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.cursor_name, daemon=True)
         self._thread.start()
 
     def stop(self):
@@ -76,7 +78,7 @@ class ReadingsFeed:
     def _run(self):
         database = db.open_db(self.database_path)
         try:
-            after = db.cursor(database, CURSOR)
+            after = db.cursor(database, self.cursor_name)
             while not self._stop.is_set():
                 sent = self.step(database, after)
                 if sent == after:

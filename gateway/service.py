@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from gateway import clock as clock_mod, console, db, dispatch, ingest, rules as rules_mod
+from gateway import clock as clock_mod, console, db, dispatch, ingest, rules as rules_mod, upstream
 from gateway.readings_feed import ReadingsFeed
 from gateway.store import Counters, Writer
 
@@ -94,6 +94,7 @@ class Service:
         self.mqtt = None
         self.dispatcher = None
         self.feed = None
+        self.forwarder = None  # gateway.upstream: frames to the city's hub
         self.clock = clock  # a gateway.clock.GatewayClock; made from [clock] when None
         self.stopping = threading.Event()
         self._last_status = (time.monotonic(), 0)
@@ -126,10 +127,18 @@ class Service:
         if self.engine is None and self.use_rules:
             self.engine = rules_mod.RuleEngine(self.database, self.config, clock=self.clock)
         ingest_cfg = self.config["ingest"]
+        try:
+            self.forwarder = upstream.from_config(self.config, self.counters)
+        except ValueError as exc:
+            raise ServiceError("upstream: %s" % exc) from None
         self.writer = Writer(self.database, engine=self.engine, counters=self.counters,
                              window=ingest_cfg["replay_window"], batch_ms=ingest_cfg["batch_ms"],
-                             tick_s=self.tick_s, on_commit=self._committed, clock=self.clock)
+                             tick_s=self.tick_s, on_commit=self._committed, clock=self.clock,
+                             keep_raw=self.forwarder is not None)
         self.writer.start()
+        if self.forwarder is not None:
+            self.forwarder.mqtt.start()
+            self.forwarder.start()
         try:
             for url in self.serial_urls:
                 self.readers.append(ingest.SerialReader(self.writer, url, ingest_cfg["baudrate"]))
@@ -278,6 +287,9 @@ class Service:
             self.dispatcher.stop()
         if self.feed is not None:
             self.feed.stop()
+        if self.forwarder is not None:
+            self.forwarder.stop()
+            self.forwarder.mqtt.stop()
         if self.mqtt is not None:
             # A clean disconnect suppresses the will, so say it ourselves.
             self.mqtt.publish(self._status_topic("status"), b"offline", qos=1,

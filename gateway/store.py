@@ -83,6 +83,8 @@ _STOP = object()
 # Valid ranges by channel code, as sent (scaled integers).
 _RANGES = {code: (channel.lo, channel.hi) for code, channel in channels.BY_CODE.items()}
 
+_INSERT_RAW = ("INSERT INTO frames (device_id, seq, received, link, rssi, raw) "
+               "VALUES (?, ?, ?, ?, ?, ?)")
 _INSERT = ("INSERT OR IGNORE INTO readings (device_id, seq, channel, idx, time, value, "
            "quality, received, unsynced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -153,8 +155,10 @@ class Writer:
     """
 
     def __init__(self, database, *, engine=None, counters=None, window=64, batch_ms=5,
-                 tick_s=5.0, on_commit=None, clock=time.time):
+                 tick_s=5.0, on_commit=None, clock=time.time, keep_raw=False):
         self.database = database
+        # The stored frames' original bytes into `frames`, for gateway.upstream.
+        self.keep_raw = keep_raw
         self.engine = engine
         self.counters = counters if counters is not None else Counters()
         self.window_size = window
@@ -311,6 +315,8 @@ class Writer:
                         acks.append((reply, ack, source))
                 if batch.frames and self.engine is not None:
                     outbox += self._rules(conn, batch.frames, now, isolate, delta)
+                if batch.raw:
+                    conn.executemany(_INSERT_RAW, batch.raw)
                 if batch.readings:
                     before = conn.total_changes
                     conn.executemany(_INSERT, batch.readings)
@@ -446,11 +452,14 @@ class Writer:
         row = device.row
         row["last_seq"] = device.window.last
         row["last_seen"] = received
+        rssi = None
         for channel, index, _, value, _ in rows:
             if index == 0 and channel == _BATTERY:
                 row["battery_mv"] = value
             elif index == 0 and channel == _RSSI:
-                row["rssi"] = value
+                row["rssi"] = rssi = value
+        if self.keep_raw:
+            batch.raw.append((kid_hex, seq, received, source, rssi, bytes(raw)))
         device.dirty = True
         if received > (self.last_frame or 0):
             self.last_frame = received
@@ -584,10 +593,11 @@ class _Batch:
     """What one transaction gathers from its frames before writing it at once."""
 
     __slots__ = ("readings", "frames", "stored", "rejects", "trusted", "offset",
-                 "ack_time")
+                 "ack_time", "raw")
 
     def __init__(self):
         self.readings = []  # rows for _INSERT
+        self.raw = []  # rows for _INSERT_RAW (keep_raw only)
         self.frames = []  # (device, rows) of new frames, for the engine
         # (device id, seq) -> rows as decoded, of frames stored in this batch
         # (not yet in readings), to tell their resends.
