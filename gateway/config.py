@@ -104,6 +104,9 @@ host = "127.0.0.1"
 port = 1883
 username = ""
 password = ""
+# TLS to the central broker: tls = true checks it against the system's CAs,
+# tls_ca against that CA file instead; tls_cert/tls_key log in with a client
+# certificate (as in [mqtt]).
 tls = false
 tls_ca = ""
 tls_cert = ""
