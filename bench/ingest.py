@@ -13,10 +13,14 @@ made, without decode, MAC, acks or rules; and the ratio.
 
 Then the bytes written to storage per reading at field rates: 100 devices
 sending one frame a minute each, every frame its own commit (at 1.7 frames/s
-group commit has nothing to group), counted by the kernel (write_bytes of
-/proc/self/io: the database, its WAL and the checkpoints into it). SD cards
-wear out by the bytes written, so this is the figure that says how long a
-card lasts.
+group commit has nothing to group), through the real writer and rule engine
+on a database that already holds a day of history (gateway.storage
+.field_writes, in a process of its own). Two counts: what SQLite hands to
+the kernel (wchar of /proc/self/io: WAL frames and checkpoints) and what
+the kernel sends to the disk (write_bytes: whole 4 KB pages, so every
+commit's sync costs at least one page, 4096 / readings-per-frame bytes per
+reading, printed as the floor). SD cards wear out by the bytes written, so
+this is the figure that says how long a card lasts.
 
 The boards' side (writing frames into the pty, decoding the acks) runs in
 a process of its own, as a real board does: in the gateway's process it
@@ -188,47 +192,22 @@ def store_ceiling(directory, boards, wire, batches):
     return len(frames) / elapsed
 
 
-def _write_bytes():
-    with open("/proc/self/io") as io:
-        for line in io:
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-    raise SystemExit("no write_bytes in /proc/self/io")
+def _field_side(directory, devices, minutes, history_minutes, result):
+    from gateway import storage
+    result.send(storage.field_writes(directory, devices, minutes, history_minutes))
 
 
-def field_side(directory, devices, minutes, result):
-    """In a process of its own (write_bytes counts the whole process): the
-    real writer and rule engine, one frame per commit, devices x minutes
-    frames a minute apart per device; sends (bytes written, readings)."""
-    from gateway import config as config_mod
-    home = Home(pathlib.Path(directory))
-    boards = [home.add("f%03d" % n) for n in range(devices)]
-    home.database.conn.close()
-    database = db.open_db(home.config.database_path)
-    writer = Writer(database, engine=rules.RuleEngine(database, config_mod.load(home.path)))
-    start = 1_800_000_000
-    wire = [(board, board.frame(READINGS, time=start + minute * 60))
-            for minute in range(minutes) for board in boards]
-    database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    before = _write_bytes()
-    for board, raw in wire:
-        outcome = writer.process([("field", raw, time.time(), lambda ack: None)])
-        if outcome != ["stored"]:
-            raise SystemExit("field-rate frame not stored: %s" % outcome)
-    written = _write_bytes() - before
-    database.conn.close()
-    result.send((written, len(wire) * len(READINGS)))
-
-
-def field_rate_bytes(directory, devices=100, minutes=30):
-    """(bytes written per reading, per frame) at field rates."""
+def field_rate_bytes(directory, devices=100, minutes=30, history_minutes=1440):
+    """gateway.storage.field_writes' figures, measured in a process of its
+    own (/proc/self/io counts the whole process)."""
     spawn = multiprocessing.get_context("spawn")
     receive, send = spawn.Pipe(False)
-    process = spawn.Process(target=field_side, args=(directory, devices, minutes, send))
+    process = spawn.Process(target=_field_side,
+                            args=(str(directory), devices, minutes, history_minutes, send))
     process.start()
-    written, readings = receive.recv()
+    figures = receive.recv()
     process.join()
-    return written / readings, written / (readings / len(READINGS))
+    return figures
 
 
 def main():
@@ -239,6 +218,8 @@ def main():
     parser.add_argument("--field-devices", type=int, default=100)
     parser.add_argument("--field-minutes", type=int, default=30,
                         help="Minutes of field traffic for the bytes-written figure.")
+    parser.add_argument("--field-history", type=int, default=1440,
+                        help="Minutes of earlier traffic in the database before it.")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,8 +248,8 @@ def main():
             ceiling = store_ceiling(pathlib.Path(tmp) / ("ceiling-" + str(len(results))),
                                     boards, wire, batches)
             results.append((label, rate, rss_mb, ceiling, len(wire) / len(batches)))
-        per_reading, per_frame = field_rate_bytes(pathlib.Path(tmp) / "field",
-                                                  args.field_devices, args.field_minutes)
+        field = field_rate_bytes(pathlib.Path(tmp) / "field", args.field_devices,
+                                 args.field_minutes, args.field_history)
     print("ingest: %d frames of %d readings from %d devices, batch_ms=%d, decoder=%s"
           % (args.frames, len(READINGS), args.devices, args.batch_ms,
              "cython" if IS_COMPILED else "pure"))
@@ -288,10 +269,16 @@ def main():
           "the gateway's own batch sizes (mean frames per commit: batch), without decode, MAC, "
           "acks or rules; of ceil: the gateway's share of it")
     print()
-    print("storage writes at field rates (%d devices, a frame a minute each, each frame its "
-          "own commit, %d min): %.0f bytes per reading, %.0f per frame (database + WAL + "
-          "checkpoints, from write_bytes)" % (args.field_devices, args.field_minutes,
-                                               per_reading, per_frame))
+    print("storage writes at field rates (%d devices, a frame of %d readings a minute each, "
+          "each frame its own commit, %d min after %d min of history, page size %d):"
+          % (args.field_devices, len(READINGS), args.field_minutes, args.field_history,
+             field["page_size"]))
+    print("  %6.0f bytes per reading handed to the kernel (WAL + checkpoints, wchar)"
+          % field["bytes_per_reading"])
+    print("  %6.0f bytes per reading written to the disk (whole 4 KB pages, write_bytes)"
+          % field["kernel_bytes_per_reading"])
+    print("  %6.0f bytes per reading: the floor of one 4 KB page per commit's sync"
+          % field["fs_floor_per_reading"])
 
 
 if __name__ == "__main__":

@@ -8,13 +8,28 @@ sequence numbers and times), written the way the store writes them; the
 growth in used pages, table and both indexes included, divided by the rows
 inserted is the cost of one reading. SQLite's record format makes that cost
 depend on the values (small integers take fewer bytes), hence the sample.
+
+So are the bytes written per reading, which wear an SD card out long before
+it is full: field_writes() runs the real writer (with the rule engine) one
+frame per commit, as frames arrive at field rates, over a database that
+already holds some history (an empty one would flatter the indexes), and
+counts what the process hands to the kernel (wchar of /proc/self/io: WAL
+frames, checkpoints into the database file, the WAL header). The kernel
+writes whole 4 KB pages, and every commit's sync writes at least the WAL
+page it ended on: that is the floor no schema can go under, 4096 bytes per
+commit, shown beside the figure (fs_floor_per_reading).
 """
+import hashlib
 import os
 import random
 import shutil
 import tempfile
 
-from gateway import db
+from gateway import config as config_mod
+from gateway import db, rules
+from gateway.store import Writer
+from protocol.cose import MacKey
+from protocol.frame import encode_frame
 
 SAMPLE_DEVICES = 20
 SAMPLE_FRAMES_PER_DEVICE = 250
@@ -22,6 +37,10 @@ _INSERT = ("INSERT INTO readings (device_id, seq, channel, idx, time, value, qua
            "received, unsynced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
 # Channels a typical site reports: rain, water level, battery, rssi, then more.
 _CHANNELS = (1, 4, 19, 20, 5, 6, 3, 7, 8, 9, 11, 12)
+FS_PAGE = 4096  # what the kernel writes for a sync that touched any byte of a page
+# The field workload's clock: a fixed, trusted, past moment (deterministic
+# bytes; frames stamped by it are never "from the future").
+_FIELD_START = 1_760_000_000
 
 
 def _used_bytes(conn):
@@ -155,3 +174,82 @@ def _interval(seconds):
         if seconds >= size and seconds % size == 0:
             return "%d %s" % (seconds // size, name)
     return "%g s" % seconds
+
+
+def _io():
+    with open("/proc/self/io") as io:
+        return {key: int(value) for key, value in (line.split(":") for line in io)}
+
+
+# A station's frame (bench/ingest.py sends the same): rain, rain tips, water
+# level, battery; more readings per frame repeat them at the next index.
+_FIELD_FRAME = ((1, 0, 2), (2, 0, 1), (4, -30, 1520), (19, 0, 3712))
+
+
+def _field_readings(per_frame, minute):
+    """(channel, index, dt, value, quality) rows of one frame, all in range."""
+    return [(_FIELD_FRAME[i % 4][0], i // 4, _FIELD_FRAME[i % 4][1],
+             _FIELD_FRAME[i % 4][2] + minute % 7, 0) for i in range(per_frame)]
+
+
+def field_writes(directory, devices=100, minutes=30, history_minutes=1440, per_frame=4,
+                 interval_s=60):
+    """Bytes written per reading at field rates: `devices` boards sending a
+    frame of `per_frame` readings every interval_s, each frame its own
+    commit through the real Writer and RuleEngine, after history_minutes of
+    earlier frames bulk-loaded; measured in the calling process (run it in a
+    process of its own: any other write of the process counts).
+
+    Deterministic for given arguments: ids, keys, values and the writer's
+    clock are derived, not drawn. Returns a dict: readings, commits,
+    bytes (wchar: what SQLite handed to the kernel), kernel_bytes
+    (write_bytes: whole pages; includes the -shm file's mmapped pages the
+    flusher wrote back meanwhile), their per-reading figures, page_size
+    and fs_floor_per_reading."""
+    home = str(directory)
+    config_mod.write_default(home)
+    config = config_mod.load(home)
+    database = db.open_db(config.database_path)
+    db.migrate(database)
+    boards = []
+    for n in range(devices):
+        seed = hashlib.sha256(b"huaico field board %d" % n).digest()
+        boards.append((seed[:4], seed[4:20]))
+    history = max(0, history_minutes * 60 // interval_s)
+    with db.transaction(database) as conn:
+        conn.executemany(
+            "INSERT INTO devices (id, name, site, board, key, last_seq, epoch, created) "
+            "VALUES (?, ?, 'field', 'pico', ?, ?, 0, ?)",
+            [(kid.hex(), "field-%03d" % n, key.hex(), history or None, _FIELD_START)
+             for n, (kid, key) in enumerate(boards)])
+        for step in range(history):
+            at = _FIELD_START + step * interval_s
+            conn.executemany(_INSERT, [
+                (kid.hex(), step + 1, c, i, at + dt, v, q, at + 1.0, 0)
+                for kid, _ in boards for c, i, dt, v, q in _field_readings(per_frame, step)])
+    database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    now = [0.0]
+    writer = Writer(database, engine=rules.RuleEngine(database, config), clock=lambda: now[0])
+    spacing = float(interval_s) / devices
+    frames = []
+    for step in range(history, history + minutes * 60 // interval_s):
+        for n, (kid, key) in enumerate(boards):
+            at = _FIELD_START + step * interval_s + n * spacing
+            frames.append((at, encode_frame(kid, MacKey(key), step + 1, int(at), 0,
+                                            _field_readings(per_frame, step))))
+    before = _io()
+    for at, raw in frames:
+        now[0] = at
+        outcome = writer.process([("field", raw, at, None)])
+        if outcome != ["stored"]:
+            raise RuntimeError("field frame not stored: %s" % outcome)
+    after = _io()
+    page_size = database.execute("PRAGMA page_size").fetchone()[0]
+    database.conn.close()
+    readings = len(frames) * per_frame
+    written = after["wchar"] - before["wchar"]
+    kernel = after["write_bytes"] - before["write_bytes"]
+    return {"readings": readings, "commits": len(frames), "bytes": written,
+            "kernel_bytes": kernel, "bytes_per_reading": written / readings,
+            "kernel_bytes_per_reading": kernel / readings, "page_size": page_size,
+            "fs_floor_per_reading": FS_PAGE / float(per_frame)}

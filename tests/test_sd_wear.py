@@ -1,0 +1,110 @@
+"""SD card wear: the bytes the store writes per reading at field rates.
+
+A count of bytes, not a timing: gateway.storage.field_writes runs the real
+writer and rule engine, one frame per commit, 100 devices a frame a minute
+each, after six hours of history, with ids, keys, values and the clock
+derived rather than drawn, in a process of its own, and counts what that
+process hands to the kernel (wchar of /proc/self/io: WAL frames and
+checkpoints). The same workload gives the same bytes on every run.
+
+The issue asks for at most 1 KB per reading; the store is at about 1.9 KB
+(bench/ingest.py prints the figures). 1 KB stays written down as a strict
+xfail, which turns into a failure the day the store meets it, so that the
+marker goes; the budget test holds what was reached, and each of the
+changes that reached it (page size, checkpoint interval, m007's index)
+undone alone goes over it.
+"""
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from gateway import db
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ISSUE_LIMIT = 1024  # bytes per reading, issue 14
+# What the store reached (1878 measured); undoing any one step measured
+# 2726 (channel-first index), 2883 (SQLite's 1000-page checkpoints), 2977
+# (1024-byte pages).
+BUDGET = 2048
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("field")
+    code = ("import json, sys; from gateway import storage; "
+            "print(json.dumps(storage.field_writes(sys.argv[1], devices=100, minutes=20, "
+            "history_minutes=360)))")
+    done = subprocess.run([sys.executable, "-c", code, str(directory)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # Nothing but the store may write in that process: a log line would count.
+    assert done.stderr == ""
+    return json.loads(done.stdout)
+
+
+def test_the_workload_is_field_rates(field):
+    assert field["commits"] == 100 * 20
+    assert field["readings"] == 4 * field["commits"]
+    assert field["page_size"] == db.PAGE_SIZE
+
+
+def test_bytes_per_reading_within_the_budget(field):
+    assert field["bytes_per_reading"] <= BUDGET, field
+
+
+@pytest.mark.xfail(strict=True, reason="1.9 KB per reading: each one-frame commit still "
+                   "rewrites about a dozen 512-byte pages (two indexes and their splits, the "
+                   "device row, the counters): gateway/db.py")
+def test_bytes_per_reading_within_the_issue_limit(field):
+    assert field["bytes_per_reading"] <= ISSUE_LIMIT, field
+
+
+def test_an_old_database_keeps_its_page_size_and_gets_the_new_index(tmp_path):
+    """A database made before (4096-byte pages, the channel-first index)
+    opens, migrates, keeps its rows and page size, and loses the old index."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    database = db.open_db(path)
+    old = [(name, function) for name, function in db.all_migrations()
+           if name != "m007_readings_time_index"]
+    database.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL)")
+    for name, function in old:
+        with db.transaction(database):
+            function(database)
+            database.execute("INSERT INTO _migrations (name, applied) VALUES (?, 0)", [name])
+    database.conn.executemany(
+        "INSERT INTO readings (device_id, seq, channel, idx, time, value, quality, received, "
+        "unsynced) VALUES ('abcd0123', ?, 4, 0, ?, 1520, 0, ?, 0)",
+        [(n, 1_760_000_000 + n * 60, 1_760_000_001.0 + n * 60) for n in range(1, 101)])
+    database.conn.close()
+    database = db.open_db(path)
+    assert db.migrate(database) == ["m007_readings_time_index"]
+    assert database.execute("PRAGMA page_size").fetchone()[0] == 4096
+    indexes = {row[0]: row[1] for row in database.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings'")}
+    assert "idx_readings_device_id_channel_time" not in indexes
+    assert "(device_id, time, channel)" in indexes["idx_readings_device_id_time_channel"]
+    plan = " ".join(row[3] for row in database.execute(
+        "EXPLAIN QUERY PLAN SELECT time, value FROM readings WHERE device_id = ? AND "
+        "channel = ? AND idx = 0 AND time > ? ORDER BY time, rowid", ["abcd0123", 4, 0]))
+    assert "idx_readings_device_id_time_channel (device_id=? AND time>?)" in plan
+    assert database.execute("SELECT count(*) FROM readings").fetchone()[0] == 100
+
+
+def test_a_new_database_is_durable_and_small_paged(tmp_path):
+    """The wear settings leave durability alone: WAL, synchronous=FULL (2)."""
+    database = db.open_db(tmp_path / "new.db")
+    db.migrate(database)
+    conn = database.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == db.PAGE_SIZE
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == (
+        db.CHECKPOINT_BYTES // db.PAGE_SIZE)
