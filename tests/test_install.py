@@ -1,8 +1,13 @@
-"""Installed like software: `make dist` builds a wheel, a fresh virtualenv
-installs it (dependencies from pip's cache or the registry, nothing from this
-checkout on the path), and the README's first commands work there: --version,
+"""Installed like software: `make dist` builds a wheel; a fresh virtualenv
+installs it with pip, and pipx (as the README tells operators) installs it
+too (dependencies from pip's cache or the registry, nothing from this
+checkout on the path); the README's first commands work with each: --version,
 init, device add, run (which applies and logs a migration the database lacks,
-as after an upgrade) with a real signed frame over UDP, then status."""
+as after an upgrade) with a real signed frame over UDP, then status.
+
+pipx is not a Debian package here: it is installed from the registry into a
+virtualenv of the test's own, and PIPX_HOME / PIPX_BIN_DIR / PIPX_MAN_DIR
+point into the test's directory, so nothing lands in the user's ~/.local."""
 import json
 import os
 import pathlib
@@ -11,6 +16,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+
+import pytest
 
 from protocol import frame as wire
 from protocol.cose import MacKey
@@ -25,23 +32,60 @@ def _free_udp_port():
         return sock.getsockname()[1]
 
 
-def test_wheel_in_a_fresh_virtualenv_runs_the_first_commands(tmp_path):
-    dist = tmp_path / "dist"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    dist = tmp_path_factory.mktemp("dist")
     subprocess.run(["make", "-C", str(ROOT), "dist", "DIST=%s" % dist], check=True,
                    capture_output=True, timeout=STEP_TIMEOUT)
     wheels = list(dist.glob("huaico-*.whl"))
     assert len(wheels) == 1 and list(dist.glob("huaico-*.tar.gz")), list(dist.iterdir())
-    venv = tmp_path / "venv"
-    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True,
+    return wheels[0]
+
+
+def _clean_env(bin_dir, home):
+    """Only the install: no PYTHONPATH, no virtualenv of ours, its bin first."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTHONPATH", "VIRTUAL_ENV") and not key.startswith(("HUAICO", "PIPX"))}
+    env.update(HUAICO_HOME=str(home), PATH="%s:%s" % (bin_dir, env.get("PATH", "")))
+    return env
+
+
+def _venv(path):
+    subprocess.run([sys._base_executable, "-m", "venv", str(path)], check=True,
                    timeout=STEP_TIMEOUT)
-    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheels[0])],
+    return path / "bin"
+
+
+def test_wheel_in_a_fresh_virtualenv_runs_the_first_commands(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    installed = subprocess.run([str(_venv(venv) / "pip"), "install", "-q", str(wheel)],
                                capture_output=True, text=True, timeout=STEP_TIMEOUT)
     assert installed.returncode == 0, installed.stderr
+    _first_commands(tmp_path, venv / "bin", venv)
+
+
+def test_pipx_install_of_the_wheel_gives_a_working_huaico(wheel, tmp_path):
+    tools = _venv(tmp_path / "tools")
+    got = subprocess.run([str(tools / "pip"), "install", "-q", "pipx"],
+                         capture_output=True, text=True, timeout=STEP_TIMEOUT)
+    assert got.returncode == 0, got.stderr
+    pipx_home, bin_dir = tmp_path / "pipx", tmp_path / "pipx-bin"
+    env = _clean_env(tools, tmp_path / "home")
+    env.update(PIPX_HOME=str(pipx_home), PIPX_BIN_DIR=str(bin_dir),
+               PIPX_MAN_DIR=str(tmp_path / "pipx-man"), USE_EMOJI="0")
+    installed = subprocess.run([str(tools / "pipx"), "install", str(wheel)], env=env,
+                               capture_output=True, text=True, timeout=STEP_TIMEOUT)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    # The command pipx exposes, run from its bin directory with the tools
+    # virtualenv (pipx's own) off the PATH.
+    assert (bin_dir / "huaico").exists(), installed.stdout
+    _first_commands(tmp_path, bin_dir, pipx_home / "venvs" / "huaico")
+
+
+def _first_commands(tmp_path, bin_dir, venv):
+    """The README's first commands with the `huaico` of bin_dir, installed in venv."""
     home = tmp_path / "home"
-    # Only the virtualenv: no PYTHONPATH, run from a directory with no source in it.
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("PYTHONPATH", "VIRTUAL_ENV") and not key.startswith("HUAICO")}
-    env.update(HUAICO_HOME=str(home), PATH="%s:%s" % (venv / "bin", env.get("PATH", "")))
+    env = _clean_env(bin_dir, home)
 
     def huaico(*args, **options):
         done = subprocess.run(["huaico"] + [str(a) for a in args], env=env, cwd=tmp_path,
