@@ -107,6 +107,22 @@ def measure_bytes_per_hourly_row(seed=1):
                             "total, minimum, maximum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
+def measure_written_per_reading(devices, interval_s, readings_per_frame=4):
+    """Bytes SQLite writes per reading for this many devices at this
+    interval, one commit per frame (field_writes, a short run: ten frames per
+    device, at most 100 devices, after sixty frames of history); None where
+    the kernel does not count a process's writes (no /proc/self/io)."""
+    if not os.path.exists("/proc/self/io"):
+        return None
+    minutes = max(1, int(-(-10 * interval_s // 60)))
+    directory = tempfile.mkdtemp(prefix="huaico-writes-")
+    try:
+        return field_writes(directory, min(devices, 100), minutes, 6 * minutes,
+                            readings_per_frame, interval_s)["bytes_per_reading"]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def estimate(devices, interval_s, readings_per_frame=4, days=365, free_bytes=None,
              raw_days=0):
     """The answer as data: per reading, per day, for `days`, and how long the
@@ -115,6 +131,7 @@ def estimate(devices, interval_s, readings_per_frame=4, days=365, free_bytes=Non
     channel and hour; channels taken as readings_per_frame, an upper bound)."""
     per_reading = measure_bytes_per_reading(readings_per_frame, interval_s)
     per_hourly = measure_bytes_per_hourly_row()
+    written = measure_written_per_reading(devices, interval_s, readings_per_frame)
     readings_per_day = devices * readings_per_frame * 86400.0 / interval_s
     per_day = per_reading * readings_per_day
     hourly_per_day = per_hourly * devices * readings_per_frame * 24
@@ -134,6 +151,11 @@ def estimate(devices, interval_s, readings_per_frame=4, days=365, free_bytes=Non
         "raw_days": raw_days, "bytes_per_hourly_row": round(per_hourly, 1),
         "hourly_bytes_per_day": round(hourly_per_day),
         "free_bytes": free_bytes, "days_until_full": until_full,
+        # Wear: what the store writes (not what it keeps), and the kernel's
+        # floor of one whole 4 KB page per commit's sync.
+        "written_bytes_per_reading": None if written is None else round(written, 1),
+        "written_bytes_per_day": None if written is None else round(written * readings_per_day),
+        "written_floor_per_reading": round(FS_PAGE / float(readings_per_frame), 1),
     }
     return result
 
@@ -165,7 +187,16 @@ def render(result, human_bytes, where=None):
             "%s days" % format(days, ",") if days is not None else "forever"
         lines.append("free %s%s: lasts %s at this rate" % (
             human_bytes(result["free_bytes"]), " at " + str(where) if where else "", lasts))
-    lines.append("(plus a WAL file of a few MB, and bounded tables: rejects keep 10k rows)")
+    if result["written_bytes_per_reading"] is not None:
+        lines.append("card wear: %.0f bytes written per reading (one commit per frame: WAL and "
+                     "checkpoints, measured), %s a day" % (
+                         result["written_bytes_per_reading"],
+                         human_bytes(result["written_bytes_per_day"])))
+    lines.append("  the disk writes whole 4 KB pages: at least %.0f bytes per reading of "
+                 "%d-reading frames" % (result["written_floor_per_reading"],
+                                         result["readings_per_frame"]))
+    lines.append("(plus a WAL file of up to %s, and bounded tables: rejects keep 10k rows)"
+                 % human_bytes(2 * db.CHECKPOINT_BYTES))
     return lines
 
 
@@ -201,8 +232,9 @@ def field_writes(directory, devices=100, minutes=30, history_minutes=1440, per_f
     process of its own: any other write of the process counts).
 
     Deterministic for given arguments: ids, keys, values and the writer's
-    clock are derived, not drawn. Returns a dict: readings, commits,
-    bytes (wchar: what SQLite handed to the kernel), kernel_bytes
+    clock are derived, not drawn. Every byte is counted until it is in the
+    database file (a checkpoint ends the run). Returns a dict: readings,
+    commits, bytes (wchar: what SQLite handed to the kernel), kernel_bytes
     (write_bytes: whole pages; includes the -shm file's mmapped pages the
     flusher wrote back meanwhile), their per-reading figures, page_size
     and fs_floor_per_reading."""
@@ -215,7 +247,7 @@ def field_writes(directory, devices=100, minutes=30, history_minutes=1440, per_f
     for n in range(devices):
         seed = hashlib.sha256(b"huaico field board %d" % n).digest()
         boards.append((seed[:4], seed[4:20]))
-    history = max(0, history_minutes * 60 // interval_s)
+    history = max(0, int(history_minutes * 60 // interval_s))
     with db.transaction(database) as conn:
         conn.executemany(
             "INSERT INTO devices (id, name, site, board, key, last_seq, epoch, created) "
@@ -232,7 +264,7 @@ def field_writes(directory, devices=100, minutes=30, history_minutes=1440, per_f
     writer = Writer(database, engine=rules.RuleEngine(database, config), clock=lambda: now[0])
     spacing = float(interval_s) / devices
     frames = []
-    for step in range(history, history + minutes * 60 // interval_s):
+    for step in range(history, history + int(minutes * 60 // interval_s)):
         for n, (kid, key) in enumerate(boards):
             at = _FIELD_START + step * interval_s + n * spacing
             frames.append((at, encode_frame(kid, MacKey(key), step + 1, int(at), 0,
@@ -243,6 +275,10 @@ def field_writes(directory, devices=100, minutes=30, history_minutes=1440, per_f
         outcome = writer.process([("field", raw, at, None)])
         if outcome != ["stored"]:
             raise RuntimeError("field frame not stored: %s" % outcome)
+    # The pages still only in the WAL reach the database file once more:
+    # counted, so that a run shorter than a checkpoint interval is not
+    # flattered (a short run coalesces less, so this errs high).
+    database.execute("PRAGMA wal_checkpoint(PASSIVE)")
     after = _io()
     page_size = database.execute("PRAGMA page_size").fetchone()[0]
     database.conn.close()

@@ -7,7 +7,7 @@ derived rather than drawn, in a process of its own, and counts what that
 process hands to the kernel (wchar of /proc/self/io: WAL frames and
 checkpoints). The same workload gives the same bytes on every run.
 
-The issue asks for at most 1 KB per reading; the store is at about 1.9 KB
+The issue asks for at most 1 KB per reading; the store is at about 2.0 KB
 (bench/ingest.py prints the figures). 1 KB stays written down as a strict
 xfail, which turns into a failure the day the store meets it, so that the
 marker goes; the budget test holds what was reached, and each of the
@@ -22,14 +22,14 @@ import sys
 
 import pytest
 
-from gateway import db
+from gateway import db, storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISSUE_LIMIT = 1024  # bytes per reading, issue 14
-# What the store reached (1878 measured); undoing any one step measured
-# 2726 (channel-first index), 2883 (SQLite's 1000-page checkpoints), 2977
+# What the store reached (1990 measured), with a tenth to spare; undoing any one step measured
+# 2820 (channel-first index), 2916 (SQLite's 1000-page checkpoints), 3105
 # (1024-byte pages).
-BUDGET = 2048
+BUDGET = 2200
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +56,25 @@ def test_bytes_per_reading_within_the_budget(field):
     assert field["bytes_per_reading"] <= BUDGET, field
 
 
-@pytest.mark.xfail(strict=True, reason="1.9 KB per reading: each one-frame commit still "
+@pytest.mark.xfail(strict=True, reason="2.0 KB per reading: each one-frame commit still "
                    "rewrites about a dozen 512-byte pages (two indexes and their splits, the "
                    "device row, the counters): gateway/db.py")
 def test_bytes_per_reading_within_the_issue_limit(field):
     assert field["bytes_per_reading"] <= ISSUE_LIMIT, field
+
+
+def test_storage_estimate_counts_the_writes():
+    """`storage estimate` tells the card's wear beside the disk space: what
+    is written per reading (more than what is kept), per day, and the 4 KB
+    page floor."""
+    result = storage.estimate(20, 60, readings_per_frame=4, days=30)
+    assert result["bytes_per_reading"] < result["written_bytes_per_reading"] <= BUDGET
+    assert result["written_bytes_per_day"] == pytest.approx(
+        result["written_bytes_per_reading"] * result["readings_per_day"], rel=1e-3)
+    assert result["written_floor_per_reading"] == 1024
+    text = "\n".join(storage.render(result, lambda n: "%d B" % n))
+    assert "card wear: %.0f bytes written per reading" % result["written_bytes_per_reading"] in text
+    assert "at least 1024 bytes per reading of 4-reading frames" in text
 
 
 def test_an_old_database_keeps_its_page_size_and_gets_the_new_index(tmp_path):
