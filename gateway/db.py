@@ -22,6 +22,14 @@ the acks go out. A database made before keeps its page size (SQLite changes
 it only by a VACUUM outside WAL mode); its writes shrink by the checkpoint
 interval and m007 alone.
 
+Weighed and not done: readings WITHOUT ROWID, clustered by (device, time),
+would drop an index, but the SenML feed, retention and Home Assistant
+follow the readings by rowid; the unique index leads with seq because a
+resent frame is looked up by device and seq. Holding the counters and the
+device row in memory between commits would save two of the dozen pages, at
+the price of counts lost on a crash and a replay window rebuilt from the
+readings before the first frame after one.
+
 Migrations are (name, function) pairs applied in order, each in its own
 transaction together with its row in _migrations: m001... here, then
 gateway.alert_schema.MIGRATIONS (rules, alerts, outbox).

@@ -16,6 +16,9 @@ Per frame the writer does only what must be per frame (decode, MAC, window,
 building its rows); everything that can be per batch is: the readings
 insert, the device updates, the engine's rule lookup, the port writes. At
 20k frames/s that is the difference between meeting the budget and not.
+At field rates (a frame a minute per device) nothing arrives together and
+each frame is a commit of its own; what that writes to an SD card, and
+the schema and settings that keep it down, are in gateway.db's docstring.
 
 Clock handling: a frame flagged FLAG_CLOCK_UNSYNCED carries times from a
 clock that was never set (seconds since boot). Its newest time (the base
