@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware.sim import currents, energy
-from tests.fixtures.firmware import ROOT, micropython, run_sim, site_config
+from tests.fixtures.firmware import ROOT, micropython, run_sim, site_config, smallest_claimed_heap
 
 TABLE = {"a": 1.0, "b": 7.5, "c": 120.0}
 PARTS = ("p", "q")
@@ -30,27 +30,27 @@ _op = st.one_of(
 
 def _oracle(ops, part):
     """Seconds per state of `part`, counted one microsecond at a time: the base state set last
-    (from the later of its time and every earlier set's), under the burst that started first."""
-    base = ["a"] * END
+    (from the later of its time and every earlier set's), under the bursts, each of which starts
+    no earlier than that and than the end of the one before."""
+    timeline = ["a"] * END
     since = 0
-    bursts = []  # (start, end, state) in arrival order
+    free = 0
     for op in ops:
         if op[1] != part:
             continue
         if op[0] == "set":
             since = max(since, op[3])
             for u in range(since, END):
-                base[u] = op[2]
-        else:
-            start = max(op[3], since)
-            if op[3] + op[4] > start:
-                bursts.append((start, op[3] + op[4], op[2]))
+                if not isinstance(timeline[u], tuple):  # a burst placed ahead stays
+                    timeline[u] = op[2]
+        elif op[4] > 0:
+            start = max(op[3], since, free)
+            free = start + op[4]
+            for u in range(start, min(free, END)):
+                timeline[u] = ("burst", op[2])
     counts = {}
-    for u in range(END):
-        state = base[u]
-        covering = [b for b in bursts if b[0] <= u < b[1]]
-        if covering:
-            state = min(covering, key=lambda b: b[0])[2]  # min() keeps the first of equal starts
+    for state in timeline:
+        state = state[1] if isinstance(state, tuple) else state
         counts[state] = counts.get(state, 0) + 1
     return counts
 
@@ -231,3 +231,39 @@ def test_a_board_in_deepsleep_counts_deep_sleep_and_boots(tmp_path, uart_peer, c
     assert len(resets) >= 5  # a wake from deep sleep each minute or so
     assert figures["states"]["mcu:deep"] > 0.9 * 600
     assert figures["awake_pct"] < 10
+
+
+MQTT = {"type": "mqtt", "ssid": "site", "password": "secret", "mtu": 255, "connect_timeout_ms": 1500,
+        "io_timeout_ms": 250, "ack_timeout_ms": 1500, "burst": 4}
+
+
+@pytest.mark.parametrize("board", ["pico_w", "esp32"])
+def test_wifi_states_follow_the_join_the_association_and_the_sends(tmp_path, mosquitto_broker, compiled_runner,
+                                                                     board):
+    """The radio's states from the simulated network: one join of the measured 1.626 s, then
+    associated; each socket write a transmit burst. The CYW43 keeps its association through
+    lightsleep; an esp32's radio is off while it sleeps (ESP-IDF "Sleep Modes")."""
+    from tests.test_firmware_mqtt import GatewayPeer
+
+    peer = GatewayPeer(mosquitto_broker)
+    site = site_config(board, report_s=30, thresholds=[],
+                       transport=dict(MQTT, host=mosquitto_broker.host, port=mosquitto_broker.port))
+    try:
+        code, events, output = run_sim(tmp_path, site, {"duration_s": 120, "world": {"battery_v": 4.0}},
+                                       speed=20, mqtt="%s:%d" % (mosquitto_broker.host, mosquitto_broker.port),
+                                       runner=compiled_runner, heap=smallest_claimed_heap(board))
+    finally:
+        peer.close()
+    assert code == 0, output[-2000:]
+    assert len(peer.store.frames) >= 2  # it reported each sampling round, and the gateway acked
+    states = _energy(events)["states"]
+    packets = states["wifi:tx"] / 0.02  # currents.WIFI_TX_US each, one after another
+    assert packets >= 4 and packets == pytest.approx(round(packets), abs=1e-3)
+    radio = states.get("wifi:join", 0) + states.get("wifi:idle", 0) + states["wifi:tx"]
+    assert _energy(events)["radio_on_pct"] == pytest.approx(100 * radio / _energy(events)["seconds"], rel=1e-3)
+    if board == "pico_w":
+        assert states["wifi:join"] == pytest.approx(1.626, abs=0.01)
+        assert states["wifi:idle"] > 110
+    else:
+        assert states["wifi:off"] > 100  # asleep most of the time, its radio with it
+        assert states["mcu:light"] > 100

@@ -13,10 +13,12 @@ from firmware/sim/currents.py. At the run's end report() gives the
 shares, and seconds per "part:state".
 
 A part's state holds from the time it was set; a burst (a conversion, a
-packet on the air) overrides it for its span, which may lie ahead of the
-hardware's clock (bytes queued on a UART reach the line later). Times
-given out of order are clamped to the part's last one: each part's
-seconds always add up to the time the run lasted.
+packet on the air) overrides it for its length, and may lie ahead of the
+hardware's clock (bytes queued on a UART reach the line later). A part
+does one burst at a time: one that comes while another runs starts when
+that one ends, as packets leave a radio one after another. Times given
+out of order are clamped to the part's last one: each part's seconds
+always add up to the time the run lasted.
 """
 _US = 1000000.0
 RADIOS = ("wifi", "lora", "rs485")
@@ -49,7 +51,8 @@ class Part:
         self.table = table  # state -> mA
         self.state = state
         self.since = 0  # us up to which the part's time is counted
-        self.bursts = []  # [start, end, state], sorted by start
+        self.bursts = []  # [start, end, state], one after another
+        self.free = 0  # when the last burst ends
         self.seconds = {}  # state -> us spent
 
     def _count(self, state, start, end):
@@ -63,12 +66,10 @@ class Part:
         bursts = self.bursts
         while bursts and bursts[0][0] < t:
             start, end, state = bursts[0]
-            if start > self.since:
-                self._count(self.state, self.since, start)
-                self.since = start
+            self._count(self.state, self.since, start)
             stop = min(end, t)
-            self._count(state, self.since, stop)
-            self.since = max(self.since, stop)
+            self._count(state, start, stop)
+            self.since = stop
             if end <= t:
                 bursts.pop(0)
             else:
@@ -100,15 +101,12 @@ class Energy:
         part = self.parts[name]
         if state not in part.table:
             raise ValueError("no current for %s:%s" % (name, state))
-        start = max(int(start_us), part.since)
-        end = int(start_us + length_us)
-        if end <= start:
+        length = int(length_us)
+        if length <= 0:
             return
-        bursts = part.bursts
-        i = len(bursts)
-        while i > 0 and bursts[i - 1][0] > start:
-            i -= 1
-        bursts.insert(i, [start, end, state])
+        start = max(int(start_us), part.since, part.free)
+        part.free = start + length
+        part.bursts.append([start, part.free, state])
 
     def state(self, name):
         return self.parts[name].state
