@@ -267,3 +267,23 @@ def test_wifi_states_follow_the_join_the_association_and_the_sends(tmp_path, mos
     else:
         assert states["wifi:off"] > 100  # asleep most of the time, its radio with it
         assert states["mcu:light"] > 100
+
+
+def test_a_long_run_keeps_few_bursts_and_the_same_totals():
+    """A month of sensor conversions and packets: what the hardware process holds stays small
+    (it counts each part up to a minute ago at every sleep), and nothing is lost in the count."""
+    e = energy.Energy("pico", "light")
+    e.add("mcu", currents.BOARDS["pico"], "active")
+    e.add("probe", currents.SENSORS["ds18b20"], "powered")
+    step = 30 * 1000000
+    end = 30 * 24 * 3600 * 1000000
+    for t in range(0, end, step):
+        e.settle(t)
+        e.set("mcu", "light", t + 100000)
+        e.set("mcu", "active", t + step - 1)
+        e.burst("probe", "converting", t + 200000, 750000)
+        assert len(e.parts["probe"].bursts) <= 3
+    states = e.report(end)["states"]
+    conversions = end // step
+    assert states["probe:converting"] == pytest.approx(conversions * 0.75)
+    assert states["probe:powered"] + states["probe:converting"] == pytest.approx(end / 1e6)

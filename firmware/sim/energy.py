@@ -18,9 +18,13 @@ hardware's clock (bytes queued on a UART reach the line later). A part
 does one burst at a time: one that comes while another runs starts when
 that one ends, as packets leave a radio one after another. Times given
 out of order are clamped to the part's last one: each part's seconds
-always add up to the time the run lasted.
+always add up to the time the run lasted. The hardware counts every part
+up to a minute ago at each sleep (settle), so that a board's week of
+bursts does not pile up in its heap; a hook may tell a state up to that
+late (the simulated network learns that a join ended at its next poll).
 """
 _US = 1000000.0
+_SETTLE_US = 60 * 1000000
 RADIOS = ("wifi", "lora", "rs485")
 _RADIO_OFF = ("off", "sleep", "standby")
 _POWERED = {"lora": "rx", "rs485": "idle"}  # what a radio does once its group powers it
@@ -90,6 +94,11 @@ class Energy:
     def add(self, name, table, state):
         self.parts[name] = Part(table, state)
 
+    def settle(self, now_us):
+        """Count every part up to a minute before now_us: its bursts until then are done with."""
+        for name in self.parts:
+            self.parts[name].advance(now_us - _SETTLE_US)
+
     def set(self, name, state, at_us):
         part = self.parts[name]
         if state not in part.table:
@@ -107,9 +116,6 @@ class Energy:
         start = max(int(start_us), part.since, part.free)
         part.free = start + length
         part.bursts.append([start, part.free, state])
-
-    def state(self, name):
-        return self.parts[name].state
 
     def group(self, name, gpio, on, members, at_us=0):
         """Power group `name`: its members are powered while GPIO `gpio` is at `on`; off until then."""

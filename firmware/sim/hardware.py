@@ -128,6 +128,7 @@ class Hardware:
             self.v_us = now_us
         e = energy.model
         if e is not None:
+            e.settle(now_us)
             e.set("mcu", _MCU_STATE[how], now_us)
             if how is not None and self.rules.name == "esp32":
                 # esp32 light and deep sleep power the radio down (ESP-IDF "Sleep Modes"),
