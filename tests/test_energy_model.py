@@ -294,3 +294,31 @@ def test_a_long_run_keeps_few_bursts_and_the_same_totals():
     conversions = end // step
     assert states["probe:converting"] == pytest.approx(conversions * 0.75)
     assert states["probe:powered"] + states["probe:converting"] == pytest.approx(end / 1e6)
+
+
+def test_the_hardware_settles_the_model_at_each_sleep():
+    """The hardware process's own sleeps (hardware.py idle) keep the model's pending bursts few:
+    a day of 30 s sleeps, a JSN-SR04T ping in each, as the demo's river board makes them."""
+    site = site_config("pico")
+    site["sensors"].append({"type": "ultrasonic_level", "name": "level0", "interval_s": 30,
+                            "mount_height_m": 3.0})
+    report = hooks(site, """
+from firmware.sim.hardware import Hardware
+from firmware.sim.scenario import Scenario
+
+
+class Chip:
+    pass
+
+
+hw = Hardware(Scenario({"duration_s": 90000}), 1e12, Chip())
+most = 0
+for i in range(2880):
+    t = i * 30000000
+    hw.idle(t, t + 29000000, None)
+    energy.charge("level0", "converting", t + 29500000, 50000)
+    most = max(most, len(energy.model.parts["level0"].bursts))
+print("MOST", most)
+assert most <= 3, most
+""", 86400)
+    assert report["states"]["level0:converting"] == pytest.approx(2880 * 0.05)
