@@ -567,7 +567,7 @@ class Demo:
 
     def _board_event(self, name, event, when):
         if event.get("ev") in ("board_reset", "fail", "heal", "link", "world", "sim_end",
-                               "config_refused", "retry"):
+                               "config_refused", "retry", "energy"):
             self.events.put(("board", (name, event), when))
 
     def _mqtt_alert(self, topic, payload):
@@ -613,6 +613,10 @@ class Demo:
         elif kind == "board":
             name, event = item
             detail = ", ".join("%s=%s" % (k, v) for k, v in event.items() if k not in ("ev",))
+            if event["ev"] == "energy":  # the simulated board's energy model (firmware/sim/energy.py)
+                detail = ("%.1f mAh/day, %.3f mA average (board floor %.3f mA), awake %.2f %%, radio on %.2f %%"
+                          % (event["mah_per_day"], event["avg_ma"], event["floor_ma"], event["awake_pct"],
+                             event["radio_on_pct"]))
             self._say("board", "%s %s %s" % (name, event["ev"], detail), when)
         elif kind == "mqtt":
             self._say("mqtt", "alert published on %s" % item, when)

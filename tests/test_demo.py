@@ -112,6 +112,8 @@ def test_hillside_rain_end_to_end(tmp_path, mosquitto_broker):
     assert 0 <= result["latency_1x_s"]["max"] == max(at_1x) <= GOAL_S, result["events"]
     assert "within the %g s goal" % GOAL_S in out, out[-2000:]
     assert "database: %s" % home in out
+    # Each board's energy over the run, from the simulator's model (firmware/sim/energy.py).
+    assert re.search(r"pluvio-alto energy [0-9.]+ mAh/day, [0-9.]+ mA average", out), out[-2000:]
     # MQTT: the gateway published the alerts (JSON and CAP) on the broker.
     assert result["messages_mqtt"] > 0
     assert result["mqtt"]["alerts"] > 0 and result["mqtt"]["cap"] > 0

@@ -8,11 +8,16 @@ on the wiring of bus.py, keeps the RTC memory and watchdog scratch registers
 wake time, in real time divided by the speed, and answers at each pin edge
 so that the IRQ handler runs in the firmware's process at that instant. It
 keeps the flash chip (firmware/sim/flashchip.py) and answers the firmware's
-block device before each erase and program.
+block device before each erase and program. It keeps the board's energy
+bookkeeping (firmware/sim/energy.py): the MCU's state from the firmware's
+sleeps, the radio's from the firmware's network module.
 """
 import time
 
-from firmware.sim import board, hwclock, io, peripherals, rpc
+from firmware.sim import board, currents, energy, hwclock, io, peripherals, rpc
+
+# What the MCU does during an idle request: machine's light or deep sleep, or time.sleep (awake).
+_MCU_STATE = {None: "idle", "light": "light", "deep": "deep"}
 
 
 class Hardware:
@@ -34,6 +39,11 @@ class Hardware:
         self.objects = []
         self.edges = []
         io.forget_pins()
+        e = energy.model
+        if e is not None:  # a new boot: GPIOs float, the radio is down, the CPU runs
+            e.release_pins(self.v_us)
+            energy.change("wifi", "off", self.v_us)
+            e.set("mcu", "active", self.v_us)
 
     def serve(self, conn):
         """Answer the firmware's process until its last message (reset, end, refused or hang), returned."""
@@ -57,7 +67,13 @@ class Hardware:
             getattr(self.objects[message[1]], message[2])(*(args[:-1] + [buf]))
             return buf
         if op == "idle":
-            return self.idle(message[1], message[2])
+            return self.idle(message[1], message[2], message[3])
+        if op == "power":  # the firmware's network module: [part, state, at_us, packets sent]
+            if message[4]:
+                energy.charge(message[1], message[2], message[3], message[4] * currents.WIFI_TX_US)
+            else:
+                energy.change(message[1], message[2], message[3])
+            return None
         if op == "new":
             args, kwargs = self.rules.new(message[1], message[2], message[3], self.wiring)
             self.objects.append(getattr(peripherals, message[1])(*args, **kwargs))
@@ -103,12 +119,23 @@ class Hardware:
             self.edges.append([handle, pin.irq().flags()])
         return edge
 
-    def idle(self, now_us, limit_us):
-        """The firmware sleeps from now_us to limit_us: deliver the scenario's events
-        until then, or until one makes a pin edge. [scenario time, edges, link down,
-        control] where control is None, [cause, power] for a reset, or "end"."""
+    def idle(self, now_us, limit_us, how=None):
+        """The firmware sleeps (`how`: "light", "deep", None for time.sleep) from now_us to
+        limit_us: deliver the scenario's events until then, or until one makes a pin edge.
+        [scenario time, edges, link down, control] where control is None, [cause, power]
+        for a reset, or "end"."""
         if now_us > self.v_us:
             self.v_us = now_us
+        e = energy.model
+        if e is not None:
+            e.settle(now_us)
+            e.set("mcu", _MCU_STATE[how], now_us)
+            if how is not None and self.rules.name == "esp32":
+                # esp32 light and deep sleep power the radio down (ESP-IDF "Sleep Modes"),
+                # and deep sleep lets the GPIOs go (no hold): every power group is off.
+                e.pause("wifi", now_us)
+                if how == "deep":
+                    e.release_pins(now_us)
         scenario = self.scenario
         control = None
         try:
@@ -126,6 +153,9 @@ class Hardware:
         edges = self.edges
         self.edges = []
         hwclock.sync(self.v_us)
+        if e is not None:
+            e.set("mcu", "active", self.v_us)
+            e.resume(self.v_us)
         return [self.v_us, edges, board.state["link_down"], control]
 
     def _sleep_to(self, v_us):

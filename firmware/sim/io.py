@@ -6,7 +6,7 @@ firmware/sim/bus.py, so the drivers run unchanged on the unix port.
 ADC and I2C are in adc.py and i2c.py, loaded by firmware/sim/machine.py
 only when the firmware first asks for them (heap).
 """
-from firmware.sim import bus
+from firmware.sim import bus, energy, hwclock
 
 try:
     import micropython
@@ -83,6 +83,7 @@ class Pin:
                 return self._out
             return self._input()
         self._out = 1 if v else 0
+        energy.pin(self.id, self._out, hwclock.now_us())  # a power group's enable, if it is one
         model = bus.pin_model(self.id)
         if model is not None and hasattr(model, "written"):
             model.written(self._out)

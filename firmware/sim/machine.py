@@ -263,17 +263,17 @@ def _asleep(how, ms):
     _sleep[0] = how
     try:
         if not timeout or wdt == "counts":
-            clock.idle(value, True)
+            clock.idle(value, True, how)
             return
         start = clock.v_us
         deadline = clock.wdt_fed_us + timeout
         clock.wdt_timeout_us = 0  # decided here, not by the clock
         if wdt == "hangs" and deadline < start + value:
-            clock.idle(max(deadline - start, 0), True)
+            clock.idle(max(deadline - start, 0), True, how)
             if clock.v_us >= deadline:
                 raise board.Hang("rp2040_wdt")  # micropython #17228: locked up
         else:
-            clock.idle(value, True)
+            clock.idle(value, True, how)
             if wdt == "paused":
                 deadline += clock.v_us - start  # micropython #17229: it did not count
         clock.wdt_fed_us = deadline - timeout

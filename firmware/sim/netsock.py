@@ -20,7 +20,7 @@ trip and uses the host's resolver (names of 127.0.0.1 only, e.g. localhost).
 """
 import socket as _real
 
-from firmware.sim import board, vtime
+from firmware.sim import board, rpc, vtime
 import firmware.sim.network as _network
 
 _EHOSTUNREACH = 113
@@ -57,6 +57,13 @@ def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
     raise OSError(-2)  # the simulated network is 127.0.0.1 only
 
 
+def _sent():
+    """A packet goes on the air: the energy model charges the radio's transmit burst."""
+    if rpc.connected():
+        vtime.clock.advance()
+        rpc.call("power", "wifi", "tx", vtime.clock.v_us, 1)
+
+
 class socket:
     def __init__(self, *args):
         self._s = _real.socket(*args)
@@ -87,10 +94,12 @@ class socket:
 
     def send(self, data):
         self._check()
+        _sent()
         return self._s.send(data)
 
     def write(self, data):
         self._check()
+        _sent()
         return self._s.write(data)
 
     def recv(self, n):

@@ -31,8 +31,11 @@ What the real ports do, and this model enforces (MicroPython v1.28.0 sources):
   active() take no keywords; connect() before active(True) fails.
 Any reset ends the firmware's process and with it this module's state: a
 board comes up after a reset with the radio off and no association.
+Each change of the radio's state (off, standby after active(False), join,
+idle while up or not associated, and each packet sent: netsock.py) goes to
+the hardware process's energy model (firmware/sim/energy.py) with its time.
 """
-from firmware.sim import board, vtime
+from firmware.sim import board, rpc, vtime
 
 STA_IF = 0
 AP_IF = 1
@@ -76,7 +79,7 @@ _UP = 2
 _LOST = 3  # CYW43 after losing the AP: reads "connecting", does nothing
 _NONET = 4  # CYW43 join that found no AP: final until connect()
 
-_st = {"active": False, "state": _IDLE, "from_us": 0, "losses": 0}
+_st = {"active": False, "state": _IDLE, "from_us": 0, "losses": 0, "radio": "off"}
 _CONFIG_VALUES = {"mac": b"\x02\x00\x00\x00\x00\x01", "hostname": "mpy", "pm": 0, "reconnects": -1}
 
 
@@ -85,14 +88,24 @@ def _now():
     return vtime.clock.v_us
 
 
+def radio(state, at_us=None):
+    """The radio is in `state` from at_us (now by default): told to the energy model once."""
+    if _st["radio"] != state:
+        _st["radio"] = state
+        if rpc.connected():
+            rpc.call("power", "wifi", state, _now() if at_us is None else at_us, 0)
+
+
 def _lose():
     """The association is gone: sockets die, and each port does what it does."""
     _st["losses"] += 1
     if _ESP32:
         _st["state"] = _JOINING  # the port's own reconnect
         _st["from_us"] = _now()
+        radio("join")
     else:
         _st["state"] = _LOST
+        radio("idle")
 
 
 def _update():
@@ -107,8 +120,10 @@ def _update():
                 _st["from_us"] = now  # scanning again and again until the AP is back
             elif now - _st["from_us"] >= _SCAN_FAIL_US:
                 _st["state"] = _NONET
+                radio("idle", _st["from_us"] + _SCAN_FAIL_US)
         elif now - _st["from_us"] >= _ASSOC_US + _DHCP_US:
             _st["state"] = _UP
+            radio("idle", _st["from_us"] + _ASSOC_US + _DHCP_US)
 
 
 def slept():
@@ -150,6 +165,7 @@ class WLAN:
         if not on:
             _st["state"] = _IDLE
         _st["active"] = on
+        radio("idle" if on else "standby")
         # esp32 answers the new state; cyw43's setter returns None
         return on if _ESP32 else None
 
@@ -170,11 +186,14 @@ class WLAN:
             raise OSError("Wifi Internal Error")
         _st["state"] = _JOINING
         _st["from_us"] = _now()
+        radio("join")
 
     def disconnect(self):
         if _st["state"] == _UP:
             _st["losses"] += 1
         _st["state"] = _IDLE
+        if _st["active"]:
+            radio("idle")
 
     def isconnected(self):
         _update()

@@ -97,6 +97,11 @@ def connect(sock):
     _link[0] = sock
 
 
+def connected():
+    """Whether a hardware process is there (a model's own test runs the firmware's side alone)."""
+    return _link[0] is not None
+
+
 def call(*message):
     """One request from the firmware's process; the hardware's answer, or its exception."""
     sock = _link[0]

@@ -21,7 +21,7 @@ import time
 
 from binascii import hexlify
 
-from firmware.sim import board, bus
+from firmware.sim import board, bus, energy
 from firmware.sim.flashchip import MOUNT, Chip
 from firmware.sim.hardware import Hardware
 from firmware.sim.scenario import Scenario, emit
@@ -233,6 +233,7 @@ def main():
     hardware.rules = port_rules(raw["board"], version)
     hardware.wiring = load(raw["board"])
     port = hardware.rules.port
+    energy.model = energy.for_site(raw)
     try:
         while True:
             wire(raw, hardware, peer)
@@ -283,4 +284,14 @@ def main():
          "sim_heap", heap.base, "heap_size", heap.size, "free_heap", free_heap,
          "wall_s", time.time() - started,
          "flash_steps", chip.steps, "flash_erases", chip.erases, "fs_used_kb", chip.used_blocks() * 4)
+    emit_energy(raw["board"], hardware.v_us)
     sys.exit(status)
+
+
+def emit_energy(board_name, end_us):
+    """The board's energy over the run (firmware/sim/energy.py), as one "energy" event line."""
+    figures = energy.model.report(end_us)
+    pairs = ["event", "energy", "board", board_name]
+    for key in ("mah_per_day", "avg_ma", "awake_pct", "radio_on_pct", "floor_ma", "seconds", "states"):
+        pairs += [key, figures[key]]
+    emit("energy", end_us / 1000000, *pairs)

@@ -15,7 +15,7 @@ byte that reached the peer's end during a sleep counts from then.
 """
 import sys
 
-from firmware.sim import bus, hwclock
+from firmware.sim import bus, energy, hwclock
 
 
 def _end(uart_id):
@@ -94,6 +94,7 @@ class UART:
         data = bytes(data)
         self._tx_done_us = start + len(data) * self.byte_us
         self._tx.append([self._tx_done_us, data])
+        energy.charge("rs485", "tx", start, len(data) * self.byte_us)  # the driver is on while they cross
         waiting = (self._tx_done_us - now) / self.byte_us
         if waiting > self.txbuf:
             hwclock.busy_us((waiting - self.txbuf) * self.byte_us)  # write() blocks until the rest fits

@@ -44,9 +44,10 @@ class Clock:
         self.v_us += _real.ticks_diff(now, self._r_last)
         self._r_last = now
 
-    def idle(self, us, wake_on_irq):
+    def idle(self, us, wake_on_irq, how=None):
         """Sleep `us` of virtual time in the hardware process; early return on IRQ if asked.
-        A watchdog deadline inside the sleep resets the board there."""
+        A watchdog deadline inside the sleep resets the board there. `how`: "light" or "deep"
+        for machine's sleeps, None for time.sleep (awake): the energy model's MCU state."""
         self.advance()
         if self.heap_probe is not None:
             self.heap_probe(wake_on_irq)
@@ -55,7 +56,7 @@ class Clock:
             limit = target
             if self.wdt_timeout_us and self.wdt_fed_us + self.wdt_timeout_us < limit:
                 limit = self.wdt_fed_us + self.wdt_timeout_us
-            v_us, edges, down, control = rpc.call("idle", self.v_us, limit)
+            v_us, edges, down, control = rpc.call("idle", self.v_us, limit, how)
             if v_us > self.v_us:
                 self.v_us = v_us
             self._r_last = _real.ticks_us()

@@ -9,7 +9,7 @@ power-on) until the conversion ends.
 """
 import struct
 
-from firmware.sim import bus, hwclock
+from firmware.sim import bus, energy, hwclock
 from firmware.sim.onewire import _crc8_byte
 
 _FAMILY = 0x28
@@ -56,7 +56,9 @@ class DS18B20:
         if byte == 0x44:
             self._settle()
             self._next = int(round(bus.world.get(self.world_key, 20.0) * 16)) & 0xFFFF
-            self._done_us = hwclock.now_us() + _CONV_US[(self.config >> 5) & 3]
+            conv = _CONV_US[(self.config >> 5) & 3]
+            self._done_us = hwclock.now_us() + conv
+            energy.charge(self.name, "converting", hwclock.now_us(), conv)
         elif byte == 0xBE:
             self._settle()
             body = struct.pack("<HBBBBBB", self.raw, 0x4B, 0x46, self.config, 0xFF, 0x0C, 0x10)

@@ -7,7 +7,7 @@ a trigger of at least 10 us starts a ping, and the measuring cycle is at
 least 50 ms: a trigger sooner after the last one is ignored (the module is
 still listening for that ping's echo), so it gives no echo.
 """
-from firmware.sim import bus, hwclock
+from firmware.sim import bus, energy, hwclock
 from firmware.sim.devices.noise import jitter
 
 _MAX_SEEN_M = 6.0  # past this the echo is too weak to come back
@@ -33,6 +33,7 @@ class Echo:
             return
         self._last_ping_us = now
         self.triggered = True
+        energy.charge(self.name, "converting", now, _CYCLE_US)  # the working current for the cycle
 
     def pulse_us(self, level, timeout_us):
         t = self._echo_us(level)

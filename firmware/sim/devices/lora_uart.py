@@ -15,7 +15,7 @@ prints a "duty_exceeded" event. The state outlives the board's resets, as
 the module does.
 """
 from firmware import lora
-from firmware.sim import bus, hwclock
+from firmware.sim import bus, energy, hwclock
 from firmware.sim.scenario import emit
 
 _BUFFER = 512  # E32-868T20D datasheet: the module's UART buffer
@@ -69,6 +69,7 @@ class LoraModules:
         air = 0
         for at, end in spans:
             air += end - at
+            energy.charge("lora", "tx", at, end - at)
         self.packets += len(spans)
         self.air_us += air
         emit("air", now / 1000000, "bytes", len(data), "packets", len(spans), "air_ms", air // 1000)

@@ -8,7 +8,7 @@ datasheets, "ADC conversion time": 0.60 ms at OSR 256 up to 18.08 ms at
 OSR 8192); an ADC read before it ends answers 0, as the datasheet says.
 """
 from firmware.drivers.ms5837 import compensate, crc4
-from firmware.sim import bus, hwclock
+from firmware.sim import bus, energy, hwclock
 
 _CONV_US = (600, 1170, 2280, 4540, 9040, 18080)  # OSR 256, 512, ... 8192 (command bits 3:1)
 
@@ -62,7 +62,9 @@ class MS5837:
             self._adc = 0
         elif cmd & 0xE0 == 0x40:
             self._adc = self._physics()[0 if cmd & 0xF0 == 0x40 else 1]
-            self._done_us = hwclock.now_us() + _CONV_US[min((cmd & 0x0E) >> 1, 5)]
+            conv = _CONV_US[min((cmd & 0x0E) >> 1, 5)]
+            self._done_us = hwclock.now_us() + conv
+            energy.charge(self.name, "converting", hwclock.now_us(), conv)
 
     def read(self, n):
         cmd = self._cmd
