@@ -22,6 +22,7 @@ ROM call that a reset aborts). The ring's power-cut test
 (tests/test_firmware_ring.py) uses the same chip in one process.
 """
 import os
+import struct
 from binascii import crc32
 
 import vfs
@@ -95,10 +96,11 @@ class Chip:
         vfs.mount(vfs.VfsLfs2(dev, **self.options), where)
         return dev
 
-    def provision(self, root, site_text, ballast_kb=0):
+    def provision(self, root, site_text, ballast_kb=0, ring_seq=None):
         """What `huaico flash` does: format a blank chip, copy the code; write site.json every time.
         `ballast_kb` of other files on a new chip leave the ring less room (a scenario's
-        flash_ballast_kb), so that a test fills the filesystem in minutes, not hours."""
+        flash_ballast_kb), so that a test fills the filesystem in minutes, not hours;
+        `ring_seq` [next, epochs] seeds a new chip's store as a board's after years (seed_ring)."""
         new = not _exists(self.path)
         if new:
             self.blank()
@@ -112,6 +114,8 @@ class Chip:
                 with open(MOUNT + "/ballast", "wb") as f:
                     for _ in range(ballast_kb):
                         f.write(self._erased[:1024])
+                if ring_seq:
+                    seed_ring(MOUNT + "/data/ring", ring_seq[0], ring_seq[1])
             with open(MOUNT + "/site.json", "w") as f:
                 f.write(site_text)
         finally:
@@ -176,3 +180,17 @@ class Chip:
             if crc32(self._buf[:length]) != crc32(self._erased[:length]):
                 raise ValueError("program over flash not erased: block %d offset %d" % (block, offset))
         return n
+
+
+def seed_ring(where, next_seq, epochs):
+    """A store as a board's ring leaves it after handing out next_seq numbers under
+    `epochs` (one byte per generation of 2^24, firmware/ring.py): its "meta" and
+    "epoch" files, written in the ring's own format, so that a test reaches the
+    2^24 roll in minutes rather than decades, with no hook in the firmware."""
+    from firmware.flash import Flash
+    from firmware.ring import _META, _META_BODY, _META_MAGIC
+
+    store = Flash(where)
+    body = struct.pack(_META, _META_MAGIC, next_seq, 0, -1, 0)[:_META_BODY]
+    store.write("meta", body + struct.pack("<I", crc32(body)))
+    store.write("epoch", bytes(epochs))

@@ -206,7 +206,7 @@ def main():
     board_module = load(raw["board"])
     chip = Chip.for_board(flash, board_module)
     scenario = Scenario.load(opts["scenario"])
-    chip.provision(_root(), json.dumps(raw), scenario.flash_ballast_kb)
+    chip.provision(_root(), json.dumps(raw), scenario.flash_ballast_kb, scenario.ring_seq)
     hardware = Hardware(scenario, float(opts["speed"]), chip)
     peer = None
     if "uart" in opts:
