@@ -20,6 +20,14 @@ on, which sweeps every step of the boots that follow. With "cut": "watchdog"
 memory: the step is torn the same way (an RP2040's flash program is one
 ROM call that a reset aborts). The ring's power-cut test
 (tests/test_firmware_ring.py) uses the same chip in one process.
+
+With a scenario's "flash_time" (`port` set) each step takes the flash's
+datasheet time, the CPU held meanwhile; on rp2 with interrupts off, so that
+UART bytes arriving beyond the RX FIFO are lost (firmware/sim/uart.py
+flash_busy). It is not the default because the simulator runs pin IRQ
+handlers at the firmware's next sleep or poll: an edge during a commit's
+steps would be handled after all of them, where an rp2 runs it as soon as
+the step it fell in ends, so the time would make tips later than a board's.
 """
 import os
 import struct
@@ -35,6 +43,12 @@ MOUNT = "/flash"  # the firmware process's mount point ("/" on a board)
 IMAGE = "littlefs.img"
 _SHIP = ("main.py", "firmware", "protocol", "boards")
 _PC_ONLY = ("firmware/sim", "firmware/scenarios", "firmware/main.py")
+# Winbond W25Q16JV datasheet (the Pico's 2 MB flash; the Pico 2 W's W25Q32 and the ESP32
+# modules' 4-8 MB parts are specified alike), AC electrical characteristics: sector erase
+# (4 KB) tSE 45 ms typical (400 ms max), page program (256 B) tPP 0.4 ms typical (3 ms max).
+_ERASE_US = 45000
+_PAGE_US = 400
+_PAGE = 256
 
 
 def _exists(path):
@@ -69,6 +83,8 @@ class Chip:
         self._erased = memoryview(b"\xff" * BLOCK)
         self._buf = memoryview(bytearray(BLOCK))
         self.clock = lambda: 0.0  # scenario seconds, for the events (hardware.py sets it)
+        self.port = None  # the board's port rules module (runner.py sets it): steps take time
+        self.uarts = lambda: ()  # the running boot's UARTs (hardware.py sets it)
 
     @classmethod
     def for_board(cls, flash_dir, board_module):
@@ -179,6 +195,11 @@ class Chip:
             self.image.readinto(self._buf[:length])
             if crc32(self._buf[:length]) != crc32(self._erased[:length]):
                 raise ValueError("program over flash not erased: block %d offset %d" % (block, offset))
+        if self.port is not None and n == length:
+            from firmware.sim.uart import flash_busy
+
+            pages = (offset + length - 1) // _PAGE - offset // _PAGE + 1
+            flash_busy(_ERASE_US if op == "erase" else pages * _PAGE_US, self.uarts(), self.port.FLASH_RX_FIFO)
         return n
 
 

@@ -233,6 +233,7 @@ def main():
     hardware.rules = port_rules(raw["board"], version)
     hardware.wiring = load(raw["board"])
     port = hardware.rules.port
+    chip.port = port if scenario.flash_time else None
     try:
         while True:
             wire(raw, hardware, peer)
