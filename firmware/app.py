@@ -17,7 +17,6 @@ Every wait in the loop is bounded; config.check() proves at boot that one
 loop fits in the watchdog's timeout.
 """
 import gc
-import random
 import time
 
 import machine
@@ -29,7 +28,7 @@ from protocol.frame import (FLAG_CLOCK_UNSYNCED, FLAG_DROPPED, FLAG_LOW_BATTERY,
 from firmware import log
 from firmware.flash import Flash
 from firmware.retained import NONE, Retained
-from firmware.ring import Ring, StoreError
+from firmware.ring import COUNTER_MASK, Ring, StoreError
 
 _RAIN_TIPS = 2  # protocol/channels.py "rain_tips"
 _BATTERY = 19  # protocol/channels.py "battery", mV
@@ -69,9 +68,7 @@ class App:
         self.retained = Retained(board)
         self.sensors = sensors
         self.rain = [s for s in self.sensors if hasattr(s, "pending")]
-        flash = Flash(root + "/ring")
-        self.epoch = _epoch(flash, flash.read("meta") is None)
-        self.ring = Ring(flash, site.ring_frames, site.seq_block)
+        self.ring = Ring(Flash(root + "/ring"), site.ring_frames, site.seq_block)
         self.synced = False
         self.offset = 0
         self._restore()
@@ -222,7 +219,8 @@ class App:
         seq = -1
         try:
             seq = self.ring.next_seq()
-            data = encode_frame(self.site.kid, self.key, seq, self.now_s(), flags, readings, self.epoch)
+            data = encode_frame(self.site.kid, self.key, seq & COUNTER_MASK, self.now_s(), flags, readings,
+                                self.ring.epoch_of(seq))
             if taken:
                 # Should a reset hit before the frame is in flash, these tips come back.
                 self.save(seq, taken)
@@ -258,6 +256,7 @@ class App:
             self._backoff(now, "link_down")
             return
         wanted = self.ring.oldest(self.t["burst"])
+        held = len(self.ring)
         for seq in wanted:
             data = self.ring.get(seq)
             if data is None:
@@ -277,6 +276,11 @@ class App:
             else:
                 time.sleep_ms(_ACK_POLL_MS)
         if _any_in(wanted, self.ring):
+            if len(self.ring) < held:
+                # Some acks came, the rest were lost on the line (an rp2 flash step runs with
+                # interrupts off: sim/uart.py): resend at once, no backoff.
+                self.next_send = now
+                return
             self._backoff(now, "no_ack")
             return
         self.retry_ms = self.t["retry_s"] * 1000
@@ -306,8 +310,8 @@ class App:
         # None). Frames say whether they had it.
         if gateway_time is not None:
             self._set_time(gateway_time - time.time())
-        seq -= self.epoch << 24  # the ring counts without the epoch (SPEC.md 1.3)
-        if (self.epoch == 0 or 0 <= seq < 1 << 24) and self.ring.ack(seq):
+        seq = self.ring.from_wire(seq)  # the ring numbers past 2^24 without the epoch (ring.py)
+        if seq >= 0 and self.ring.ack(seq):
             log.event("ack", "seq", seq, "ring", len(self.ring))
 
     def sleep(self):
@@ -340,23 +344,6 @@ class App:
             machine.deepsleep(ms)  # ends in a reset; the ring and seq are in flash
         else:
             time.sleep_ms(ms)
-
-
-def _epoch(flash, fresh):
-    """The store's epoch (protocol/SPEC.md 1.3), drawn once when the store is
-    new, so that a re-flashed board's frames are new ones to the gateway; 0
-    (version 1 frames) for a store made before epochs, whose ring holds them.
-    random is seeded from the hardware at boot (MICROPY_PY_RANDOM_SEED_INIT_FUNC:
-    esp_random() in ports/esp32, rosc_random_u32() in ports/rp2, mpconfigport.h)."""
-    data = flash.read("epoch")
-    if data:
-        return data[0]
-    if not fresh:
-        return 0
-    epoch = 1 + random.getrandbits(8) % 255
-    flash.write("epoch.tmp", bytes((epoch,)))
-    flash.rename("epoch.tmp", "epoch")
-    return epoch
 
 
 def _any_in(wanted, seqs):

@@ -29,8 +29,20 @@ dropped after ("oldest dropped last"): a cut between the two leaves one frame
 too many, which the next boot trims. The drop is written to "meta" (count
 and the seq being dropped) before the file goes, so that it is counted
 exactly once whatever the cut.
+
+Epochs (protocol/SPEC.md 1.3): the frame seq is epoch << 24 | counter. The
+store draws its first epoch when it is made and keeps its epochs in "epoch",
+one byte per generation of 2^24 numbers: the ring's own numbers run on past
+2^24 (so files stay in order), and number n goes out as epochs[n >> 24] with
+counter n & 0xFFFFFF. The next generation's epoch is written (tmp + rename)
+before its first number is handed out, so a reset at any step of the roll
+either finds it there or draws it again, and never hands out a number twice.
+A gateway refuses frames of an epoch it has left, never acking them, so
+oldest() gives no frame of a generation while an older one still waits: the
+old epoch's frames are all acked before the gateway sees the new epoch.
 """
 import gc
+import random
 import struct
 from binascii import crc32
 
@@ -43,6 +55,8 @@ _META_MAGIC = b"HRM1"
 _META = "<4sIIiI"  # magic, next unreserved seq, dropped total, seq being dropped (-1: none), crc32
 _META_BODY = struct.calcsize(_META) - 4
 _SEQ_LIMIT = 0xFFFFFFFF
+_EPOCH_SHIFT = const(24)
+COUNTER_MASK = const(0xFFFFFF)
 # littlefs's LFS_ERR_NOSPC comes out as OSError(28) (extmod/vfs_lfsx.c raises -err);
 # MicroPython's errno module has no ENOSPC.
 _ENOSPC = const(28)
@@ -88,6 +102,7 @@ class Ring:
         self._drop_flag = False
         self._runs = []
         self._count = 0
+        self.epochs = self._read_epochs(flash.read("meta") is None)
         self._recover()
 
     # Boot: make the directory consistent with what was committed.
@@ -95,6 +110,7 @@ class Ring:
         flash = self.flash
         flash.remove("tmp")
         flash.remove("meta.tmp")
+        flash.remove("epoch.tmp")
         drop_seq = self._read_meta()
         highest = -1
         stale = []
@@ -136,8 +152,49 @@ class Ring:
 
     def _write_meta(self, reserved, dropped, drop_seq):
         body = struct.pack(_META, _META_MAGIC, reserved, dropped, drop_seq, 0)[:_META_BODY]
-        self.flash.write("meta.tmp", body + struct.pack("<I", crc32(body)))
-        self.flash.rename("meta.tmp", "meta")
+        self._replace("meta", body + struct.pack("<I", crc32(body)))
+
+    def _replace(self, name, data):
+        self.flash.write(name + ".tmp", data)
+        self.flash.rename(name + ".tmp", name)
+
+    # Epochs.
+    def _read_epochs(self, fresh):
+        """The store's epochs, one per generation; a new store draws its first
+        (random is seeded from the hardware at boot: MICROPY_PY_RANDOM_SEED_INIT_FUNC,
+        esp_random() in ports/esp32, rosc_random_u32() in ports/rp2, mpconfigport.h).
+        A store made before epochs has none: its generation 0 is epoch 0 (version 1
+        frames), so the frames waiting in it stay acceptable."""
+        data = self.flash.read("epoch")
+        if data:
+            return bytes(data)
+        if not fresh:
+            return b"\x00"
+        return self._draw(b"")
+
+    def _draw(self, epochs):
+        """epochs and a new one after them, written before it is used: one the
+        store never had, since the gateway refuses an epoch it has left."""
+        if len(epochs) > 255 or (len(epochs) == 255 and 0 not in epochs):
+            raise StoreError("epochs exhausted: provision a new key")
+        epoch = 0
+        while epoch == 0 or epoch in epochs:
+            epoch = random.getrandbits(8)
+        epochs += bytes((epoch,))
+        self._roomy(self._replace, "epoch", epochs)
+        return epochs
+
+    def epoch_of(self, seq):
+        """The epoch that the ring's number seq goes out under (its counter is seq & COUNTER_MASK)."""
+        return self.epochs[seq >> _EPOCH_SHIFT]
+
+    def from_wire(self, wire):
+        """The ring's number for a seq on the wire (an ack's), or -1 for an epoch not this store's."""
+        epoch = wire >> _EPOCH_SHIFT
+        for gen in range(len(self.epochs)):
+            if self.epochs[gen] == epoch:
+                return gen << _EPOCH_SHIFT | (wire & COUNTER_MASK)
+        return -1
 
     def _roomy(self, step, a, b, c=None):
         """step(a, b[, c]), dropping the oldest frames while littlefs has no room for it."""
@@ -149,6 +206,7 @@ class Ring:
                     raise
                 self.flash.remove("tmp")  # a temporary left by the failed step holds blocks too
                 self.flash.remove("meta.tmp")
+                self.flash.remove("epoch.tmp")
                 if not self._count:
                     raise StoreError("flash full with no frame to drop")
                 # A tenth of the frames go: littlefs needs free blocks to compact its
@@ -167,6 +225,8 @@ class Ring:
             reserved = seq + self.block
             self._roomy(self._write_meta, reserved, self.dropped, -1)
             self._reserved = reserved
+        if seq >> _EPOCH_SHIFT >= len(self.epochs):  # the counter reached 2^24: a new epoch
+            self.epochs = self._draw(self.epochs)
         self._next = seq + 1
         return seq
 
@@ -247,13 +307,15 @@ class Ring:
                 return True
         return False
 
-    def oldest(self, count):
-        """The first `count` stored sequence numbers (fewer when fewer are held)."""
+    def oldest(self, count, one_epoch=True):
+        """The first `count` stored sequence numbers (fewer when fewer are held), all of
+        the oldest generation's epoch unless one_epoch is False: what may be sent now."""
         out = []
         runs = self._runs
+        gen = runs[0] >> _EPOCH_SHIFT if runs else 0
         for i in range(0, len(runs), 2):
             for seq in range(runs[i], runs[i + 1]):
-                if len(out) == count:
+                if len(out) == count or (one_epoch and seq >> _EPOCH_SHIFT != gen):
                     return out
                 out.append(seq)
         return out
@@ -261,7 +323,7 @@ class Ring:
     @property
     def seqs(self):
         """Every stored sequence number, oldest first (a new list: for checks, not the main loop)."""
-        return self.oldest(self._count)
+        return self.oldest(self._count, False)
 
     def ack(self, seq):
         """The gateway has this frame: forget it. False when it was not held."""

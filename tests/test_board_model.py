@@ -144,3 +144,118 @@ def test_rtc_after_power_on_is_the_ports(board, start, tmp_path, uart_peer):
     frames = [f for seq, f in sorted(uart_peer.store.frames.items())]
     assert frames[0].flags & 1 and start <= frames[0].time < start + 60, frames[0]
     assert not frames[-1].flags & 1 and abs(frames[-1].time - time.time()) < 60, frames[-1]
+
+
+# A 75 s outage leaves a backlog; when the link is back the gateway acks a burst back to back. On rp2
+# a flash step runs with interrupts off (ports/rp2/rp2_flash.c), so the acks arriving while the board
+# removes an acked frame overrun the PL011's 32-byte RX FIFO; the link decoder drops the damaged
+# packet and resyncs (protocol/link.py), and the board resends what was not acked at once. An esp32's
+# UART ISR runs from IRAM through flash steps (CONFIG_UART_ISR_IN_IRAM): nothing is lost there.
+BACKLOG = {"duration_s": 160, "world": {"battery_v": 4.0}, "flash_time": True,
+           "link_down": [{"from_s": 5, "to_s": 80}]}
+
+
+@pytest.mark.parametrize("board, overruns", (("pico", True), ("esp32", False)))
+def test_acks_lost_to_an_rp2_flash_step_are_resent_and_the_backlog_drains(board, overruns, tmp_path, uart_peer):
+    site = site_config(board, report_s=10)
+    site["sensors"][0]["interval_s"] = 5  # a frame every 5 s: 15 of them wait out the outage
+    code, events, output = run_sim(tmp_path, site, BACKLOG, speed=20, uart=uart_peer.spec)
+    assert code == 0, output[-3000:]
+    lost = [e for e in events if e.get("ev") == "uart_overrun"]
+    assert bool(lost) == overruns, lost
+    assert all(e["off_us"] >= 45000 for e in lost), lost  # W25Q16JV sector erase, 45 ms typical
+    made = {e["seq"]: e["ms"] for e in events if e.get("ev") == "frame"}
+    got = set(uart_peer.store.frames)
+    assert got <= set(made) and not uart_peer.store.reused
+    assert {seq for seq, ms in made.items() if ms < 145000} <= got, sorted(set(made) - got)  # drained
+    assert not [e for e in events if e.get("ev") == "retry" and e["why"] == "no_ack"
+                and e["ms"] > 80000], output[-2000:]  # lost acks cost a resend, never a backoff
+
+
+WAKE_CHECK = r'''
+"""A stand-in for firmware/boot.py: tries the esp32 wake sources on the simulated board and prints what
+they did; start() returns None, so the run ends as a refused config (exit status 2)."""
+import json
+import time
+
+import esp32
+import machine
+
+RAIN, OTHER, OFF_RTC = %d, %d, %d
+Pin = machine.Pin
+
+
+def start(site_path, root):
+    out = {}
+
+    def check(name, fn):
+        try:
+            out[name] = ["ok", fn()]
+        except Exception as exc:
+            out[name] = [type(exc).__name__, str(exc)]
+
+    def nap():
+        time.sleep_ms(300)  # awake until the reed of the last tip is open: the sources are levels
+        start = time.ticks_ms()
+        machine.lightsleep(15000)
+        return [machine.wake_reason(), time.ticks_diff(time.ticks_ms(), start) < 14000]
+
+    rain = Pin(RAIN, Pin.IN, Pin.PULL_UP)
+    other = Pin(OTHER, Pin.IN, Pin.PULL_UP)
+    check("ext1_not_rtc", lambda: esp32.wake_on_ext1([Pin(OFF_RTC, Pin.IN)], esp32.WAKEUP_ALL_LOW))
+    check("ext1_gpio33", lambda: esp32.wake_on_ext1([Pin(33, Pin.IN)], esp32.WAKEUP_ALL_LOW))
+    check("ext1_int", lambda: esp32.wake_on_ext1([RAIN], esp32.WAKEUP_ALL_LOW))
+    esp32.wake_on_ext1([])
+    check("irq_not_rtc", lambda: Pin(OFF_RTC, Pin.IN).irq(trigger=Pin.WAKE_LOW, wake=machine.SLEEP) and None)
+    check("irq_bad_wake", lambda: rain.irq(trigger=Pin.WAKE_LOW, wake=1) and None)
+    rain.irq(trigger=Pin.WAKE_LOW, wake=machine.DEEPSLEEP)
+    check("ext0_deep_only", nap)
+    rain.irq(trigger=Pin.WAKE_LOW, wake=machine.SLEEP)
+    check("ext0_light", nap)
+    check("second_ext0", lambda: other.irq(trigger=Pin.WAKE_HIGH, wake=machine.SLEEP) and None)
+    rain.irq(None, Pin.IRQ_FALLING)  # an edge irq on the ext0 pin drops ext0
+    esp32.wake_on_ext1([rain, other], esp32.WAKEUP_ALL_LOW)
+    check("ext1_two_low", nap)
+    esp32.wake_on_ext1([rain])
+    check("ext1_one_low", nap)
+    esp32.wake_on_ext1([other], esp32.WAKEUP_ANY_HIGH)
+    check("ext1_high_now", nap)
+    print(json.dumps({"ev": "wake_check", "out": out}))
+    return None
+'''
+
+
+def _board_with_boot(tmp_path, boot_text):
+    """A checkout whose firmware/boot.py is boot_text, the rest linked to the real one."""
+    root = tmp_path / "root"
+    (root / "firmware").mkdir(parents=True)
+    for name in ("protocol", "boards"):
+        (root / name).symlink_to(ROOT / name)
+    for entry in (ROOT / "firmware").iterdir():
+        if entry.name not in ("boot.py", "__pycache__"):
+            (root / "firmware" / entry.name).symlink_to(entry)
+    (root / "firmware" / "boot.py").write_text(boot_text)
+    return root / "firmware" / "sim" / "run.py"
+
+
+@pytest.mark.parametrize("board, pins, all_low", (("esp32", (27, 13, 5), True), ("esp32s3", (11, 17, 40), False)))
+def test_esp32_wake_sources_ext1_and_pin_irq_wake_as_the_port_has_them(board, pins, all_low, tmp_path):
+    # ports/esp32/modesp32.c wake_on_ext1, machine_pin.c machine_pin_irq (wake=), modmachine.c
+    # machine_sleep_helper; RTC GPIOs per chip (modesp32.h); ext1 level False is ALL_LOW on the
+    # ESP32, ANY_LOW on the ESP32-S3 (ESP-IDF esp_sleep.h). A tip every 10 s pulls the rain pin low.
+    runner = _board_with_boot(tmp_path, WAKE_CHECK % pins)
+    scenario = {"duration_s": 200, "world": {"battery_v": 4.0}, "rain": [{"from_s": 0, "to_s": 200, "every_s": 10.0}]}
+    code, events, output = run_sim(tmp_path, site_config(board), scenario, speed=20, runner=runner)
+    assert code == 2, output[-3000:]
+    out = [e for e in events if e.get("ev") == "wake_check"][0]["out"]
+    assert out["ext1_not_rtc"] == ["ValueError", "invalid pin"]
+    assert out["ext1_gpio33"] == (["ok", None] if board == "esp32" else ["ValueError", "invalid pin"])
+    assert out["ext1_int"] == ["ValueError", "expecting a pin"]
+    assert out["irq_not_rtc"] == ["ValueError", "invalid pin for wake"]
+    assert out["irq_bad_wake"] == ["ValueError", "bad wake value"]
+    assert out["ext0_deep_only"] == ["ok", [4, False]]  # TIMER_WAKE: armed for deep sleep only
+    assert out["ext0_light"] == ["ok", [2, True]]  # EXT0_WAKE at the tip
+    assert out["second_ext0"] == ["ValueError", "no resources"]
+    assert out["ext1_two_low"] == (["ok", [4, False]] if all_low else ["ok", [3, True]])
+    assert out["ext1_one_low"] == ["ok", [3, True]]  # EXT1_WAKE
+    assert out["ext1_high_now"] == ["ok", [3, True]]  # level-triggered: at once

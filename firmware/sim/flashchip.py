@@ -20,8 +20,17 @@ on, which sweeps every step of the boots that follow. With "cut": "watchdog"
 memory: the step is torn the same way (an RP2040's flash program is one
 ROM call that a reset aborts). The ring's power-cut test
 (tests/test_firmware_ring.py) uses the same chip in one process.
+
+With a scenario's "flash_time" (`port` set) each step takes the flash's
+datasheet time, the CPU held meanwhile; on rp2 with interrupts off, so that
+UART bytes arriving beyond the RX FIFO are lost (firmware/sim/uart.py
+flash_busy). It is not the default because the simulator runs pin IRQ
+handlers at the firmware's next sleep or poll: an edge during a commit's
+steps would be handled after all of them, where an rp2 runs it as soon as
+the step it fell in ends, so the time would make tips later than a board's.
 """
 import os
+import struct
 from binascii import crc32
 
 import vfs
@@ -34,6 +43,12 @@ MOUNT = "/flash"  # the firmware process's mount point ("/" on a board)
 IMAGE = "littlefs.img"
 _SHIP = ("main.py", "firmware", "protocol", "boards")
 _PC_ONLY = ("firmware/sim", "firmware/scenarios", "firmware/main.py")
+# Winbond W25Q16JV datasheet (the Pico's 2 MB flash; the Pico 2 W's W25Q32 and the ESP32
+# modules' 4-8 MB parts are specified alike), AC electrical characteristics: sector erase
+# (4 KB) tSE 45 ms typical (400 ms max), page program (256 B) tPP 0.4 ms typical (3 ms max).
+_ERASE_US = 45000
+_PAGE_US = 400
+_PAGE = 256
 
 
 def _exists(path):
@@ -68,6 +83,8 @@ class Chip:
         self._erased = memoryview(b"\xff" * BLOCK)
         self._buf = memoryview(bytearray(BLOCK))
         self.clock = lambda: 0.0  # scenario seconds, for the events (hardware.py sets it)
+        self.port = None  # the board's port rules module (runner.py sets it): steps take time
+        self.uarts = lambda: ()  # the running boot's UARTs (hardware.py sets it)
 
     @classmethod
     def for_board(cls, flash_dir, board_module):
@@ -95,10 +112,11 @@ class Chip:
         vfs.mount(vfs.VfsLfs2(dev, **self.options), where)
         return dev
 
-    def provision(self, root, site_text, ballast_kb=0):
+    def provision(self, root, site_text, ballast_kb=0, ring_seq=None):
         """What `huaico flash` does: format a blank chip, copy the code; write site.json every time.
         `ballast_kb` of other files on a new chip leave the ring less room (a scenario's
-        flash_ballast_kb), so that a test fills the filesystem in minutes, not hours."""
+        flash_ballast_kb), so that a test fills the filesystem in minutes, not hours;
+        `ring_seq` [next, epochs] seeds a new chip's store as a board's after years (seed_ring)."""
         new = not _exists(self.path)
         if new:
             self.blank()
@@ -112,6 +130,8 @@ class Chip:
                 with open(MOUNT + "/ballast", "wb") as f:
                     for _ in range(ballast_kb):
                         f.write(self._erased[:1024])
+                if ring_seq:
+                    seed_ring(MOUNT + "/data/ring", ring_seq[0], ring_seq[1])
             with open(MOUNT + "/site.json", "w") as f:
                 f.write(site_text)
         finally:
@@ -175,4 +195,23 @@ class Chip:
             self.image.readinto(self._buf[:length])
             if crc32(self._buf[:length]) != crc32(self._erased[:length]):
                 raise ValueError("program over flash not erased: block %d offset %d" % (block, offset))
+        if self.port is not None and n == length:
+            from firmware.sim.uart import flash_busy
+
+            pages = (offset + length - 1) // _PAGE - offset // _PAGE + 1
+            flash_busy(_ERASE_US if op == "erase" else pages * _PAGE_US, self.uarts(), self.port.FLASH_RX_FIFO)
         return n
+
+
+def seed_ring(where, next_seq, epochs):
+    """A store as a board's ring leaves it after handing out next_seq numbers under
+    `epochs` (one byte per generation of 2^24, firmware/ring.py): its "meta" and
+    "epoch" files, written in the ring's own format, so that a test reaches the
+    2^24 roll in minutes rather than decades, with no hook in the firmware."""
+    from firmware.flash import Flash
+    from firmware.ring import _META, _META_BODY, _META_MAGIC
+
+    store = Flash(where)
+    body = struct.pack(_META, _META_MAGIC, next_seq, 0, -1, 0)[:_META_BODY]
+    store.write("meta", body + struct.pack("<I", crc32(body)))
+    store.write("epoch", bytes(epochs))

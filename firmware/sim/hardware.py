@@ -26,6 +26,7 @@ class Hardware:
         self.chip = chip
         scenario.chip = chip
         chip.clock = self.virtual_s
+        chip.uarts = lambda: [o for o in self.objects if hasattr(o, "irqs_off")]
         self.speed = speed
         self.v_us = 0  # scenario time, microseconds since the first power-on
         self.hello = {}  # what a new firmware process is told (runner.py fills it)

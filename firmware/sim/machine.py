@@ -28,7 +28,14 @@ from firmware.sim import board, rpc, vtime
 port = {}
 _sleep = [None]  # None awake, else "light" or "deep": what an edge can do now
 _wake = [0]  # esp32 machine.wake_reason(): the source of the last wake
-ext0 = [None, 0]  # esp32 ext0 wake source: the Pin's handle (None: off) and level
+# esp32 wake sources (ports/esp32/modesp32.c, machine_pin.c, modmachine.c machine_sleep_helper,
+# v1.22.0-v1.28.0): ext0 is one RTC GPIO at a level, for the sleeps in its mask (SLEEP 2,
+# DEEPSLEEP 4: esp32.wake_on_ext0 sets both, Pin.irq(wake=) those it names); ext1 is a set of
+# RTC GPIOs for every sleep, level True "any high", False "all low" on the ESP32 and "any low"
+# on the ESP32-S3 (ESP-IDF esp_sleep.h esp_sleep_ext1_wakeup_mode_t: ALL_LOW is ESP32 only).
+ext0 = [None, 0, 6]  # the Pin's handle (None: off), level, sleep mask
+ext1 = [[], False]  # the Pins' handles, level
+SLEEP_KINDS = {"light": 2, "deep": 4}  # machine.SLEEP, machine.DEEPSLEEP (modmachine.h MACHINE_WAKE_*)
 
 PWRON_RESET = board.PWRON_RESET
 HARD_RESET = board.HARD_RESET
@@ -70,6 +77,11 @@ class Pin(rpc.Remote):
     PULL_DOWN = 2
     IRQ_FALLING = 4
     IRQ_RISING = 8
+    # esp32 Pin.WAKE_LOW/WAKE_HIGH (GPIO_INTR_LOW_LEVEL/HIGH_LEVEL there): the triggers with which
+    # Pin.irq(wake=) makes the pin the ext0 source. Values of the simulator's own, apart from
+    # IRQ_FALLING/IRQ_RISING; rp2 has neither (not refused here: see firmware/README.md).
+    WAKE_LOW = 16
+    WAKE_HIGH = 32
     _irq = None  # what irq() set up
 
 
@@ -83,6 +95,9 @@ class Pin(rpc.Remote):
         return self.value(v)
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, **kwargs):
+        wake = kwargs.get("wake")
+        if wake is not None and trigger in (Pin.WAKE_LOW, Pin.WAKE_HIGH):
+            return self._wake_irq(trigger, wake, kwargs)
         rpc.call("irq", self._h, trigger, kwargs)  # the port's keywords, checked there
         if ext0[0] == self._h:
             # A plain irq() on the ext0 pin drops the ext0 wake (ports/esp32/machine_pin.c
@@ -93,6 +108,27 @@ class Pin(rpc.Remote):
         self._irq = irq
         _irq_pins[self._h] = self
         return irq
+
+    def _wake_irq(self, trigger, wake, kwargs):
+        """esp32 Pin.irq(trigger=WAKE_LOW|WAKE_HIGH, wake=SLEEP|DEEPSLEEP): the pin becomes the
+        ext0 source for those sleeps, and no handler is installed (ports/esp32/machine_pin.c
+        machine_pin_irq). With an edge trigger `wake` is ignored there (the plain irq above)."""
+        # The port's keywords, and the hardware reports this pin's edges to end a sleep.
+        rpc.call("irq", self._h, Pin.IRQ_FALLING | Pin.IRQ_RISING, kwargs)
+        if not isinstance(wake, int) or not 2 <= wake <= 7:
+            raise ValueError("bad wake value")
+        try:
+            rpc.call("ext0", self._h)
+        except ValueError:
+            raise ValueError("invalid pin for wake")
+        if ext0[0] is not None and ext0[0] != self._h:
+            raise ValueError("no resources")
+        ext0[0] = self._h
+        ext0[1] = 1 if trigger == Pin.WAKE_HIGH else 0
+        ext0[2] = wake
+        self._irq = _Irq(None, trigger, False)
+        _irq_pins[self._h] = self
+        return self._irq
 
 
 class ADC(rpc.Remote):
@@ -131,8 +167,11 @@ def deliver(edges):
         if _sleep[0] is not None and port["name"] == "esp32":
             # An esp32 asleep runs no pin IRQ; an edge wakes it only on a configured source
             # (ports/esp32/modmachine.c machine_sleep_helper), and its IRQ is not delivered.
-            if ext0[0] == h and (flags == Pin.IRQ_RISING) == bool(ext0[1]):
+            if _ext0_armed(_sleep[0]) and ext0[0] == h and (flags == Pin.IRQ_RISING) == bool(ext0[1]):
                 _wake[0] = EXT0_WAKE
+                ran = True
+            elif h in ext1[0] and _ext1_met():
+                _wake[0] = EXT1_WAKE
                 ran = True
             continue
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
@@ -223,6 +262,27 @@ def wake_reason():
     return _wake[0]
 
 
+def __getattr__(name):
+    # machine.SLEEP and DEEPSLEEP, Pin.irq's wake= masks: esp32 only (rp2's modmachine.c has none).
+    if name in ("SLEEP", "DEEPSLEEP") and port.get("name") == "esp32":
+        return SLEEP_KINDS["light" if name == "SLEEP" else "deep"]
+    raise AttributeError(name)
+
+
+def _ext0_armed(how):
+    return ext0[0] is not None and ext0[2] & SLEEP_KINDS[how]
+
+
+def _ext1_met():
+    """Whether the ext1 pins are at their wake level now (it is level-triggered)."""
+    levels = [rpc.call("call", h, "value", ()) for h in ext1[0]]
+    if ext1[1]:
+        return 1 in levels
+    if port.get("chip") == "esp32":
+        return 1 not in levels  # ESP_EXT1_WAKEUP_ALL_LOW
+    return 0 in levels  # ESP_EXT1_WAKEUP_ANY_LOW
+
+
 def lightsleep(ms=None):
     _asleep("light", ms)
     net = sys.modules.get("firmware.sim.network")
@@ -246,7 +306,14 @@ def _asleep(how, ms):
     """A sleep as the port has it. The hardware process decides from the port's rules
     (firmware/sim/ports sleep()): a hang, a busy delay, an at-once wake or a sleep; here
     the watchdog does in light sleep what the release makes it do (wdt_in_lightsleep)."""
-    action, value = rpc.call("sleep", how, ms, ext0)
+    armed = [ext0[0], ext0[1]] if _ext0_armed(how) else [None, 0]
+    if ext1[0]:
+        if _ext1_met():  # level-triggered: a pin already at its level wakes the chip at once
+            _wake[0] = EXT1_WAKE
+            return
+        if ms is None and armed[0] is None:
+            ms = 1 << 30  # as the port rules sleep "forever" with an ext0 source
+    action, value = rpc.call("sleep", how, ms, armed)
     if action == "hang":
         raise board.Hang(value)
     if action == "busy":

@@ -206,7 +206,7 @@ def main():
     board_module = load(raw["board"])
     chip = Chip.for_board(flash, board_module)
     scenario = Scenario.load(opts["scenario"])
-    chip.provision(_root(), json.dumps(raw), scenario.flash_ballast_kb)
+    chip.provision(_root(), json.dumps(raw), scenario.flash_ballast_kb, scenario.ring_seq)
     hardware = Hardware(scenario, float(opts["speed"]), chip)
     peer = None
     if "uart" in opts:
@@ -234,6 +234,7 @@ def main():
     hardware.wiring = load(raw["board"])
     port = hardware.rules.port
     energy.model = energy.for_site(raw)
+    chip.port = port if scenario.flash_time else None
     try:
         while True:
             wire(raw, hardware, peer)

@@ -4,6 +4,8 @@ JSON, all times in scenario seconds from the first power-on:
 {"duration_s": 720,
  "world": {"battery_v": 4.0, "water_level_m": 0.4},        initial bus.world values
  "flash_ballast_kb": 500,                                    other files on a newly formatted board (optional)
+ "ring_seq": [16777200, [7]],                                a new board's store: next seq, its epochs (optional)
+ "flash_time": true,                                         erases and programs take their time (sim/flashchip.py)
  "rain": [{"from_s": 0, "to_s": 600, "every_s": 1.0}],       tips at from+every, from+2*every, ... <= to
  "ramps": [{"key": "water_level_m", "from_s": 0, "to_s": 600, "start": 0.4, "end": 2.1, "step_s": 5}],
  "link_down": [{"from_s": 120, "to_s": 420}],
@@ -36,6 +38,8 @@ class Scenario:
     def __init__(self, raw):
         self.duration_us = int(raw.get("duration_s", 60) * _US)
         self.flash_ballast_kb = raw.get("flash_ballast_kb", 0)
+        self.ring_seq = raw.get("ring_seq")
+        self.flash_time = raw.get("flash_time", False)
         self.initial_world = raw.get("world", {})
         self.rain = raw.get("rain", [])
         self._tip_k = [0] * len(self.rain)

@@ -12,10 +12,22 @@ off the line at the baud rate into the RX buffer; what arrives while it
 holds rxbuf unread bytes is lost (`lost` counts it), as a board's ring
 buffer overruns. The peer is read when the firmware touches the UART, so a
 byte that reached the peer's end during a sleep counts from then.
+
+rp2 programs and erases its flash with interrupts off (ports/rp2/rp2_flash.c,
+v1.22-v1.28), so the UART's IRQ handler, which moves bytes from the PL011's
+RX FIFO into the RX buffer (ports/rp2/machine_uart.c uart_drain_rx_fifo),
+does not run for the step's duration: the FIFO (32 entries, RP2040/RP2350
+datasheets, UART section) takes what arrives, less the few bytes the handler
+had not taken yet (its IRQ fires at 1/8 full, 4 bytes, or 32 bit times after
+the last byte: pico-sdk uart_set_irq_enables, PL011 receive timeout), and
+every byte after is lost (an overrun: `overrun` and `lost` count it).
+flash_busy() runs such a step, reading the peer every millisecond meanwhile
+so that bytes reach the line when they really came.
 """
 import sys
 
 from firmware.sim import bus, energy, hwclock
+from firmware.sim.scenario import emit
 
 
 def _end(uart_id):
@@ -26,6 +38,29 @@ def _end(uart_id):
 
 _BITS_PER_BYTE = 10
 _DEFAULT_BUF = 256
+_RX_IRQ_LEVEL = 4  # pico-sdk uart_set_irq_enables: RXIFLSEL 1/8 of the 32-entry FIFO
+_RX_TIMEOUT_BITS = 32  # PL011: the receive timeout IRQ after 32 bit times without a byte
+_POLL_US = 1000
+
+
+def flash_busy(us, uarts, fifo):
+    """A flash erase or program holds the CPU for `us`; with `fifo` (entries), as on rp2,
+    interrupts are off meanwhile and these UARTs receive into that FIFO only."""
+    if not fifo:
+        hwclock.busy_us(us)  # esp32: the UART ISR is in IRAM and receives on (ports/esp32)
+        return
+    for u in uarts:
+        u.irqs_off(fifo)
+    end = hwclock.now_us() + us
+    while True:
+        left = end - hwclock.now_us()
+        if left <= 0:
+            break
+        hwclock.busy_us(min(left, _POLL_US))
+        for u in uarts:
+            u._step()
+    for u in uarts:
+        u.irqs_on()
 
 
 class UART:
@@ -41,7 +76,15 @@ class UART:
         self._line_free_us = 0  # when the RX line has carried everything pulled so far
         self._tx = []  # [us when at the peer's end, bytes] written and not yet delivered
         self._tx_done_us = 0  # when the TX line has sent everything written
-        self.lost = 0  # received bytes dropped by a full RX buffer
+        self.lost = 0  # received bytes dropped by a full RX buffer or FIFO
+        self.overrun = 0  # of them, by the FIFO while interrupts were off
+        self._off = None  # us since interrupts are off (a flash step on rp2), else None
+        self._fifo = bytearray()  # what the hardware FIFO holds meanwhile
+        self._fifo_room = 0
+        self._overrun_at = 0
+        self._off_was = 0
+        self._last_us = -1e18  # when the last byte came off the line
+        self._unread = 0  # bytes of it still in the FIFO for the IRQ handler to take
 
     def _step(self):
         """Deliver what crossed the TX line by now; take from the peer, and off the RX line what arrived."""
@@ -62,15 +105,55 @@ class UART:
             arrived = min(len(data), int((now - start) / self.byte_us))
             if arrived <= 0:
                 break
-            room = self.rxbuf - len(self._rx)
-            self._rx.extend(data[:min(arrived, max(room, 0))])
-            if arrived > room:
-                self.lost += arrived - max(room, 0)
+            self._take(start, data[:arrived])
             if arrived == len(data):
                 self._line.pop(0)
             else:
                 self._line[0] = [start + arrived * self.byte_us, data[arrived:]]
                 break
+
+    def _take(self, start, data):
+        """Bytes that came off the line, the k-th of them at start + k byte times."""
+        on = len(data)
+        if self._off is not None:
+            on = max(0, min(on, int((self._off - start) / self.byte_us)))
+        if on:
+            if start - self._last_us >= _RX_TIMEOUT_BITS * self.byte_us / _BITS_PER_BYTE:
+                self._unread = 0  # the receive timeout IRQ had emptied the FIFO
+            self._unread = (self._unread + on) % _RX_IRQ_LEVEL
+            self._last_us = start + on * self.byte_us
+            self._into_rx(data[:on])
+        rest = len(data) - on
+        if rest:
+            fits = max(0, min(rest, self._fifo_room - len(self._fifo)))
+            self._fifo.extend(data[on:on + fits])
+            self.overrun += rest - fits
+            self.lost += rest - fits
+
+    def _into_rx(self, data):
+        room = max(self.rxbuf - len(self._rx), 0)
+        self._rx.extend(data[:room])
+        if len(data) > room:
+            self.lost += len(data) - room
+
+    def irqs_off(self, fifo):
+        self._step()
+        self._overrun_at = self.overrun
+        self._off = hwclock.now_us()
+        held = self._unread if self._off - self._last_us < _RX_TIMEOUT_BITS * self.byte_us / _BITS_PER_BYTE else 0
+        self._fifo_room = fifo - held
+
+    def irqs_on(self):
+        """The IRQ handler runs at once and empties the FIFO into the RX buffer."""
+        self._step()
+        self._off_was = self._off
+        self._off = None
+        self._into_rx(self._fifo)
+        self._fifo = bytearray()
+        self._unread = 0
+        if self.overrun > self._overrun_at:
+            emit("uart_overrun", hwclock.now_us() / 1000000, "uart", self.id, "bytes", self.overrun - self._overrun_at,
+                 "off_us", int(hwclock.now_us() - self._off_was))
 
     def any(self):
         self._step()

@@ -52,7 +52,7 @@ class Rules:
 
     def hello(self):
         """What the firmware's process (machine.py `port`) needs: plain values."""
-        return {"name": self.name, "wdt_sleep": self.wdt_in_lightsleep}
+        return {"name": self.name, "chip": self.chip, "wdt_sleep": self.wdt_in_lightsleep}
 
     def wdt(self, id, timeout):
         """machine.WDT(id, timeout): extmod/machine_wdt.c, ports/rp2/machine_wdt.c."""
@@ -92,11 +92,8 @@ class Rules:
             raise ValueError("invalid pin")
 
     def irq(self, kwargs):
-        """Pin.irq's keywords; wake= (an esp32 ext0 source with no handler,
-        ports/esp32/machine_pin.c) is not modelled: the firmware uses esp32.wake_on_ext0."""
+        """Pin.irq's keywords (esp32's wake= is checked and armed in firmware/sim/machine.py)."""
         self.allowed("irq", kwargs)
-        if kwargs.get("wake") is not None:
-            raise ValueError("the simulated esp32 models wake sources set by esp32.wake_on_ext0 only")
 
     def new(self, kind, args, kwargs, wiring):
         """The (args, kwargs) to build peripheral `kind` with, after this port's checks;

@@ -52,6 +52,14 @@ RTC_AT_BOOT = 0
 RTC_SURVIVES_RESET = True
 EPOCH = 946684800  # 2000-01-01 in the 1970 epoch
 
+# A flash erase or program (esp_flash, the cache disabled) loses no UART byte: MicroPython's
+# sdkconfig.base sets CONFIG_UART_ISR_IN_IRAM=y (ports/esp32/boards/sdkconfig.base v1.22.0-
+# v1.28.0), with which ESP-IDF's uart_driver_install adds ESP_INTR_FLAG_IRAM (components/
+# esp_driver_uart/src/uart.c; driver/uart.c in IDF 4): the ISR runs from IRAM while the cache
+# is off and moves the 128-byte hardware FIFO into the driver's RX ring buffer as usual.
+# The CPU is held for the step all the same (the time is charged).
+FLASH_RX_FIFO = None
+
 # machine.wake_reason() values (ports/esp32/modmachine.c, ESP-IDF esp_sleep_wakeup_cause_t).
 EXT0_WAKE = 2
 EXT1_WAKE = 3

@@ -45,6 +45,13 @@ RTC_SURVIVES_RESET = False
 # time.time() epoch offset: 1970 (mpconfigport.h MICROPY_EPOCH_IS_1970).
 EPOCH = 0
 
+# A flash erase or program runs with interrupts off (ports/rp2/rp2_flash.c: v1.22.0 in
+# MICROPY_BEGIN_ATOMIC_SECTION, v1.23.0-v1.28.0 begin_critical_flash_section's
+# save_and_disable_interrupts; XIP is off meanwhile, so no handler could run from flash
+# anyway): the UART's IRQ handler (ports/rp2/machine_uart.c) cannot empty the PL011's RX
+# FIFO, 32 entries (RP2040 datasheet 4.2, RP2350 datasheet 12.1), and bytes beyond it are lost.
+FLASH_RX_FIFO = 32
+
 # The fix of micropython #17228/#17229 (PR #17546, commit 434b9daf33 "rp2/modmachine:
 # Fix lightsleep watchdog interactions", merged 2026-06-12) is in no release up to
 # v1.28.0: the first release to carry it is v1.29.0.
