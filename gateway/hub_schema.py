@@ -1,13 +1,14 @@
 """The hub's PostgreSQL schema: ordered, named migrations and monthly partitions.
 
-Readings are partitioned by their time (declarative RANGE partitioning, one
-partition a month, made ahead of time by ensure_partitions so that no insert
-waits on DDL; a DEFAULT partition takes what falls outside, such as a board
-whose clock was never set). With the TimescaleDB extension available,
+Readings and the raw frames are partitioned by their time (declarative
+RANGE partitioning, one partition a month, made ahead of time by
+ensure_partitions so that no insert waits on DDL; a DEFAULT partition takes
+what falls outside, such as a board whose clock was never set), so that
+retention drops a month whole (gateway.hub_retention). With the TimescaleDB extension available,
 readings is a hypertable instead (monthly chunks), which does the same and
 compresses old chunks.
 
-Idempotency lives in the keys: a frame is (device_id, seq) in `frames`, a
+Idempotency lives in the keys: a frame is (device_id, seq, time) in `frames`, a
 reading (device_id, seq, channel, idx, time) in `readings`; the workers
 insert with ON CONFLICT DO NOTHING, so a frame heard by two gateways or
 redelivered after a worker crash is stored once. `heard` keeps which
@@ -59,7 +60,34 @@ def _m001_initial(cur, timescale):
             gateway text, reason text NOT NULL, detail text)""")
 
 
-MIGRATIONS = [("m001_initial", _m001_initial)]
+def _m002_frames_by_time(cur, timescale):
+    """Frames partitioned by month like readings, so that retention
+    (gateway.hub_retention) drops old months of raw bytes whole instead of
+    deleting row by row; and devices' last frame for `huaico status --hub`.
+    The key becomes (device_id, seq, time): `time` is the frame's base time
+    from the signed payload, the same in every copy, so a frame is still
+    stored once whoever brings it."""
+    cur.execute("ALTER TABLE frames RENAME TO frames_m001")
+    cur.execute("ALTER INDEX frames_pkey RENAME TO frames_m001_pkey")
+    cur.execute("""
+        CREATE TABLE frames (
+            device_id text NOT NULL, seq bigint NOT NULL, time bigint NOT NULL,
+            received double precision NOT NULL, gateway text NOT NULL, link text,
+            rssi integer, raw bytea NOT NULL, stored timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (device_id, seq, time)) PARTITION BY RANGE (time)""")
+    cur.execute("CREATE TABLE frames_default PARTITION OF frames DEFAULT")
+    # The months must exist before the copy: rows in the DEFAULT partition
+    # would forbid making their month's partition later.
+    ensure_partitions(cur, tables=("frames",))
+    cur.execute("INSERT INTO frames SELECT * FROM frames_m001")
+    cur.execute("DROP TABLE frames_m001")
+    cur.execute("ALTER TABLE devices ADD COLUMN last_seq bigint, ADD COLUMN place text")
+    cur.execute("UPDATE devices d SET last_seq = f.seq FROM (SELECT device_id, max(seq) AS seq "
+                "FROM frames GROUP BY device_id) f WHERE f.device_id = d.id")
+
+
+MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time)]
+PARTITIONED = ("readings", "frames")
 
 
 def timescale_available(cur):
@@ -100,19 +128,25 @@ def _months(now, back, ahead):
         yield at // 12, at % 12 + 1
 
 
-def ensure_partitions(cur, now=None, back=12, ahead=3):
-    """Monthly partitions from `back` months before now to `ahead` after,
-    where missing (a no-op under TimescaleDB, which makes its own chunks)."""
+def partition_name(table, year, month):
+    return "%s_y%04dm%02d" % (table, year, month)
+
+
+def ensure_partitions(cur, now=None, back=12, ahead=3, tables=PARTITIONED):
+    """Monthly partitions of each table from `back` months before now to
+    `ahead` after, where missing (none for a TimescaleDB hypertable, which
+    makes its own chunks)."""
     import time as time_mod
     now = time_mod.time() if now is None else now
-    cur.execute("SELECT partstrat FROM pg_partitioned_table p JOIN pg_class c "
-                "ON c.oid = p.partrelid WHERE c.relname = 'readings'")
-    if cur.fetchone() is None:
-        return
-    for year, month in _months(now, back, ahead):
-        name = "readings_y%04dm%02d" % (year, month)
-        nxt = (year + 1, 1) if month == 12 else (year, month + 1)
-        cur.execute("SELECT 1 FROM pg_class WHERE relname = %s", [name])
+    for table in tables:
+        cur.execute("SELECT partstrat FROM pg_partitioned_table p JOIN pg_class c "
+                    "ON c.oid = p.partrelid WHERE c.relname = %s", [table])
         if cur.fetchone() is None:
-            cur.execute("CREATE TABLE %s PARTITION OF readings FOR VALUES FROM (%d) TO (%d)"
-                        % (name, month_start(year, month), month_start(*nxt)))
+            continue
+        for year, month in _months(now, back, ahead):
+            name = partition_name(table, year, month)
+            nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+            cur.execute("SELECT 1 FROM pg_class WHERE relname = %s", [name])
+            if cur.fetchone() is None:
+                cur.execute("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%d) TO (%d)"
+                            % (name, table, month_start(year, month), month_start(*nxt)))

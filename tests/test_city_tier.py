@@ -21,16 +21,6 @@ WAIT = 90.0  # upper bound on a loaded machine, not a measurement
 SEED = int(os.environ.get("HUAICO_CITY_SEED", random.randrange(1 << 30)))
 
 
-def _wait_at_hub(city, expected, timeout=WAIT):
-    """The (device_id, seq) pairs at the hub once they cover `expected` (or the timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stored = city.query("SELECT device_id, seq FROM frames")
-        if set(expected) <= set(stored) or time.monotonic() > deadline:
-            return stored
-        time.sleep(0.2)
-
-
 def _hub_counters(city):
     result = subprocess.run(CLI + ["hub", "status", "--json"], capture_output=True, text=True,
                             env=_env(HUAICO_HUB_DSN=city.postgres.dsn))
@@ -61,7 +51,7 @@ def test_every_frame_stored_once_with_a_board_heard_twice(city):
     assert feeder.settle(WAIT), city.logs()
     expected = set(feeder.acked)
     assert len(expected) == 100
-    stored = _wait_at_hub(city, expected)
+    stored = city.wait_at_hub(expected)
     assert sorted(stored) == sorted(expected), city.logs()
     assert city.query("SELECT count(*) FROM readings") == [(len(expected) * len(READINGS),)]
     shared = feeder.boards["shared"][0].kid.hex()
@@ -134,7 +124,7 @@ def test_kill_workers_and_the_central_broker(city):
             city.central.start()
     assert feeder.settle(WAIT), city.logs()
     expected = set(feeder.acked)
-    stored = _wait_at_hub(city, expected)
+    stored = city.wait_at_hub(expected)
     missing = expected - set(stored)
     assert not missing, "seed %d: %d of %d acked frames not at the hub, e.g. %s\n%s" % (
         SEED, len(missing), len(expected), sorted(missing)[:5], city.logs())
@@ -172,5 +162,5 @@ def test_a_worker_acks_only_after_its_commit(city):
     city.postgres.start()
     assert city.query("SELECT count(*) FROM frames") == [(0,)]
     worker.start()
-    stored = _wait_at_hub(city, [(board.kid.hex(), seq) for seq in range(1, 11)])
+    stored = city.wait_at_hub([(board.kid.hex(), seq) for seq in range(1, 11)])
     assert sorted(stored) == [(board.kid.hex(), seq) for seq in range(1, 11)], worker.log()
