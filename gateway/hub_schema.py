@@ -148,5 +148,22 @@ def ensure_partitions(cur, now=None, back=12, ahead=3, tables=PARTITIONED):
             nxt = (year + 1, 1) if month == 12 else (year, month + 1)
             cur.execute("SELECT 1 FROM pg_class WHERE relname = %s", [name])
             if cur.fetchone() is None:
-                cur.execute("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%d) TO (%d)"
-                            % (name, table, month_start(year, month), month_start(*nxt)))
+                _add_month(cur, table, name, month_start(year, month), month_start(*nxt))
+
+
+def _add_month(cur, table, name, start, end):
+    """Make the month's partition. Rows of that month already in the DEFAULT
+    partition (a board's clock ahead, a month that retention dropped and a
+    late backlog brought back) would make PostgreSQL refuse the partition,
+    so they are moved into it first."""
+    cur.execute("SELECT 1 FROM %s_default WHERE time >= %d AND time < %d LIMIT 1"
+                % (table, start, end))
+    if cur.fetchone() is None:
+        cur.execute("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%d) TO (%d)"
+                    % (name, table, start, end))
+        return
+    cur.execute("CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS)" % (name, table))
+    cur.execute("WITH moved AS (DELETE FROM %s_default WHERE time >= %d AND time < %d "
+                "RETURNING *) INSERT INTO %s SELECT * FROM moved" % (table, start, end, name))
+    cur.execute("ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%d) TO (%d)"
+                % (table, name, start, end))

@@ -1,0 +1,80 @@
+"""Retention at the hub: months of readings and raw frames older than the
+configured time are dropped whole.
+
+A city's hub gathers every reading of every gateway; deleting old rows one
+by one would cost as much write-ahead log as storing them did and leave the
+tables bloated. Readings and frames are partitioned by month
+(gateway.hub_schema), so a month is dropped as one file. A month goes when
+all of it is older than the cutoff, so a month in progress is never cut.
+
+The DEFAULT partitions hold what no month takes: boards whose clock was
+never set stamp their frames near 1970. Their rows are deleted by the hub's
+receive time instead, as at the edge (gateway.retention), so a frame from an
+unset clock is not thrown away on arrival. `heard` and `rejects` carry a
+receive time and are deleted by it.
+
+Dropping a partition locks its parent table against the workers' inserts
+for a moment; lock_timeout bounds the wait behind a long read, and a month
+not dropped this time is dropped by the next pass. One pass at a time,
+whatever the number of workers: a transaction-scoped advisory lock.
+"""
+import re
+import time
+
+from gateway import hub_schema
+
+_MONTH = re.compile(r"_y(\d{4})m(\d{2})\Z")
+LOCK_TIMEOUT_MS = 2000
+_DEFAULTS = (("readings_default", "received"), ("frames_default", "received"),
+             ("heard", "received"), ("rejects", "time"))
+
+
+class RetentionError(ValueError):
+    """A retention that cannot be applied (a period of none or of less than a month)."""
+
+
+def _partitions(cur, table):
+    """[(name, end of its month in epoch seconds)] of `table`'s monthly partitions."""
+    cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", [table])
+    found = []
+    for (name,) in cur.fetchall():
+        match = _MONTH.search(name)
+        if match:
+            year, month = int(match.group(1)), int(match.group(2))
+            nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+            found.append((name, hub_schema.month_start(*nxt)))
+    return sorted(found)
+
+
+def check(keep_days):
+    """RetentionError unless `keep_days` keeps at least a whole month."""
+    if keep_days < 31:
+        raise RetentionError("keep at least 31 days (a whole month), not %r" % keep_days)
+
+
+def apply(conn, keep_days, now=None):
+    """Drop the months of readings and frames that ended more than
+    `keep_days` ago and delete older rows of the DEFAULT partitions, heard
+    and rejects; returns what was done ({"skipped": True} when another pass
+    holds the lock)."""
+    check(keep_days)
+    now = time.time() if now is None else now
+    cutoff = now - keep_days * 86400.0
+    done = {"cutoff": int(cutoff), "dropped": [], "deleted": {}, "skipped": False}
+    with conn.transaction():
+        cur = conn.cursor()
+        cur.execute("SELECT pg_try_advisory_xact_lock(hashtext('huaico-hub-retention'))")
+        if not cur.fetchone()[0]:
+            done["skipped"] = True
+            return done
+        cur.execute("SET LOCAL lock_timeout = %d" % LOCK_TIMEOUT_MS)
+        for table in hub_schema.PARTITIONED:
+            for name, end in _partitions(cur, table):
+                if end <= cutoff:
+                    cur.execute("DROP TABLE %s" % name)
+                    done["dropped"].append(name)
+        for table, column in _DEFAULTS:
+            cur.execute("DELETE FROM %s WHERE %s < %%s" % (table, column), [cutoff])
+            done["deleted"][table] = cur.rowcount
+    return done
