@@ -6,27 +6,18 @@ import calendar
 import json
 
 import psycopg
-import pytest
 from click.testing import CliRunner
 
 from gateway import cli, hub_devices, hub_retention, hub_schema, hub_store, upstream
 from protocol import frame as wire
 from protocol.cose import MacKey
 
-NOW = 1_795_000_000  # 2026-11-18
+from tests.fixtures.postgres import HUB_NOW as NOW
 DAY = 86400
 
 
 def _at(year, month, day):
     return calendar.timegm((year, month, day, 12, 0, 0))
-
-
-@pytest.fixture
-def hub_db(postgres):
-    conn = psycopg.connect(postgres.dsn)
-    hub_schema.migrate(conn, now=NOW)
-    yield conn
-    conn.close()
 
 
 def _store(conn, device, seq, time_s, received, flags=0):
