@@ -13,7 +13,7 @@ import random
 import subprocess
 import time
 
-from tests.fixtures.city import CLI, PREFIX, READINGS, UdpBoards, _env
+from tests.fixtures.city import CLI, PREFIX, READINGS, _env, three_gateways
 from gateway import upstream
 from protocol.cose import MacKey
 
@@ -28,23 +28,8 @@ def _hub_counters(city):
     return json.loads(result.stdout)
 
 
-def _setup(city):
-    city.start_postgres()
-    city.start_brokers()
-    boards = city.add_devices(["shared", "east", "bridged-1", "bridged-2"])
-    gw_a = city.add_gateway("gw-a", city.central, ["shared"])
-    gw_b = city.add_gateway("gw-b", city.central, ["shared", "east"])
-    gw_c = city.add_gateway("gw-c", city.local, ["bridged-1", "bridged-2"])
-    for worker_id in ("hub-1", "hub-2"):
-        city.add_worker(worker_id)
-    return UdpBoards({"shared": (boards["shared"], [gw_a, gw_b]),
-                      "east": (boards["east"], [gw_b]),
-                      "bridged-1": (boards["bridged-1"], [gw_c]),
-                      "bridged-2": (boards["bridged-2"], [gw_c])})
-
-
 def test_every_frame_stored_once_with_a_board_heard_twice(city):
-    feeder = _setup(city)
+    feeder = three_gateways(city)
     for _ in range(25):
         feeder.send_new()
         feeder.take_acks(0.02)
@@ -95,7 +80,7 @@ def test_every_frame_stored_once_with_a_board_heard_twice(city):
 
 def test_kill_workers_and_the_central_broker(city):
     rng = random.Random(SEED)
-    feeder = _setup(city)
+    feeder = three_gateways(city)
     started = time.monotonic()
     broker_killed = False
     kills = 0
