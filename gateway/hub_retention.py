@@ -47,6 +47,15 @@ def _partitions(cur, table):
     return sorted(found)
 
 
+def _hypertable(cur, table):
+    cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    if cur.fetchone() is None:
+        return False
+    cur.execute("SELECT 1 FROM timescaledb_information.hypertables "
+                "WHERE hypertable_name = %s", [table])
+    return cur.fetchone() is not None
+
+
 def check(keep_days):
     """RetentionError unless `keep_days` keeps at least a whole month."""
     if keep_days < 31:
@@ -74,7 +83,16 @@ def apply(conn, keep_days, now=None):
                 if end <= cutoff:
                     cur.execute("DROP TABLE %s" % name)
                     done["dropped"].append(name)
+        if _hypertable(cur, "readings"):
+            # TimescaleDB's chunks are its months (not tested here: the
+            # extension is not in Debian).
+            cur.execute("SELECT drop_chunks('readings', older_than => %s::bigint)",
+                        [int(cutoff)])
+            done["dropped"] += [str(name) for (name,) in cur.fetchall()]
         for table, column in _DEFAULTS:
+            cur.execute("SELECT to_regclass(%s)", [table])
+            if cur.fetchone()[0] is None:
+                continue  # readings_default: none beside a hypertable
             cur.execute("DELETE FROM %s WHERE %s < %%s" % (table, column), [cutoff])
             done["deleted"][table] = cur.rowcount
     return done
