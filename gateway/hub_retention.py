@@ -18,12 +18,10 @@ for a moment; lock_timeout bounds the wait behind a long read, and a month
 not dropped this time is dropped by the next pass. One pass at a time,
 whatever the number of workers: a transaction-scoped advisory lock.
 """
-import re
 import time
 
 from gateway import hub_schema
 
-_MONTH = re.compile(r"_y(\d{4})m(\d{2})\Z")
 LOCK_TIMEOUT_MS = 2000
 _DEFAULTS = (("readings_default", "received"), ("frames_default", "received"),
              ("heard", "received"), ("rejects", "time"))
@@ -31,20 +29,6 @@ _DEFAULTS = (("readings_default", "received"), ("frames_default", "received"),
 
 class RetentionError(ValueError):
     """A retention that cannot be applied (a period of none or of less than a month)."""
-
-
-def _partitions(cur, table):
-    """[(name, end of its month in epoch seconds)] of `table`'s monthly partitions."""
-    cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", [table])
-    found = []
-    for (name,) in cur.fetchall():
-        match = _MONTH.search(name)
-        if match:
-            year, month = int(match.group(1)), int(match.group(2))
-            nxt = (year + 1, 1) if month == 12 else (year, month + 1)
-            found.append((name, hub_schema.month_start(*nxt)))
-    return sorted(found)
 
 
 def _hypertable(cur, table):
@@ -79,7 +63,7 @@ def apply(conn, keep_days, now=None):
             return done
         cur.execute("SET LOCAL lock_timeout = %d" % LOCK_TIMEOUT_MS)
         for table in hub_schema.PARTITIONED:
-            for name, end in _partitions(cur, table):
+            for name, _, end in hub_schema.months(cur, table):
                 if end <= cutoff:
                     cur.execute("DROP TABLE %s" % name)
                     done["dropped"].append(name)

@@ -16,11 +16,13 @@ gateways brought it. `time` is seconds since 1970 (bigint), as at the edge.
 """
 import calendar
 import datetime
+import re
 
 MONTH_S = 31 * 86400
+_MONTH = re.compile(r"_y(\d{4})m(\d{2})\Z")
 
 
-def _m001_initial(cur, timescale):
+def _m001_initial(cur, timescale, now):
     cur.execute("""
         CREATE TABLE devices (
             id text PRIMARY KEY, name text NOT NULL UNIQUE, site text, board text,
@@ -60,7 +62,7 @@ def _m001_initial(cur, timescale):
             gateway text, reason text NOT NULL, detail text)""")
 
 
-def _m002_frames_by_time(cur, timescale):
+def _m002_frames_by_time(cur, timescale, now):
     """Frames partitioned by month like readings, so that retention
     (gateway.hub_retention) drops old months of raw bytes whole instead of
     deleting row by row; and devices' last frame for `huaico status --hub`.
@@ -78,7 +80,7 @@ def _m002_frames_by_time(cur, timescale):
     cur.execute("CREATE TABLE frames_default PARTITION OF frames DEFAULT")
     # The months must exist before the copy: rows in the DEFAULT partition
     # would forbid making their month's partition later.
-    ensure_partitions(cur, tables=("frames",))
+    ensure_partitions(cur, now, tables=("frames",))
     cur.execute("INSERT INTO frames SELECT * FROM frames_m001")
     cur.execute("DROP TABLE frames_m001")
     cur.execute("ALTER TABLE devices ADD COLUMN last_seq bigint, ADD COLUMN place text")
@@ -110,7 +112,7 @@ def migrate(conn, now=None):
         timescale = timescale_available(cur)
         for name, function in MIGRATIONS:
             if name not in done:
-                function(cur, timescale)
+                function(cur, timescale, now)
                 cur.execute("INSERT INTO hub_migrations (name) VALUES (%s)", [name])
                 applied.append(name)
         ensure_partitions(cur, now)
@@ -132,10 +134,27 @@ def partition_name(table, year, month):
     return "%s_y%04dm%02d" % (table, year, month)
 
 
+def months(cur, table):
+    """[(name, start, end)] of `table`'s monthly partitions, oldest first
+    (start and end in epoch seconds)."""
+    cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", [table])
+    found = []
+    for (name,) in cur.fetchall():
+        match = _MONTH.search(name)
+        if match:
+            year, month = int(match.group(1)), int(match.group(2))
+            nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+            found.append((name, month_start(year, month), month_start(*nxt)))
+    return sorted(found, key=lambda item: item[1])
+
+
 def ensure_partitions(cur, now=None, back=12, ahead=3, tables=PARTITIONED):
     """Monthly partitions of each table from `back` months before now to
     `ahead` after, where missing (none for a TimescaleDB hypertable, which
-    makes its own chunks)."""
+    makes its own chunks). Never older than the oldest there is: a month
+    that retention (gateway.hub_retention) dropped stays dropped, and a
+    late frame of it waits in the DEFAULT partition until it ages out."""
     import time as time_mod
     now = time_mod.time() if now is None else now
     for table in tables:
@@ -143,19 +162,21 @@ def ensure_partitions(cur, now=None, back=12, ahead=3, tables=PARTITIONED):
                     "ON c.oid = p.partrelid WHERE c.relname = %s", [table])
         if cur.fetchone() is None:
             continue
+        existing = months(cur, table)
+        names = {name for name, _, _ in existing}
         for year, month in _months(now, back, ahead):
             name = partition_name(table, year, month)
+            start = month_start(year, month)
+            if name in names or (existing and start < existing[0][1]):
+                continue
             nxt = (year + 1, 1) if month == 12 else (year, month + 1)
-            cur.execute("SELECT 1 FROM pg_class WHERE relname = %s", [name])
-            if cur.fetchone() is None:
-                _add_month(cur, table, name, month_start(year, month), month_start(*nxt))
+            _add_month(cur, table, name, start, month_start(*nxt))
 
 
 def _add_month(cur, table, name, start, end):
     """Make the month's partition. Rows of that month already in the DEFAULT
-    partition (a board's clock ahead, a month that retention dropped and a
-    late backlog brought back) would make PostgreSQL refuse the partition,
-    so they are moved into it first."""
+    partition (a board whose clock runs months ahead) would make PostgreSQL
+    refuse the partition, so they are moved into it first."""
     cur.execute("SELECT 1 FROM %s_default WHERE time >= %d AND time < %d LIMIT 1"
                 % (table, start, end))
     if cur.fetchone() is None:

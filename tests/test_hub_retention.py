@@ -4,6 +4,7 @@ newer ones stay, frames from unset clocks age by their receive time, and a
 late backlog into a dropped month is stored and gets its month back."""
 import calendar
 import json
+import time
 
 import psycopg
 from click.testing import CliRunner
@@ -37,7 +38,7 @@ def _rows(conn, sql):
 
 
 def _months(conn, table):
-    return [name for name, _ in hub_retention._partitions(conn.cursor(), table)]
+    return [name for name, _, _ in hub_schema.months(conn.cursor(), table)]
 
 
 def test_old_months_are_dropped_whole(hub_db):
@@ -65,14 +66,20 @@ def test_old_months_are_dropped_whole(hub_db):
     assert done["deleted"]["readings_default"] == 0  # unsynced readings take their received time
     assert hub_retention.apply(hub_db, 180, now=NOW)["dropped"] == []
 
-    # A gateway's backlog from a dropped month: stored (DEFAULT partition),
-    # and the next migrate makes its month again with the row moved into it.
+    # A gateway's backlog from a dropped month is stored (DEFAULT partition)
+    # and its month stays dropped.
     _store(hub_db, device, 6, _at(2026, 2, 3), NOW)
-    assert _rows(hub_db, "SELECT count(*) FROM readings_default") == [(2,)]
     hub_schema.migrate(hub_db, now=NOW)
-    assert _rows(hub_db, "SELECT count(*) FROM readings_default") == [(0,)]
-    assert _rows(hub_db, "SELECT count(*) FROM readings_y2026m02") == [(2,)]
-    assert _rows(hub_db, "SELECT seq FROM frames_y2026m02") == [(6,)]
+    assert _rows(hub_db, "SELECT seq FROM frames_default ORDER BY seq") == [(5,), (6,)]
+    assert _months(hub_db, "readings")[0] == "readings_y2026m05"
+    # A board whose clock runs half a year ahead: DEFAULT partition, until
+    # its month is made, which takes the rows over.
+    _store(hub_db, device, 7, _at(2027, 5, 3), NOW)
+    assert _rows(hub_db, "SELECT DISTINCT seq FROM readings_default ORDER BY 1") == [(6,), (7,)]
+    hub_schema.migrate(hub_db, now=NOW + 120 * DAY)
+    assert _rows(hub_db, "SELECT DISTINCT seq FROM readings_default") == [(6,)]
+    assert _rows(hub_db, "SELECT count(*) FROM readings_y2027m05") == [(2,)]
+    assert _rows(hub_db, "SELECT seq FROM frames_y2027m05") == [(7,)]
 
 
 def test_one_pass_at_a_time(hub_db, postgres):
@@ -97,3 +104,18 @@ def test_retention_command(hub_db, postgres):
     result = runner.invoke(cli.main, ["hub", "run", "--dsn", postgres.dsn, "--worker-id", "w",
                                       "--keep-days", "7"])
     assert result.exit_code == 2 and "at least 31 days" in result.output
+
+
+def test_workers_apply_retention_while_they_run(city):
+    """`hub run --keep-days`: a running worker drops the months past it.
+    Partitions reach 12 months back; with 200 days kept, the oldest go."""
+    city.start_postgres()
+    city.start_central()
+    old = city.query("SELECT count(*) FROM pg_class WHERE relname LIKE 'readings_y%%'")[0][0]
+    worker = city.add_worker("hub-1", ["--keep-days", "200"])
+    deadline = time.monotonic() + 60
+    while "event=hub_retention " not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "event=hub_retention " in worker.log(), worker.log()
+    left = city.query("SELECT count(*) FROM pg_class WHERE relname LIKE 'readings_y%%'")[0][0]
+    assert 0 < left < old
