@@ -51,19 +51,23 @@ def _check_keep(keep_days):
         raise click.BadParameter(str(exc), param_hint="--keep-days") from None
 
 
-def _retention_loop(dsn, keep_days, stopping):
-    """Retention once an hour while the worker runs (any worker may: the
-    pass takes an advisory lock, so one of them does it at a time)."""
-    while not stopping.is_set():
+def _upkeep_loop(dsn, keep_days, stopping):
+    """Once an hour while the worker runs: next months' partitions (a worker
+    may run longer than the three months made ahead at its start) and, with
+    keep_days, retention. Any worker may: both take advisory locks, so one
+    of them does it at a time."""
+    while True:
         try:
             with _connect(dsn) as conn:
-                done = hub_retention.apply(conn, keep_days)
-            if not done["skipped"]:
+                hub_schema.migrate(conn)
+                done = hub_retention.apply(conn, keep_days) if keep_days else None
+            if done and not done["skipped"]:
                 log.info("event=hub_retention cutoff=%d dropped=%s deleted=%s", done["cutoff"],
                          ",".join(done["dropped"]) or "-", json.dumps(done["deleted"]))
         except Exception as exc:  # the next pass tries again; storing frames goes on
-            log.warning("event=hub_retention_failed error=%r", str(exc))
-        stopping.wait(RETENTION_EVERY_S)
+            log.warning("event=hub_upkeep_failed error=%r", str(exc))
+        if stopping.wait(RETENTION_EVERY_S):
+            return
 
 
 def _broker(text):
@@ -135,9 +139,8 @@ def hub_run(dsn, broker, worker_id, group, prefix, batch_ms, duration, keep_days
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     worker.start()
-    if keep_days:
-        threading.Thread(target=_retention_loop, args=(dsn, keep_days, stopping),
-                         name="hub-retention", daemon=True).start()
+    threading.Thread(target=_upkeep_loop, args=(dsn, keep_days, stopping),
+                     name="hub-upkeep", daemon=True).start()
     log.info("event=hub_started worker=%s broker=%s topic=%s pid=%d", worker_id, broker,
              worker.topic, os.getpid())
     run(worker, duration, stopping)

@@ -42,13 +42,7 @@ def _check_every_committed_frame_at_the_hub(city, feeder):
     assert len(stored) == len(set(stored)) == len(everything)
     assert city.query("SELECT count(*) FROM readings") == [(len(everything) * len(READINGS),)]
     for gateway_id, frames in committed.items():
-        deadline = time.monotonic() + WAIT
-        while True:
-            heard = set(city.query("SELECT device_id, seq FROM heard WHERE gateway = %s",
-                                   [gateway_id]))
-            if frames <= heard or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        heard = city.wait_heard(gateway_id, frames, WAIT)
         assert frames <= heard, "seed %d: %s's frames %s not heard from it" % (
             SEED, gateway_id, sorted(frames - heard)[:5])
     return everything

@@ -42,6 +42,8 @@ def test_every_frame_stored_once_with_a_board_heard_twice(city):
     shared = feeder.boards["shared"][0].kid.hex()
     # Both gateways acked every frame of the shared board and both brought it.
     assert all(feeder.acked[key] == {"gw-a", "gw-b"} for key in expected if key[0] == shared)
+    for gateway_id in ("gw-a", "gw-b"):
+        city.wait_heard(gateway_id, [key for key in expected if key[0] == shared], WAIT)
     assert city.query("SELECT gateway, count(*) FROM heard WHERE device_id = %s "
                       "GROUP BY gateway ORDER BY gateway", [shared]) == [("gw-a", 25),
                                                                         ("gw-b", 25)]
