@@ -9,7 +9,7 @@ import sqlite3
 import click
 
 from gateway import config as config_mod
-from gateway import db, stations
+from gateway import db, hub_reader, stations
 
 home_option = click.option(
     "--home", type=click.Path(file_okay=False), envvar="HUAICO_HOME",
@@ -20,7 +20,7 @@ home_option = click.option(
 def user_errors(*errors):
     """Decorate a command so that these library errors, config errors and
     database errors end as one line on stderr and a non-zero exit."""
-    caught = (config_mod.ConfigError,) + errors
+    caught = (config_mod.ConfigError, hub_reader.HubReadError) + errors
 
     def decorate(function):
         @functools.wraps(function)
@@ -45,6 +45,22 @@ def open_home(home):
     database = db.open_db(config.database_path)
     db.migrate(database)
     return config, database
+
+
+hub_option = click.option(
+    "--hub", "hub_dsn", metavar="DSN",
+    help="Read the hub's PostgreSQL (a libpq connection string) instead of this "
+         "gateway's database (default: [hub] dsn in huaico.toml, if set).")
+
+
+def open_reader(home, hub_dsn=None):
+    """(config, database) for the read commands: the hub's PostgreSQL when
+    --hub or [hub] dsn names it (gateway.hub_reader), else open_home's."""
+    config = config_mod.load(home)
+    dsn = hub_dsn or config["hub"]["dsn"]
+    if dsn:
+        return config, hub_reader.open_hub(dsn)
+    return open_home(home)
 
 
 # Columns holding epoch seconds, wherever they appear in a command's output.

@@ -9,8 +9,9 @@ import time
 import click
 
 from gateway import config as config_mod
-from gateway import datalock, db, devices, runner, service, stations
-from gateway.cli_common import for_json, home_option, local_time, open_home, user_errors
+from gateway import datalock, db, devices, hub_reader, runner, service, stations
+from gateway.cli_common import (for_json, home_option, hub_option, local_time, open_home,
+                                open_reader, user_errors)
 
 _user_errors = user_errors(devices.DeviceError, service.ServiceError, datalock.LockedError)
 
@@ -141,16 +142,18 @@ def _age(seconds):
 
 @device.command("list")
 @home_option
+@hub_option
 @click.option("--json", "as_json", is_flag=True, help="JSON array instead of a table.")
 @_user_errors
-def device_list(home, as_json):
+def device_list(home, hub_dsn, as_json):
     """List devices with their site, board, last frame and battery.
 
     \b
     Example:
         huaico device list --json
+        huaico device list --hub 'host=db.example dbname=huaico'
     """
-    config, database = open_home(home)
+    _, database = open_reader(home, hub_dsn)
     rows = [devices.public(row) for row in devices.all_devices(database)]
     if as_json:
         click.echo(json.dumps(for_json(rows), indent=2))
@@ -170,20 +173,25 @@ def device_list(home, as_json):
 
 @device.command("show")
 @home_option
+@hub_option
 @click.argument("name")
 @click.option("--show-key", is_flag=True, help="Also print the device key (a secret).")
 @click.option("--json", "as_json", is_flag=True, help="JSON object instead of lines.")
 @_user_errors
-def device_show(home, name, show_key, as_json):
+def device_show(home, hub_dsn, name, show_key, as_json):
     """Show one device; the key only with --show-key.
 
     \b
     Example:
         huaico device show rain-01
+        huaico device show --hub 'host=db.example dbname=huaico' rain-01
     """
-    config, database = open_home(home)
+    config, database = open_reader(home, hub_dsn)
     row = devices.public(devices.get(database, name), show_key=show_key)
-    row["site_file"] = str(devices.site_path(config, name))
+    if isinstance(database, hub_reader.HubDatabase):
+        row["site_file"] = None  # site files are written where the board is flashed
+    else:
+        row["site_file"] = str(devices.site_path(config, name))
     if as_json:
         click.echo(json.dumps(for_json(row), indent=2))
         return

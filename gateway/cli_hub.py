@@ -12,7 +12,7 @@ import threading
 
 import click
 
-from gateway import devices, hub_devices, hub_schema, hub_store
+from gateway import devices, hub_devices, hub_retention, hub_schema, hub_store
 from gateway.cli_common import home_option, open_home, user_errors
 from gateway.service import setup_logging
 
@@ -34,6 +34,40 @@ def _connect(dsn):
         return psycopg.connect(dsn)
     except psycopg.OperationalError as exc:
         raise click.ClickException("cannot connect to PostgreSQL: %s" % exc) from None
+
+
+keep_option = click.option(
+    "--keep-days", type=click.IntRange(min=0), envvar="HUAICO_HUB_KEEP_DAYS", default=0,
+    show_default=True,
+    help="Drop months of readings and raw frames that ended more than this many days ago "
+         "($HUAICO_HUB_KEEP_DAYS; at least 31; 0 keeps everything).")
+RETENTION_EVERY_S = 3600.0
+
+
+def _check_keep(keep_days):
+    try:
+        hub_retention.check(keep_days)
+    except hub_retention.RetentionError as exc:
+        raise click.BadParameter(str(exc), param_hint="--keep-days") from None
+
+
+def _upkeep_loop(dsn, keep_days, stopping):
+    """Once an hour while the worker runs: next months' partitions (a worker
+    may run longer than the three months made ahead at its start) and, with
+    keep_days, retention. Any worker may: both take advisory locks, so one
+    of them does it at a time."""
+    while True:
+        try:
+            with _connect(dsn) as conn:
+                hub_schema.migrate(conn)
+                done = hub_retention.apply(conn, keep_days) if keep_days else None
+            if done and not done["skipped"]:
+                log.info("event=hub_retention cutoff=%d dropped=%s deleted=%s", done["cutoff"],
+                         ",".join(done["dropped"]) or "-", json.dumps(done["deleted"]))
+        except Exception as exc:  # the next pass tries again; storing frames goes on
+            log.warning("event=hub_upkeep_failed error=%r", str(exc))
+        if stopping.wait(RETENTION_EVERY_S):
+            return
 
 
 def _broker(text):
@@ -84,16 +118,19 @@ def hub_init(dsn):
 @click.option("--batch-ms", default=10, show_default=True,
               help="Messages arriving within this time share one commit.")
 @click.option("--duration", type=float, help="Stop after this many seconds.")
+@keep_option
 @click.option("--log-format", type=click.Choice(["kv", "json"]), default="kv")
-def hub_run(dsn, broker, worker_id, group, prefix, batch_ms, duration, log_format):
+def hub_run(dsn, broker, worker_id, group, prefix, batch_ms, duration, keep_days, log_format):
     """Run one hub worker until SIGTERM or SIGINT. Start as many as needed, on
     any machines: they share the frames through `$share/GROUP/PREFIX/+/frames`.
 
     \b
     Example:
-        huaico hub run --broker central.example:1883 --worker-id hub-1
+        huaico hub run --broker central.example:1883 --worker-id hub-1 --keep-days 730
     """
     from gateway.hub_worker import Worker, run
+    if keep_days:
+        _check_keep(keep_days)
     setup_logging("info", log_format)
     host, port = _broker(broker)
     _connect(dsn).close()
@@ -102,6 +139,8 @@ def hub_run(dsn, broker, worker_id, group, prefix, batch_ms, duration, log_forma
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     worker.start()
+    threading.Thread(target=_upkeep_loop, args=(dsn, keep_days, stopping),
+                     name="hub-upkeep", daemon=True).start()
     log.info("event=hub_started worker=%s broker=%s topic=%s pid=%d", worker_id, broker,
              worker.topic, os.getpid())
     run(worker, duration, stopping)
@@ -128,6 +167,35 @@ def hub_status(dsn, as_json):
         click.echo("no frames yet")
     for name, value in counts.items():
         click.echo("%-28s %d" % (name, value))
+
+
+@hub.command("retention")
+@dsn_option
+@keep_option
+@click.option("--json", "as_json", is_flag=True, help="What was done, as JSON.")
+@user_errors(hub_retention.RetentionError)
+def hub_retention_cmd(dsn, keep_days, as_json):
+    """Drop the months of readings and raw frames older than --keep-days now
+    (`hub run --keep-days` does it once an hour).
+
+    \b
+    Example:
+        huaico hub retention --keep-days 730
+    """
+    if not keep_days:
+        raise click.UsageError("--keep-days (or $HUAICO_HUB_KEEP_DAYS) says how long to keep")
+    _check_keep(keep_days)
+    with _connect(dsn) as conn:
+        done = hub_retention.apply(conn, keep_days)
+    if as_json:
+        click.echo(json.dumps(done, sort_keys=True))
+        return
+    if done["skipped"]:
+        click.echo("another retention pass is running; nothing done")
+        return
+    click.echo("dropped %s" % (", ".join(done["dropped"]) or "no month"))
+    click.echo("deleted %s" % ", ".join("%d from %s" % (n, table)
+                                       for table, n in done["deleted"].items()))
 
 
 @hub.group("device")

@@ -16,7 +16,8 @@ import click
 from gateway import config as config_mod
 from gateway import datasette_queries, devices, doctor as doctor_mod, plotting
 from gateway import readings_query, status as status_mod, storage as storage_mod
-from gateway.cli_common import for_json, home_option, open_home, said_truncated, user_errors
+from gateway.cli_common import (for_json, home_option, hub_option, open_home, open_reader,
+                                said_truncated, user_errors)
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Machine-readable JSON instead of text.")
@@ -39,12 +40,13 @@ def _times(since, until):
 
 @click.command()
 @home_option
+@hub_option
 @click.option("--stale", metavar="SPAN",
               help="Mark devices not heard for longer than this (default: [status] "
                    "stale_after in huaico.toml, else 15m).")
 @json_option
 @_user_errors
-def status(home, stale, as_json):
+def status(home, hub_dsn, stale, as_json):
     """Devices with last seen, battery, signal and last values; active alerts.
 
     Stale devices (not heard for longer than --stale) come first, marked
@@ -54,8 +56,9 @@ def status(home, stale, as_json):
     Example:
         huaico status
         huaico status --stale 30m --json
+        huaico status --hub 'host=db.example dbname=huaico user=huaico'
     """
-    config, database = open_home(home)
+    config, database = open_reader(home, hub_dsn)
     result = status_mod.collect(database, status_mod.stale_after(config, stale))
     if as_json:
         click.echo(json.dumps(for_json(result), indent=2, ensure_ascii=False))
@@ -66,6 +69,7 @@ def status(home, stale, as_json):
 
 @click.command()
 @home_option
+@hub_option
 @click.option("--device", help="Only this device (its name).")
 @click.option("--channel", help="Only this channel (rain, water_level, battery, ...).")
 @since_option
@@ -78,7 +82,7 @@ def status(home, stale, as_json):
               help="The hourly aggregates (count, mean, min, max, total) that readings older "
                    "than [retention] raw_days become.")
 @_user_errors
-def readings(home, device, channel, since, until, limit, fmt, hourly):
+def readings(home, hub_dsn, device, channel, since, until, limit, fmt, hourly):
     """Readings in physical units, filtered by device, channel and time.
 
     When more readings match than --limit, the newest are shown and a line
@@ -90,8 +94,9 @@ def readings(home, device, channel, since, until, limit, fmt, hourly):
         huaico readings --since 2025-02-14 --until 2025-02-15 --format csv --limit 0 > feb14.csv
         huaico readings --device rain-01 --since 1h --format senml
         huaico readings --hourly --device rain-01 --channel rain --since 400d --until 365d
+        huaico readings --hub 'host=db.example dbname=huaico' --channel rain --since 1h
     """
-    _, database = open_home(home)
+    _, database = open_reader(home, hub_dsn)
     start, end = _times(since, until)
     if hourly:
         shown, more = readings_query.hourly(database, device=device, channel=channel,
@@ -109,6 +114,7 @@ def readings(home, device, channel, since, until, limit, fmt, hourly):
 
 @click.command()
 @home_option
+@hub_option
 @click.argument("device_name", metavar="DEVICE")
 @click.argument("channel")
 @click.option("--since", metavar="SPAN|ISO", default="24h", show_default=True,
@@ -121,15 +127,16 @@ def readings(home, device, channel, since, until, limit, fmt, hourly):
 @click.option("--width", type=click.IntRange(min=20), help="Columns (default: the terminal's).")
 @click.option("--height", type=click.IntRange(min=8), help="Rows (default: fits the terminal).")
 @_user_errors
-def plot(home, device_name, channel, since, until, index, png_path, width, height):
+def plot(home, hub_dsn, device_name, channel, since, until, index, png_path, width, height):
     """Draw one channel of one device over time, in the terminal.
 
     \b
     Example:
         huaico plot rain-01 rain --since 24h
         huaico plot river-02 water_level --since 7d --png river-02.png
+        huaico plot --hub 'host=db.example dbname=huaico' rain-01 rain --since 24h
     """
-    _, database = open_home(home)
+    _, database = open_reader(home, hub_dsn)
     start, end = _times(since, until)
     times, values, found = readings_query.series(database, device_name, channel, start, end, index)
     if not times:

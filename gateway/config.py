@@ -121,6 +121,13 @@ confirm_timeout_s = 30
 # Receipted frames' bytes are kept this many days, then deleted.
 keep_days = 7
 
+[hub]
+# The hub's PostgreSQL (a libpq connection string, e.g. "host=db.example
+# dbname=huaico user=huaico"): when set, `huaico status | readings | plot |
+# device list | device show` read the city's database instead of this
+# gateway's (as with --hub DSN). "" reads this gateway's.
+dsn = ""
+
 [sms]
 # "none", "modem" (a GSM modem on a serial port, AT commands) or "spool"
 # (files for gammu-smsd).

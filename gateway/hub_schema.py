@@ -1,13 +1,14 @@
 """The hub's PostgreSQL schema: ordered, named migrations and monthly partitions.
 
-Readings are partitioned by their time (declarative RANGE partitioning, one
-partition a month, made ahead of time by ensure_partitions so that no insert
-waits on DDL; a DEFAULT partition takes what falls outside, such as a board
-whose clock was never set). With the TimescaleDB extension available,
+Readings and the raw frames are partitioned by their time (declarative
+RANGE partitioning, one partition a month, made ahead of time by
+ensure_partitions so that no insert waits on DDL; a DEFAULT partition takes
+what falls outside, such as a board whose clock was never set), so that
+retention drops a month whole (gateway.hub_retention). With the TimescaleDB extension available,
 readings is a hypertable instead (monthly chunks), which does the same and
 compresses old chunks.
 
-Idempotency lives in the keys: a frame is (device_id, seq) in `frames`, a
+Idempotency lives in the keys: a frame is (device_id, seq, time) in `frames`, a
 reading (device_id, seq, channel, idx, time) in `readings`; the workers
 insert with ON CONFLICT DO NOTHING, so a frame heard by two gateways or
 redelivered after a worker crash is stored once. `heard` keeps which
@@ -15,11 +16,13 @@ gateways brought it. `time` is seconds since 1970 (bigint), as at the edge.
 """
 import calendar
 import datetime
+import re
 
 MONTH_S = 31 * 86400
+_MONTH = re.compile(r"_y(\d{4})m(\d{2})\Z")
 
 
-def _m001_initial(cur, timescale):
+def _m001_initial(cur, timescale, now):
     cur.execute("""
         CREATE TABLE devices (
             id text PRIMARY KEY, name text NOT NULL UNIQUE, site text, board text,
@@ -59,7 +62,34 @@ def _m001_initial(cur, timescale):
             gateway text, reason text NOT NULL, detail text)""")
 
 
-MIGRATIONS = [("m001_initial", _m001_initial)]
+def _m002_frames_by_time(cur, timescale, now):
+    """Frames partitioned by month like readings, so that retention
+    (gateway.hub_retention) drops old months of raw bytes whole instead of
+    deleting row by row; and devices' last frame for `huaico status --hub`.
+    The key becomes (device_id, seq, time): `time` is the frame's base time
+    from the signed payload, the same in every copy, so a frame is still
+    stored once whoever brings it."""
+    cur.execute("ALTER TABLE frames RENAME TO frames_m001")
+    cur.execute("ALTER INDEX frames_pkey RENAME TO frames_m001_pkey")
+    cur.execute("""
+        CREATE TABLE frames (
+            device_id text NOT NULL, seq bigint NOT NULL, time bigint NOT NULL,
+            received double precision NOT NULL, gateway text NOT NULL, link text,
+            rssi integer, raw bytea NOT NULL, stored timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (device_id, seq, time)) PARTITION BY RANGE (time)""")
+    cur.execute("CREATE TABLE frames_default PARTITION OF frames DEFAULT")
+    # The months must exist before the copy: rows in the DEFAULT partition
+    # would forbid making their month's partition later.
+    ensure_partitions(cur, now, tables=("frames",))
+    cur.execute("INSERT INTO frames SELECT * FROM frames_m001")
+    cur.execute("DROP TABLE frames_m001")
+    cur.execute("ALTER TABLE devices ADD COLUMN last_seq bigint, ADD COLUMN place text")
+    cur.execute("UPDATE devices d SET last_seq = f.seq FROM (SELECT device_id, max(seq) AS seq "
+                "FROM frames GROUP BY device_id) f WHERE f.device_id = d.id")
+
+
+MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time)]
+PARTITIONED = ("readings", "frames")
 
 
 def timescale_available(cur):
@@ -82,7 +112,7 @@ def migrate(conn, now=None):
         timescale = timescale_available(cur)
         for name, function in MIGRATIONS:
             if name not in done:
-                function(cur, timescale)
+                function(cur, timescale, now)
                 cur.execute("INSERT INTO hub_migrations (name) VALUES (%s)", [name])
                 applied.append(name)
         ensure_partitions(cur, now)
@@ -100,19 +130,61 @@ def _months(now, back, ahead):
         yield at // 12, at % 12 + 1
 
 
-def ensure_partitions(cur, now=None, back=12, ahead=3):
-    """Monthly partitions from `back` months before now to `ahead` after,
-    where missing (a no-op under TimescaleDB, which makes its own chunks)."""
+def partition_name(table, year, month):
+    return "%s_y%04dm%02d" % (table, year, month)
+
+
+def months(cur, table):
+    """[(name, start, end)] of `table`'s monthly partitions, oldest first
+    (start and end in epoch seconds)."""
+    cur.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", [table])
+    found = []
+    for (name,) in cur.fetchall():
+        match = _MONTH.search(name)
+        if match:
+            year, month = int(match.group(1)), int(match.group(2))
+            nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+            found.append((name, month_start(year, month), month_start(*nxt)))
+    return sorted(found, key=lambda item: item[1])
+
+
+def ensure_partitions(cur, now=None, back=12, ahead=3, tables=PARTITIONED):
+    """Monthly partitions of each table from `back` months before now to
+    `ahead` after, where missing (none for a TimescaleDB hypertable, which
+    makes its own chunks). Never older than the oldest there is: a month
+    that retention (gateway.hub_retention) dropped stays dropped, and a
+    late frame of it waits in the DEFAULT partition until it ages out."""
     import time as time_mod
     now = time_mod.time() if now is None else now
-    cur.execute("SELECT partstrat FROM pg_partitioned_table p JOIN pg_class c "
-                "ON c.oid = p.partrelid WHERE c.relname = 'readings'")
-    if cur.fetchone() is None:
-        return
-    for year, month in _months(now, back, ahead):
-        name = "readings_y%04dm%02d" % (year, month)
-        nxt = (year + 1, 1) if month == 12 else (year, month + 1)
-        cur.execute("SELECT 1 FROM pg_class WHERE relname = %s", [name])
+    for table in tables:
+        cur.execute("SELECT partstrat FROM pg_partitioned_table p JOIN pg_class c "
+                    "ON c.oid = p.partrelid WHERE c.relname = %s", [table])
         if cur.fetchone() is None:
-            cur.execute("CREATE TABLE %s PARTITION OF readings FOR VALUES FROM (%d) TO (%d)"
-                        % (name, month_start(year, month), month_start(*nxt)))
+            continue
+        existing = months(cur, table)
+        names = {name for name, _, _ in existing}
+        for year, month in _months(now, back, ahead):
+            name = partition_name(table, year, month)
+            start = month_start(year, month)
+            if name in names or (existing and start < existing[0][1]):
+                continue
+            nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+            _add_month(cur, table, name, start, month_start(*nxt))
+
+
+def _add_month(cur, table, name, start, end):
+    """Make the month's partition. Rows of that month already in the DEFAULT
+    partition (a board whose clock runs months ahead) would make PostgreSQL
+    refuse the partition, so they are moved into it first."""
+    cur.execute("SELECT 1 FROM %s_default WHERE time >= %d AND time < %d LIMIT 1"
+                % (table, start, end))
+    if cur.fetchone() is None:
+        cur.execute("CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%d) TO (%d)"
+                    % (name, table, start, end))
+        return
+    cur.execute("CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS)" % (name, table))
+    cur.execute("WITH moved AS (DELETE FROM %s_default WHERE time >= %d AND time < %d "
+                "RETURNING *) INSERT INTO %s SELECT * FROM moved" % (table, start, end, name))
+    cur.execute("ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%d) TO (%d)"
+                % (table, name, start, end))

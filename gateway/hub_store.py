@@ -51,6 +51,21 @@ _INSERT_READINGS = """
     SELECT * FROM unnest(%s::text[], %s::bigint[], %s::int[], %s::int[], %s::bigint[],
                          %s::bigint[], %s::int[], %s::float8[], %s::bool[])
     ON CONFLICT DO NOTHING"""
+# Each device's newest frame, as the edge keeps it (gateway.store): for
+# `huaico status --hub` and `huaico device list --hub`. A frame older than
+# the newest stored (a backlog from another gateway) moves nothing back.
+_TOUCH_DEVICES = """
+    UPDATE devices d SET last_seq = greatest(d.last_seq, u.seq),
+        last_seen = greatest(d.last_seen, u.received),
+        battery_mv = CASE WHEN d.last_seq IS NULL OR u.seq >= d.last_seq
+                          THEN coalesce(u.battery_mv, d.battery_mv) ELSE d.battery_mv END,
+        rssi = CASE WHEN d.last_seq IS NULL OR u.seq >= d.last_seq
+                    THEN coalesce(u.rssi, d.rssi) ELSE d.rssi END
+    FROM unnest(%s::text[], %s::bigint[], %s::float8[], %s::int[], %s::int[])
+        AS u(id, seq, received, battery_mv, rssi)
+    WHERE d.id = u.id"""
+_BATTERY = channels.get("battery").code
+_RSSI = channels.get("rssi").code
 _ADD_COUNTERS = """
     INSERT INTO counters (name, value) SELECT * FROM unnest(%s::text[], %s::bigint[])
     ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value"""
@@ -175,6 +190,7 @@ def store_batch(conn, keys, messages, topic_gateway=None, now=None):
                 [item[4] for item in items], [item[5] for item in items]])
             new = {(device_id, seq) for device_id, seq in cur.fetchall()}
         readings = []
+        newest = {}  # device_id -> (seq, received, battery_mv, rssi) of its newest new frame
         for key in ordered:
             at, _, received, _, _, _, frame = frames[key]
             if key not in new:
@@ -184,9 +200,15 @@ def store_batch(conn, keys, messages, topic_gateway=None, now=None):
             rows, unsynced = _rows(frame, received)
             readings += [(key[0], key[1], c, i, t, v, q, received, unsynced)
                          for c, i, t, v, q in rows]
+            status = {c: v for c, i, _, v, _ in rows if i == 0 and c in (_BATTERY, _RSSI)}
+            newest[key[0]] = (key[1], received, status.get(_BATTERY), status.get(_RSSI))
         if readings:
             readings.sort(key=lambda r: r[:5])
             cur.execute(_INSERT_READINGS, [list(column) for column in zip(*readings)])
+        if newest:
+            touched = sorted(newest)  # one lock order for every worker
+            cur.execute(_TOUCH_DEVICES, [touched] + [[newest[d][n] for d in touched]
+                                                      for n in range(4)])
         if heard:
             heard.sort(key=lambda r: r[:3])
             cur.execute(_INSERT_HEARD, [list(column) for column in zip(*heard)])

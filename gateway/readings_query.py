@@ -150,6 +150,9 @@ HOURLY_COLUMNS = ("device", "channel", "idx", "hour", "n", "mean", "min", "max",
 def hourly(database, device=None, channel=None, since=None, until=None, limit=None):
     """(rows, more) of hourly aggregates for people and scripts, oldest
     first; values in physical units (total: the sum, for rain)."""
+    if "readings_hourly" not in database.table_names():
+        raise QueryError("no hourly aggregates here: the hub keeps raw readings until "
+                         "their partition is dropped (huaico hub retention)")
     where, args = _filters(database, "h", "hour", device, channel, since, until)
     sql = ("SELECT coalesce(d.name, h.device_id) AS device, h.* FROM readings_hourly h "
            "LEFT JOIN devices d ON d.id = h.device_id")

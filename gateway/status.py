@@ -57,15 +57,24 @@ def _span(seconds):
 
 
 def _last_values(database, device_id):
-    # SQLite gives the bare columns of the row holding max(time) in its group.
-    rows = database.execute(
-        "SELECT channel, idx, value, quality, max(time) FROM readings "
-        "WHERE device_id = ? GROUP BY channel, idx ORDER BY channel, idx", [device_id])
-    return [{"channel": readings_query.channel_name(code), "idx": idx,
-             "value": readings_query.value_text(value, code),
-             "unit": readings_query.unit(code),
-             "quality": readings_query.quality_name(quality), "time": at}
-            for code, idx, value, quality, at in rows]
+    # The newest reading of each channel, in SQL that means the same in
+    # SQLite and in the hub's PostgreSQL (gateway.hub_reader): the newest
+    # time per channel, then that reading (the highest seq on a tie). As
+    # fast here as SQLite's bare columns beside max(), which PostgreSQL lacks.
+    newest = database.execute(
+        "SELECT channel, idx, max(time) FROM readings WHERE device_id = ? "
+        "GROUP BY channel, idx ORDER BY channel, idx", [device_id]).fetchall()
+    found = []
+    for code, idx, at in newest:
+        value, quality = database.execute(
+            "SELECT value, quality FROM readings WHERE device_id = ? AND channel = ? AND "
+            "idx = ? AND time = ? ORDER BY seq DESC LIMIT 1", [device_id, code, idx, at]
+        ).fetchone()
+        found.append({"channel": readings_query.channel_name(code), "idx": idx,
+                      "value": readings_query.value_text(value, code),
+                      "unit": readings_query.unit(code),
+                      "quality": readings_query.quality_name(quality), "time": at})
+    return found
 
 
 def active_alerts(database):
@@ -81,13 +90,15 @@ def active_alerts(database):
 def _refused(database, row):
     """The refusals of the device's frames since its last stored one:
     {"reason", "detail", "time", "count", "remedy"} of the newest, or None."""
-    found = database.execute(
-        "SELECT reason, detail, max(time), count(*) FROM rejects WHERE device_id = ? AND "
-        "time > ? AND reason NOT IN ('replayed') GROUP BY reason ORDER BY max(time) DESC LIMIT 1",
-        [row["id"], row["last_seen"] or 0]).fetchone()
+    where = "FROM rejects WHERE device_id = ? AND time > ? AND reason NOT IN ('replayed')"
+    args = [row["id"], row["last_seen"] or 0]
+    found = database.execute("SELECT reason, detail, time " + where +
+                             " ORDER BY time DESC LIMIT 1", args).fetchone()
     if found is None:
         return None
-    reason, detail, at, count = found
+    reason, detail, at = found
+    count = database.execute("SELECT count(*) " + where + " AND reason = ?",
+                             args + [reason]).fetchone()[0]
     remedy = _REMEDY.get(reason)
     return {"reason": reason, "detail": detail, "time": at, "count": count,
             "remedy": remedy % row["name"] if remedy else None}

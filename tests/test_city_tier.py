@@ -13,22 +13,12 @@ import random
 import subprocess
 import time
 
-from tests.fixtures.city import CLI, PREFIX, READINGS, UdpBoards, _env
+from tests.fixtures.city import CLI, PREFIX, READINGS, _env, three_gateways
 from gateway import upstream
 from protocol.cose import MacKey
 
 WAIT = 90.0  # upper bound on a loaded machine, not a measurement
 SEED = int(os.environ.get("HUAICO_CITY_SEED", random.randrange(1 << 30)))
-
-
-def _wait_at_hub(city, expected, timeout=WAIT):
-    """The (device_id, seq) pairs at the hub once they cover `expected` (or the timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stored = city.query("SELECT device_id, seq FROM frames")
-        if set(expected) <= set(stored) or time.monotonic() > deadline:
-            return stored
-        time.sleep(0.2)
 
 
 def _hub_counters(city):
@@ -38,35 +28,22 @@ def _hub_counters(city):
     return json.loads(result.stdout)
 
 
-def _setup(city):
-    city.start_postgres()
-    city.start_brokers()
-    boards = city.add_devices(["shared", "east", "bridged-1", "bridged-2"])
-    gw_a = city.add_gateway("gw-a", city.central, ["shared"])
-    gw_b = city.add_gateway("gw-b", city.central, ["shared", "east"])
-    gw_c = city.add_gateway("gw-c", city.local, ["bridged-1", "bridged-2"])
-    for worker_id in ("hub-1", "hub-2"):
-        city.add_worker(worker_id)
-    return UdpBoards({"shared": (boards["shared"], [gw_a, gw_b]),
-                      "east": (boards["east"], [gw_b]),
-                      "bridged-1": (boards["bridged-1"], [gw_c]),
-                      "bridged-2": (boards["bridged-2"], [gw_c])})
-
-
 def test_every_frame_stored_once_with_a_board_heard_twice(city):
-    feeder = _setup(city)
+    feeder = three_gateways(city)
     for _ in range(25):
         feeder.send_new()
         feeder.take_acks(0.02)
     assert feeder.settle(WAIT), city.logs()
     expected = set(feeder.acked)
     assert len(expected) == 100
-    stored = _wait_at_hub(city, expected)
+    stored = city.wait_at_hub(expected)
     assert sorted(stored) == sorted(expected), city.logs()
     assert city.query("SELECT count(*) FROM readings") == [(len(expected) * len(READINGS),)]
     shared = feeder.boards["shared"][0].kid.hex()
     # Both gateways acked every frame of the shared board and both brought it.
     assert all(feeder.acked[key] == {"gw-a", "gw-b"} for key in expected if key[0] == shared)
+    for gateway_id in ("gw-a", "gw-b"):
+        city.wait_heard(gateway_id, [key for key in expected if key[0] == shared], WAIT)
     assert city.query("SELECT gateway, count(*) FROM heard WHERE device_id = %s "
                       "GROUP BY gateway ORDER BY gateway", [shared]) == [("gw-a", 25),
                                                                         ("gw-b", 25)]
@@ -105,7 +82,7 @@ def test_every_frame_stored_once_with_a_board_heard_twice(city):
 
 def test_kill_workers_and_the_central_broker(city):
     rng = random.Random(SEED)
-    feeder = _setup(city)
+    feeder = three_gateways(city)
     started = time.monotonic()
     broker_killed = False
     kills = 0
@@ -134,7 +111,7 @@ def test_kill_workers_and_the_central_broker(city):
             city.central.start()
     assert feeder.settle(WAIT), city.logs()
     expected = set(feeder.acked)
-    stored = _wait_at_hub(city, expected)
+    stored = city.wait_at_hub(expected)
     missing = expected - set(stored)
     assert not missing, "seed %d: %d of %d acked frames not at the hub, e.g. %s\n%s" % (
         SEED, len(missing), len(expected), sorted(missing)[:5], city.logs())
@@ -172,5 +149,5 @@ def test_a_worker_acks_only_after_its_commit(city):
     city.postgres.start()
     assert city.query("SELECT count(*) FROM frames") == [(0,)]
     worker.start()
-    stored = _wait_at_hub(city, [(board.kid.hex(), seq) for seq in range(1, 11)])
+    stored = city.wait_at_hub([(board.kid.hex(), seq) for seq in range(1, 11)])
     assert sorted(stored) == [(board.kid.hex(), seq) for seq in range(1, 11)], worker.log()

@@ -5,22 +5,13 @@ import os
 import time
 
 import psycopg
-import pytest
 from click.testing import CliRunner
 
 from gateway import cli, db, hub_devices, hub_schema, hub_store, upstream
 from protocol import frame as wire
 from protocol.cose import MacKey
 
-NOW = 1_795_000_000  # 2026-11-18
-
-
-@pytest.fixture
-def hub_db(postgres):
-    conn = psycopg.connect(postgres.dsn)
-    hub_schema.migrate(conn, now=NOW)
-    yield conn
-    conn.close()
+from tests.fixtures.postgres import HUB_NOW as NOW
 
 
 def _device(conn, name="rain-01"):
