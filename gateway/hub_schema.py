@@ -16,6 +16,8 @@ gateways brought it. `time` is seconds since 1970 (bigint), as at the edge.
 import calendar
 import datetime
 
+from gateway import hub_alert_schema
+
 MONTH_S = 31 * 86400
 
 
@@ -59,7 +61,8 @@ def _m001_initial(cur, timescale):
             gateway text, reason text NOT NULL, detail text)""")
 
 
-MIGRATIONS = [("m001_initial", _m001_initial)]
+MIGRATIONS = [("m001_initial", _m001_initial),
+              ("m002_alerting", hub_alert_schema.m002_alerting)]
 
 
 def timescale_available(cur):

@@ -127,13 +127,14 @@ def _rows(frame, received):
     return out, unsynced
 
 
-def store_batch(conn, keys, messages, topic_gateway=None, now=None):
+def store_batch(conn, keys, messages, topic_gateway=None, now=None, engine=None):
     """Verify and store messages [(topic, payload)] in one transaction;
     returns (outcomes, receipts): one outcome per message ("stored",
     "duplicate" or a reject reason) and {gateway: [n]} of the envelopes
     handled for good (stored, stored before, or refused: sending a forged
     frame again cannot help). Raises only for database errors (nothing is
-    committed then)."""
+    committed then). engine (gateway.hub_rules.HubEngine) evaluates the new
+    frames' readings in the same transaction, before they are inserted."""
     now = time.time() if now is None else now
     outcomes = [None] * len(messages)
     frames = {}  # (device_id, seq) -> (at, gateway, received, link, rssi, raw, frame)
@@ -174,7 +175,13 @@ def store_batch(conn, keys, messages, topic_gateway=None, now=None):
                 [item[1] for item in items], [item[3] for item in items],
                 [item[4] for item in items], [item[5] for item in items]])
             new = {(device_id, seq) for device_id, seq in cur.fetchall()}
+        if heard:
+            # Before the engine's lock (gateway/hub_rules.py): a worker holding
+            # it must never wait for these rows of a worker waiting for it.
+            heard.sort(key=lambda r: r[:3])
+            cur.execute(_INSERT_HEARD, [list(column) for column in zip(*heard)])
         readings = []
+        evaluated = []
         for key in ordered:
             at, _, received, _, _, _, frame = frames[key]
             if key not in new:
@@ -182,14 +189,14 @@ def store_batch(conn, keys, messages, topic_gateway=None, now=None):
                 continue
             outcomes[at] = "stored"
             rows, unsynced = _rows(frame, received)
+            evaluated.append((key[0], rows))
             readings += [(key[0], key[1], c, i, t, v, q, received, unsynced)
                          for c, i, t, v, q in rows]
+        if engine is not None:
+            engine.evaluate(cur, evaluated, now)
         if readings:
             readings.sort(key=lambda r: r[:5])
             cur.execute(_INSERT_READINGS, [list(column) for column in zip(*readings)])
-        if heard:
-            heard.sort(key=lambda r: r[:3])
-            cur.execute(_INSERT_HEARD, [list(column) for column in zip(*heard)])
         if rejects:
             cur.executemany("INSERT INTO rejects (time, device_id, gateway, reason, detail) "
                             "VALUES (%s, %s, %s, %s, %s)", rejects)
