@@ -99,6 +99,7 @@ def hub_run(dsn, broker, worker_id, group, prefix, batch_ms, config_path, durati
     \b
     Example:
         huaico hub run --broker central.example:1883 --worker-id hub-1
+        huaico hub run --worker-id hub-2 --config /etc/huaico/hub.toml
     """
     from gateway.hub_worker import Worker, config_from, run
     setup_logging("info", log_format)

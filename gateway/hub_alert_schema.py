@@ -6,7 +6,8 @@ gateway's columns, in PostgreSQL's types: times are seconds since 1970
 (double precision, bigint for reading times as in readings), `since`,
 `levels`, `params`, `refs` and `parts` are JSON text as at the edge.
 
-engine_runs holds one counter that every evaluation under the engine's
+engine_seq and engine_held put each device's frames in order for the
+rules (see gateway/hub_rules.py). engine_runs holds one counter that every evaluation under the engine's
 lock moves (gateway/hub_rules.py): a worker whose in-memory windows were
 built before another worker's evaluation sees the counter moved and
 rebuilds them from these tables and the readings.
@@ -70,3 +71,12 @@ def m002_alerting(cur, timescale):
     cur.execute("CREATE INDEX delivery_log_outbox ON delivery_log (outbox_id)")
     cur.execute("CREATE TABLE engine_runs (id integer PRIMARY KEY, generation bigint NOT NULL)")
     cur.execute("INSERT INTO engine_runs VALUES (1, 0)")
+    # Each device's newest frame (seq) the rules have evaluated, and the
+    # frames stored but held back until the ones before them come
+    # (readings holds only evaluated readings while rules exist).
+    cur.execute("CREATE TABLE engine_seq (device_id text PRIMARY KEY, seq bigint NOT NULL)")
+    cur.execute("""
+        CREATE TABLE engine_held (
+            device_id text NOT NULL, seq bigint NOT NULL, received double precision NOT NULL,
+            unsynced boolean NOT NULL, rows text NOT NULL, held double precision NOT NULL,
+            PRIMARY KEY (device_id, seq))""")

@@ -211,14 +211,20 @@ class Worker:
         try:
             if conn is None or conn.closed:
                 conn = self.connect()
-            if self.engine.tick(conn, now):
-                self.dispatcher.wake()
+            self.engine.tick(conn, now)
+            self._wake_dispatcher()
         except Exception as exc:  # psycopg.Error, or a lost connection
             log.error("event=hub_tick_failed error=%r", exc)
             if conn is not None:
                 conn.close()
             return None
         return conn
+
+    def _wake_dispatcher(self):
+        # This worker's own dispatcher at once; another worker's by NOTIFY.
+        if self.engine.queued:
+            self.engine.queued = 0
+            self.dispatcher.wake()
 
     def _gather(self, first):
         batch = [first]
@@ -238,9 +244,7 @@ class Worker:
                                                    topic_gateway=gateway_of, engine=self.engine)
         if self.engine is not None:
             self.engine.committed()
-            if self.engine.queued:
-                self.engine.queued = 0
-                self.dispatcher.wake()
+            self._wake_dispatcher()
         # After the commit: the broker may now forget them, and each gateway
         # may move its confirmed cursor (gateway.upstream).
         generation = self._generation

@@ -262,11 +262,11 @@ def test_gateway_offline_for_a_day_catches_up_as_late_data(city, tmp_path, monke
                         {"gw-c": (True, ["ravine"])})
     _rule(city, rules.Rule("nivel", "above", {"watch": 1.0, "warning": 2.0}, site=SITE,
                            channel="water_level", hysteresis=0.1))
-    # One worker: with two, the shared subscription deals the catch-up's
-    # frames alternately, and a batch that commits first makes the other
-    # worker's older readings late for the point rule (seen here: the
-    # onset one frame late). A known defect of the hub, in its notes.
-    city.add_worker("hub-1")
+    # Two workers: the shared subscription deals the catch-up's frames
+    # alternately; the rules still take them in order (gateway/hub_rules.py:
+    # without that, the flood's onset came one frame late).
+    for worker_id in ("hub-1", "hub-2"):
+        city.add_worker(worker_id)
     listener = Listener(city.central)
     feeder = UdpBoards({"ravine": (boards["ravine"], [gw["gw-c"]])})
     # The gateway's uplink is cut (its local broker down); its board keeps
