@@ -1,13 +1,15 @@
 """The hub's dispatcher: exactly one sender of the city's outbox, whatever the number of workers.
 
-Every hub worker runs one, but only the holder of a session-scoped
-PostgreSQL advisory lock sends: the others try the lock every poll_s and
-one of them takes over within that time when the holder's connection
-ends (a worker killed with kill -9: the server drops its session and the
-lock with it). The holder also claims the rows it sends with
-`SELECT ... FOR UPDATE SKIP LOCKED`, so that even two dispatchers (a
-session the server has not yet noticed is dead) never take the same row.
-One sender keeps each topic's and each number's messages in order.
+Every hub worker runs one, but for each transport only the holder of its
+session-scoped PostgreSQL advisory lock sends: every worker competes for
+MQTT's, only workers with an SMS backend (a modem on their machine) for
+SMS's. The others try the locks every poll_s and one of them takes over
+within that time when the holder's connection ends (a worker killed with
+kill -9: the server drops its session and the lock with it). The holder
+also claims the rows it sends with `SELECT ... FOR UPDATE SKIP LOCKED`, so
+that even two dispatchers (a session the server has not yet noticed is
+dead) never take the same row. One sender keeps each topic's and each
+number's messages in order.
 
 MQTT rows are published QoS 1 on the central broker while their rows are
 locked, and marked sent in the same transaction once the broker acked
@@ -20,8 +22,8 @@ SMS rows (only when the hub has an SMS backend) follow the gateway's rule
 for what a modem accepted (gateway/dispatch.py): the copy is marked in
 flight and committed before the modem gets it; a row found in flight
 after a crash is sent once more with the language's repeat mark, and a
-second copy found in flight is not sent a third time. Rows wait while the
-hub has no backend for their transport (hold no_sms_backend). The SMS
+second copy found in flight is not sent a third time. Rows wait while no
+worker has a backend for their transport. The SMS
 policies of a gateway (quiet hours, hourly rate limit) are not applied
 here yet.
 
@@ -41,11 +43,11 @@ from gateway.sms import SmsError
 
 log = logging.getLogger("huaico.hub")
 
-_LOCK = "SELECT pg_try_advisory_lock(hashtext('huaico-hub-dispatch'))"
+_LOCK = "SELECT pg_try_advisory_lock(hashtext('huaico-hub-dispatch-' || %s))"
 _CLAIM = """
     SELECT id, alert_id, transport, recipient, grp, level, language, body, attempts, copies,
            inflight, concat_ref
-    FROM outbox WHERE status = 'pending' AND next_attempt <= %s
+    FROM outbox WHERE status = 'pending' AND next_attempt <= %s AND transport = ANY(%s)
     ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"""
 _FIELDS = ("id", "alert_id", "transport", "recipient", "grp", "level", "language", "body",
            "attempts", "copies", "inflight", "concat_ref")
@@ -69,7 +71,9 @@ class HubDispatcher:
         self.clock = clock
         self.status_reports = status_reports
         self.rng = random.Random()
-        self.holding = False
+        self.transports = [name for name, backend in (("mqtt", mqtt), ("sms", sms))
+                           if backend is not None]
+        self.holding = []  # the transports whose lock this dispatcher holds
         self.counts = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -96,12 +100,15 @@ class HubDispatcher:
                 if conn is None or conn.closed:
                     conn = self.connect()
                     conn.autocommit = True
-                    self.holding = False
-                if not self.holding:
-                    self.holding = conn.execute(_LOCK).fetchone()[0]
-                    if self.holding:
-                        conn.execute("LISTEN %s" % CHANNEL)
-                        log.info("event=hub_dispatcher_active worker=%s", self.worker_id)
+                    self.holding = []
+                for transport in self.transports:
+                    if transport not in self.holding and \
+                            conn.execute(_LOCK, [transport]).fetchone()[0]:
+                        if not self.holding:
+                            conn.execute("LISTEN %s" % CHANNEL)
+                        self.holding.append(transport)
+                        log.info("event=hub_dispatcher_active worker=%s transport=%s",
+                                 self.worker_id, transport)
                 self._wake.clear()
                 if self.holding:
                     while self.step(conn, self.clock()) and not self._stop.is_set():
@@ -124,7 +131,7 @@ class HubDispatcher:
         """Send what is due; the number of rows taken (BATCH: call again)."""
         with conn.transaction():
             rows = [dict(zip(_FIELDS, row))
-                    for row in conn.execute(_CLAIM, [now, BATCH]).fetchall()]
+                    for row in conn.execute(_CLAIM, [now, self.holding, BATCH]).fetchall()]
             mqtt = [row for row in rows if row["transport"] == "mqtt"]
             if mqtt:
                 self._send_mqtt(conn, mqtt, now)
@@ -136,10 +143,6 @@ class HubDispatcher:
     # -- MQTT ----------------------------------------------------------------------
 
     def _send_mqtt(self, conn, rows, now):
-        if self.mqtt is None:
-            for row in rows:
-                self._hold(conn, row["id"], "no_mqtt", now)
-            return
         blocked = set()
         published = []
         for row in rows:
@@ -156,10 +159,6 @@ class HubDispatcher:
     # -- SMS -----------------------------------------------------------------------
 
     def _send_sms(self, conn, row, now):
-        if self.sms is None:
-            with conn.transaction():
-                self._hold(conn, row["id"], "no_sms_backend", now)
-            return
         copies = row["copies"] or 1
         if row["inflight"]:
             if copies >= 2:
@@ -218,13 +217,6 @@ class HubDispatcher:
         self._log(conn, row, now, "retry", detail, None)
         log.warning("event=message_retry outbox=%d to=%s attempt=%d in_s=%.1f error=%s",
                     row["id"], row["recipient"], attempts, delay, detail)
-
-    @staticmethod
-    def _hold(conn, outbox_id, hold, now):
-        # Shown to operators; the row stays pending for a backend to come
-        # (a worker that has one), looked at again a minute later.
-        conn.execute("UPDATE outbox SET hold = %s, next_attempt = %s WHERE id = %s",
-                     [hold, now + 60, outbox_id])
 
     def _log(self, conn, row, now, outcome, detail, refs):
         conn.execute("INSERT INTO delivery_log (outbox_id, time, outcome, detail, refs, worker) "

@@ -179,7 +179,7 @@ def test_basin_rule_over_three_gateways_fires_once_and_each_message_goes_once(
     # (those a newer state of their alert replaced aside).
     assert city.query("SELECT DISTINCT status, hold FROM outbox WHERE transport = 'sms' "
                       "AND status != 'superseded'") == [
-        ("pending", "no_sms_backend")]
+        ("pending", "")]
 
 
 def _levels(phase_rounds, cycles):
@@ -319,3 +319,38 @@ def test_gateway_offline_for_a_day_catches_up_as_late_data(city, tmp_path, monke
     offset = alerts._utc_offset_min({"alerts": {"timezone": "America/Lima"}})
     for body, at in zip(caps, (onset, ended)):
         assert "<onset>%s</onset>" % cap.cap_datetime(at, offset) in body, body
+
+
+def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypatch,
+                                                        modem_emulator):
+    """hub-1 has the modem (an emulated SIM800 on a pty), hub-2 none: every
+    SMS of the storm leaves hub-1's modem once, while either sends MQTT."""
+    boards, gw = _start(city, tmp_path, monkeypatch, ["ravine"], {"gw-a": (False, ["ravine"])})
+    _rule(city, rules.Rule("nivel", "above", {"watch": 1.0, "warning": 2.0}, site=SITE,
+                           channel="water_level", hysteresis=0.1))
+    # Every event its own message (no coalescing wait for the all-clear).
+    plain = tmp_path / "plain.toml"
+    plain.write_text(HUB_CONFIG.replace("[alerts]\n", "[alerts]\ncoalesce_s = 0\n"))
+    with_modem = tmp_path / "modem.toml"
+    with_modem.write_text(plain.read_text() + '\n[sms]\nbackend = "modem"\nport = "%s"\n'
+                          % modem_emulator.path)
+    monkeypatch.setenv("HUAICO_HUB_CONFIG", str(with_modem))
+    city.add_worker("hub-1")
+    monkeypatch.setenv("HUAICO_HUB_CONFIG", str(plain))
+    city.add_worker("hub-2")
+    feeder = UdpBoards({"ravine": (boards["ravine"], [gw["gw-a"]])})
+    start = int(time.time()) - 60
+    for at, level in enumerate([500] * 3 + [1500] * 3 + [2500] * 3 + [500] * 3):
+        feeder.send_new(readings=lambda name: [(4, 0, 0, level, 0)], time_s=start + at)
+        feeder.take_acks(0.2)
+    assert feeder.settle(WAIT), city.logs()
+    assert _wait(lambda: city.query("SELECT count(*) FROM outbox WHERE transport = 'sms' "
+                                    "AND status = 'pending'") == [(0,)]), city.logs()
+    assert city.query("SELECT level, status FROM alerts") == [("warning", "cleared")]
+    rows = city.query("SELECT recipient, status, sent_by, copies FROM outbox "
+                      "WHERE transport = 'sms' ORDER BY id")
+    # watch, warning, all-clear to each of the two numbers, from hub-1, one copy each.
+    assert sorted(rows) == sorted((number, "sent", "hub-1", 1) for number in (OPERATOR, RESIDENT)
+                                  for _ in range(3)), city.logs()
+    sent = sorted(record["number"] for record in modem_emulator.sent)
+    assert sent == sorted(row[0] for row in rows)
