@@ -134,6 +134,11 @@ def test_basin_rule_over_three_gateways_fires_once_and_each_message_goes_once(
     _rule(city, rules.Rule("cuenca", "basin-mean", {"watch": 20.0, "warning": 40.0,
                                                            "emergency": 60.0},
                            site=SITE, channel="rain", window_s=600, params={"k": 3}))
+    # The shared board's own 10-minute rain, with a level at every 5 mm
+    # step: one of its frames evaluated twice (heard through gw-a and gw-b)
+    # would end it a level higher.
+    _rule(city, rules.Rule("compartida", "accumulation", {"advisory": 46.0, "watch": 51.0},
+                           device="shared", channel="rain", window_s=600))
     for worker_id in ("hub-1", "hub-2"):
         city.add_worker(worker_id)
     listener = Listener(city.central)
@@ -146,28 +151,34 @@ def test_basin_rule_over_three_gateways_fires_once_and_each_message_goes_once(
             feeder.send_new(readings=lambda name: [(1, 0, 0, 50, 0)])  # 5.0 mm each
             feeder.take_acks(0.3)
         assert feeder.settle(WAIT), city.logs()
+        shared = boards["shared"].kid.hex()
+        # Both gateways brought each of the shared board's frames.
+        assert _wait(lambda: city.query("SELECT count(*) FROM heard WHERE device_id = %s",
+                                        [shared]) == [(2 * rounds,)]), city.logs()
         assert _wait(lambda: _frames_at_hub(city, feeder.acked)), city.logs()
         assert _wait(lambda: _all_sent(city)), city.logs()
         time.sleep(1.0)  # a second copy, if one were sent, would arrive by now
         seen = listener.take()
     finally:
         listener.stop()
-    shared = boards["shared"].kid.hex()
-    assert city.query("SELECT count(*) FROM heard WHERE device_id = %s", [shared]) == [(20,)]
+    assert city.query("SELECT count(*) FROM frames WHERE device_id = %s", [shared]) == [
+        (rounds,)]
+    assert city.query("SELECT level FROM alerts WHERE rule_name = 'compartida'") == [
+        ("advisory",)], city.logs()
     # Fired once: one episode, watch then warning, on readings counted once
     # (the mean of 3 gauges x 10 x 5 mm is 50; with the shared board's
     # counted twice it would be 66.7, an emergency). Index 1 is the rule's coverage alert (fewer than k
     # gauges heard, before the storm reached them), as at a gateway.
     assert city.query("SELECT rule_name, device_id, level, status FROM alerts "
-                      "WHERE idx = 0") == [("cuenca", "basin:test site", "warning", "active")], \
+                      "WHERE idx = 0 AND rule_name = 'cuenca'") == [("cuenca", "basin:test site", "warning", "active")], \
         city.logs()
     assert city.query("SELECT msg_type, e.level FROM alert_events e JOIN alerts a "
-                      "ON a.id = e.alert_id WHERE a.idx = 0 ORDER BY e.id") == [
+                      "ON a.id = e.alert_id WHERE a.idx = 0 AND rule_name = 'cuenca' ORDER BY e.id") == [
         ("Alert", "watch"), ("Update", "warning")]
     # Each message once: the outbox's MQTT rows, as published, exactly once,
     # all by one dispatcher.
     assert city.query("SELECT count(*) FROM outbox o JOIN alerts a ON a.id = o.alert_id "
-                      "WHERE a.idx = 0 AND transport = 'mqtt'") == [(4,)]
+                      "WHERE a.idx = 0 AND rule_name = 'cuenca' AND transport = 'mqtt'") == [(4,)]
     outbox = city.query("SELECT recipient, body FROM outbox WHERE transport = 'mqtt' "
                         "ORDER BY id")
     assert sorted(seen) == sorted(outbox), city.logs()
