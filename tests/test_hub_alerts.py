@@ -152,9 +152,13 @@ def test_basin_rule_over_three_gateways_fires_once_and_each_message_goes_once(
             feeder.take_acks(0.3)
         assert feeder.settle(WAIT), city.logs()
         shared = boards["shared"].kid.hex()
-        # Both gateways brought each of the shared board's frames.
+        # Every copy a gateway acked reaches the hub (a datagram the loaded
+        # machine dropped on its way to one gateway is not resent once the
+        # other acked it, so count the acks rather than assume both).
+        pairs = sum(len(acked) for key, acked in feeder.acked.items() if key[0] == shared)
+        assert pairs > rounds, feeder.acked  # some frames heard twice
         assert _wait(lambda: city.query("SELECT count(*) FROM heard WHERE device_id = %s",
-                                        [shared]) == [(2 * rounds,)]), city.logs()
+                                        [shared])[0][0] >= pairs), city.logs()
         assert _wait(lambda: _frames_at_hub(city, feeder.acked)), city.logs()
         assert _wait(lambda: _all_sent(city)), city.logs()
         time.sleep(1.0)  # a second copy, if one were sent, would arrive by now
@@ -287,8 +291,10 @@ def test_gateway_offline_for_a_day_catches_up_as_late_data(city, tmp_path, monke
     # order, and a gateway's rules would see it so too.
     city.local.stop()
     day_ago = int(time.time()) - 86400
-    storm = range(100, 130)
-    levels = [2500 if step in storm else 300 for step in range(288)]
+    # Four floods: each onset is checked, so a frame taken out of order
+    # anywhere in the catch-up shows.
+    storms = [range(40, 60), range(100, 130), range(170, 180), range(220, 250)]
+    levels = [2500 if any(step in storm for storm in storms) else 300 for step in range(288)]
     try:
         for step, level in enumerate(levels):
             feeder.send_new(readings=lambda name: [(4, 0, 0, level, 0)],
@@ -307,29 +313,32 @@ def test_gateway_offline_for_a_day_catches_up_as_late_data(city, tmp_path, monke
     finally:
         listener.stop()
     assert city.query("SELECT count(*) FROM frames") == [(288,)]
-    # One alert, for when it happened: onset and end are the readings'
-    # times a day ago, not the upload's.
-    onset, ended, raised = city.query("SELECT onset, ended, raised FROM alerts")[0]
-    assert city.query("SELECT level, status FROM alerts") == [("warning", "cleared")]
-    assert onset == day_ago + 300 * storm[0]  # send_new stamps 10 s before time_s
-    assert ended == day_ago + 300 * (storm[-1] + 1)
-    assert raised > time.time() - WAIT
+    # An alert a flood, for when it happened: onset and end are the
+    # readings' times a day ago (send_new stamps 10 s before time_s), not
+    # the upload's.
+    assert city.query("SELECT onset, ended, level, status FROM alerts ORDER BY id") == [
+        (day_ago + 300 * storm[0], day_ago + 300 * (storm[-1] + 1), "warning", "cleared")
+        for storm in storms], city.logs()
+    assert min(row[0] for row in city.query("SELECT raised FROM alerts")) > time.time() - WAIT
     # Residents: no fresh alert about an old flood, one late report saying
     # what happened and when; operators: the timeline.
     sms = city.query("SELECT recipient, kind, status FROM outbox WHERE transport = 'sms' "
                      "AND status != 'superseded' ORDER BY id")
-    assert [row for row in sms if row[0] == RESIDENT] == [(RESIDENT, "late", "pending")]
+    assert [row for row in sms if row[0] == RESIDENT] == [(RESIDENT, "late", "pending")] * 4
     assert {row[1] for row in sms if row[0] == OPERATOR} == {"timeline"}
     # MQTT consumers get the CAP events with their onset, each once.
     outbox = city.query("SELECT recipient, body FROM outbox WHERE transport = 'mqtt'")
     assert sorted(seen) == sorted(outbox)
     caps = [body for topic, body in seen if topic.endswith("/cap")]
-    assert len(caps) == 2  # the Alert and its all-clear
-    # Each event with its reading's time: the flood's onset, its end (in the
+    # Each event with its reading's time: a flood's onset, its end (in the
     # offset alerts.py gives CAP times).
     offset = alerts._utc_offset_min({"alerts": {"timezone": "America/Lima"}})
-    for body, at in zip(caps, (onset, ended)):
-        assert "<onset>%s</onset>" % cap.cap_datetime(at, offset) in body, body
+    times = [at for row in city.query("SELECT onset, ended FROM alerts ORDER BY id")
+             for at in row]
+    assert len(caps) == len(times)  # an Alert and an all-clear a flood
+    for at in times:
+        assert sum("<onset>%s</onset>" % cap.cap_datetime(at, offset) in body
+                   for body in caps) == 1, (at, caps)
 
 
 def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypatch,
