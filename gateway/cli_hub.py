@@ -81,7 +81,7 @@ def hub_init(dsn):
               help="Shared subscription group: workers of one group split the frames.")
 @click.option("--prefix", default="huaico-city", show_default=True,
               help="Topic prefix the gateways forward under ([upstream] topic_prefix).")
-@click.option("--batch-ms", default=0, show_default=True,
+@click.option("--batch-ms", default=10, show_default=True,
               help="Messages arriving within this time share one commit.")
 @click.option("--config", "config_path", envvar="HUAICO_HUB_CONFIG",
               type=click.Path(dir_okay=False, exists=True),

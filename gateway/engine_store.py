@@ -9,7 +9,7 @@ store is one subclass, not a fork of rules.py.
 
 Every method runs on the caller's connection inside the caller's
 transaction and never commits: the writer (gateway/store.py) or the hub
-worker (gateway/hub_rules.py) commits the readings, the alerts they raised
+worker (gateway/hub_store.py with gateway/hub_rules.py) commits the readings, the alerts they raised
 and the messages to send together, or none of them.
 
 The queries are written once, with `?` placeholders, in the SQL both
@@ -30,10 +30,11 @@ class EngineStore:
     # -- plumbing a subclass provides ------------------------------------------
 
     def _rows(self, sql, args=()):
-        """All rows of `sql` as tuples; with names=True (dicts) see _dicts."""
+        """All rows of `sql` (with `?` placeholders) as tuples."""
         raise NotImplementedError
 
     def _dicts(self, sql, args=()):
+        """All rows of `sql` as dicts by column name."""
         raise NotImplementedError
 
     def _insert(self, sql, args):
@@ -219,11 +220,6 @@ class SqliteEngineStore(EngineStore):
 
     def __init__(self, conn):
         self.conn = getattr(conn, "conn", conn)
-
-    def execute(self, sql, args=()):
-        """The raw connection's execute, for callers outside the engine that
-        were handed this store (the CLI's and dispatcher's own queries)."""
-        return self.conn.execute(sql, args)
 
     def _rows(self, sql, args=()):
         return self.conn.execute(sql, args).fetchall()

@@ -227,13 +227,21 @@ class Worker:
             self.dispatcher.wake()
 
     def _gather(self, first):
+        """What is queued, and in a burst what comes within batch_ms: a lone
+        message (a live frame, whose alert is waited for) goes at once."""
         batch = [first]
         deadline = time.monotonic() + self.batch_s
         while len(batch) < MAX_BATCH:
-            remaining = deadline - time.monotonic()
             try:
-                batch.append(self.inbox.get(timeout=max(remaining, 0)) if remaining > 0
-                             else self.inbox.get_nowait())
+                batch.append(self.inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if len(batch) == 1 or remaining <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=remaining))
             except queue.Empty:
                 break
         return batch

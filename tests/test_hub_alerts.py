@@ -21,7 +21,6 @@ import random
 import time
 
 import psycopg
-import pytest
 
 from gateway import alerts, cap, rules
 from gateway.engine_store_pg import PgEngineStore
