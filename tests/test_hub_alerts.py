@@ -115,8 +115,10 @@ def _wait(predicate, timeout=WAIT, every=0.2):
 
 
 def _all_sent(city):
-    return city.query("SELECT count(*) FROM outbox WHERE transport = 'mqtt' "
-                      "AND status != 'sent'") == [(0,)]
+    """No frame held back from the rules (gateway/hub_rules.py), every MQTT
+    message sent."""
+    return city.query("SELECT count(*) FROM engine_held") == [(0,)] and city.query(
+        "SELECT count(*) FROM outbox WHERE transport = 'mqtt' AND status != 'sent'") == [(0,)]
 
 
 def _frames_at_hub(city, expected):
@@ -363,6 +365,9 @@ def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypa
         feeder.send_new(readings=lambda name: [(4, 0, 0, level, 0)], time_s=start + at)
         feeder.take_acks(0.2)
     assert feeder.settle(WAIT), city.logs()
+    assert _wait(lambda: _frames_at_hub(city, feeder.acked)), city.logs()
+    assert _wait(lambda: city.query("SELECT count(*) FROM alerts WHERE status = 'cleared'")
+                 == [(1,)]), city.logs()
     assert _wait(lambda: city.query("SELECT count(*) FROM outbox WHERE transport = 'sms' "
                                     "AND status = 'pending'") == [(0,)]), city.logs()
     assert city.query("SELECT level, status FROM alerts") == [("warning", "cleared")]
