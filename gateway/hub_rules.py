@@ -31,8 +31,10 @@ readings, until the predecessor comes (in any worker's later evaluation)
 or it has waited HOLD_S (a frame lost for good, a new board epoch, a
 killed worker's frames still with the broker): then the rules take it
 and what follows, and a frame that comes after that is late data, as at
-a gateway. A device's first frame at the hub, and a frame older than the
-newest evaluated, are taken at once. Frames in order are never held, so
+a gateway. A device's first frames at the hub wait HOLD_S too (nothing
+tells which seq comes first: a gateway's catch-up of a new board arrives
+at both workers at once), then go in seq order; a frame older than the
+newest evaluated is taken at once. Frames in order are never held, so
 live alerts wait for nothing.
 
 Timers (silent devices, minimum durations, escalation, a basin's stale
@@ -51,7 +53,10 @@ log = logging.getLogger("huaico.hub")
 CHANNEL = "huaico_outbox"
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext('huaico-hub-engine'))"
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('huaico-hub-engine'))"
-HOLD_S = 2.0
+# Long enough for a worker that is slow for a moment (starting, a loaded
+# machine: 2 s was seen to be too short) or killed and restarted; a frame
+# lost for good costs its successors this long, once.
+HOLD_S = 10.0
 
 
 class HubEngine:
@@ -104,13 +109,14 @@ class HubEngine:
             newest = last.get(device_id)
             for at, (frame, held) in enumerate(entries):
                 seq = frame[1]
-                if newest is not None and seq > newest + 1:
+                if newest is None or seq > newest + 1:
                     oldest = min(now if h is None else h for _, h in entries[at:])
                     if now - oldest < HOLD_S:
                         hold += [(f, now) for f, h in entries[at:] if h is None]
                         break
-                    log.warning("event=hub_rules_gap device=%s after=%d seq=%d",
-                                device_id, newest, seq)
+                    if newest is not None:
+                        log.warning("event=hub_rules_gap device=%s after=%d seq=%d",
+                                    device_id, newest, seq)
                 ready.append(frame)
                 if held is not None:
                     taken.append((device_id, seq))

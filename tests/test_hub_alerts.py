@@ -114,6 +114,20 @@ def _wait(predicate, timeout=WAIT, every=0.2):
     return True
 
 
+def _one_by_one(feeder, levels, start, every=1):
+    """A water level a frame, stamped `every` s apart from `start`, each
+    frame sent when the one before it is acked, as a board's ring sends: a
+    burst over UDP would reach the gateway out of order (a datagram lost
+    before the gateway listened comes again after newer ones), and a
+    gateway's rules would see it so too."""
+    for at, level in enumerate(levels):
+        feeder.send_new(readings=lambda name: [(4, 0, 0, level, 0)], time_s=start + every * at)
+        deadline = time.monotonic() + WAIT
+        while feeder.unacked and time.monotonic() < deadline:
+            feeder.take_acks(0.02)
+            feeder.resend(0.2)
+
+
 def _all_sent(city):
     """No frame held back from the rules (gateway/hub_rules.py), every MQTT
     message sent."""
@@ -287,9 +301,7 @@ def test_gateway_offline_for_a_day_catches_up_as_late_data(city, tmp_path, monke
     feeder = UdpBoards({"ravine": (boards["ravine"], [gw["gw-c"]])})
     # The gateway's uplink is cut (its local broker down); its board keeps
     # reporting, acked by the gateway, a frame every 5 minutes for a day in
-    # which a flood came and went. Each frame waits for its ack, as a
-    # board's ring does: a burst over UDP would reach the gateway out of
-    # order, and a gateway's rules would see it so too.
+    # which floods came and went.
     city.local.stop()
     day_ago = int(time.time()) - 86400
     # Four floods: each onset is checked, so a frame taken out of order
@@ -297,13 +309,7 @@ def test_gateway_offline_for_a_day_catches_up_as_late_data(city, tmp_path, monke
     storms = [range(40, 60), range(100, 130), range(170, 180), range(220, 250)]
     levels = [2500 if any(step in storm for storm in storms) else 300 for step in range(288)]
     try:
-        for step, level in enumerate(levels):
-            feeder.send_new(readings=lambda name: [(4, 0, 0, level, 0)],
-                            time_s=day_ago + 300 * step + 10)
-            deadline = time.monotonic() + WAIT
-            while feeder.unacked and time.monotonic() < deadline:
-                feeder.take_acks(0.02)
-                feeder.resend(0.2)
+        _one_by_one(feeder, levels, day_ago + 10, every=300)
         assert feeder.settle(WAIT), city.logs()
         assert city.query("SELECT count(*) FROM frames") == [(0,)]
         city.local.start()  # the uplink is back: the day comes in, in order
@@ -360,10 +366,7 @@ def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypa
     monkeypatch.setenv("HUAICO_HUB_CONFIG", str(plain))
     city.add_worker("hub-2")
     feeder = UdpBoards({"ravine": (boards["ravine"], [gw["gw-a"]])})
-    start = int(time.time()) - 60
-    for at, level in enumerate([500] * 3 + [1500] * 3 + [2500] * 3 + [500] * 3):
-        feeder.send_new(readings=lambda name: [(4, 0, 0, level, 0)], time_s=start + at)
-        feeder.take_acks(0.2)
+    _one_by_one(feeder, [500] * 3 + [1500] * 3 + [2500] * 3 + [500] * 3, int(time.time()) - 60)
     assert feeder.settle(WAIT), city.logs()
     assert _wait(lambda: _frames_at_hub(city, feeder.acked)), city.logs()
     assert _wait(lambda: city.query("SELECT count(*) FROM alerts WHERE status = 'cleared'")
@@ -375,6 +378,8 @@ def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypa
                       "WHERE transport = 'sms' ORDER BY id")
     # watch, warning, all-clear to each of the two numbers, from hub-1, one copy each.
     assert sorted(rows) == sorted((number, "sent", "hub-1", 1) for number in (OPERATOR, RESIDENT)
-                                  for _ in range(3)), city.logs()
+                                  for _ in range(3)), (
+        city.query("SELECT alert_id, msg_type, level, reading_time FROM alert_events"),
+        city.logs())
     sent = sorted(record["number"] for record in modem_emulator.sent)
     assert sent == sorted(row[0] for row in rows)
