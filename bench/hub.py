@@ -10,7 +10,14 @@ Prints, from one run on this machine:
   same tables in one transaction, and the ratio;
 - the time for a gateway to drain a 24-hour backlog of 100 devices at one
   frame a minute (144,000 frames) through the broker to the hub, until the
-  hub has receipted the last one (the gateway's confirmed cursor).
+  hub has receipted the last one (the gateway's confirmed cursor);
+- the end-to-end alert latency: from a frame's arrival at a gateway (its
+  UDP datagram sent on loopback to `huaico run`) to its alert's MQTT
+  publish by the hub (the CAP JSON message arriving at a subscriber of the
+  central broker), through the gateway's commit and upstream forwarder, the
+  central Mosquitto, 2 `huaico hub run` workers evaluating the rule in
+  PostgreSQL and the one that holds the dispatch lock; p50/p99 over
+  alternating frames above and below an `above` rule, one frame at a time.
 
 Every part is real (PostgreSQL, Mosquitto, worker processes) and started
 by the test fixtures on free 127.0.0.1 ports.
@@ -18,6 +25,7 @@ by the test fixtures on free 127.0.0.1 ports.
 import argparse
 import os
 import pathlib
+import queue
 import signal
 import sys
 import tempfile
@@ -27,12 +35,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
-from gateway import hub_devices, upstream  # noqa: E402
+from gateway import hub_devices, rules, upstream  # noqa: E402
 from gateway.mqtt import MqttLink  # noqa: E402
 from gateway.store import Counters, Writer  # noqa: E402
 from protocol import frame as wire  # noqa: E402
 from protocol.cose import MacKey  # noqa: E402
-from tests.fixtures.city import PREFIX, READINGS, City, Worker  # noqa: E402
+from tests.fixtures.city import PREFIX, READINGS, City, UdpBoards, Worker  # noqa: E402
 
 BASE_TIME = int(time.time()) - 86400
 
@@ -158,11 +166,83 @@ def drain_time(city, devices, minutes):
     return len(frames), elapsed
 
 
+_LATENCY_CONFIG = """
+[mqtt]
+enabled = true
+topic_prefix = "bench"
+"""
+
+
+def alert_latency(city, samples):
+    """Seconds from each frame's UDP send to a gateway until its alert's JSON
+    is on the central broker; [samples] of them."""
+    from tests.fixtures.gateway import Board
+    config = city.directory / "hub-latency.toml"
+    config.write_text(_LATENCY_CONFIG)
+    os.environ["HUAICO_HUB_CONFIG"] = str(config)
+    with psycopg.connect(city.postgres.dsn) as conn:
+        board = Board(hub_devices.add(conn, "latency-0", "pico", "latency"))
+        rule = rules.Rule("latency", "above", {"watch": 1.0}, site="latency",
+                          channel="water_level")
+        row = dict(rule.to_row(), created=time.time(), updated=time.time())
+        conn.execute("INSERT INTO rules (%s) VALUES (%s)" % (
+            ", ".join(row), ", ".join(["%s"] * len(row))), list(row.values()))
+    gateway = city.add_gateway("gw-latency", city.central, ["latency-0"])
+    workers = [Worker(city.directory, "latency-%d" % n, city.postgres.dsn, city.central)
+               for n in range(2)]
+    for worker in workers:
+        worker.start()
+    del os.environ["HUAICO_HUB_CONFIG"]
+    listener = MqttLink("127.0.0.1", city.central.port, "bench-listener", clean=True)
+    listener.start()
+    listener.wait_connected(10)
+    listener.subscribe("bench/alerts/+", qos=1)  # the JSON; "/cap" is the same event
+    feeder = UdpBoards({"latency-0": (board, [gateway])})
+    time.sleep(3.0)  # gateway, workers and dispatcher up
+    out = []
+    try:
+        for n in range(samples + 20):
+            level = 1500 if n % 2 == 0 else 500  # above, then below: a raise, a clear
+            t0 = time.perf_counter()
+            feeder.send_new(readings=lambda name: [(4, 0, 0, level, 0)])
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    event = listener.events.get(timeout=0.05)
+                except queue.Empty:
+                    # A datagram sent before the gateway listened: again, as a board would.
+                    feeder.take_acks(0.0)
+                    feeder.resend(0.5)
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("no alert within 30 s of frame %d" % n) from None
+                    continue
+                if event[0] == "message":
+                    break
+            if n >= 20:  # the first ones warm up connections and caches
+                out.append(time.perf_counter() - t0)
+            feeder.take_acks(0.0)
+            time.sleep(0.02)
+    finally:
+        listener.stop()
+        for worker in workers:
+            worker.stop()
+        gateway.stop()
+    return out
+
+
+def _percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=20000)
     parser.add_argument("--backlog-devices", type=int, default=100)
     parser.add_argument("--backlog-minutes", type=int, default=1440)
+    parser.add_argument("--latency-samples", type=int, default=500)
+    parser.add_argument("--latency-only", action="store_true",
+                        help="Skip the ingest and backlog figures.")
     args = parser.parse_args()
     city = City(pathlib.Path(tempfile.mkdtemp(prefix="huaico-bench-hub-")))
     os.chdir(pathlib.Path(__file__).resolve().parents[1])
@@ -171,21 +251,28 @@ def main():
         # Unlimited queues: the benchmark publishes faster than the workers
         # drain, and Mosquitto's default drops beyond 1000 queued messages.
         city.start_brokers(central_extra="max_queued_messages 0\nmax_inflight_messages 1000\n")
-        devices = _devices(city, 100)
-        frames = _frames(devices, args.frames // 100)
-        rates = {n: hub_rate(city, frames, n) for n in (1, 2)}
-        ceiling = copy_rate(city, frames, devices)
-        print("hub ingest, %d frames of %d readings, durable commits (frames/s)"
-              % (len(frames), len(READINGS)))
-        print("%-34s %10s %8s" % ("path", "frames/s", "of COPY"))
-        for workers, rate in rates.items():
-            print("%-34s %10.0f %7.0f%%" % ("%d hub worker(s) via Mosquitto" % workers, rate,
-                                           100 * rate / ceiling))
-        print("%-34s %10.0f %7.0f%%" % ("COPY of the same rows (ceiling)", ceiling, 100))
-        count, elapsed = drain_time(city, devices[:args.backlog_devices], args.backlog_minutes)
-        print("\nbacklog: %d frames (%d devices x %d min) drained to the hub and receipted "
-              "in %.1f s (%.0f frames/s)" % (count, args.backlog_devices, args.backlog_minutes,
-                                            elapsed, count / elapsed))
+        if not args.latency_only:
+            devices = _devices(city, 100)
+            frames = _frames(devices, args.frames // 100)
+            rates = {n: hub_rate(city, frames, n) for n in (1, 2)}
+            ceiling = copy_rate(city, frames, devices)
+            print("hub ingest, %d frames of %d readings, durable commits (frames/s)"
+                  % (len(frames), len(READINGS)))
+            print("%-34s %10s %8s" % ("path", "frames/s", "of COPY"))
+            for workers, rate in rates.items():
+                print("%-34s %10.0f %7.0f%%" % ("%d hub worker(s) via Mosquitto" % workers, rate,
+                                               100 * rate / ceiling))
+            print("%-34s %10.0f %7.0f%%" % ("COPY of the same rows (ceiling)", ceiling, 100))
+            count, elapsed = drain_time(city, devices[:args.backlog_devices], args.backlog_minutes)
+            print("\nbacklog: %d frames (%d devices x %d min) drained to the hub and receipted "
+                  "in %.1f s (%.0f frames/s)" % (count, args.backlog_devices, args.backlog_minutes,
+                                                elapsed, count / elapsed))
+        latency = alert_latency(city, args.latency_samples)
+        p50, p99 = _percentile(latency, 0.5) * 1000, _percentile(latency, 0.99) * 1000
+        print("\nalert latency, frame at a gateway -> its alert published by the hub "
+              "(%d alerts, 2 workers)" % len(latency))
+        print("p50 %.1f ms, p99 %.1f ms, max %.1f ms (target p99 <= 50 ms: %s)"
+              % (p50, p99, max(latency) * 1000, "met" if p99 <= 50 else "NOT met"))
     finally:
         city.stop()
 

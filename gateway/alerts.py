@@ -34,7 +34,7 @@ import json
 import logging
 import zoneinfo
 
-from gateway import cap, templates
+from gateway import cap, engine_store, templates
 from gateway.rules import LEVELS, site_key
 
 log = logging.getLogger("huaico.alerts")
@@ -143,119 +143,103 @@ def _utc_offset_min(config):
     return int(offset.total_seconds() // 60)
 
 
-def _alert(conn, alert_id):
-    cursor = conn.execute("SELECT * FROM alerts WHERE id = ?", [alert_id])
-    row = cursor.fetchone()
-    if row is None:
+def _alert(store, alert_id):
+    alert = engine_store.of(store).alert(alert_id)
+    if alert is None:
         raise AlertError("no alert %s" % alert_id)
-    return dict(zip([column[0] for column in cursor.description], row))
-
-
-def _first_event(conn, alert_id):
-    return conn.execute("SELECT identifier, time FROM alert_events WHERE alert_id = ? "
-                        "ORDER BY id LIMIT 1", [alert_id]).fetchone()
+    return alert
 
 
 def raise_alert(conn, config, rule, device, index, level, value, now, at=None):
     """A new alert episode; returns (alert id, outbox ids). at is the time
     of the reading that raised it (now when not given)."""
+    store = engine_store.of(conn)
     at = now if at is None else at
-    place = place_of(config, rule, device)
-    cursor = conn.execute(
-        "INSERT INTO alerts (rule_id, rule_name, device_id, idx, kind, channel, place, level, "
-        "peak_level, value, unit, status, raised, onset, peak_time, peak_value) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
-        [rule.id, rule.name, device.get("id"), index, rule.kind, rule.channel, place, level,
-         level, value, rule.unit, now, at, at, value])
-    alert_id = cursor.lastrowid
+    alert_id = store.add_alert({
+        "rule_id": rule.id, "rule_name": rule.name, "device_id": device.get("id"),
+        "idx": index, "kind": rule.kind, "channel": rule.channel,
+        "place": place_of(config, rule, device), "level": level, "peak_level": level,
+        "value": value, "unit": rule.unit, "status": "active", "raised": now, "onset": at,
+        "peak_time": at, "peak_value": value})
     extra = {"window_s": rule.window_s, "lat": device.get("lat"), "lon": device.get("lon"),
              "site": device.get("site") or getattr(rule, "site", None)}
-    ids = _event(conn, config, _alert(conn, alert_id), "Alert", level, value, now, extra, at)
+    ids = _event(store, config, _alert(store, alert_id), "Alert", level, value, now, extra, at)
     log.info("event=alert_raised alert=%d rule=%s device=%s level=%s value=%s reading_time=%s",
              alert_id, rule.name, device.get("id"), level, value, at)
     return alert_id, ids
 
 
 def update_alert(conn, config, alert_id, level, value, now, at=None):
+    store = engine_store.of(conn)
     at = now if at is None else at
-    alert = _alert(conn, alert_id)
+    alert = _alert(store, alert_id)
     peak = max(alert["peak_level"], level, key=LEVELS.index)
     higher = LEVELS.index(level) > LEVELS.index(alert["peak_level"])
     peak_time = at if higher else alert["peak_time"]
     peak_value = value if higher else alert["peak_value"]
-    conn.execute("UPDATE alerts SET level = ?, peak_level = ?, value = ?, peak_time = ?, "
-                 "peak_value = ? WHERE id = ?",
-                 [level, peak, value, peak_time, peak_value, alert_id])
-    alert.update(level=level, peak_level=peak, value=value, peak_time=peak_time,
-                 peak_value=peak_value)
+    fields = {"level": level, "peak_level": peak, "value": value, "peak_time": peak_time,
+              "peak_value": peak_value}
+    store.change_alert(alert_id, fields)
+    alert.update(fields)
     log.info("event=alert_update alert=%d level=%s value=%s reading_time=%s",
              alert_id, level, value, at)
-    return _event(conn, config, alert, "Update", level, value, now, _extra(conn, alert), at)
+    return _event(store, config, alert, "Update", level, value, now, _extra(store, alert), at)
 
 
 def clear_alert(conn, config, alert_id, value, now, at=None):
+    store = engine_store.of(conn)
     at = now if at is None else at
-    alert = _alert(conn, alert_id)
-    conn.execute("UPDATE alerts SET status = 'cleared', cleared = ?, value = ?, ended = ? "
-                 "WHERE id = ?", [now, value, at, alert_id])
+    alert = _alert(store, alert_id)
+    store.change_alert(alert_id, {"status": "cleared", "cleared": now, "value": value,
+                                  "ended": at})
     alert.update(status="cleared", ended=at)
     log.info("event=alert_cleared alert=%d value=%s reading_time=%s", alert_id, value, at)
-    return _event(conn, config, alert, "Clear", "clear", value, now, _extra(conn, alert), at)
+    return _event(store, config, alert, "Clear", "clear", value, now, _extra(store, alert), at)
 
 
-def _extra(conn, alert):
+def _extra(store, alert):
     extra = {"window_s": 0, "lat": None, "lon": None, "site": None}
     if alert["rule_id"] is not None:
-        row = conn.execute("SELECT window_s, site FROM rules WHERE id = ?",
-                           [alert["rule_id"]]).fetchone()
+        row = store.rule_place(alert["rule_id"])
         if row:
             extra["window_s"], extra["site"] = row
     if alert["device_id"]:
-        row = conn.execute("SELECT lat, lon, site FROM devices WHERE id = ?",
-                           [alert["device_id"]]).fetchone()
-        if row:
-            extra["lat"], extra["lon"] = row[:2]
-            extra["site"] = row[2] or extra["site"]
+        device = store.device(alert["device_id"])
+        if device:
+            extra["lat"], extra["lon"] = device.get("lat"), device.get("lon")
+            extra["site"] = device.get("site") or extra["site"]
     return extra
 
 
-def _event(conn, config, alert, msg_type, level, value, now, extra, at):
+def _event(store, config, alert, msg_type, level, value, now, extra, at):
     """Record one CAP event of the alert and queue its messages."""
     alert_id = alert["id"]
     extra = dict(extra, reading_time=at)
     late = now - at > float(_section(config, "alerts").get("late_after_s", 900))
-    count = conn.execute("SELECT count(*) FROM alert_events WHERE alert_id = ?",
-                         [alert_id]).fetchone()[0]
-    identifier = "%s.%d.%d" % (_sender(config), alert_id, count + 1)
-    first = _first_event(conn, alert_id)
+    events = store.events(alert_id)
+    identifier = "%s.%d.%d" % (_sender(config), alert_id, len(events) + 1)
+    first = (events[0]["identifier"], events[0]["time"]) if events else None
     refs = json.dumps([list(first)]) if first else None
-    cursor = conn.execute(
-        "INSERT INTO alert_events (alert_id, msg_type, level, value, time, identifier, refs, "
-        "reading_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [alert_id, msg_type, level, value, now, identifier, refs, at])
-    event_id = cursor.lastrowid
+    event_id = store.add_event({
+        "alert_id": alert_id, "msg_type": msg_type, "level": level, "value": value,
+        "time": now, "identifier": identifier, "refs": refs, "reading_time": at})
     # An all-clear is as urgent (quiet hours, rate limits) as what it clears.
     policy_level = alert["level"] if level == "clear" else level
     message = {"Alert": "alert", "Update": "update", "Clear": "clear"}[msg_type]
     ids = []
     sent_to = set()
-    received = _groups_reached(conn, alert_id)
+    received = store.groups_reached(alert_id)
     for group in groups(config).values():
         reached = group["name"] in received
         if message == "clear" and not reached:
             continue
         if not reached and LEVELS.index(level) < LEVELS.index(group["min_level"]):
             continue
-        ids += _queue_sms(conn, config, alert, event_id, group, message, policy_level, value,
+        ids += _queue_sms(store, config, alert, event_id, group, message, policy_level, value,
                           now, extra, sent_to, escalation=0, late=late)
-    ids += _queue_mqtt(conn, config, alert, event_id, identifier, msg_type, level, value,
+    ids += _queue_mqtt(store, config, alert, event_id, identifier, msg_type, level, value,
                        now, extra, first)
     return ids
-
-
-def _groups_reached(conn, alert_id):
-    return {row[0] for row in conn.execute(
-        "SELECT DISTINCT grp FROM outbox WHERE alert_id = ? AND transport = 'sms'", [alert_id])}
 
 
 def _actions(config, extra, language):
@@ -274,7 +258,7 @@ def _text(config, alert, group, message, level, value, extra, now, sms=True):
         shift=group.get("shift_table"), sms=sms)
 
 
-def _queue_sms(conn, config, alert, event_id, group, message, level, value, now, extra,
+def _queue_sms(store, config, alert, event_id, group, message, level, value, now, extra,
                sent_to, escalation, late=False):
     """One SMS per number of the group, coalesced with what that number has
     of this alert (see the module docstring)."""
@@ -284,10 +268,7 @@ def _queue_sms(conn, config, alert, event_id, group, message, level, value, now,
         if number in sent_to:
             continue
         sent_to.add(number)
-        prior = conn.execute(
-            "SELECT id, status, kind, level, sent, copies FROM outbox WHERE alert_id = ? "
-            "AND recipient = ? AND transport = 'sms' ORDER BY id",
-            [alert["id"], number]).fetchall()
+        prior = store.messages_to(alert["id"], number)
         if coalesce_s > 0:
             unsent = [row[0] for row in prior if row[1] == "pending" and not row[5]]
             told = [row for row in prior if row[1] == "sent" or (row[1] == "pending" and row[5])]
@@ -310,14 +291,12 @@ def _queue_sms(conn, config, alert, event_id, group, message, level, value, now,
                 message != "clear" and
                 LEVELS.index(level) > max(LEVELS.index(row[3]) for row in told))
             due = now if rising or last_sent is None else max(now, last_sent + coalesce_s)
-        text = (_timeline(conn, config, alert, group) if kind == "timeline" else
+        text = (_timeline(store, config, alert, group) if kind == "timeline" else
                 _late_text(config, alert, group, extra, now) if kind == "late" else
                 _text(config, alert, group, kind, level, value, extra, now))
         if unsent:
-            conn.execute("UPDATE outbox SET status = 'superseded', hold = '', last_error = "
-                         "'newer state queued' WHERE id IN (%s)" % ",".join("?" * len(unsent)),
-                         unsent)
-        ids.append(_insert(conn, alert["id"], event_id, "sms", number, group["name"], level,
+            store.supersede(unsent)
+        ids.append(_insert(store, alert["id"], event_id, "sms", number, group["name"], level,
                            group["language"], text, escalation, now, due, kind))
     return ids
 
@@ -347,29 +326,25 @@ def _late_text(config, alert, group, extra, now):
         shift=group.get("shift_table"))
 
 
-def _timeline(conn, config, alert, group):
+def _timeline(store, config, alert, group):
     """Every event of the alert with its reading time, for operators."""
-    now = conn.execute("SELECT max(time) FROM alert_events WHERE alert_id = ?",
-                       [alert["id"]]).fetchone()[0]
-    events = [(_clock(config, at if at is not None else time, now), level, value)
-              for level, value, at, time in conn.execute(
-                  "SELECT level, value, reading_time, time FROM alert_events "
-                  "WHERE alert_id = ? ORDER BY id", [alert["id"]])]
+    rows = store.events(alert["id"])
+    now = max((row["time"] for row in rows), default=None)
+    events = [(_clock(config, row["reading_time"] if row["reading_time"] is not None
+                      else row["time"], now), row["level"], row["value"]) for row in rows]
     return templates.render_timeline(group["language"], place=alert["place"],
                                      alert_id=alert["id"], kind=alert["kind"],
                                      unit=alert["unit"], events=events,
                                      shift=group.get("shift_table"))
 
 
-def _insert(conn, alert_id, event_id, transport, recipient, group, level, language, body,
+def _insert(store, alert_id, event_id, transport, recipient, group, level, language, body,
             escalation, now, due=None, kind=None):
-    cursor = conn.execute(
-        "INSERT INTO outbox (alert_id, event_id, transport, recipient, grp, level, language, "
-        "body, escalation, next_attempt, created, kind) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [alert_id, event_id, transport, recipient, group, level, language, body, escalation,
-         now if due is None else due, now, kind])
-    return cursor.lastrowid
+    return engine_store.of(store).queue({
+        "alert_id": alert_id, "event_id": event_id, "transport": transport,
+        "recipient": recipient, "grp": group, "level": level, "language": language,
+        "body": body, "escalation": escalation, "next_attempt": now if due is None else due,
+        "created": now, "kind": kind})
 
 
 def cap_dict(config, alert, identifier, msg_type, level, value, now, extra, first,
@@ -408,7 +383,7 @@ def cap_dict(config, alert, identifier, msg_type, level, value, now, extra, firs
     }
 
 
-def _queue_mqtt(conn, config, alert, event_id, identifier, msg_type, level, value, now, extra,
+def _queue_mqtt(store, config, alert, event_id, identifier, msg_type, level, value, now, extra,
                 first):
     prefix = _mqtt_prefix(config)
     if prefix is None:
@@ -417,9 +392,9 @@ def _queue_mqtt(conn, config, alert, event_id, identifier, msg_type, level, valu
     topic = "%s/alerts/%d" % (prefix, alert["id"])
     policy = alert["level"] if level == "clear" else level
     return [
-        _insert(conn, alert["id"], event_id, "mqtt", topic, None, policy, None,
+        _insert(store, alert["id"], event_id, "mqtt", topic, None, policy, None,
                 cap.alert_json(message).decode("utf-8"), 0, now),
-        _insert(conn, alert["id"], event_id, "mqtt", topic + "/cap", None, policy, None,
+        _insert(store, alert["id"], event_id, "mqtt", topic + "/cap", None, policy, None,
                 cap.cap_xml(message).decode("utf-8"), 0, now),
     ]
 
@@ -427,25 +402,25 @@ def _queue_mqtt(conn, config, alert, event_id, identifier, msg_type, level, valu
 def escalate(conn, config, alert_id, now, reason):
     """Send the alert's latest event to the escalate_to group of every group
     that has had it and whose target has not; returns outbox ids."""
-    alert = _alert(conn, alert_id)
+    store = engine_store.of(conn)
+    alert = _alert(store, alert_id)
     table = groups(config)
-    reached = _groups_reached(conn, alert_id)
+    reached = store.groups_reached(alert_id)
     targets = [table[g]["escalate_to"] for g in sorted(reached) if g in table]
     targets = [t for t in dict.fromkeys(targets) if t and t in table and t not in reached]
-    conn.execute("UPDATE alerts SET escalation = escalation + 1, escalated = ? WHERE id = ?",
-                 [now, alert_id])
+    store.change_alert(alert_id, {"escalation": alert["escalation"] + 1, "escalated": now})
     if not targets:
         return []
-    event = conn.execute("SELECT id, msg_type, level, value, reading_time FROM alert_events "
-                         "WHERE alert_id = ? ORDER BY id DESC LIMIT 1", [alert_id]).fetchone()
-    event_id, msg_type, level, value, at = event
+    event = store.events(alert_id)[-1]
+    event_id, msg_type, level = event["id"], event["msg_type"], event["level"]
     message = {"Alert": "alert", "Update": "update", "Clear": "clear"}[msg_type]
     level = alert["level"] if level == "clear" else level
-    extra = dict(_extra(conn, alert), reading_time=at)
+    value = event["value"]
+    extra = dict(_extra(store, alert), reading_time=event["reading_time"])
     sent_to = set()
     ids = []
     for target in targets:
-        ids += _queue_sms(conn, config, alert, event_id, table[target], message, level, value,
+        ids += _queue_sms(store, config, alert, event_id, table[target], message, level, value,
                           now, extra, sent_to, escalation=1)
     log.warning("event=alert_escalated alert=%d to=%s reason=%s", alert_id,
                 ",".join(targets), reason)
@@ -458,21 +433,20 @@ def escalate_due(conn, config, now):
     minutes = _section(config, "alerts").get("escalate_after_min", 15)
     if not minutes or minutes <= 0:
         return []
-    due = conn.execute(
-        "SELECT id FROM alerts WHERE status = 'active' AND acked IS NULL "
-        "AND coalesce(escalated, raised) <= ?", [now - minutes * 60]).fetchall()
+    store = engine_store.of(conn)
     ids = []
-    for (alert_id,) in due:
-        ids += escalate(conn, config, alert_id, now, "not acknowledged in %s min" % minutes)
+    for alert_id in store.escalation_due(now - minutes * 60):
+        ids += escalate(store, config, alert_id, now, "not acknowledged in %s min" % minutes)
     return ids
 
 
 def acknowledge(conn, alert_id, by, now):
     """Mark an alert acknowledged; False when it already was. Raises AlertError."""
-    alert = _alert(conn, alert_id)
+    store = engine_store.of(conn)
+    alert = _alert(store, alert_id)
     if alert["acked"] is not None:
         return False
-    conn.execute("UPDATE alerts SET acked = ?, acked_by = ? WHERE id = ?", [now, by, alert_id])
+    store.change_alert(alert_id, {"acked": now, "acked_by": by})
     log.info("event=alert_acked alert=%d by=%s", alert_id, by)
     return True
 
@@ -486,7 +460,7 @@ def queue_gateway_alert(conn, config, event, detail, since, now):
         return []
     body = json.dumps({"event": event, "detail": detail, "since": since, "time": now,
                        "sender": _sender(config)}, sort_keys=True)
-    return [_insert(conn, None, None, "mqtt", prefix + "/alerts/gateway", None, "warning",
+    return [_insert(engine_store.of(conn), None, None, "mqtt", prefix + "/alerts/gateway", None, "warning",
                     None, body, 0, now)]
 
 
@@ -499,5 +473,6 @@ def queue_test(conn, config, group_name, now):
     group = table[group_name]
     text = templates.render(group["language"], "test", group=group_name,
                             time=_clock(config, now, now), shift=group["shift_table"])
-    return [_insert(conn, None, None, "sms", number, group_name, "test", group["language"],
+    store = engine_store.of(conn)
+    return [_insert(store, None, None, "sms", number, group_name, "test", group["language"],
                     text, 0, now) for number in dict.fromkeys(group["numbers"])]

@@ -117,24 +117,34 @@ def hub_init(dsn):
               help="Topic prefix the gateways forward under ([upstream] topic_prefix).")
 @click.option("--batch-ms", default=10, show_default=True,
               help="Messages arriving within this time share one commit.")
+@click.option("--config", "config_path", envvar="HUAICO_HUB_CONFIG",
+              type=click.Path(dir_okay=False, exists=True),
+              help="A huaico.toml whose [alerts], [[groups]], [[sites]], [mqtt] and [sms] "
+                   "the hub's rules and dispatcher use ($HUAICO_HUB_CONFIG); without it the "
+                   "worker only stores frames.")
 @click.option("--duration", type=float, help="Stop after this many seconds.")
 @keep_option
 @click.option("--log-format", type=click.Choice(["kv", "json"]), default="kv")
-def hub_run(dsn, broker, worker_id, group, prefix, batch_ms, duration, keep_days, log_format):
+@user_errors()
+def hub_run(dsn, broker, worker_id, group, prefix, batch_ms, config_path, duration, keep_days,
+            log_format):
     """Run one hub worker until SIGTERM or SIGINT. Start as many as needed, on
     any machines: they share the frames through `$share/GROUP/PREFIX/+/frames`.
 
     \b
     Example:
         huaico hub run --broker central.example:1883 --worker-id hub-1 --keep-days 730
+        huaico hub run --worker-id hub-2 --config /etc/huaico/hub.toml
     """
-    from gateway.hub_worker import Worker, run
+    from gateway.hub_worker import Worker, config_from, run
     if keep_days:
         _check_keep(keep_days)
     setup_logging("info", log_format)
     host, port = _broker(broker)
     _connect(dsn).close()
-    worker = Worker(dsn, host, port, worker_id, group=group, prefix=prefix, batch_ms=batch_ms)
+    config, sms = config_from(config_path)
+    worker = Worker(dsn, host, port, worker_id, group=group, prefix=prefix, batch_ms=batch_ms,
+                    config=config, sms=sms)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

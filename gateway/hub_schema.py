@@ -18,6 +18,8 @@ import calendar
 import datetime
 import re
 
+from gateway import hub_alert_schema
+
 MONTH_S = 31 * 86400
 _MONTH = re.compile(r"_y(\d{4})m(\d{2})\Z")
 
@@ -88,7 +90,8 @@ def _m002_frames_by_time(cur, timescale, now):
                 "FROM frames GROUP BY device_id) f WHERE f.device_id = d.id")
 
 
-MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time)]
+MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time),
+              ("m003_alerting", hub_alert_schema.m003_alerting)]
 PARTITIONED = ("readings", "frames")
 
 

@@ -142,13 +142,14 @@ def _rows(frame, received):
     return out, unsynced
 
 
-def store_batch(conn, keys, messages, topic_gateway=None, now=None):
+def store_batch(conn, keys, messages, topic_gateway=None, now=None, engine=None):
     """Verify and store messages [(topic, payload)] in one transaction;
     returns (outcomes, receipts): one outcome per message ("stored",
     "duplicate" or a reject reason) and {gateway: [n]} of the envelopes
     handled for good (stored, stored before, or refused: sending a forged
     frame again cannot help). Raises only for database errors (nothing is
-    committed then)."""
+    committed then). engine (gateway.hub_rules.HubEngine) evaluates the new
+    frames' readings in the same transaction, before they are inserted."""
     now = time.time() if now is None else now
     outcomes = [None] * len(messages)
     frames = {}  # (device_id, seq) -> (at, gateway, received, link, rssi, raw, frame)
@@ -189,7 +190,12 @@ def store_batch(conn, keys, messages, topic_gateway=None, now=None):
                 [item[1] for item in items], [item[3] for item in items],
                 [item[4] for item in items], [item[5] for item in items]])
             new = {(device_id, seq) for device_id, seq in cur.fetchall()}
-        readings = []
+        if heard:
+            # Before the engine's lock (gateway/hub_rules.py): a worker holding
+            # it must never wait for these rows of a worker waiting for it.
+            heard.sort(key=lambda r: r[:3])
+            cur.execute(_INSERT_HEARD, [list(column) for column in zip(*heard)])
+        items = []
         newest = {}  # device_id -> (seq, received, battery_mv, rssi) of its newest new frame
         for key in ordered:
             at, _, received, _, _, _, frame = frames[key]
@@ -198,30 +204,38 @@ def store_batch(conn, keys, messages, topic_gateway=None, now=None):
                 continue
             outcomes[at] = "stored"
             rows, unsynced = _rows(frame, received)
-            readings += [(key[0], key[1], c, i, t, v, q, received, unsynced)
-                         for c, i, t, v, q in rows]
+            items.append((key[0], key[1], received, unsynced, rows))
             status = {c: v for c, i, _, v, _ in rows if i == 0 and c in (_BATTERY, _RSSI)}
             newest[key[0]] = (key[1], received, status.get(_BATTERY), status.get(_RSSI))
-        if readings:
-            readings.sort(key=lambda r: r[:5])
-            cur.execute(_INSERT_READINGS, [list(column) for column in zip(*readings)])
+        readings = sum(len(item[4]) for item in items)
+        # The rules take the frames they can evaluate in order now; their
+        # readings go in, the rest wait in engine_held (gateway/hub_rules.py).
+        insert_readings(cur, items if engine is None else engine.evaluate(cur, items, now))
         if newest:
+            # After the engine's lock, for the same reason as heard above.
             touched = sorted(newest)  # one lock order for every worker
             cur.execute(_TOUCH_DEVICES, [touched] + [[newest[d][n] for d in touched]
                                                       for n in range(4)])
-        if heard:
-            heard.sort(key=lambda r: r[:3])
-            cur.execute(_INSERT_HEARD, [list(column) for column in zip(*heard)])
         if rejects:
             cur.executemany("INSERT INTO rejects (time, device_id, gateway, reason, detail) "
                             "VALUES (%s, %s, %s, %s, %s)", rejects)
         delta["frames_ok"] = len(new)
         delta["duplicates"] = sum(1 for outcome in outcomes if outcome == "duplicate")
-        delta["readings"] = len(readings)
+        delta["readings"] = readings
         names = sorted(name for name, n in delta.items() if n)
         if names:
             cur.execute(_ADD_COUNTERS, [names, [delta[name] for name in names]])
     return outcomes, receipts
+
+
+def insert_readings(cur, items):
+    """The readings of frames [(device id, seq, received, unsynced, rows)]."""
+    readings = [(device_id, seq, c, i, t, v, q, received, unsynced)
+                for device_id, seq, received, unsynced, rows in items
+                for c, i, t, v, q in rows]
+    if readings:
+        readings.sort(key=lambda r: r[:5])
+        cur.execute(_INSERT_READINGS, [list(column) for column in zip(*readings)])
 
 
 def counters(conn):

@@ -17,6 +17,13 @@ each gateway a receipt of the frames it committed (gateway.upstream). A
 message received before a reconnect is not acked after it: its packet id
 belongs to the old connection (and may name another message on the new
 one); the broker sends it again instead.
+
+With a config (`huaico hub run --config`: the [alerts], [[groups]],
+[[sites]], [mqtt] and [sms] sections of a huaico.toml) the worker also runs
+the gateway's rules over each batch in the same transaction
+(gateway/hub_rules.py), their timers once a second, and a dispatcher that
+sends the outbox when this worker holds the dispatch lock
+(gateway/hub_dispatch.py), publishing alerts on the central broker.
 """
 import logging
 import queue
@@ -29,6 +36,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway import hub_schema, hub_store, upstream
+from gateway.hub_dispatch import HubDispatcher
+from gateway.hub_rules import HubEngine
 
 log = logging.getLogger("huaico.hub")
 
@@ -40,6 +49,7 @@ SESSION_EXPIRY_S = 120
 MAX_BATCH = 1000
 RETRY_S = 1.0
 UNSUBSCRIBE_S = 0.3
+TICK_S = 1.0
 
 
 def share_topic(group, prefix):
@@ -56,7 +66,8 @@ class Worker:
     """One hub worker: MQTT in, PostgreSQL, acks out; start(), then stop()."""
 
     def __init__(self, dsn, host, port, client_id, group="huaico-hub", prefix="huaico-city",
-                 batch_ms=10, username=None, password=None, tls_context=None, connect=None):
+                 batch_ms=10, username=None, password=None, tls_context=None, connect=None,
+                 config=None, sms=None):
         import psycopg
         self.dsn = dsn
         self.connect = connect or (lambda: psycopg.connect(dsn))
@@ -85,6 +96,17 @@ class Worker:
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(0.2, 5)
         self._client.max_inflight_messages_set(MAX_BATCH)
+        self.engine = HubEngine(config) if config is not None else None
+        self.dispatcher = None
+        self._alerts_link = None
+        if config is not None:
+            from gateway.mqtt import MqttLink
+            # Alerts go out on a connection of their own: this one acks by hand.
+            self._alerts_link = MqttLink(host, port, client_id + "-alerts", clean=True,
+                                         username=username, password=password,
+                                         max_inflight=100)
+            self.dispatcher = HubDispatcher(self.connect, client_id, self._alerts_link, sms)
+        self._last_tick = 0.0
 
     # paho's thread: enqueue only (subscribing is one packet).
 
@@ -125,6 +147,9 @@ class Worker:
         self._client.connect_async(self.host, self.port, 30, clean_start=False,
                                    properties=props)
         self._client.loop_start()
+        if self.dispatcher is not None:
+            self._alerts_link.start()
+            self.dispatcher.start()
         self._thread = threading.Thread(target=self._run, name="hub-worker", daemon=True)
         self._thread.start()
 
@@ -137,6 +162,9 @@ class Worker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+            self._alerts_link.stop()
         props = Properties(PacketTypes.DISCONNECT)
         props.SessionExpiryInterval = 0
         self._client.disconnect(properties=props)
@@ -149,6 +177,7 @@ class Worker:
             try:
                 first = self.inbox.get(timeout=0.2)
             except queue.Empty:
+                conn = self._tick(conn)
                 continue
             batch = self._gather(first)
             while not self._stop.is_set():
@@ -158,6 +187,8 @@ class Worker:
                     self._store(conn, batch)
                     break
                 except Exception as exc:  # psycopg.Error, or a lost connection
+                    if self.engine is not None:
+                        self.engine.rolled_back()
                     # Nothing was acked: retried here, or redelivered by the
                     # broker if this worker dies meanwhile.
                     log.error("event=hub_store_failed messages=%d error=%r", len(batch), exc)
@@ -170,14 +201,47 @@ class Worker:
         if conn is not None:
             conn.close()
 
+    def _tick(self, conn):
+        """The rules' timers once every TICK_S; returns the connection (None
+        after a failure, to be opened again)."""
+        now = time.time()
+        if self.engine is None or now - self._last_tick < TICK_S:
+            return conn
+        self._last_tick = now
+        try:
+            if conn is None or conn.closed:
+                conn = self.connect()
+            self.engine.tick(conn, now)
+            self._wake_dispatcher()
+        except Exception as exc:  # psycopg.Error, or a lost connection
+            log.error("event=hub_tick_failed error=%r", exc)
+            if conn is not None:
+                conn.close()
+            return None
+        return conn
+
+    def _wake_dispatcher(self):
+        # This worker's own dispatcher at once; another worker's by NOTIFY.
+        if self.engine.queued:
+            self.engine.queued = 0
+            self.dispatcher.wake()
+
     def _gather(self, first):
+        """What is queued, and in a burst what comes within batch_ms: a lone
+        message (a live frame, whose alert is waited for) goes at once."""
         batch = [first]
         deadline = time.monotonic() + self.batch_s
         while len(batch) < MAX_BATCH:
-            remaining = deadline - time.monotonic()
             try:
-                batch.append(self.inbox.get(timeout=max(remaining, 0)) if remaining > 0
-                             else self.inbox.get_nowait())
+                batch.append(self.inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if len(batch) == 1 or remaining <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=remaining))
             except queue.Empty:
                 break
         return batch
@@ -185,7 +249,10 @@ class Worker:
     def _store(self, conn, batch):
         outcomes, receipts = hub_store.store_batch(conn, self.keys,
                                                    [(item[3], item[4]) for item in batch],
-                                                   topic_gateway=gateway_of)
+                                                   topic_gateway=gateway_of, engine=self.engine)
+        if self.engine is not None:
+            self.engine.committed()
+            self._wake_dispatcher()
         # After the commit: the broker may now forget them, and each gateway
         # may move its confirmed cursor (gateway.upstream).
         generation = self._generation
@@ -206,3 +273,17 @@ def run(worker, duration=None, stopping=None):
     stopping = stopping or threading.Event()
     stopping.wait(duration)
     worker.stop()
+
+
+def config_from(path):
+    """(config, SMS backend or None) of `huaico hub run --config PATH`, or
+    (None, None) without one."""
+    if path is None:
+        return None, None
+    import pathlib
+
+    from gateway import config as config_mod
+    from gateway.dispatch import sms_backend_from_config
+    path = pathlib.Path(path)
+    config = config_mod.from_text(path.read_text(encoding="utf-8"), path.parent, str(path))
+    return config, sms_backend_from_config(config)

@@ -64,14 +64,24 @@ class ReadingsFeed:
         self.poll_s = poll_s
         self.ack_timeout_s = ack_timeout_s
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by wake() and stop()
         self._thread = None
 
     def start(self):
         self._thread = threading.Thread(target=self._run, name=self.cursor_name, daemon=True)
         self._thread.start()
 
+    def wake(self):
+        """New rows were committed: look now rather than at the next poll."""
+        self._wake.set()
+
+    def _idle(self):
+        self._wake.wait(self.poll_s)
+        self._wake.clear()
+
     def stop(self):
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
 
@@ -82,7 +92,7 @@ class ReadingsFeed:
             while not self._stop.is_set():
                 sent = self.step(database, after)
                 if sent == after:
-                    self._stop.wait(self.poll_s)
+                    self._idle()
                 after = sent
         finally:
             database.conn.close()

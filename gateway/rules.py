@@ -61,7 +61,7 @@ import logging
 import re
 import types
 
-from gateway import basin, rain_thresholds
+from gateway import basin, engine_store, rain_thresholds
 from gateway.clock import FUTURE_TOLERANCE_S
 from protocol import channels
 from protocol.frame import MAX_INDEX, Q_OK
@@ -323,8 +323,7 @@ def check_targets(conn, rule):
     """Refuse a rule that points at nothing: an unknown device or site
     (closest names suggested). Sites compare by site_key(); the rule's site
     is then spelled as its devices spell it, for messages and listings."""
-    conn = _raw(conn)
-    devices = conn.execute("SELECT id, name, site FROM devices WHERE retired = 0").fetchall()
+    devices = [(d["id"], d["name"], d["site"]) for d in engine_store.of(conn).devices()]
     if rule.device is not None:
         if not any(rule.device in (ident, name) for ident, name, _ in devices):
             raise RuleError("no device %r%s (see `huaico device list`)" % (
@@ -632,10 +631,6 @@ def level_index(name):
     return LEVELS.index(name) if name else -1
 
 
-def _raw(conn):
-    return getattr(conn, "conn", conn)
-
-
 class RuleEngine:
     """Evaluates the stored rules; see the module docstring.
 
@@ -662,12 +657,10 @@ class RuleEngine:
 
     def rules(self, conn):
         """The enabled rules, reloaded when the rules table has changed."""
-        conn = _raw(conn)
-        stamp = conn.execute("SELECT count(*), max(updated), max(id) FROM rules").fetchone()
+        store = engine_store.of(conn)
+        stamp = store.rules_stamp()
         if stamp != self._stamp:
-            rows = conn.execute("SELECT * FROM rules WHERE enabled = 1 ORDER BY id")
-            names = [column[0] for column in rows.description]
-            fresh = [Rule.from_row(dict(zip(names, row))) for row in rows]
+            fresh = [Rule.from_row(row) for row in store.enabled_rules()]
             known = {rule.id: rule.updated for rule in fresh}
             # Trackers of a changed or removed rule start again from history.
             self._trackers = {key: tracker for key, tracker in self._trackers.items()
@@ -682,7 +675,7 @@ class RuleEngine:
         """Evaluate a new frame's rows (channel, index, time, value, quality)
         for `device` (a dict with id, name, site), already inserted into
         readings; returns outbox ids."""
-        conn = _raw(conn)
+        conn = engine_store.of(conn)
         try:
             return self._on_readings(conn, self.rules(conn), dict(device), rows, now, True)
         except BaseException:
@@ -698,7 +691,7 @@ class RuleEngine:
         batches does not change what the rules see. The rules are looked up
         once for the batch: nobody else can change them while the writer
         holds the write lock."""
-        conn = _raw(conn)
+        conn = engine_store.of(conn)
         try:
             rules = self.rules(conn)
             outbox = []
@@ -763,7 +756,7 @@ class RuleEngine:
     def tick(self, conn, now):
         """Timers: silent devices, minimum durations met without a new
         reading, escalation of unacknowledged alerts. Returns outbox ids."""
-        conn = _raw(conn)
+        conn = engine_store.of(conn)
         try:
             return self._tick(conn, now)
         except BaseException:
@@ -775,10 +768,7 @@ class RuleEngine:
         rules = self.rules(conn)
         silent = [rule for rule in rules if rule.kind == "silent"]
         if silent:
-            cursor = conn.execute("SELECT * FROM devices WHERE retired = 0")
-            names = [column[0] for column in cursor.description]
-            for row in cursor.fetchall():
-                device = dict(zip(names, row))
+            for device in conn.devices():
                 seen = device.get("last_seen") or device.get("created")
                 if seen is None:
                     continue
@@ -864,17 +854,12 @@ class RuleEngine:
         subject = basin_subject(rule)
         trackers = []
         for index, level_rule in ((0, rule), (1, coverage_rule(rule))):
-            row = conn.execute("SELECT level, since, alert_id FROM alert_state WHERE rule_id = ? "
-                               "AND device_id = ? AND idx = ?", [rule.id, subject, index]).fetchone()
-            if row is None:
+            state = conn.state(rule.id, subject, index)
+            if state is None:
                 trackers.append(Tracker(level_rule))
             else:
-                since = {int(k): v for k, v in json.loads(row[1]).items()}
-                trackers.append(Tracker(level_rule, level_index(row[0]), since, row[2]))
-        cursor = conn.execute("SELECT * FROM devices WHERE retired = 0 ORDER BY id")
-        names = [column[0] for column in cursor.description]
-        members = [row[names.index("id")] for row in cursor.fetchall()
-                   if rule.matches(dict(zip(names, row)))]
+                trackers.append(Tracker(level_rule, level_index(state[0]), state[1], state[2]))
+        members = [device["id"] for device in conn.devices() if rule.matches(device)]
         basin_ = Basin(rule, members, trackers[0], trackers[1])
         for gauge, t, v, ok in basin_history(conn, rule, members, device_id, batch, stored,
                                              start):
@@ -900,14 +885,11 @@ class RuleEngine:
         tracker = self._trackers.get(key)
         if tracker is not None:
             return tracker
-        row = conn.execute("SELECT level, since, alert_id FROM alert_state "
-                           "WHERE rule_id = ? AND device_id = ? AND idx = ?",
-                           [rule.id, device_id, index]).fetchone()
-        if row is None:
+        state = conn.state(rule.id, device_id, index)
+        if state is None:
             tracker = Tracker(rule)
         else:
-            since = {int(k): v for k, v in json.loads(row[1]).items()}
-            tracker = Tracker(rule, level_index(row[0]), since, row[2])
+            tracker = Tracker(rule, level_index(state[0]), state[1], state[2])
         if rule.kind != "silent":
             for t, v in history(conn, rule, device_id, index, batch, stored):
                 tracker.add(t, v)
@@ -915,14 +897,8 @@ class RuleEngine:
         return tracker
 
     def _save(self, conn, rule, device_id, index, tracker, now):
-        conn.execute(
-            "INSERT INTO alert_state (rule_id, device_id, idx, level, alert_id, since, value, "
-            "last_time, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(rule_id, device_id, idx) DO UPDATE SET level = excluded.level, "
-            "alert_id = excluded.alert_id, since = excluded.since, value = excluded.value, "
-            "last_time = excluded.last_time, updated = excluded.updated",
-            [rule.id, device_id, index, level_name(tracker.level), tracker.alert_id,
-             json.dumps(tracker.since), tracker.value, tracker.latest, now])
+        conn.save_state(rule.id, device_id, index, level_name(tracker.level), tracker.alert_id,
+                        tracker.since, tracker.value, tracker.latest, now)
 
     def _transition(self, conn, rule, device, index, tracker, old, new, now):
         alerts = self._alerts
@@ -942,11 +918,7 @@ class RuleEngine:
 
     @staticmethod
     def _device(conn, device_id):
-        cursor = conn.execute("SELECT * FROM devices WHERE id = ?", [device_id])
-        row = cursor.fetchone()
-        if row is None:
-            return {"id": device_id, "name": device_id, "site": None}
-        return dict(zip([column[0] for column in cursor.description], row))
+        return conn.device(device_id) or {"id": device_id, "name": device_id, "site": None}
 
 
 def history(conn, rule, device_id, index, batch=(), stored=True):
@@ -958,28 +930,18 @@ def history(conn, rule, device_id, index, batch=(), stored=True):
     not, nothing of this writer batch is (the writer inserts after the
     engine ran, and an earlier frame of the batch with rows for this
     tracker would have made it), so the table is exactly the history."""
-    conn = _raw(conn)
-    quality = "" if rule.kind == "quality" else " AND quality = 0"
-    value = "(quality != 0)" if rule.kind == "quality" else "value"
-    where = "device_id = ? AND channel = ? AND idx = ?" + quality
+    store = engine_store.of(conn)
     if rule.kind in WINDOW_KINDS:
         start = min((t for t, _ in batch), default=None)
         if start is None:
-            top = conn.execute("SELECT max(time) FROM readings WHERE " + where,
-                               [device_id, rule.code, index]).fetchone()[0]
-            if top is None:
+            start = store.newest_time([device_id], rule.code, index, rule.kind)
+            if start is None:
                 return []
-            start = top
-        rows = conn.execute("SELECT time, %s FROM readings WHERE %s AND time > ? "
-                            "ORDER BY time, rowid" % (value, where),
-                            [device_id, rule.code, index, start - rule.history_s]).fetchall()
+        rows = store.readings_after(device_id, rule.code, index, start - rule.history_s,
+                                    rule.kind)
     else:
-        rows = conn.execute("SELECT time, %s FROM readings WHERE %s "
-                            "ORDER BY time DESC, rowid DESC LIMIT ?" % (value, where),
-                            [device_id, rule.code, index,
-                             len(batch) + 1 if stored else 1]).fetchall()
-        rows.reverse()
-    rows = [(t, int(v)) for t, v in rows]
+        rows = store.newest_readings(device_id, rule.code, index,
+                                     len(batch) + 1 if stored else 1, rule.kind)
     if not stored:
         return rows
     pending = collections.Counter(batch)
@@ -1012,24 +974,18 @@ def basin_history(conn, rule, members, device_id, batch, stored, start):
     Basin needs, in time order: those after start - history_s, where start
     is the batch's first time (or `start`, or the newest stored). The batch's
     own rows (time, value, ok) of device_id are taken out when stored."""
-    conn = _raw(conn)
+    store = engine_store.of(conn)
     index = rule.idx or 0
     if not members:
         return []
-    marks = ",".join("?" * len(members))
     if batch:
         start = min(t for t, _, _ in batch)
     elif start is None:
-        start = conn.execute("SELECT max(time) FROM readings WHERE device_id IN (%s) AND "
-                             "channel = ? AND idx = ?" % marks,
-                             members + [rule.code, index]).fetchone()[0]
+        # Every reading, flagged or not: a flagged newest reading makes a gauge unknown.
+        start = store.newest_time(members, rule.code, index, "quality")
         if start is None:
             return []
-    rows = conn.execute(
-        "SELECT device_id, time, value, quality = 0 FROM readings WHERE device_id IN (%s) AND "
-        "channel = ? AND idx = ? AND time > ? ORDER BY time, rowid" % marks,
-        members + [rule.code, index, start - rule.history_s]).fetchall()
-    rows = [(d, t, int(v), bool(ok)) for d, t, v, ok in rows]
+    rows = store.gauge_readings(members, rule.code, index, start - rule.history_s)
     if not stored or not batch:
         return rows
     pending = collections.Counter((device_id,) + tuple(item) for item in batch)
@@ -1048,11 +1004,8 @@ def replay(database, rule, since, until=None, trace=None):
     until): a list of (time, device_id, index, event, level, value) with
     event "raise", "update" or "clear". Writes nothing. trace(t, subject,
     index, value) is called with the rule's value after each reading."""
-    conn = _raw(database)
-    cursor = conn.execute("SELECT * FROM devices")
-    names = [column[0] for column in cursor.description]
-    devices = [dict(zip(names, row)) for row in cursor.fetchall()]
-    devices = [d for d in devices if rule.matches(d)]
+    conn = engine_store.of(database)
+    devices = [d for d in conn.devices(active=False) if rule.matches(d)]
     if rule.kind == "silent":
         raise RuleError("silent rules depend on when frames arrived; replay has only readings")
     events = []
@@ -1061,18 +1014,9 @@ def replay(database, rule, since, until=None, trace=None):
         return _replay_basin(conn, rule, [d["id"] for d in devices if not d.get("retired")],
                              since, until, trace)
     for device in devices:
-        value = "(quality != 0)" if rule.kind == "quality" else "value"
-        quality = "" if rule.kind == "quality" else " AND quality = 0"
-        args = [device["id"], rule.code]
-        extra = ""
-        if rule.idx is not None:
-            extra = " AND idx = ?"
-            args.append(rule.idx)
         # The window's worth before `since` primes the window without events.
-        rows = conn.execute(
-            "SELECT idx, time, %s FROM readings WHERE device_id = ? AND channel = ?%s%s "
-            "AND time > ? AND time < ? ORDER BY time, rowid" % (value, extra, quality),
-            args + [since - rule.history_s, until])
+        rows = conn.readings_between(device["id"], rule.code, rule.idx,
+                                     since - rule.history_s, until, rule.kind)
         trackers = {}
         for index, t, v in rows:
             tracker = trackers.get(index) or trackers.setdefault(index, Tracker(rule))

@@ -134,7 +134,8 @@ class Service:
         self.writer = Writer(self.database, engine=self.engine, counters=self.counters,
                              window=ingest_cfg["replay_window"], batch_ms=ingest_cfg["batch_ms"],
                              tick_s=self.tick_s, on_commit=self._committed, clock=self.clock,
-                             keep_raw=self.forwarder is not None)
+                             keep_raw=self.forwarder is not None,
+                             on_stored=self.forwarder.wake if self.forwarder else None)
         self.writer.start()
         if self.forwarder is not None:
             self.forwarder.mqtt.start()

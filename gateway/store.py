@@ -151,14 +151,17 @@ class Writer:
     between calls it may have rolled_back(), called after a transaction it
     took part in was rolled back, to drop that cache.
     on_commit(outbox_ids) runs after each commit that queued messages (the
-    dispatcher's wake-up).
+    dispatcher's wake-up); on_stored() after each commit whose frames were
+    acked (the upstream forwarder's wake-up: frames leave for the hub now,
+    not at its next poll).
 
     A reply may have a send_all(acks) method (a serial port: one write for
     the batch's acks); otherwise it is called once per ack.
     """
 
     def __init__(self, database, *, engine=None, counters=None, window=64, batch_ms=5,
-                 tick_s=5.0, on_commit=None, clock=time.time, keep_raw=False):
+                 tick_s=5.0, on_commit=None, clock=time.time, keep_raw=False,
+                 on_stored=None):
         self.database = database
         # The stored frames' original bytes into `frames`, for gateway.upstream.
         self.keep_raw = keep_raw
@@ -168,6 +171,7 @@ class Writer:
         self.batch_s = batch_ms / 1000.0
         self.tick_s = tick_s
         self.on_commit = on_commit
+        self.on_stored = on_stored
         self.clock = clock if hasattr(clock, "now") else clock_mod.TrustedClock(clock)
         self.queue = queue.Queue(QUEUE_LIMIT)
         self.last_frame = None  # receive time of the newest stored frame
@@ -276,6 +280,8 @@ class Writer:
                 acks += result[1]
                 outbox += result[2]
         self._send_acks(acks)
+        if acks and self.on_stored is not None:
+            self.on_stored()
         if outbox and self.on_commit is not None:
             self.on_commit(outbox)
         return outcomes

@@ -98,7 +98,7 @@ class Forwarder(ReadingsFeed):
                 if len(self._out) < self.window:
                     sent = self.step(database, after)
                 if sent == after:
-                    self._stop.wait(self.poll_s)
+                    self._idle()
                 after = sent
         finally:
             database.conn.close()
