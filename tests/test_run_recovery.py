@@ -180,7 +180,9 @@ def test_broker_down_and_modem_errors_mid_storm_all_delivered_in_order_after_rec
         assert sms_order[number] == expected
 
     # MQTT: each message received once, in outbox order per topic.
-    wait_for(lambda: watcher.events.qsize() >= len(rows) // 2, "the watcher's messages")
+    # Messages only: the queue also holds the watcher's (dis)connection events.
+    wait_for(lambda: sum(event[0] == "message" for event in list(watcher.events.queue))
+             >= len(rows) // 2, "the watcher's messages")
     received = collections.defaultdict(list)
     deadline = time.monotonic() + 1.0  # late doubles, if any, would show up here
     while time.monotonic() < deadline or not watcher.events.empty():
