@@ -152,6 +152,11 @@ class Dispatcher:
         # selected a row before this thread took it must not send it again.
         self._early = {}
         self._claimed = collections.deque(maxlen=1000)
+        # MQTT rows whose publish was not acked in time but is still the
+        # link's to settle (connected, PUBACK not yet in), by outbox id: the
+        # row's next attempt waits for that publish instead of sending a
+        # second copy (a late PUBACK means the broker has the first).
+        self._unsettled = {}
         self._early_lock = threading.Lock()
         # Outcomes of sends that happened but could not be committed, by
         # outbox id: (record function, its arguments, attempts, next try).
@@ -194,9 +199,14 @@ class Dispatcher:
                     self._early[row_id] = self.mqtt.publish(topic, body.encode("utf-8"), qos=1)
 
     def _publish(self, row):
-        """The row's Delivery: the early publish's, else a publish now."""
+        """The row's Delivery: the early publish's, or its earlier publish's
+        still awaiting a PUBACK, else a publish now."""
         with self._early_lock:
             delivery = self._early.pop(row["id"], None)
+            if delivery is None:
+                delivery = self._unsettled.pop(row["id"], None)
+                if delivery is not None and delivery.done and not delivery.wait(0):
+                    delivery = None  # failed for good: the link no longer holds it
             if delivery is None:
                 delivery = self.mqtt.publish(row["recipient"], row["body"].encode("utf-8"),
                                              qos=1)
@@ -361,6 +371,8 @@ class Dispatcher:
                 acked.append(row)
                 continue
             blocked.add(key)
+            if not delivery.done:
+                self._unsettled[row["id"]] = delivery
             outcome = self._record(self._retry, row, now,
                                    "broker did not ack (link down or slow)")
             done[outcome] = done.get(outcome, 0) + 1

@@ -26,9 +26,14 @@ the broker has acked (PUBACK for QoS 1, socket write for QoS 0). While the
 link is down `publish()` hands back a handle that never reports success and
 does not give the message to paho at all: the alert outbox in SQLite keeps
 it and retries, because paho's in-memory queue dies with the process. A
-publish in flight when the connection drops is reported not-acked; paho may
-still resend it after the reconnect, so a consumer can see it twice (that is
-QoS 1's at-least-once; CAP identifiers and SenML base names let it dedupe).
+publish in flight when the connection drops is reported not-acked, and so
+the caller's retry must be its only resend: paho keeps every unacked QoS 1
+message and resends it after a reconnect, which with the caller's retry
+sent it twice (an alert doubled on the broker after an outage). So the link
+empties paho's queue when the connection drops, on paho's own thread before
+it can reconnect. A consumer can still see a message twice when the broker
+took it but its PUBACK was lost with the connection (QoS 1's at-least-once;
+CAP identifiers and SenML base names let it dedupe).
 
 Sessions: with clean=False the broker keeps our subscriptions and queues
 QoS 1 messages while the gateway is down (MQTT 3.1.1 clean_session=0; MQTT 5
@@ -87,6 +92,18 @@ def _tls_context(tls):
         # Skips the host name check only: the chain is still verified.
         context.check_hostname = False
     return context
+
+
+def _forget(client, mid=None):
+    """Drop one message (or, with mid None, all) from paho's outgoing queue,
+    so that paho does not send it after a reconnect. paho has no public call
+    for it: its queue is _out_messages under _out_message_mutex (an RLock;
+    paho-mqtt 2.2.0 client.py), and reconnect() recounts _inflight_messages."""
+    with client._out_message_mutex:
+        if mid is None:
+            client._out_messages.clear()
+        else:
+            client._out_messages.pop(mid, None)
 
 
 class Delivery:
@@ -218,6 +235,11 @@ class MqttLink:
         # see the ack before the handle is in _pending.
         with self._lock:
             info = client.publish(topic, payload, qos, retain)
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                # The connection dropped since the check above: paho keeps
+                # the message to send after the reconnect, but it is
+                # reported refused and the caller sends it again.
+                _forget(client, info.mid)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return Delivery.refused()
             delivery = Delivery(info.mid)
@@ -230,12 +252,26 @@ class MqttLink:
         self._control.put(("connect", client, reason_code))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self._lost(client)
         self._control.put(("disconnect", client, reason_code))
 
     def _on_connect_fail(self, client, userdata):
         # paho calls this inside its `except OSError:` around the connect and
         # passes no error: exc_info is the only way to learn why (TLS, refused).
+        self._lost(client)
         self._control.put(("disconnect", client, sys.exc_info()[1]))
+
+    def _lost(self, client):
+        """The connection is gone: from now on publish() refuses, and paho
+        forgets what it has not had acked (the supervisor reports those
+        deliveries failed, and their callers send them again). Done here, on
+        paho's thread, because paho resends its queue as soon as it
+        reconnects, which may be before the supervisor runs. No lock of ours
+        is taken: paho may hold its own while it calls back."""
+        if client is not self._client:
+            return
+        self._up.clear()
+        _forget(client)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
         self._control.put(("ack", client, mid, reason_code))

@@ -3,8 +3,10 @@ for a while, a real Mosquitto stopped and restarted, and an injected clock
 for backoff, escalation, rate limits and quiet hours."""
 import datetime
 import json
+import os
 import queue
 import random
+import signal
 import time
 
 from gateway import alerts, config, db, rules, sms_pdu
@@ -124,6 +126,52 @@ def test_broker_down_then_back_all_alerts_published(alert_db, alert_config, mosq
         assert row in received
     cap_json = [json.loads(p) for t, p in received if t == "huaico/alerts/1"]
     assert [m["msgType"] for m in cap_json] == ["Alert", "Update"]
+
+
+def test_a_publish_acked_after_its_timeout_is_not_sent_again(alert_db, alert_config,
+                                                             mosquitto_broker):
+    """A frozen broker acks the first publishes after the dispatcher gave up
+    waiting: the retry waits for that PUBACK instead of sending a second copy."""
+    alert_config["mqtt"]["enabled"] = True
+    watcher = MqttLink(mosquitto_broker.host, mosquitto_broker.port, "watcher",
+                       reconnect_delay=(0.1, 0.5))
+    watcher.subscribe("huaico/alerts/#")
+    link = MqttLink(mosquitto_broker.host, mosquitto_broker.port, "gw", reconnect_delay=(0.1, 0.5))
+    watcher.start()
+    link.start()
+    try:
+        assert watcher.wait_connected(10) and link.wait_connected(10)
+        queue_alerts(alert_db, alert_config, 1)
+        dispatcher = Dispatcher(alert_db.database, alert_config, mqtt=link,
+                                rng=random.Random(2), mqtt_timeout_s=0.5)
+        os.kill(mosquitto_broker.process.pid, signal.SIGSTOP)
+        try:
+            assert dispatcher.step(T0 + 100)["retry"] == 2  # one per topic, unacked
+        finally:
+            os.kill(mosquitto_broker.process.pid, signal.SIGCONT)
+        now = T0 + 100
+        deadline = time.monotonic() + 20
+        while pending_mqtt(alert_db) and time.monotonic() < deadline:
+            now += 700
+            dispatcher.step(now)
+        assert link.publish("huaico/alerts/end", b"").wait(10)
+        got = []
+        while not got or got[-1][0] != "huaico/alerts/end":
+            event = watcher.events.get(timeout=10)
+            if event[0] == "message":
+                got.append((event[1], event[2].decode()))
+    finally:
+        link.stop()
+        watcher.stop()
+    mqtt_rows = alert_db.rows("SELECT recipient, body FROM outbox WHERE transport = 'mqtt' "
+                              "AND status = 'sent' ORDER BY id")
+    assert len(mqtt_rows) == 4
+    assert sorted(got[:-1]) == sorted(mqtt_rows)
+
+
+def pending_mqtt(adb):
+    return adb.rows("SELECT count(*) FROM outbox WHERE transport = 'mqtt' "
+                    "AND status = 'pending'")[0][0]
 
 
 def test_escalation_when_not_acknowledged(alert_db, alert_config):

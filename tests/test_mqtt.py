@@ -151,6 +151,36 @@ def test_in_flight_publishes_fail_when_the_connection_drops(mosquitto_broker, li
     assert gateway.publish("x", b"y").wait(0) is False
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_publish_reported_failed_is_not_sent_again_by_paho(mosquitto_broker, links, protocol):
+    """The caller's resend of a publish the link reported failed is its only
+    copy: paho used to keep the unacked message and resend it on reconnect,
+    and an alert reached the broker twice after an outage."""
+    watcher = links(mosquitto_broker, "watcher", protocol=protocol)
+    watcher.subscribe("alerts/#")
+    watcher.start()
+    next_event(watcher, "connected")
+    # SIGTERM saves the watcher's session: it outlives the crash below, so
+    # the broker queues for the watcher whatever arrives after it.
+    mosquitto_broker.stop()
+    mosquitto_broker.start()
+    next_event(watcher, "connected")
+    gateway = links(mosquitto_broker, "gateway", protocol=protocol)
+    gateway.start()
+    next_event(gateway, "connected")
+
+    os.kill(mosquitto_broker.process.pid, signal.SIGSTOP)  # takes the PUBLISH, never acks
+    delivery = gateway.publish("alerts/1", b"once")
+    mosquitto_broker.stop(crash=True)  # the PUBLISH dies unread in its socket
+    assert delivery.wait(WAIT) is False
+    mosquitto_broker.start()
+    next_event(gateway, "connected")
+    assert gateway.publish("alerts/1", b"once").wait(WAIT)  # the outbox's resend
+    assert gateway.publish("alerts/end", b"").wait(WAIT)
+
+    assert messages(watcher, 2) == [("alerts/1", b"once"), ("alerts/end", b"")]
+
+
 def test_events_queue_carries_messages_without_a_reader(mosquitto_broker, links):
     """Callbacks only enqueue: with nobody reading the queue, paho's thread
     still completes every PUBACK, and the messages wait in order."""

@@ -32,12 +32,18 @@ def _fill(bindir, missing):
 
 def _run_unprivileged(bindir, missing):
     _fill(bindir, missing)
-    command = [str(bindir / "bash"), str(SCRIPT), "test", sys.executable]
+    # The real script, copied next to the tools: the checkout may sit under a
+    # directory the unprivileged user cannot enter (a fresh clone in mktemp -d
+    # is 0700), and where the checkout sits is not what this test is about.
+    script = bindir / "system-deps"
+    shutil.copyfile(SCRIPT, script)
+    script.chmod(0o755)
+    command = [str(bindir / "bash"), str(script), "test", sys.executable]
     if os.geteuid() == 0:
         # As root the script would install: run it as nobody, as a volunteer's
         # shell would be, with the system's Python (root's own may sit in /root).
         command = [shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups",
-                   str(bindir / "bash"), str(SCRIPT), "test", "/usr/bin/python3"]
+                   str(bindir / "bash"), str(script), "test", "/usr/bin/python3"]
     return subprocess.run(command, env={"PATH": str(bindir)}, capture_output=True, text=True, timeout=60)
 
 
