@@ -130,6 +130,7 @@ class App:
         self.next_send = now
         self.retry_ms = t["retry_s"] * 1000
         self.report_now = True
+        self.hurry = False  # a rule started holding: every sensor to its pace (_hurry)
         self.rebooted = True
         self.sick_since = None  # ticks_ms since the board is unhealthy
         self.battery_mv = -1
@@ -229,17 +230,17 @@ class App:
 
     def on_tips(self, now):
         """Judge the rolling rain rules at a tip, not at the next sample: a rule that starts
-        holding makes its gauge due now and the report immediate. True when tips came."""
+        holding makes every sensor due now and the report immediate. True when tips came."""
         tipped = False
-        for i in range(len(self.sensors)):
-            s = self.sensors[i]
-            if not hasattr(s, "pending") or not s.driver.took_fresh():
+        for s in self.rain:
+            if not s.driver.took_fresh():
                 continue
             tipped = True
             for rule in self.rules:
                 if rule.window_ms and not rule.rise and rule.sensor == s.name:
-                    if self._judge(rule, s.name, s.driver.rolling(rule.code, rule.window_ms)):
-                        self.due[i] = now
+                    self._judge(rule, s.name, s.driver.rolling(rule.code, rule.window_ms))
+        if self.hurry:
+            self._hurry(now)  # this wake's frame carries the tip that crossed, and every sensor
         return tipped
 
     def _tip_waiting(self):
@@ -273,7 +274,18 @@ class App:
             if fast and fast < interval:
                 interval = fast
             self.due[i] = time.ticks_add(now, interval)
+        if self.hurry:
+            self._hurry(time.ticks_add(now, self.fast_ms()))
         self.commit(readings, taken)
+
+    def _hurry(self, at):
+        """A rule started holding: every sensor due by `at`, so that all of them take the rule's
+        pace together, and go back to dry-weather pacing together (one frame a round, not one
+        per sensor out of step) when it clears."""
+        self.hurry = False
+        for i in range(len(self.due)):
+            if time.ticks_diff(self.due[i], at) > 0:
+                self.due[i] = at
 
     def _check_rules(self, s, code, index, value, quality, now):
         """The rules on this reading: a rolling rule on the gauge's window, a rise rule on the
@@ -293,6 +305,7 @@ class App:
         was = rule.active
         if rule.update(value):
             self.report_now = True
+            self.hurry = True
             log.event("alarm", "sensor", name, "channel", rule.code, "value", value)
             return True
         if was and not rule.active:
