@@ -15,6 +15,13 @@ RP2350's watchdog does not count at all (micropython #17228, #17229, on
 every release to v1.28.0). The ring resends what was not acked.
 Every wait in the loop is bounded; config.check() proves at boot that one
 loop fits in the watchdog's timeout.
+
+Pacing: the loop sleeps until the next due sample or report, or until the
+watchdog must be fed (a wake that only feeds it does nothing else). A tip
+ends the sleep (rain_gauge.py: per port), and the rolling rain rules are
+judged then, at the tip: one that starts holding commits a frame of every
+sensor and reports it at once, whatever the intervals; while rules hold,
+the board samples and reports at their pace, and after, at the site's.
 """
 import array
 import gc
@@ -43,7 +50,7 @@ _STUCK_S = 3600  # link up but no ack for this long: a wedged radio, reset
 _WAKE_MARGIN_MS = 1000
 # A sleep that a tip cannot end (time.sleep_ms: mode "none", or while Wi-Fi joins) is cut in
 # steps this long, each ending early when a tip came: a tip is judged within a step.
-_TIP_POLL_MS = 200
+_TIP_POLL_MS = 500
 _RISE_KEPT = 32  # readings a rise rule keeps (firmware/config.py checks its window fits them)
 
 
@@ -421,7 +428,9 @@ class App:
         if self.wifi and self.link.joining(now):
             mode = "none"  # a light or deep sleep would lose the join on an ESP32
         # A deep sleep ends in a reset, and the watchdog starts again with the boot.
-        ms = 86400000 if mode == "deep" else self.site.watchdog_ms - time.ticks_diff(now, self.fed) - _WAKE_MARGIN_MS
+        ms = 86400000
+        if mode != "deep":
+            ms = self.site.watchdog_ms - time.ticks_diff(now, self.fed) - _WAKE_MARGIN_MS
         for at in self.due:
             ms = min(ms, time.ticks_diff(at, now))
         if len(self.ring) and not self.low_battery():

@@ -43,7 +43,7 @@ _READINGS = {"rain_gauge": 2, "accel_adxl345": 4, "accel_mpu6050": 4}
 # Time for the loop's own work besides sensors and the network.
 LOOP_MARGIN_MS = 1000
 MTU_MAX = {"uart": 255, "mqtt": 1024}
-RAIN_TIMES = 64  # tip times a rain gauge keeps (firmware/drivers/rain_gauge.py _TIMES)
+RAIN_TIMES = 256  # tip times a rain gauge keeps (firmware/drivers/rain_gauge.py _TIMES)
 RISE_KEPT = 32  # readings a rise rule keeps (firmware/app.py _RISE_KEPT)
 _LEVEL_TYPES = ("ultrasonic_level", "pressure_level_ma", "pressure_level_i2c")
 LEVEL_INTERVAL_S = 300  # a level sensor's dry-weather interval when the entry gives none

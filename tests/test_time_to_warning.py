@@ -33,7 +33,7 @@ BURSTS = 12
 # spell of several reports) plus a shift that moves each one to another point of the board's
 # 900 s sleep.
 STARTS = [1000 + 3200 * k + (k * 211) % 700 for k in range(BURSTS)]
-SPEED = 600
+SPEED = 1000
 
 
 def site(board, mode):
@@ -115,3 +115,29 @@ def test_a_burst_in_a_fifteen_minute_sleep_is_reported_within_seconds(board, mod
         gaps = [b - a for a, b in zip(dry, dry[1:])]
         assert len(dry) >= 2 and min(gaps) >= REPORT_S - 1, (cleared, start, dry)
         assert start - dry[-1] >= 1, (start, dry)
+
+
+def test_config_fills_the_dry_weather_pacing_and_checks_rolling_rules():
+    """The defaults (report 900 s, the rain gauge with each report, a level every 300 s, no
+    sleep cap) and the rolling rules' bounds: a rain rule must fit the tip times the gauge
+    keeps, a rise rule's window the readings it keeps, a window only on a gauge or with rise."""
+    from firmware import config
+
+    raw = site("pico", "light")
+    raw["sensors"].append({"type": "pressure_level_i2c", "name": "level0"})
+    assert config.check(raw, sensor_check=False) == []
+    assert raw["report_s"] == 900 and raw["sleep"]["max_ms"] == 0
+    assert [s["interval_s"] for s in raw["sensors"]] == [900, 900, 300]
+    too_many = dict(site("pico", "light"), thresholds=[
+        {"sensor": "rain0", "channel": "rain", "above": 0.2 * (config.RAIN_TIMES + 1), "window_s": 3600,
+         "report_s": 60}])
+    assert [e for e in config.check(too_many, sensor_check=False) if "tips in window_s" in e]
+    rise = dict(site("pico", "light"), thresholds=[
+        {"sensor": "level0", "channel": "water_level", "rise": 0.3, "window_s": 1200, "report_s": 60}])
+    rise["sensors"].append({"type": "pressure_level_i2c", "name": "level0", "interval_s": 30})
+    assert [e for e in config.check(rise, sensor_check=False) if "a rise rule keeps 32" in e]
+    rise["sensors"][-1]["interval_s"] = 60
+    assert config.check(rise, sensor_check=False) == []
+    wrong = dict(site("pico", "light"), thresholds=[
+        {"sensor": "batt", "channel": "battery", "above": 4.0, "window_s": 60, "report_s": 60}])
+    assert [e for e in config.check(wrong, sensor_check=False) if "a rolling window is for a rain gauge" in e]

@@ -42,7 +42,7 @@ _RAIN_TIPS = const(2)  # protocol/channels.py "rain_tips", count
 _TIPS_MAX = const(10000)  # rain_tips' highest valid value in one reading
 _UM_PER_TENTH = const(100)  # micrometres in the 0.1 mm the rain channel counts
 _CLOSURE_MS = const(150)  # the longest a bucket's reed switch stays closed
-_TIMES = const(64)  # tip times kept: the most tips a rolling rule may count (firmware/config.py RAIN_TIMES)
+_TIMES = const(256)  # tip times kept: the most tips a rolling rule may count (firmware/config.py RAIN_TIMES)
 _ESP32 = sys.platform == "esp32"  # probed once: the port decides the IRQ and the wake
 
 
