@@ -8,8 +8,9 @@ tip event, "vt") to the board's receipt of the gateway's ack for the frame that 
 (the firmware's "ack" event, on the same virtual clock): the ack leaves the gateway's end
 only once it decoded and kept the frame, so this bounds the arrival from above. Busy time
 runs one to one with real time in the simulator and only sleep is sped up, so the figure is
-the one at 1x. The gateway's end is the firmware tests' peer (tests/fixtures/firmware.py:
-gateway.decoder and a MACed ack) over a TCP UART.
+the one at 1x. The gateway's end is the firmware tests' peer (gateway.decoder and a MACed
+ack): over a TCP UART on every board and sleep mode (tests/fixtures/firmware.py), and over
+a real Mosquitto for the Wi-Fi boards (tests/test_firmware_mqtt.py's GatewayPeer, paho).
 
 Between bursts the board must go back to dry-weather pacing: one frame per 900 s.
 """
@@ -18,6 +19,7 @@ import json
 import pytest
 
 from tests.fixtures.firmware import BOARDS, KEY_HEX, KID_HEX, UartPeer, run_sim
+from tests.test_firmware_mqtt import GatewayPeer
 
 GOAL_S = 5.0  # issue 12: p99 <= 5 s with 15-minute dry-weather reporting
 MODES = ("light", "none")  # the sleep modes a rain site can run on every board (deep is refused)
@@ -90,7 +92,28 @@ def test_a_burst_in_a_fifteen_minute_sleep_is_reported_within_seconds(board, mod
                                        runner=compiled_runner, timeout=600)
     finally:
         peer.close()
-    store = peer.store
+    check(board, mode, code, events, output, peer.store)
+
+
+@pytest.mark.parametrize("board", ("pico_w", "pico2_w", "esp32", "esp32s3"))
+def test_a_wifi_board_warns_within_seconds_over_mqtt(board, tmp_path, compiled_runner, mosquitto_broker):
+    """The same over Wi-Fi and a real broker, in light sleep (an esp32 loses its association
+    in every light sleep and joins again to report)."""
+    raw = site(board, "light")
+    raw["transport"] = {"type": "mqtt", "host": mosquitto_broker.host, "port": mosquitto_broker.port,
+                        "io_timeout_ms": 250, "burst": 4}
+    peer = GatewayPeer(mosquitto_broker)
+    try:
+        code, events, output = run_sim(tmp_path, raw, scenario(), speed=SPEED, runner=compiled_runner,
+                                       mqtt="%s:%d" % (mosquitto_broker.host, mosquitto_broker.port), timeout=600)
+    finally:
+        peer.close()
+    check(board, "light/mqtt", code, events, output, peer.store)
+
+
+def check(board, mode, code, events, output, store):
+    """Every tip once, one alarm and one clear per burst, the time to warning within the goal,
+    and dry-weather pacing between the bursts."""
     assert code == 0 and "Traceback" not in output, output[-3000:]
     assert not [e for e in events if e["ev"] in ("board_reset", "hang")], output[-3000:]
     end = [e for e in events if e["ev"] == "sim_end"][-1]
