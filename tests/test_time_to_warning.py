@@ -164,3 +164,50 @@ def test_config_fills_the_dry_weather_pacing_and_checks_rolling_rules():
     wrong = dict(site("pico", "light"), thresholds=[
         {"sensor": "batt", "channel": "battery", "above": 4.0, "window_s": 60, "report_s": 60}])
     assert [e for e in config.check(wrong, sensor_check=False) if "a rolling window is for a rain gauge" in e]
+
+
+RISE_AT = [1130, 4517]  # the river starts to rise mid-sleep (the boot's report is at 0, the next at 900)
+
+
+@pytest.mark.parametrize("board, mode", [("pico", "light"), ("pico2_w", "none"), ("esp32", "light")])
+def test_a_fast_level_sensors_rise_is_reported_at_once(board, mode, tmp_path, compiled_runner):
+    """A pressure level sensor read every 30 s, reporting every 15 minutes, and a rise rule
+    (0.3 m in 10 minutes): the reading that shows the rise is committed and reported at once,
+    within the goal of the reading, and within one sampling interval of the water's crossing."""
+    raw = site(board, mode)
+    raw["sensors"].append({"type": "pressure_level_i2c", "name": "level0", "interval_s": 30})
+    raw["thresholds"] = [{"sensor": "level0", "channel": "water_level", "rise": 0.3, "window_s": 600,
+                          "report_s": 60}]
+    # 0.5 m to 1.4 m in 600 s each time (0.3 m in 200 s), and back down before the next rise.
+    ramps = []
+    for at in RISE_AT:
+        ramps.append({"key": "water_level_m", "from_s": at, "to_s": at + 600, "start": 0.5, "end": 1.4,
+                      "step_s": 5})
+        ramps.append({"key": "water_level_m", "from_s": at + 1200, "to_s": at + 2400, "start": 1.4,
+                      "end": 0.5, "step_s": 30})
+    raw_scenario = {"duration_s": RISE_AT[-1] + 3000, "world": {"battery_v": 4.0, "water_level_m": 0.5},
+                    "ramps": ramps}
+    peer = UartPeer()
+    try:
+        code, events, output = run_sim(tmp_path, raw, raw_scenario, speed=SPEED, uart=peer.spec,
+                                       runner=compiled_runner, timeout=600)
+    finally:
+        peer.close()
+    assert code == 0 and "Traceback" not in output, output[-3000:]
+    assert not [e for e in events if e["ev"] in ("board_reset", "hang")], output[-3000:]
+    alarms = [e for e in events if e["ev"] == "alarm" and e["sensor"] == "level0"]
+    assert len(alarms) == len(RISE_AT), alarms
+    acks = {}
+    for e in events:
+        if e["ev"] == "ack":
+            acks.setdefault(e["seq"], e["ms"])
+    frames = [e for e in events if e["ev"] == "frame"]
+    times = []
+    for at, alarm in zip(RISE_AT, alarms):
+        crossed = at + 200  # 0.3 m above the 0.5 m it started from
+        assert crossed * 1000 <= alarm["ms"] <= (crossed + 30 + 5) * 1000, (at, alarm)
+        frame = next(f for f in frames if f["ms"] >= alarm["ms"])
+        assert frame["seq"] in peer.store.frames, frame
+        times.append((acks[frame["seq"]] - alarm["ms"]) / 1000.0)
+    print(json.dumps({"rise_ttw": board, "mode": mode, "s": times}))
+    assert max(times) <= GOAL_S, times
