@@ -15,7 +15,15 @@ RP2350's watchdog does not count at all (micropython #17228, #17229, on
 every release to v1.28.0). The ring resends what was not acked.
 Every wait in the loop is bounded; config.check() proves at boot that one
 loop fits in the watchdog's timeout.
+
+Pacing: the loop sleeps until the next due sample or report, or until the
+watchdog must be fed (a wake that only feeds it does nothing else). A tip
+ends the sleep (rain_gauge.py: per port), and the rolling rain rules are
+judged then, at the tip: one that starts holding commits a frame of every
+sensor and reports it at once, whatever the intervals; while rules hold,
+the board samples and reports at their pace, and after, at the site's.
 """
+import array
 import gc
 import time
 
@@ -36,15 +44,51 @@ _HEAP_FLOOR = 6144  # below this the board is sick: let the watchdog restart it
 _ACK_POLL_MS = 10
 _JOIN_POLL_MS = 250  # awake while Wi-Fi joins: an ESP32 that sleeps loses the join (mqttlink.py)
 _STUCK_S = 3600  # link up but no ack for this long: a wedged radio, reset
+# The sleep ends this long before the watchdog would fire: a wake's path to the feed at the top
+# of the loop (firmware/config.py LOOP_MARGIN_MS, which check() counts in every loop).
+_WAKE_MARGIN_MS = 1000
+# A sleep that a tip cannot end (time.sleep_ms: mode "none", or while Wi-Fi joins) is cut in
+# steps this long, each ending early when a tip came: a tip is judged within a step.
+_TIP_POLL_MS = 500
+_RISE_KEPT = 32  # readings a rise rule keeps (firmware/config.py checks its window fits them)
 
 
 class Rule:
     """A local threshold: while it holds, report at once and then every report_ms.
-    Made at boot (firmware/boot.py) with its thresholds in the channel's integer units."""
+    Made at boot (firmware/boot.py) with its thresholds in the channel's integer units.
+
+    With window_ms, a rain rule judges the rain of the last window_ms, from the
+    gauge's tip times (rain_gauge.py rolling()), at every tip (App.on_tips) as well
+    as at each sample; a `rise` rule judges the rise over the window: the reading
+    less the lowest reading of the window, from the readings it keeps in arrays
+    made here (a fast level sensor, sampled often, so a surge is told at once)."""
 
     def __init__(self, spec):
-        self.sensor, self.code, self.index, self.above, self.below, self.clear, self.report_ms = spec
+        (self.sensor, self.code, self.index, self.above, self.below, self.clear, self.report_ms,
+         self.window_ms, self.rise) = spec
         self.active = False
+        if self.rise:
+            self._ticks = array.array("i", [0] * _RISE_KEPT)
+            self._values = array.array("i", [0] * _RISE_KEPT)
+            self._kept = 0
+            self._next = 0
+
+    def risen(self, value, now):
+        """Keep this reading; the rise over the window: it less the window's lowest reading."""
+        self._ticks[self._next] = now
+        self._values[self._next] = value
+        self._next = (self._next + 1) % _RISE_KEPT
+        if self._kept < _RISE_KEPT:
+            self._kept += 1
+        low = value
+        at = self._next
+        for _ in range(self._kept):
+            at = (at - 1) % _RISE_KEPT
+            if time.ticks_diff(now, self._ticks[at]) > self.window_ms:
+                break
+            if self._values[at] < low:
+                low = self._values[at]
+        return value - low
 
     def update(self, value):
         """True when this reading makes the rule start holding."""
@@ -85,10 +129,12 @@ class App:
             self.link = UartLink(board, t)
         self.wdt = machine.WDT(timeout=site.watchdog_ms)
         now = time.ticks_ms()
+        self.fed = now  # when the watchdog was last fed: the sleep ends before it would fire
         self.due = [now for _ in self.sensors]
         self.next_send = now
         self.retry_ms = t["retry_s"] * 1000
         self.report_now = True
+        self.hurry = False  # a rule started holding: every sensor to its pace (_hurry)
         self.rebooted = True
         self.sick_since = None  # ticks_ms since the board is unhealthy
         self.battery_mv = -1
@@ -126,16 +172,22 @@ class App:
     def low_battery(self):
         return 0 <= self.battery_mv < self.site.low_battery_mv
 
-    # One loop.
+    # One loop. A wake with nothing due only feeds the watchdog (and keeps new tips in
+    # retained memory): no sampling, no collection, so a long sleep cut into watchdog
+    # periods costs a few instructions per period.
     def run(self, loops=-1):
         while loops:
             loops -= 1
             self.health()
             now = time.ticks_ms()
-            self.sample(now)
-            self.service(now)
-            self.save()
-            gc.collect()
+            tipped = self.on_tips(now)
+            if self.busy(now):
+                self.sample(now)
+                self.service(now)
+                self.save()
+                gc.collect()
+            elif tipped:
+                self.save()
             self.sleep()
 
     def save(self, seq=NONE, taken=0):
@@ -149,6 +201,7 @@ class App:
         (a passing low heap right after boot is not sickness: the loop's collect follows)."""
         self.wdt.feed()
         now = time.ticks_ms()
+        self.fed = now
         free = gc.mem_free()
         stuck = len(self.ring) and time.ticks_diff(now, self.last_ack) > _STUCK_S * 1000
         if free >= _HEAP_FLOOR and not stuck:
@@ -168,6 +221,37 @@ class App:
             if rule.active and (not fast or rule.report_ms < fast):
                 fast = rule.report_ms
         return fast
+
+    def busy(self, now):
+        """Whether this wake has work: a sensor due, a report due, a Wi-Fi join going on."""
+        for at in self.due:
+            if time.ticks_diff(now, at) >= 0:
+                return True
+        if len(self.ring) and not self.low_battery() and (
+                self.report_now or time.ticks_diff(now, self.next_send) >= 0):
+            return True
+        return self.wifi and self.link.joining(now)
+
+    def on_tips(self, now):
+        """Judge the rolling rain rules at a tip, not at the next sample: a rule that starts
+        holding makes every sensor due now and the report immediate. True when tips came."""
+        tipped = False
+        for s in self.rain:
+            if not s.driver.took_fresh():
+                continue
+            tipped = True
+            for rule in self.rules:
+                if rule.window_ms and not rule.rise and rule.sensor == s.name:
+                    self._judge(rule, s.name, s.driver.rolling(rule.code, rule.window_ms))
+        if self.hurry:
+            self._hurry(now)  # this wake's frame carries the tip that crossed, and every sensor
+        return tipped
+
+    def _tip_waiting(self):
+        for s in self.rain:
+            if s.driver.fresh:
+                return True
+        return False
 
     def sample(self, now):
         due = False
@@ -189,22 +273,48 @@ class App:
                     taken += value
                 if code == _BATTERY and quality == Q_OK:
                     self.battery_mv = value
-                self._check_rules(s.name, code, index, value)
+                self._check_rules(s, code, index, value, quality, now)
             interval = s.interval_s * 1000
             if fast and fast < interval:
                 interval = fast
             self.due[i] = time.ticks_add(now, interval)
+        if self.hurry:
+            self._hurry(time.ticks_add(now, self.fast_ms()))
         self.commit(readings, taken)
 
-    def _check_rules(self, name, code, index, value):
+    def _hurry(self, at):
+        """A rule started holding: every sensor due by `at`, so that all of them take the rule's
+        pace together, and go back to dry-weather pacing together (one frame a round, not one
+        per sensor out of step) when it clears."""
+        self.hurry = False
+        for i in range(len(self.due)):
+            if time.ticks_diff(self.due[i], at) > 0:
+                self.due[i] = at
+
+    def _check_rules(self, s, code, index, value, quality, now):
+        """The rules on this reading: a rolling rule on the gauge's window, a rise rule on the
+        rise over its window (of good readings only: a dropout is no surge)."""
         for rule in self.rules:
-            if rule.sensor == name and rule.code == code and rule.index == index:
-                was = rule.active
-                if rule.update(value):
-                    self.report_now = True
-                    log.event("alarm", "sensor", name, "channel", code, "value", value)
-                elif was and not rule.active:
-                    log.event("clear", "sensor", name, "channel", code, "value", value)
+            if rule.sensor == s.name and rule.code == code and rule.index == index:
+                if rule.rise:
+                    if quality != Q_OK:
+                        continue
+                    value = rule.risen(value, now)
+                elif rule.window_ms:
+                    value = s.driver.rolling(code, rule.window_ms)
+                self._judge(rule, s.name, value)
+
+    def _judge(self, rule, name, value):
+        """Update one rule; True when it starts holding (the report goes at once)."""
+        was = rule.active
+        if rule.update(value):
+            self.report_now = True
+            self.hurry = True
+            log.event("alarm", "sensor", name, "channel", rule.code, "value", value)
+            return True
+        if was and not rule.active:
+            log.event("clear", "sensor", name, "channel", rule.code, "value", value)
+        return False
 
     def commit(self, readings, taken):
         flags = 0
@@ -315,20 +425,26 @@ class App:
             log.event("ack", "seq", seq, "ring", len(self.ring))
 
     def sleep(self):
-        wake = self.due[0] if self.due else time.ticks_add(time.ticks_ms(), self.site.sleep_max_ms)
-        for at in self.due:
-            if time.ticks_diff(at, wake) < 0:
-                wake = at
-        if len(self.ring) and not self.low_battery() and time.ticks_diff(self.next_send, wake) < 0:
-            wake = self.next_send
-        ms = time.ticks_diff(wake, time.ticks_ms())
-        if ms <= 0:
-            return
-        if ms > self.site.sleep_max_ms:
-            ms = self.site.sleep_max_ms
+        """Sleep until the next due sample or report, a tip, or the watchdog's next feed,
+        whichever is first: no other cap (the site's sleep.max_ms, when set, is one more)."""
+        now = time.ticks_ms()
         mode = self.site.sleep_mode
-        if self.wifi and self.link.joining(time.ticks_ms()):
+        if self.wifi and self.link.joining(now):
             mode = "none"  # a light or deep sleep would lose the join on an ESP32
+        # A deep sleep ends in a reset, and the watchdog starts again with the boot.
+        ms = 86400000
+        if mode != "deep":
+            ms = self.site.watchdog_ms - time.ticks_diff(now, self.fed) - _WAKE_MARGIN_MS
+        for at in self.due:
+            ms = min(ms, time.ticks_diff(at, now))
+        if len(self.ring) and not self.low_battery():
+            ms = min(ms, 0 if self.report_now else time.ticks_diff(self.next_send, now))
+        if self.site.sleep_max_ms:
+            ms = min(ms, self.site.sleep_max_ms)
+        # A tip while the loop worked is judged first. (One in the instructions between here
+        # and the sleep is counted, and judged at the next wake, within a watchdog period.)
+        if ms <= 0 or self._tip_waiting():
+            return
         for s in self.rain:
             settle = s.driver.settle_ms()
             if settle and mode != "none":
@@ -343,7 +459,16 @@ class App:
             self.save()
             machine.deepsleep(ms)  # ends in a reset; the ring and seq are in flash
         else:
-            time.sleep_ms(ms)
+            self._nap(ms)
+
+    def _nap(self, ms):
+        """time.sleep_ms, which no IRQ ends, in steps that end once a tip came."""
+        end = time.ticks_add(time.ticks_ms(), ms)
+        while not self._tip_waiting():
+            left = time.ticks_diff(end, time.ticks_ms())
+            if left <= 0:
+                return
+            time.sleep_ms(min(left, _TIP_POLL_MS))
 
 
 def _any_in(wanted, seqs):

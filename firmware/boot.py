@@ -87,8 +87,9 @@ def _sensor_errors(raw):
 
 def build(board, sensors_cfg, thresholds):
     """The Sensors (the rain gauge first: its IRQ counts from the earliest instant
-    of boot) and the rules as (sensor, code, index, above, below, clear, report_ms)
-    with thresholds in the channel's integer units."""
+    of boot) and the rules as (sensor, code, index, above, below, clear, report_ms,
+    window_ms, rise) with thresholds in the channel's integer units (a rise rule's
+    rise is its `above`)."""
     from firmware import sensors as factory
     from protocol import channels
 
@@ -101,10 +102,12 @@ def build(board, sensors_cfg, thresholds):
         for s in sensors:
             if s.name == raw["sensor"]:
                 index = s.index
-        above = channel.to_int(raw["above"]) if "above" in raw else None
-        below = channel.to_int(raw["below"]) if "below" in raw else None
+        rise = "rise" in raw
+        above = channel.to_int(raw["rise" if rise else "above"]) if rise or "above" in raw else None
+        below = channel.to_int(raw["below"]) if "below" in raw and not rise else None
         clear = channel.to_int(raw["clear"]) if "clear" in raw else (above if above is not None else below)
-        rules.append((raw["sensor"], channel.code, index, above, below, clear, raw["report_s"] * 1000))
+        rules.append((raw["sensor"], channel.code, index, above, below, clear, raw["report_s"] * 1000,
+                      raw.get("window_s", 0) * 1000, rise))
     del factory, channels
     unload("firmware.sensors")
     unload("protocol.channels")

@@ -9,12 +9,24 @@ the REPL instead of starting the watchdog, so the file can be fixed.
 
 Example:
 {"device_id": "a1b2c3d4", "key": "<64 hex digits>", "board": "pico",
- "sensors": [{"type": "rain_gauge", "name": "rain0", "interval_s": 60}],
- "report_s": 300,
- "thresholds": [{"sensor": "rain0", "channel": "rain", "above": 2.0, "report_s": 30}],
+ "sensors": [{"type": "rain_gauge", "name": "rain0"},
+             {"type": "pressure_level_i2c", "name": "level0", "interval_s": 30}],
+ "report_s": 900,
+ "thresholds": [{"sensor": "rain0", "channel": "rain", "above": 2.0, "window_s": 600, "report_s": 60},
+                {"sensor": "level0", "channel": "water_level", "rise": 0.3, "window_s": 600, "report_s": 60}],
  "transport": {"type": "uart", "uart": 0, "baud": 9600, "mtu": 255, "ack_timeout_ms": 1500},
- "watchdog": {"timeout_ms": 8000}, "sleep": {"mode": "light", "max_ms": 2000},
+ "watchdog": {"timeout_ms": 8000}, "sleep": {"mode": "light"},
  "ring": {"frames": 512}, "battery": {"low_v": 3.4}}
+
+Pacing: dry weather reports every report_s (900 s, 15 minutes, by default);
+a sensor's interval_s defaults to report_s for the rain gauge (its tips are
+counted all the time: the interval only says how often their count becomes
+a frame) and to 300 s for a level sensor. The board sleeps until the next
+due sample or report, a tip, or the watchdog's next feed (firmware/app.py);
+sleep.max_ms, when given, caps each sleep as well. A threshold with window_s
+judges the rain of the last window_s at every tip (at most RAIN_TIMES tips),
+or with "rise" the rise of a level over the window; while one holds, the
+board reports every report_s of the threshold.
 """
 import json
 
@@ -31,12 +43,16 @@ _READINGS = {"rain_gauge": 2, "accel_adxl345": 4, "accel_mpu6050": 4}
 # Time for the loop's own work besides sensors and the network.
 LOOP_MARGIN_MS = 1000
 MTU_MAX = {"uart": 255, "mqtt": 1024}
+RAIN_TIMES = 256  # tip times a rain gauge keeps (firmware/drivers/rain_gauge.py _TIMES)
+RISE_KEPT = 32  # readings a rise rule keeps (firmware/app.py _RISE_KEPT)
+_LEVEL_TYPES = ("ultrasonic_level", "pressure_level_ma", "pressure_level_i2c")
+LEVEL_INTERVAL_S = 300  # a level sensor's dry-weather interval when the entry gives none
 
 _DEFAULTS = {
-    "report_s": 300,
+    "report_s": 900,
     "thresholds": [],
     "watchdog": {"timeout_ms": 8000},
-    "sleep": {"mode": "light", "max_ms": 2000},
+    "sleep": {"mode": "light", "max_ms": 0},
     "ring": {"frames": 512, "seq_block": 64},
     "battery": {"low_v": 0.0},
 }
@@ -72,7 +88,7 @@ class Site:
         self.transport = raw["transport"]
         self.watchdog_ms = raw["watchdog"]["timeout_ms"]
         self.sleep_mode = raw["sleep"]["mode"]
-        self.sleep_max_ms = raw["sleep"]["max_ms"]
+        self.sleep_max_ms = raw["sleep"]["max_ms"]  # 0: no cap but the watchdog's
         self.ring_frames = raw["ring"]["frames"]
         self.seq_block = raw["ring"].get("seq_block", 64)
         self.low_battery_mv = int(raw["battery"].get("low_v", 0.0) * 1000)
@@ -116,10 +132,23 @@ def _fill(raw):
         elif isinstance(default, dict) and isinstance(raw[name], dict):
             for key, value in default.items():
                 raw[name].setdefault(key, value)
+    _fill_intervals(raw)
     transport = raw.get("transport")
     if isinstance(transport, dict) and transport.get("type") in _TRANSPORT_DEFAULTS:
         for key, value in _TRANSPORT_DEFAULTS[transport["type"]].items():
             transport.setdefault(key, value)
+
+
+def _fill_intervals(raw):
+    """Dry-weather sampling where an entry gives no interval_s: the rain gauge's count
+    goes out with each report, a level every LEVEL_INTERVAL_S (never later than a report)."""
+    report_s = raw["report_s"]
+    if not _is_int(report_s, 1, 86400) or not isinstance(raw.get("sensors"), list):
+        return
+    for entry in raw["sensors"]:
+        if isinstance(entry, dict) and "interval_s" not in entry:
+            level = entry.get("type") in _LEVEL_TYPES
+            entry["interval_s"] = min(report_s, LEVEL_INTERVAL_S) if level else report_s
 
 
 def transport_budget_ms(t):
@@ -173,7 +202,7 @@ def check(raw, board_loader=None, sensor_check=True):
             from firmware import sensors as factory  # the drivers' own checks
             for line in factory.validate(board, entry):
                 add("sensors[%d]: %s" % (at, line))
-    _check_thresholds(raw["thresholds"], names, add)
+    _check_thresholds(raw["thresholds"], sensors, add)
     _check_transport(raw.get("transport"), board, readings, add)
     from firmware.read_times import read_ms
     sensors_ms = 0
@@ -196,25 +225,63 @@ def check(raw, board_loader=None, sensor_check=True):
     return errors
 
 
-def _check_thresholds(thresholds, names, add):
+def _check_thresholds(thresholds, sensors, add):
     if not isinstance(thresholds, list):
         add("thresholds: must be a list")
         return
+    by_name = {}
+    for entry in sensors:
+        if isinstance(entry, dict):
+            by_name[entry.get("name")] = entry
     for at, rule in enumerate(thresholds):
         where = "thresholds[%d]" % at
         if not isinstance(rule, dict):
             add("%s: must be an object" % where)
             continue
-        if rule.get("sensor") not in names:
+        sensor = by_name.get(rule.get("sensor"))
+        if sensor is None:
             add("%s.sensor: %r is not a configured sensor name" % (where, rule.get("sensor")))
         if rule.get("channel") not in channels.BY_NAME:
             add("%s.channel: unknown channel %r" % (where, rule.get("channel")))
-        if not _is_num(rule.get("above")) and not _is_num(rule.get("below")):
-            add("%s: needs a number under \"above\" or \"below\" (in the channel's unit)" % where)
+        if "rise" in rule:
+            if not _is_num(rule["rise"]) or rule["rise"] <= 0:
+                add("%s.rise: must be a positive number (how much the reading may rise in window_s)" % where)
+        elif not _is_num(rule.get("above")) and not _is_num(rule.get("below")):
+            add("%s: needs a number under \"above\", \"below\" or \"rise\" (in the channel's unit)" % where)
         if "clear" in rule and not _is_num(rule["clear"]):
             add("%s.clear: must be a number" % where)
         if not _is_int(rule.get("report_s"), 1, 86400):
             add("%s.report_s: how often to report while it holds, whole seconds 1..86400" % where)
+        if "window_s" in rule or "rise" in rule:
+            _check_window(rule, sensor, where, add)
+
+
+def _check_window(rule, sensor, where, add):
+    """A rolling rule's window: a rain rule on a rain gauge whose kept tip times cover its
+    threshold; a rise rule whose kept readings cover its window."""
+    window = rule.get("window_s")
+    if not _is_int(window, 1, 86400):
+        add("%s.window_s: the rolling window, whole seconds 1..86400" % where)
+        return
+    if sensor is None:
+        return
+    if "rise" in rule:
+        interval = sensor.get("interval_s")
+        if _is_int(interval, 1, 86400) and window // interval + 1 > RISE_KEPT:
+            add("%s.window_s: %d s holds %d readings of %s (every %d s); a rise rule keeps %d"
+                % (where, window, window // interval + 1, sensor.get("name"), interval, RISE_KEPT))
+        return
+    if sensor.get("type") != "rain_gauge" or rule.get("channel") not in ("rain", "rain_tips"):
+        add("%s.window_s: a rolling window is for a rain gauge's rain or rain_tips (a level takes \"rise\")"
+            % where)
+        return
+    mm = sensor.get("mm_per_tip", 0.2)
+    edge = rule.get("above")
+    if _is_num(edge) and _is_num(mm) and mm > 0:
+        tips = edge if rule["channel"] == "rain_tips" else edge / mm
+        if tips > RAIN_TIMES:
+            add("%s.above: %g is %d tips in window_s; the gauge keeps the times of %d"
+                % (where, edge, int(tips + 0.999), RAIN_TIMES))
 
 
 def _check_transport(t, board, readings, add):
@@ -276,8 +343,8 @@ def _check_power(raw, board, rain, sensors_ms, add):
     if mode == "deep" and rain:
         add("sleep.mode: deep sleep stops the tip counter IRQ and would lose rain; use \"light\"")
     max_ms = sleep.get("max_ms")
-    if not _is_int(max_ms, 10, 3600000):
-        add("sleep.max_ms: must be 10..3600000 ms")
+    if not (max_ms == 0 or _is_int(max_ms, 10, 3600000)):
+        add("sleep.max_ms: a cap on each sleep, 10..3600000 ms (0 or left out: none but the watchdog's)")
         return
     t = raw.get("transport")
     if not _is_int(wdt, 1, 10000000) or not isinstance(t, dict) or t.get("type") not in _TRANSPORT_DEFAULTS:
@@ -286,14 +353,15 @@ def _check_power(raw, board, rain, sensors_ms, add):
         net = transport_budget_ms(t)
     except (KeyError, TypeError):
         return
-    # A deep sleep is a reset (the watchdog starts over at the wake), but the awake
-    # part of the loop (joining, sending, waiting for acks) must fit all the same.
-    slept = max_ms if mode != "deep" else 0
-    loop = slept + net + sensors_ms + LOOP_MARGIN_MS
+    # The loop sleeps what is left of the watchdog period less LOOP_MARGIN_MS (firmware/app.py),
+    # so between two feeds there is at most one awake part: joining, sending, waiting for acks,
+    # reading the sensors, and the margin. That must fit the watchdog. (A deep sleep is a reset:
+    # the watchdog starts over at the wake, but the awake part must fit all the same.)
+    loop = net + sensors_ms + LOOP_MARGIN_MS
     if loop > wdt:
-        add("sleep.max_ms: a loop may take %d ms (sleep %d + network %d + sensors %d + margin %d) "
-            "but the watchdog resets after %d ms; sleep less, shorten the timeouts or read fewer samples"
-            % (loop, slept, net, sensors_ms, LOOP_MARGIN_MS, wdt))
+        add("watchdog.timeout_ms: a loop's awake part may take %d ms (network %d + sensors %d + margin %d) "
+            "but the watchdog resets after %d ms; shorten the timeouts or read fewer samples"
+            % (loop, net, sensors_ms, LOOP_MARGIN_MS, wdt))
 
 
 def load(path, board_loader=None, sensor_check=True):

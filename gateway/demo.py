@@ -45,14 +45,16 @@ START_TIMEOUT_S = 20.0
 DRAIN_S = 15.0  # after the boards end, how long pending SMS may take to leave
 BOARD_HEAP = 190000  # bytes: a Pico's free heap
 
-# The firmware site config around the scenario's sensors (firmware/config.py).
+# The firmware site config around the scenario's sensors (firmware/config.py): the
+# firmware's 15-minute dry-weather pacing (report every 900 s, rain counted all the time,
+# a level every 300 s), and sleep until the next due event with no cap but the watchdog's.
 _SITE_DEFAULTS = {
-    "report_s": 60,
+    "report_s": 900,
     "thresholds": [],
     "transport": {"type": "uart", "baud": 115200, "mtu": 255, "ack_timeout_ms": 1500,
                   "retry_s": 2, "retry_max_s": 10},
     "watchdog": {"timeout_ms": 8000},
-    "sleep": {"mode": "light", "max_ms": 2000},
+    "sleep": {"mode": "light"},
     "ring": {"frames": 256},
     "battery": {"low_v": 0.0},
 }
@@ -762,6 +764,9 @@ def summarise(home, boards, sent):
                          "latency_s": None if latency is None else round(latency, 3),
                          "latency_1x_s": None if real is None else round(real, 3)})
         board_tips = {name: (b.end or {}).get("tips") for name, b in boards.items()}
+        # When each board made its frames (scenario s): its pacing, dry weather and storm.
+        frame_times = {name: sorted(round(made, 1) for made, _, _ in b.frames.values())
+                       for name, b in boards.items()}
         result = {
             "home": str(home),
             "frames": q("SELECT count(*) FROM (SELECT DISTINCT device_id, seq FROM readings)"),
@@ -778,6 +783,7 @@ def summarise(home, boards, sent):
             "per_number": _per_number(database),
             "rejects": q("SELECT count(*) FROM rejects"),
             "tips": board_tips,
+            "frame_times": frame_times,
             "tips_stored": {ids[d]: n for d, n in database.execute(
                 "SELECT device_id, sum(value) FROM readings WHERE channel = 2 GROUP BY device_id")},
             "events": rows,
@@ -785,13 +791,19 @@ def summarise(home, boards, sent):
             "latency_s": None,
         }
         if latencies:
-            result["latency_s"] = {"median": round(statistics.median(latencies), 3),
-                                   "max": round(max(latencies), 3), "n": len(latencies)}
-            result["latency_1x_s"] = {"median": round(statistics.median(at_1x), 3),
-                                      "max": round(max(at_1x), 3), "n": len(at_1x)}
+            result["latency_s"] = _spread(latencies)
+            result["latency_1x_s"] = _spread(at_1x)
         return result
     finally:
         database.conn.close()
+
+
+def _spread(values):
+    """Median, p99 (nearest rank: the largest when there are fewer than 100) and max."""
+    ranked = sorted(values)
+    p99 = ranked[-(-len(ranked) * 99 // 100) - 1]
+    return {"median": round(statistics.median(ranked), 3), "p99": round(p99, 3),
+            "max": round(ranked[-1], 3), "n": len(ranked)}
 
 
 def _per_number(database):
@@ -882,13 +894,13 @@ def format_summary(result):
     latency = result["latency_s"]
     if latency:
         real = result["latency_1x_s"]
-        verdict = "within" if real["max"] <= LATENCY_GOAL_S else "OVER"
+        verdict = "within" if real["p99"] <= LATENCY_GOAL_S else "OVER"
         lines += ["",
-                  "  tip to SMS, wall clock: median %.2f s, max %.2f s over %d alert(s)"
-                  % (latency["median"], latency["max"], latency["n"]),
+                  "  tip to SMS, wall clock: median %.2f s, p99 %.2f s, max %.2f s over %d alert(s)"
+                  % (latency["median"], latency["p99"], latency["max"], latency["n"]),
                   "  at 1x (the board's wait in scenario time + gateway and modem): median "
-                  "%.2f s, max %.2f s: %s the %g s goal" % (real["median"], real["max"], verdict,
-                                                              LATENCY_GOAL_S)]
+                  "%.2f s, p99 %.2f s, max %.2f s: p99 %s the %g s goal"
+                  % (real["median"], real["p99"], real["max"], verdict, LATENCY_GOAL_S)]
     lines += ["", "  database: %s/huaico.db   (try: huaico device list --home %s)"
               % (result["home"], result["home"])]
     return lines

@@ -60,10 +60,11 @@ def site_config(device, config):
         transport = {"type": "mqtt", "ssid": "", "password": "",
                      "host": mqtt["host"], "port": mqtt["port"],
                      "io_timeout_ms": 250, "burst": 4}
-        sleep = {"mode": "light", "max_ms": 500}
     else:
         transport = {"type": "uart", "baud": config["ingest"]["baudrate"]}
-        sleep = {"mode": "light", "max_ms": 2000}
+    # The firmware's pacing (firmware/config.py): sleep until the next due event, no cap
+    # but the watchdog's; report every 15 minutes in dry weather.
+    sleep = {"mode": "light"}
     return {
         "device_id": device["id"],
         "key": device["key"],
@@ -74,7 +75,7 @@ def site_config(device, config):
         "lon": device["lon"],
         "signed": not device["allow_unsigned"],
         "sensors": [{"type": "battery", "name": "battery", "interval_s": 300}],
-        "report_s": 300,
+        "report_s": 900,
         "transport": transport,
         "sleep": sleep,
     }

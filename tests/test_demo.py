@@ -18,15 +18,16 @@ from tests.test_sms_pdu import independent_decode
 
 HUAICO = Path(sys.executable).parent / "huaico"
 ROOT = Path(__file__).resolve().parents[1]
-# README: an alert's first SMS leaves the modem within 10 s of the tip that
-# raised it, at 1x. The demo's "at 1x" figure is the board's wait from that
-# tip to its frame in scenario seconds (busy time counts one to one in the
-# simulator, so --speed does not shrink it) plus the wall time from the frame
-# to the modem's record. It needs no allowance for the speed-up, so the goal
-# is asserted as it stands, with no slack added on top. The slack it leaves,
-# measured here: the worst alert took 4.4-4.8 s at 1x (median about 3 s), so
-# about 5 s before a slower gateway, modem or board breaks the goal; the first
-# alert (about 0.2 s) fails the test once its SMS is held back 10 s.
+# README and issue 12: an alert's first SMS leaves the modem within 10 s of the
+# tip that raised it, at 1x, p99 over the demo's alerts, with the boards at
+# 15-minute dry-weather reporting (the demo's defaults). The demo's "at 1x"
+# figure is the board's wait from that tip to its frame in scenario seconds
+# (busy time counts one to one in the simulator, so --speed does not shrink
+# it) plus the wall time from the frame to the modem's record. It needs no
+# allowance for the speed-up, so the goal is asserted as it stands, with no
+# slack added on top. The boards judge their own thresholds, which mirror the
+# gateway's levels, at every tip: the tip that raises a rain alert is reported
+# at once, whatever the 15-minute pacing.
 GOAL_S = 10.0
 
 
@@ -101,16 +102,27 @@ def test_hillside_rain_end_to_end(tmp_path, mosquitto_broker):
             assert tenths == tips * 2, name  # 0.2 mm buckets, in 0.1 mm
             assert rows == frames, name  # one tip count per frame: nothing doubled
     # The latency line is printed with numbers, and the JSON agrees.
-    match = re.search(r"tip to SMS, wall clock: median ([0-9.]+) s, max ([0-9.]+) s", out)
+    match = re.search(r"tip to SMS, wall clock: median ([0-9.]+) s, p99 ([0-9.]+) s, max ([0-9.]+) s", out)
     assert match, out[-2000:]
-    assert float(match.group(2)) == pytest.approx(result["latency_s"]["max"], abs=0.01)
-    # Every rain alert's first SMS within the goal at 1x (see GOAL_S), and the
-    # demo says so.
+    assert float(match.group(2)) == pytest.approx(result["latency_s"]["p99"], abs=0.01)
+    assert float(match.group(3)) == pytest.approx(result["latency_s"]["max"], abs=0.01)
+    # The rain alerts' first SMS within the goal at 1x, p99 (see GOAL_S), and the
+    # demo says so. Every rain alert of this scenario was raised by a tip.
     by_tip = [e for e in result["events"] if e["trigger"].startswith("tip ")]
-    at_1x = [e["latency_1x_s"] for e in by_tip]
-    assert by_tip and None not in at_1x and len(at_1x) == result["latency_1x_s"]["n"], by_tip
-    assert 0 <= result["latency_1x_s"]["max"] == max(at_1x) <= GOAL_S, result["events"]
-    assert "within the %g s goal" % GOAL_S in out, out[-2000:]
+    rain = [e for e in result["events"] if e["rule"].startswith("lluvia") and e["level"] != "clear"]
+    assert rain and len(by_tip) == len(rain), result["events"]
+    at_1x = sorted(e["latency_1x_s"] for e in by_tip)
+    assert None not in at_1x and len(at_1x) == result["latency_1x_s"]["n"], by_tip
+    p99 = at_1x[-(-len(at_1x) * 99 // 100) - 1]  # nearest rank
+    assert result["latency_1x_s"]["p99"] == p99 and result["latency_1x_s"]["max"] == at_1x[-1]
+    print("tip to SMS at 1x over %d rain alerts: median %.2f s, p99 %.2f s, max %.2f s"
+          % (len(at_1x), result["latency_1x_s"]["median"], p99, at_1x[-1]))
+    assert 0 <= p99 <= GOAL_S, result["events"]
+    assert "p99 within the %g s goal" % GOAL_S in out, out[-2000:]
+    # The boards ran at 15-minute dry-weather pacing: before its storm took it over
+    # its first threshold (5 mm, after 900 s), pluvio-bajo made one frame, at boot.
+    made = result["frame_times"]["pluvio-bajo"]
+    assert made[0] < 1 and not [t for t in made if 1 <= t < 900], made
     assert "database: %s" % home in out
     # Each board's energy over the run, from the simulator's model (firmware/sim/energy.py).
     assert re.search(r"pluvio-alto energy [0-9.]+ mAh/day, [0-9.]+ mA average", out), out[-2000:]
@@ -122,7 +134,9 @@ def test_hillside_rain_end_to_end(tmp_path, mosquitto_broker):
 @pytest.mark.parametrize("scenario, speed, kinds, check", [
     ("heritage-tilt", 240, {"above"},
      lambda text: "Casona Rimac" in text and "tilt" in text and "degrees" in text),
-    ("equipment-health", 120, {"silent", "quality", "battery"},
+    # At its own speed: its silent-device windows are wall seconds set for 15-minute
+    # reports at 30x (a report each 30 s of wall time).
+    ("equipment-health", 30, {"silent", "quality", "battery"},
      lambda text: "Revise la estacion" in text),
     ("cloudburst", 120, {"accumulation"}, lambda text: "福田区" in text and "毫米" in text),
 ])

@@ -22,7 +22,7 @@ def test_watchdog_budget_counts_each_sensors_datasheet_time():
     # (0.8 s) and the rain gauge: 4.75 s with 50 ms a read of bus work, where 500 ms a sensor
     # allowed 2.5 s, and the loop went over the Pico's 8 s watchdog.
     errors = config.check(site_config("pico", sensors=SLOW), sensor_check=False)
-    budget = [e for e in errors if e.startswith("sleep.max_ms")]
+    budget = [e for e in errors if e.startswith("watchdog.timeout_ms")]
     assert budget and "sensors 4750" in budget[0], errors
     fewer = [s for s in SLOW if s["name"] not in ("air", "sonar")]
     assert config.check(site_config("pico", sensors=fewer), sensor_check=False) == []

@@ -21,7 +21,15 @@ the reed was seen open (settle_ms(), before every sleep) since the last tip:
 a bounce of a counted tip never is.
 Tips stay counted across sleep and sending until read() takes them;
 pending()/restore() let the firmware keep untaken tips across a reset.
+
+Each tip's tick is also written into a ring made at start-up (an array of
+_TIMES ints: a store into it allocates nothing), and a flag tells the main
+loop a tip came: the loop then evaluates its rolling-rate rules at once
+(rolling()), at the tip and not at the next sample, so a burst is reported
+within seconds whatever the sampling interval (firmware/app.py). Tips put
+back by restore() (from before a reset) have no time and count in no rate.
 """
+import array
 import machine
 import sys
 import time
@@ -34,6 +42,7 @@ _RAIN_TIPS = const(2)  # protocol/channels.py "rain_tips", count
 _TIPS_MAX = const(10000)  # rain_tips' highest valid value in one reading
 _UM_PER_TENTH = const(100)  # micrometres in the 0.1 mm the rain channel counts
 _CLOSURE_MS = const(150)  # the longest a bucket's reed switch stays closed
+_TIMES = const(256)  # tip times kept: the most tips a rolling rule may count (firmware/config.py RAIN_TIMES)
 _ESP32 = sys.platform == "esp32"  # probed once: the port decides the IRQ and the wake
 
 
@@ -52,6 +61,10 @@ class RainGauge:
         # Rain not yet sent, below one 0.1 mm step, in micrometres: a bucket
         # of 0.254 mm loses nothing to rounding over a storm.
         self._residue_um = 0
+        self._times = array.array("i", [0] * _TIMES)  # ticks_ms of the last tips, a ring
+        self._next = 0  # the slot the next tip's time goes in
+        self._kept = 0  # slots holding a tip's time (up to _TIMES)
+        self.fresh = False  # a tip since the main loop last looked (took_fresh())
         self._pin = pin
         if trigger is None:
             trigger = machine.Pin.IRQ_FALLING  # reed switch closing to ground
@@ -78,6 +91,37 @@ class RainGauge:
         if quiet:
             self._count += 1
             self._opened = False
+            # ticks_ms is a 30-bit small int: it fits the array's int32, and storing it allocates nothing.
+            self._times[self._next] = now
+            self._next = (self._next + 1) % _TIMES
+            if self._kept < _TIMES:
+                self._kept += 1
+            self.fresh = True
+
+    def took_fresh(self):
+        """True once for the tips since the last call (the main loop's cue to evaluate its rules)."""
+        state = machine.disable_irq()
+        fresh = self.fresh
+        self.fresh = False
+        machine.enable_irq(state)
+        return fresh
+
+    def rolling(self, code, window_ms):
+        """Rain in the last window_ms in channel `code`'s unit (0.1 mm for rain, a count for
+        rain_tips), from the tip times: at most _TIMES tips are counted."""
+        state = machine.disable_irq()
+        now = time.ticks_ms()
+        n = 0
+        at = self._next
+        while n < self._kept:
+            at = (at - 1) % _TIMES
+            if time.ticks_diff(now, self._times[at]) >= window_ms:
+                break
+            n += 1
+        machine.enable_irq(state)
+        if code == _RAIN:
+            return n * self._um_per_tip // _UM_PER_TENTH
+        return n
 
     def woke(self):
         """After a sleep: count the tip that woke an esp32 (no IRQ ran for it)."""
