@@ -85,7 +85,7 @@ class App:
             self.link = MqttLink(self.kid_hex, t)
         else:
             from firmware.uartlink import UartLink
-            self.link = UartLink(board, t)
+            self.link = UartLink(board, t, site.groups.get(t.get("power")))
         self.wdt = machine.WDT(timeout=site.watchdog_ms)
         now = time.ticks_ms()
         self.due = [now for _ in self.sensors]
@@ -95,6 +95,7 @@ class App:
         self.rebooted = True
         self.sick_since = None  # ticks_ms since the board is unhealthy
         self.battery_mv = -1
+        self.slower = 1  # the battery step's (config battery.steps): intervals and retries this many times longer
         self.last_ack = now
         self.bad_acks = 0
         self.store_errors = 0
@@ -128,6 +129,27 @@ class App:
 
     def low_battery(self):
         return 0 <= self.battery_mv < self.site.low_battery_mv
+
+    def quiet(self):
+        """Below battery.low_v the radio is spared, unless a local rule holds: a warning
+        always goes out."""
+        return self.low_battery() and not self.fast_ms()
+
+    def battery_step(self):
+        """Take the step (config battery.steps) the last battery reading falls in: the
+        deepest whose below_v it is under. Tips are counted whatever the step (the
+        gauge's IRQ), and a rule that holds keeps its own pace."""
+        slower = 1
+        for below_mv, step_slower in self.site.battery_steps:  # deepest first
+            if 0 <= self.battery_mv < below_mv:
+                slower = step_slower
+                break
+        if slower != self.slower:
+            log.event("battery_step", "mv", self.battery_mv, "slower", slower)
+        self.slower = slower
+
+    def _slower(self):
+        return 1 if self.fast_ms() else self.slower
 
     # One loop.
     def run(self, loops=-1):
@@ -192,8 +214,11 @@ class App:
                     taken += value
                 if code == _BATTERY and quality == Q_OK:
                     self.battery_mv = value
+                    self.battery_step()
                 self._check_rules(s.name, code, index, value)
             interval = s.interval_s * 1000
+            if s not in self.rain:
+                interval *= self.slower  # the gauge counts tips anyway: its frames keep their pace
             if fast and fast < interval:
                 interval = fast
             self.due[i] = time.ticks_add(now, interval)
@@ -246,7 +271,7 @@ class App:
     def service(self, now):
         for data in self.link.poll():
             self.on_ack(data)
-        if not len(self.ring) or self.low_battery():
+        if not len(self.ring) or self.quiet():
             return
         if not self.report_now and time.ticks_diff(now, self.next_send) < 0:
             return
@@ -256,6 +281,7 @@ class App:
                 self.next_send = time.ticks_add(now, _JOIN_POLL_MS)  # not a failure: look again soon
                 return
             self._backoff(now, "link_down")
+            self._rest(now)
             return
         wanted = self.ring.oldest(self.t["burst"])
         for seq in wanted:
@@ -278,16 +304,25 @@ class App:
                 time.sleep_ms(_ACK_POLL_MS)
         if _any_in(wanted, self.ring):
             self._backoff(now, "no_ack")
+            self._rest(now)
             return
         self.retry_ms = self.t["retry_s"] * 1000
         if len(self.ring):
             self.next_send = now  # a backlog: keep going next loop
         else:
-            self.next_send = time.ticks_add(now, self.fast_ms() or self.site.report_s * 1000)
+            self.next_send = time.ticks_add(now, self.fast_ms() or self.site.report_s * 1000 * self._slower())
+        self._rest(now)
+
+    def _rest(self, now):
+        """The radio off until the next report: a LoRa module's group down, a Wi-Fi board off
+        the network (a late ack waits for it at the broker, mqttlink.py)."""
+        self.link.rest(time.ticks_diff(self.next_send, now))
 
     def _backoff(self, now, why):
-        self.next_send = time.ticks_add(now, self.retry_ms)
-        log.event("retry", "why", why, "in_ms", self.retry_ms, "ring", len(self.ring))
+        # In a battery step the retries are that many times rarer: fewer radio attempts.
+        wait = self.retry_ms * self._slower()
+        self.next_send = time.ticks_add(now, wait)
+        log.event("retry", "why", why, "in_ms", wait, "ring", len(self.ring))
         self.retry_ms = min(self.retry_ms * 2, self.t["retry_max_s"] * 1000)
 
     def on_ack(self, data):
@@ -315,7 +350,7 @@ class App:
         for at in self.due:
             if time.ticks_diff(at, wake) < 0:
                 wake = at
-        if len(self.ring) and not self.low_battery() and time.ticks_diff(self.next_send, wake) < 0:
+        if len(self.ring) and not self.quiet() and time.ticks_diff(self.next_send, wake) < 0:
             wake = self.next_send
         ms = time.ticks_diff(wake, time.ticks_ms())
         if ms <= 0:
