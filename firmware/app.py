@@ -202,6 +202,7 @@ class App:
         if not due:
             return
         fast = self.fast_ms()
+        slower = self.slower  # a battery step taken in this round applies from the next
         readings = []
         taken = 0
         for i in range(len(self.sensors)):
@@ -218,7 +219,7 @@ class App:
                 self._check_rules(s.name, code, index, value)
             interval = s.interval_s * 1000
             if s not in self.rain:
-                interval *= self.slower  # the gauge counts tips anyway: its frames keep their pace
+                interval *= slower  # the gauge counts tips anyway: its frames keep their pace
             if fast and fast < interval:
                 interval = fast
             self.due[i] = time.ticks_add(now, interval)
@@ -283,13 +284,16 @@ class App:
             self._backoff(now, "link_down")
             self._rest(now)
             return
-        wanted = self.ring.oldest(self.t["burst"])
-        for seq in wanted:
+        # Wait for the acks of the frames that went out, not of those the link held back
+        # (a LoRa duty cycle): the radio stays on only for acks that can come.
+        wanted = []
+        for seq in self.ring.oldest(self.t["burst"]):
             data = self.ring.get(seq)
             if data is None:
                 continue
             if not self.link.send(data):
                 break
+            wanted.append(seq)
             self.sent += 1
             log.event("sent", "seq", seq)
         deadline = time.ticks_add(time.ticks_ms(), self.t["ack_timeout_ms"])

@@ -26,6 +26,7 @@ import time
 
 import network
 
+from firmware import log
 from firmware.mqtt import MQTTClient, MQTTError
 
 _JOIN_MS = 10000  # a join not done by then is asked again (a measured DHCP join: ~1.6 s)
@@ -149,6 +150,7 @@ class MqttLink:
         self.wlan.disconnect()
         self.wlan.active(False)
         self._join_at = None
+        log.event("radio_off", "idle_ms", idle_ms)
 
     def close(self):
         self._drop()

@@ -52,6 +52,7 @@ class UartLink:
         """Nothing to send for idle_ms: the module's group off (its receiver draws 11-17 mA)."""
         if self.power is not None and self.power.users and idle_ms > 0:
             self.power.down()
+            log.event("radio_off", "idle_ms", idle_ms)
 
     def _clear(self):
         wait = self.plan.wait_ms()
