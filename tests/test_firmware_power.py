@@ -14,7 +14,7 @@ The driver-level checks are tests/mp_drivers/check_power*.py (tests/test_drivers
 import pytest
 
 from gateway.flash import validate_site
-from tests.fixtures.firmware import UartPeer, run_sim, site_config
+from tests.fixtures.firmware import run_sim, site_config
 from tests.test_firmware_mqtt import SimBoard, rain_site
 from tests.test_firmware_wifi import SlowPeer, finish
 
@@ -89,20 +89,16 @@ def _rails(events, pin):
     return [e for e in events if e["ev"] == "rail" and e["pin"] == pin]
 
 
-def test_switched_parts_read_right_and_rest_and_the_gauge_keeps_every_tip(tmp_path, compiled_runner):
+def test_switched_parts_read_right_and_rest_and_the_gauge_keeps_every_tip(tmp_path, uart_peer, compiled_runner):
     """Ten minutes, rain every 3 s for six of them, a watchdog reset in the middle: the loop's rail
     is on only for each read (its settle time spent, on the virtual clock); the rail of the gauge's
     pull-up comes up once per boot, stays up through the other parts' reads, and no tip is lost or
     counted twice (the gateway peer gets exactly the scenario's)."""
-    peer = UartPeer()
+    peer = uart_peer
     scenario = {"duration_s": 600, "world": {"battery_v": 4.0, "water_level_m": _LEVEL_M},
                 "rain": [{"from_s": 10, "to_s": 400, "every_s": 3.0}],
                 "events": [{"at_s": 200.3, "reset": "watchdog"}]}
-    try:
-        code, events, output = run_sim(tmp_path, _powered_site(), scenario, uart=peer.spec,
-                                       runner=compiled_runner)
-    finally:
-        peer.close()
+    code, events, output = run_sim(tmp_path, _powered_site(), scenario, uart=peer.spec, runner=compiled_runner)
     assert code == 0, output[-3000:]
     end = [e for e in events if e["ev"] == "sim_end"][-1]
     assert end["resets"] == 1 and end["tips"] == 130, end
@@ -199,22 +195,18 @@ def _battery_site():
     return site
 
 
-def test_a_falling_battery_slows_sampling_in_steps_and_keeps_tips_and_rules(tmp_path, compiled_runner):
+def test_a_falling_battery_slows_sampling_in_steps_and_keeps_tips_and_rules(tmp_path, uart_peer, compiled_runner):
     """The battery falls from 4.0 to 3.3 V over 40 minutes; showers at 10 minutes and, below
     battery.low_v (3.45 V from 31.4 minutes), at 33 minutes. Sampling stretches 2x then 4x (the
     gauge's frames keep their pace), every tip is committed to a frame, and the late shower's
     rule still gets its frames to the gateway although the battery is below low_v."""
-    peer = UartPeer()
+    peer = uart_peer
     scenario = {"duration_s": 2400, "world": {"battery_v": 4.0, "water_level_m": _LEVEL_M},
                 "ramps": [{"key": "battery_v", "from_s": 0, "to_s": 2400, "start": 4.0, "end": 3.3,
                            "step_s": 30}],
                 "rain": [{"from_s": 600, "to_s": 660, "every_s": 2.0},
                          {"from_s": 2000, "to_s": 2120, "every_s": 1.5}]}
-    try:
-        code, events, output = run_sim(tmp_path, _battery_site(), scenario, uart=peer.spec,
-                                       runner=compiled_runner)
-    finally:
-        peer.close()
+    code, events, output = run_sim(tmp_path, _battery_site(), scenario, uart=peer.spec, runner=compiled_runner)
     assert code == 0, output[-3000:]
     end = [e for e in events if e["ev"] == "sim_end"][-1]
     steps = [(e["slower"], e["mv"]) for e in events if e["ev"] == "battery_step"]
