@@ -14,7 +14,9 @@ Example:
  "thresholds": [{"sensor": "rain0", "channel": "rain", "above": 2.0, "report_s": 30}],
  "transport": {"type": "uart", "uart": 0, "baud": 9600, "mtu": 255, "ack_timeout_ms": 1500},
  "watchdog": {"timeout_ms": 8000}, "sleep": {"mode": "light", "max_ms": 2000},
- "ring": {"frames": 512}, "battery": {"low_v": 3.4}}
+ "ring": {"frames": 512}, "battery": {"low_v": 3.4, "steps": [{"below_v": 3.6, "slower": 4}]},
+ "power": {"sensors": {"pin": 12, "on": 1, "settle_ms": 120}}}
+(a sensor or a UART transport names its group: "power": "sensors"; firmware/README.md)
 """
 import json
 

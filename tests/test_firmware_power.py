@@ -248,3 +248,31 @@ def test_a_falling_battery_slows_sampling_in_steps_and_keeps_tips_and_rules(tmp_
     assert sent_low and all(2000000 <= ms <= alarms[3] for ms in sent_low), (sent_low, alarms)
     tips = sum(row[3] for f in peer.store.frames.values() for row in f.rows if row[0] == 2)
     assert tips >= 30 + 70, tips  # the late shower's tips reached the gateway while its rule held
+
+
+# The station commands (huaico device sensor add) take the new keys through the same checks.
+
+def test_station_commands_take_a_sensors_power_group(gateway_home):
+    import json
+
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    gateway_home.add("rio-01")
+    path = gateway_home.path / "sites" / "rio-01.json"
+    invoke("device", "sensor", "add", "rio-01", "rain0", "--type", "rain_gauge", "--every", "1m")
+    site = json.loads(path.read_text())
+    site["power"] = {"sensors": {"pin": 14, "settle_ms": 20}}
+    path.write_text(json.dumps(site))
+    done = invoke("device", "sensor", "add", "rio-01", "loop", "--type", "pressure_level_ma",
+                  "--set", "range_m=5", "--set", "power=sensors")
+    assert done.exit_code == 0, done.stdout + done.stderr
+    assert json.loads(path.read_text())["sensors"][-1]["power"] == "sensors"
+    done = invoke("device", "sensor", "add", "rio-01", "loop2", "--type", "pressure_level_ma",
+                  "--set", "range_m=5", "--index", "1", "--set", "power=pump")
+    assert done.exit_code == 1 and ".power: 'pump' is not a group of the power section (sensors)" in done.stderr, \
+        done.stderr
