@@ -177,7 +177,8 @@ def test_a_wifi_board_leaves_between_reports_and_gets_late_acks_at_the_next_join
     made = {e["seq"] for e in board.of("frame")}
     last_join_ms = max(e["ms"] for e in board.of("sent"))
     waiting = made - {a["seq"] for a in acks}
-    assert all(first_sent.get(seq, last_join_ms) >= last_join_ms for seq in waiting), sorted(waiting)
+    assert all(first_sent.get(seq, last_join_ms) >= last_join_ms for seq in waiting), (sorted(waiting),
+                                                                                        board.tail(120))
     assert {a["seq"] for a in acks} <= set(peer.store.frames)
 
 

@@ -37,6 +37,7 @@ _pins = {}
 _onewire = {}
 _uart = {}
 _driven = {}  # pin id -> the level a model drove it to before any Pin of it was made (io.fire)
+edge_us = [None]  # the scenario time of the edge a model is firing now (rain.py), for hard IRQs
 rail_log = [None]  # scenario.emit in the simulated board's hardware process: a "rail" event per switch
 
 

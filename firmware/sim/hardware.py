@@ -12,7 +12,7 @@ block device before each erase and program.
 """
 import time
 
-from firmware.sim import board, hwclock, io, peripherals, rpc
+from firmware.sim import board, bus, hwclock, io, peripherals, rpc
 
 
 class Hardware:
@@ -100,7 +100,9 @@ class Hardware:
 
     def _edge_to(self, handle):
         def edge(pin):
-            self.edges.append([handle, pin.irq().flags()])
+            # When the edge happened: a model that knows says (bus.edge_us), else now.
+            at = bus.edge_us[0]
+            self.edges.append([handle, pin.irq().flags(), self.v_us if at is None else at])
         return edge
 
     def idle(self, now_us, limit_us):

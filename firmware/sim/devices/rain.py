@@ -27,10 +27,15 @@ class TippingBucket:
         self._reed = 1  # 1 open, 0 closed
         self.rail = None  # the pull-up's supply, when it is switched (devices/__init__.py)
 
-    def _set(self, reed):
-        """The reed opens (1) or closes (0): the pin follows while the pull-up is powered."""
+    def _set(self, reed, at_us=None):
+        """The reed opens (1) or closes (0) at scenario time at_us: the pin follows while the
+        pull-up is powered."""
         self._reed = reed
-        return io.fire(self.pin_id, reed if self.rail is None or self.rail.powered else 0)
+        bus.edge_us[0] = at_us
+        try:
+            return io.fire(self.pin_id, reed if self.rail is None or self.rail.powered else 0)
+        finally:
+            bus.edge_us[0] = None
 
     def powered(self, on):
         """The pull-up's rail switched: the pin goes with it (a reed closed keeps it low)."""
@@ -59,7 +64,7 @@ class TippingBucket:
         self.tips += 1
         if bus.dead(self):
             return
-        self._set(0)
+        self._set(0, now_us)
         release = now_us + self.closure_ms() * 1000
         edges = [[release, 1]]
         for k in range(_RELEASE_BOUNCES):
@@ -75,5 +80,6 @@ class TippingBucket:
         """Make the edges due by now_us; True when one ran an IRQ handler."""
         ran = False
         while self._edges and self._edges[0][0] <= now_us:
-            ran = self._set(self._edges.pop(0)[1]) or ran
+            at, level = self._edges.pop(0)
+            ran = self._set(level, at) or ran
         return ran
