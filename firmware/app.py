@@ -307,6 +307,11 @@ class App:
             else:
                 time.sleep_ms(_ACK_POLL_MS)
         if _any_in(wanted, self.ring):
+            # What came during the last wait: the radio goes off next (rest), and a Wi-Fi
+            # board's unread acks would wait at the broker for its next join.
+            for data in self.link.poll():
+                self.on_ack(data)
+        if _any_in(wanted, self.ring):
             self._backoff(now, "no_ack")
             self._rest(now)
             return
