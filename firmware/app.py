@@ -37,6 +37,7 @@ _HEAP_FLOOR = 6144  # below this the board is sick: let the watchdog restart it
 _ACK_POLL_MS = 10
 _JOIN_POLL_MS = 250  # awake while Wi-Fi joins: an ESP32 that sleeps loses the join (mqttlink.py)
 _STUCK_S = 3600  # link up but no ack for this long: a wedged radio, reset
+_QUIET_MS = 0x3FFFFFFF  # "no report for as long as it takes": below low_v until a rule holds
 
 
 class Rule:
@@ -272,7 +273,10 @@ class App:
     def service(self, now):
         for data in self.link.poll():
             self.on_ack(data)
-        if not len(self.ring) or self.quiet():
+        if self.quiet():
+            self.link.rest(_QUIET_MS)  # no report until a rule holds: a radio left on goes off
+            return
+        if not len(self.ring):
             return
         if not self.report_now and time.ticks_diff(now, self.next_send) < 0:
             return
