@@ -51,6 +51,7 @@ _WAKE_MARGIN_MS = 1000
 # steps this long, each ending early when a tip came: a tip is judged within a step.
 _TIP_POLL_MS = 500
 _RISE_KEPT = 32  # readings a rise rule keeps (firmware/config.py checks its window fits them)
+_QUIET_MS = 0x3FFFFFFF  # "no report for as long as it takes": below low_v until a rule holds
 
 
 class Rule:
@@ -126,7 +127,7 @@ class App:
             self.link = MqttLink(self.kid_hex, t)
         else:
             from firmware.uartlink import UartLink
-            self.link = UartLink(board, t)
+            self.link = UartLink(board, t, site.groups.get(t.get("power")))
         self.wdt = machine.WDT(timeout=site.watchdog_ms)
         now = time.ticks_ms()
         self.fed = now  # when the watchdog was last fed: the sleep ends before it would fire
@@ -138,6 +139,7 @@ class App:
         self.rebooted = True
         self.sick_since = None  # ticks_ms since the board is unhealthy
         self.battery_mv = -1
+        self.slower = 1  # the battery step's (config battery.steps): intervals and retries this many times longer
         self.last_ack = now
         self.bad_acks = 0
         self.store_errors = 0
@@ -171,6 +173,27 @@ class App:
 
     def low_battery(self):
         return 0 <= self.battery_mv < self.site.low_battery_mv
+
+    def quiet(self):
+        """Below battery.low_v the radio is spared, unless a local rule holds: a warning
+        always goes out."""
+        return self.low_battery() and not self.fast_ms()
+
+    def battery_step(self):
+        """Take the step (config battery.steps) the last battery reading falls in: the
+        deepest whose below_v it is under. Tips are counted whatever the step (the
+        gauge's IRQ), and a rule that holds keeps its own pace."""
+        slower = 1
+        for below_mv, step_slower in self.site.battery_steps:  # deepest first
+            if 0 <= self.battery_mv < below_mv:
+                slower = step_slower
+                break
+        if slower != self.slower:
+            log.event("battery_step", "mv", self.battery_mv, "slower", slower)
+        self.slower = slower
+
+    def _slower(self):
+        return 1 if self.fast_ms() else self.slower
 
     # One loop. A wake with nothing due only feeds the watchdog (and keeps new tips in
     # retained memory): no sampling, no collection, so a long sleep cut into watchdog
@@ -227,7 +250,7 @@ class App:
         for at in self.due:
             if time.ticks_diff(now, at) >= 0:
                 return True
-        if len(self.ring) and not self.low_battery() and (
+        if len(self.ring) and not self.quiet() and (
                 self.report_now or time.ticks_diff(now, self.next_send) >= 0):
             return True
         return self.wifi and self.link.joining(now)
@@ -261,6 +284,7 @@ class App:
         if not due:
             return
         fast = self.fast_ms()
+        slower = self.slower  # a battery step taken in this round applies from the next
         readings = []
         taken = 0
         for i in range(len(self.sensors)):
@@ -273,8 +297,11 @@ class App:
                     taken += value
                 if code == _BATTERY and quality == Q_OK:
                     self.battery_mv = value
+                    self.battery_step()
                 self._check_rules(s, code, index, value, quality, now)
             interval = s.interval_s * 1000
+            if s not in self.rain:
+                interval *= slower  # the gauge counts tips anyway: its frames keep their pace
             if fast and fast < interval:
                 interval = fast
             self.due[i] = time.ticks_add(now, interval)
@@ -354,7 +381,10 @@ class App:
     def service(self, now):
         for data in self.link.poll():
             self.on_ack(data)
-        if not len(self.ring) or self.low_battery():
+        if self.quiet():
+            self.link.rest(_QUIET_MS)  # no report until a rule holds: a radio left on goes off
+            return
+        if not len(self.ring):
             return
         if not self.report_now and time.ticks_diff(now, self.next_send) < 0:
             return
@@ -364,15 +394,19 @@ class App:
                 self.next_send = time.ticks_add(now, _JOIN_POLL_MS)  # not a failure: look again soon
                 return
             self._backoff(now, "link_down")
+            self._rest(now)
             return
-        wanted = self.ring.oldest(self.t["burst"])
+        # Wait for the acks of the frames that went out, not of those the link held back
+        # (a LoRa duty cycle): the radio stays on only for acks that can come.
         held = len(self.ring)
-        for seq in wanted:
+        wanted = []
+        for seq in self.ring.oldest(self.t["burst"]):
             data = self.ring.get(seq)
             if data is None:
                 continue
             if not self.link.send(data):
                 break
+            wanted.append(seq)
             self.sent += 1
             log.event("sent", "seq", seq)
         deadline = time.ticks_add(time.ticks_ms(), self.t["ack_timeout_ms"])
@@ -386,22 +420,36 @@ class App:
             else:
                 time.sleep_ms(_ACK_POLL_MS)
         if _any_in(wanted, self.ring):
+            # What came during the last wait: the radio goes off next (rest), and a Wi-Fi
+            # board's unread acks would wait at the broker for its next join.
+            for data in self.link.poll():
+                self.on_ack(data)
+        if _any_in(wanted, self.ring):
             if len(self.ring) < held:
                 # Some acks came, the rest were lost on the line (an rp2 flash step runs with
                 # interrupts off: sim/uart.py): resend at once, no backoff.
                 self.next_send = now
                 return
             self._backoff(now, "no_ack")
+            self._rest(now)
             return
         self.retry_ms = self.t["retry_s"] * 1000
         if len(self.ring):
             self.next_send = now  # a backlog: keep going next loop
         else:
-            self.next_send = time.ticks_add(now, self.fast_ms() or self.site.report_s * 1000)
+            self.next_send = time.ticks_add(now, self.fast_ms() or self.site.report_s * 1000 * self._slower())
+        self._rest(now)
+
+    def _rest(self, now):
+        """The radio off until the next report: a LoRa module's group down, a Wi-Fi board off
+        the network (a late ack waits for it at the broker, mqttlink.py)."""
+        self.link.rest(time.ticks_diff(self.next_send, now))
 
     def _backoff(self, now, why):
-        self.next_send = time.ticks_add(now, self.retry_ms)
-        log.event("retry", "why", why, "in_ms", self.retry_ms, "ring", len(self.ring))
+        # In a battery step the retries are that many times rarer: fewer radio attempts.
+        wait = self.retry_ms * self._slower()
+        self.next_send = time.ticks_add(now, wait)
+        log.event("retry", "why", why, "in_ms", wait, "ring", len(self.ring))
         self.retry_ms = min(self.retry_ms * 2, self.t["retry_max_s"] * 1000)
 
     def on_ack(self, data):
@@ -437,7 +485,7 @@ class App:
             ms = self.site.watchdog_ms - time.ticks_diff(now, self.fed) - _WAKE_MARGIN_MS
         for at in self.due:
             ms = min(ms, time.ticks_diff(at, now))
-        if len(self.ring) and not self.low_battery():
+        if len(self.ring) and not self.quiet():
             ms = min(ms, 0 if self.report_now else time.ticks_diff(self.next_send, now))
         if self.site.sleep_max_ms:
             ms = min(ms, self.site.sleep_max_ms)

@@ -30,7 +30,7 @@ class Settings:
 
 
 _SETTINGS = ("kid", "key", "board", "report_s", "transport", "watchdog_ms", "sleep_mode", "sleep_max_ms",
-             "ring_frames", "seq_block", "low_battery_mv")
+             "ring_frames", "seq_block", "low_battery_mv", "power", "battery_steps")
 
 
 def load_settings(site_path):
@@ -85,16 +85,16 @@ def _sensor_errors(raw):
     return errors
 
 
-def build(board, sensors_cfg, thresholds):
+def build(board, sensors_cfg, thresholds, groups):
     """The Sensors (the rain gauge first: its IRQ counts from the earliest instant
-    of boot) and the rules as (sensor, code, index, above, below, clear, report_ms,
-    window_ms, rise) with thresholds in the channel's integer units (a rise rule's
-    rise is its `above`)."""
+    of boot), each with its power group (firmware/power.py), and the rules as
+    (sensor, code, index, above, below, clear, report_ms, window_ms, rise) with
+    thresholds in the channel's integer units (a rise rule's rise is its `above`)."""
     from firmware import sensors as factory
     from protocol import channels
 
     order = sorted(sensors_cfg, key=lambda cfg: 0 if cfg["type"] == "rain_gauge" else 1)
-    sensors = [factory.make(board, cfg) for cfg in order]
+    sensors = [factory.make(board, cfg, groups.get(cfg.get("power"))) for cfg in order]
     rules = []
     for raw in thresholds:
         channel = channels.BY_NAME[raw["channel"]]
@@ -149,7 +149,12 @@ def start(site_path="site.json", root="/data"):
         log.event("release_refused")
         unload("firmware.boot")
         return None
-    sensors, rules = build(board, sensors_cfg, thresholds)
+    # The power pins first: each rail is driven off before anything on it is touched.
+    from firmware.power import groups
+
+    site.groups = groups(site.power)
+    del groups
+    sensors, rules = build(board, sensors_cfg, thresholds, site.groups)
     del checked, sensors_cfg, thresholds
     gc.collect()
     from firmware.app import App

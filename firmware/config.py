@@ -16,7 +16,9 @@ Example:
                 {"sensor": "level0", "channel": "water_level", "rise": 0.3, "window_s": 600, "report_s": 60}],
  "transport": {"type": "uart", "uart": 0, "baud": 9600, "mtu": 255, "ack_timeout_ms": 1500},
  "watchdog": {"timeout_ms": 8000}, "sleep": {"mode": "light"},
- "ring": {"frames": 512}, "battery": {"low_v": 3.4}}
+ "ring": {"frames": 512}, "battery": {"low_v": 3.4, "steps": [{"below_v": 3.6, "slower": 4}]},
+ "power": {"sensors": {"pin": 12, "on": 1, "settle_ms": 120}}}
+(a sensor or a UART transport names its group: "power": "sensors"; firmware/README.md)
 
 Pacing: dry weather reports every report_s (900 s, 15 minutes, by default);
 a sensor's interval_s defaults to report_s for the rain gauge (its tips are
@@ -92,6 +94,8 @@ class Site:
         self.ring_frames = raw["ring"]["frames"]
         self.seq_block = raw["ring"].get("seq_block", 64)
         self.low_battery_mv = int(raw["battery"].get("low_v", 0.0) * 1000)
+        self.power = raw.get("power") or {}
+        self.battery_steps = _battery_steps(raw["battery"].get("steps", ()))
 
 
 def _unhex(text):
@@ -205,7 +209,7 @@ def check(raw, board_loader=None, sensor_check=True):
     _check_thresholds(raw["thresholds"], sensors, add)
     _check_transport(raw.get("transport"), board, readings, add)
     from firmware.read_times import read_ms
-    sensors_ms = 0
+    sensors_ms = _check_power_groups(raw, board, add)
     for entry in sensors:
         if isinstance(entry, dict):
             sensors_ms += read_ms(entry)
@@ -222,7 +226,98 @@ def check(raw, board_loader=None, sensor_check=True):
         add("ring.seq_block: must be 1..4096")
     if not _is_num(raw["battery"].get("low_v")) or not 0 <= raw["battery"]["low_v"] <= 20:
         add("battery.low_v: must be volts 0..20 (0: never skip the radio)")
+    _check_battery_steps(raw["battery"].get("steps", []), add)
     return errors
+
+
+def _check_power_groups(raw, board, add):
+    """The `power` section and the groups sensors and the transport name; the settle time a
+    loop may spend powering them up (each group switched on once per loop at most)."""
+    groups = raw.get("power", {})
+    if not isinstance(groups, dict):
+        add("power: must be an object of group name -> {\"pin\": gpio, \"on\": 1, \"settle_ms\": ms}")
+        return 0
+    pins = []
+    for name, spec in groups.items():
+        where = "power.%s" % name
+        if not isinstance(spec, dict):
+            add("%s: must be {\"pin\": gpio, \"on\": 1, \"settle_ms\": ms}" % where)
+            continue
+        for key in spec:
+            if key not in ("pin", "on", "settle_ms"):
+                add("%s.%s: unknown key (a group has pin, on, settle_ms)" % (where, key))
+        pin = spec.get("pin")
+        if not _is_int(pin, 0, 63):
+            add("%s.pin: must be a GPIO number, got %r" % (where, pin))
+        elif pin in pins:
+            add("%s.pin: GPIO %d switches another group too" % (where, pin))
+        elif board is not None and pin in _board_pins(board):
+            add("%s.pin: GPIO %d is one of %s's sensor or bus pins" % (where, pin, board.NAME))
+        pins.append(pin)
+        if spec.get("on", 1) not in (0, 1) or isinstance(spec.get("on", 1), bool):
+            add("%s.on: the level that powers the group, 0 or 1" % where)
+        if not _is_int(spec.get("settle_ms", 0), 0, 5000):
+            add("%s.settle_ms: the parts' start-up time after power-up, whole ms 0..5000" % where)
+    used = []
+    sensors = raw.get("sensors") if isinstance(raw.get("sensors"), list) else []
+    for at, entry in enumerate(sensors):
+        if isinstance(entry, dict) and "power" in entry:
+            _group_named(groups, entry["power"], "sensors[%d].power" % at, used, add)
+    t = raw.get("transport")
+    if isinstance(t, dict) and "power" in t:
+        if t.get("type") == "mqtt":
+            add("transport.power: a Wi-Fi radio has no power group (it is on while the WLAN is active)")
+        else:
+            _group_named(groups, t["power"], "transport.power", used, add)
+    settle = 0
+    for name in used:
+        if isinstance(groups[name], dict) and _is_int(groups[name].get("settle_ms", 0), 0, 5000):
+            settle += groups[name].get("settle_ms", 0)
+    return settle
+
+
+def _group_named(groups, name, where, used, add):
+    if name not in groups:
+        add("%s: %r is not a group of the power section (%s)" % (where, name, ", ".join(sorted(groups)) or "none"))
+    elif name not in used:
+        used.append(name)
+
+
+def _board_pins(board):
+    """The GPIOs the board file gives its roles and buses (a power pin must not be one)."""
+    out = []
+    for role, value in board.PINS.items():
+        if role not in ("i2c0", "uart"):
+            out.append(value)
+    for table in (getattr(board, "I2C", {}), getattr(board, "UART", {})):
+        for pair in table.values():
+            out.extend(pair)
+    return out
+
+
+def _check_battery_steps(steps, add):
+    if not isinstance(steps, list):
+        add("battery.steps: must be a list of {\"below_v\": volts, \"slower\": n}")
+        return
+    for at, step in enumerate(steps):
+        where = "battery.steps[%d]" % at
+        if not isinstance(step, dict):
+            add("%s: must be an object" % where)
+            continue
+        for key in step:
+            if key not in ("below_v", "slower"):
+                add("%s.%s: unknown key (a step has below_v and slower)" % (where, key))
+        if not _is_num(step.get("below_v")) or not 0 < step["below_v"] <= 20:
+            add("%s.below_v: the battery volts under which this step applies, 0..20" % where)
+        if not _is_int(step.get("slower", 1), 1, 16):
+            add("%s.slower: how many times longer the intervals and the radio's retries get, whole 1..16" % where)
+
+
+def _battery_steps(steps):
+    """(below_mv, slower) per step, the deepest (lowest below_v) first."""
+    out = [(int(s["below_v"] * 1000), s.get("slower", 1)) for s in steps]
+    out.sort()
+    return out
 
 
 def _check_thresholds(thresholds, sensors, add):

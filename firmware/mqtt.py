@@ -65,7 +65,10 @@ class MQTTClient:
         self.owed_since = 0
 
     def connect(self, timeout_ms):
-        """Open the session (clean: the ring resends whatever was not acked)."""
+        """Open the session. Not clean: the broker keeps the subscription and queues the
+        QoS 1 acks published while the board is off the network (it leaves between reports,
+        mqttlink.py); what it resends is acked again at once (_publish_in). A frame whose
+        ack never came is still resent from the ring."""
         self.close()
         addr = socket.getaddrinfo(self.host, self.port)[0][-1]
         sock = socket.socket()
@@ -73,7 +76,7 @@ class MQTTClient:
         sock.settimeout(timeout_ms / 1000)
         try:
             sock.connect(addr)
-            body = _str("MQTT") + bytes((4, 0x02)) + struct.pack(">H", self.keepalive) + _str(self.client_id)
+            body = _str("MQTT") + bytes((4, 0x00)) + struct.pack(">H", self.keepalive) + _str(self.client_id)
             self._send(bytes((_CONNECT,)) + _length(len(body)) + body)
             head = self._read_exact(4, time.ticks_add(time.ticks_ms(), timeout_ms))
         except OSError as exc:

@@ -15,15 +15,25 @@ in firmware/config.py): a DNS lookup blocks with no timeout of its own.
 poll(), called every loop, also keeps the session alive (PINGREQ when idle
 for half the keepalive) and closes it when the broker has owed a reply for
 that long: a connection that went silent without an error (see mqtt.py).
+
+Join to report, leave after the acks: the radio is off (WLAN inactive) from
+the end of one report to the start of the next whenever that is _STAY_MS or
+more (rest()), so a dry day costs no association and no keepalive. The MQTT
+session is persistent (mqtt.py): an ack the gateway publishes after the
+board left is kept by the broker and delivered at the next join.
 """
 import time
 
 import network
 
+from firmware import log
 from firmware.mqtt import MQTTClient, MQTTError
 
 _JOIN_MS = 10000  # a join not done by then is asked again (a measured DHCP join: ~1.6 s)
 _NOIP = 2  # rp2 status() between association and DHCP (CYW43_LINK_NOIP); esp32 says STAT_CONNECTING
+# Stay on the network when the next report is sooner: a join with DHCP costs ~1.6 s awake
+# with the radio on, more than keeping the association until then.
+_STAY_MS = 30000
 
 
 class MqttLink:
@@ -32,7 +42,6 @@ class MqttLink:
         self.up_topic = "huaico/%s/up" % kid_hex
         self.ack_topic = "huaico/%s/ack" % kid_hex
         self.wlan = network.WLAN(network.STA_IF)
-        self.wlan.active(True)
         self._join_at = None  # ticks_ms of the last connect(), None when joined or never asked
         self.client = MQTTClient("huaico-" + kid_hex, t["host"], t["port"], t["keepalive_s"], t["io_timeout_ms"])
         self._connected = False
@@ -41,6 +50,8 @@ class MqttLink:
 
     def up(self, now_ms):
         """True when frames can go out now; starts Wi-Fi or a session as needed, bounded."""
+        if not self.wlan.active():
+            self.wlan.active(True)  # the radio comes on to report
         if not self.wlan.isconnected():
             self._drop()
             if not self.joining(now_ms):
@@ -129,6 +140,17 @@ class MqttLink:
             if topic == self.ack_topic.encode():
                 out.append(payload)
         return out
+
+    def rest(self, idle_ms):
+        """Nothing to send for idle_ms: leave the network and switch the radio off (the
+        session stays at the broker), unless the next report is too soon to be worth it."""
+        if idle_ms < _STAY_MS or not self.wlan.active():
+            return
+        self._drop()
+        self.wlan.disconnect()
+        self.wlan.active(False)
+        self._join_at = None
+        log.event("radio_off", "idle_ms", idle_ms)
 
     def close(self):
         self._drop()

@@ -8,7 +8,10 @@ from firmware.drivers import Q_NO_RETURN, Q_OK, Q_OUT_OF_RANGE
 
 
 class Sensor:
-    """Its name, interval and index; `limits` is (code, lowest, highest) flat per channel."""
+    """Its name, interval and index; `limits` is (code, lowest, highest) flat per channel.
+    `power` is its group (firmware/power.py): up for each read, down after it."""
+
+    power = None
 
     def __init__(self, name, interval_s, index, driver, limits):
         self.name = name
@@ -18,7 +21,28 @@ class Sensor:
         self.limits = limits
         self.errors = 0  # reads that raised inside the driver
 
+    def powered_by(self, group):
+        self.power = group
+        self._switched = -1
+
     def read(self):
+        """The driver's readings, with its group powered for the read."""
+        power = self.power
+        if power is None:
+            return self._read()
+        power.up()
+        try:
+            if power.switched != self._switched:
+                # The rail came up since the last read: the part is in its power-on
+                # state, and a driver that set it up must do so again.
+                self._switched = power.switched
+                if hasattr(self.driver, "powered"):
+                    self.driver.powered()
+            return self._read()
+        finally:
+            power.down()
+
+    def _read(self):
         """The driver's readings; a value outside its channel's range is clamped and
         flagged out-of-range so that a frame always carries something sendable."""
         try:
@@ -42,7 +66,11 @@ class Sensor:
 
 
 class RainSensor(Sensor):
-    """The rain gauge's Sensor: its tips can be counted, taken and put back."""
+    """The rain gauge's Sensor: its tips can be counted, taken and put back. Its group
+    (the reed's pull-up) stays up for good: tips are counted at any time."""
+
+    def powered_by(self, group):
+        self.driver.hold(group)
 
     def pending(self):
         return self.driver.pending()

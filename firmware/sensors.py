@@ -169,6 +169,10 @@ def _check_points(where, points):
 def _objects(board, cfg, role, how):
     Pin = machine.Pin
     where = pin_id(board, cfg, role)
+    if how == "in_up" and "power" in cfg:
+        # The pull-up is the group's resistor on its switched rail: an internal one
+        # would hold the pin high with the rail off and draw through a closed reed.
+        return (Pin(where, Pin.IN),)
     if how == "in_up":
         return (Pin(where, Pin.IN, Pin.PULL_UP),)
     if how == "in":
@@ -214,8 +218,9 @@ def _build(board, cfg):
     return driver(*args)
 
 
-def make(board, cfg):
-    """The Sensor for one validated entry; ValueError listing the problems if it is not valid."""
+def make(board, cfg, power=None):
+    """The Sensor for one validated entry, on its power group (firmware/power.py) if it
+    names one; ValueError listing the problems if it is not valid."""
     errors = validate(board, cfg)
     if errors:
         raise ValueError("; ".join(errors))
@@ -225,4 +230,7 @@ def make(board, cfg):
         channel = channels.BY_CODE[code]
         limits.extend((code, channel.lo, channel.hi))
     cls = RainSensor if cfg["type"] == "rain_gauge" else Sensor
-    return cls(cfg["name"], cfg["interval_s"], cfg.get("index", 0), driver, tuple(limits))
+    sensor = cls(cfg["name"], cfg["interval_s"], cfg.get("index", 0), driver, tuple(limits))
+    if power is not None:
+        sensor.powered_by(power)
+    return sensor

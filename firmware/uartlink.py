@@ -10,6 +10,11 @@ With a LoRa module (transport.radio) the link plans each frame's air time
 ack window allow, and holds the rest back (counted, and logged), so the
 region's limit is never exceeded and the module is never sending while the
 gateway's ack comes in.
+
+A LoRa module or an RS-485 transceiver on a power group (transport.power)
+is powered only to send and to hear the acks: up when the link may send,
+down at rest() once the main loop is done waiting (a module off hears
+nothing, so the loop rests it only after the ack wait).
 """
 import machine
 
@@ -20,13 +25,14 @@ _ACK_MAX = 96  # bytes: an ack is about 40
 
 
 class UartLink:
-    def __init__(self, board, t):
+    def __init__(self, board, t, power=None):
         tx, rx = board.UART[t["uart"]]
         self.mtu = t["mtu"]
         self.uart = machine.UART(t["uart"], baudrate=t["baud"], tx=machine.Pin(tx), rx=machine.Pin(rx),
                                  timeout=0)
         self._decoder = link.Decoder(_ACK_MAX)
         self.errors = 0  # damaged packets heard
+        self.power = power
         self.plan = None
         if t.get("radio"):
             from firmware.lora import Planner
@@ -34,8 +40,19 @@ class UartLink:
 
     def up(self, deadline_ms):
         """A UART is always there (the gateway's acks tell whether anyone listens); a LoRa
-        module only once the duty cycle and the last ack's window let it send."""
-        return self.plan is None or self._clear()
+        module only once the duty cycle and the last ack's window let it send. Powers the
+        module's group (and waits its settle time) when it may."""
+        if self.plan is not None and not self._clear():
+            return False
+        if self.power is not None and not self.power.users:
+            self.power.up()
+        return True
+
+    def rest(self, idle_ms):
+        """Nothing to send for idle_ms: the module's group off (its receiver draws 11-17 mA)."""
+        if self.power is not None and self.power.users and idle_ms > 0:
+            self.power.down()
+            log.event("radio_off", "idle_ms", idle_ms)
 
     def _clear(self):
         wait = self.plan.wait_ms()
@@ -46,7 +63,7 @@ class UartLink:
 
     def send(self, frame):
         """Write the frame's link packet; False when the radio must hold it back."""
-        if self.plan is not None and not self._clear():
+        if not self.up(0):
             return False
         data = link.encode(frame, self.mtu)
         self.uart.write(data)

@@ -408,6 +408,9 @@ class SilentProxy:
 
 def test_a_silent_connection_is_dropped_and_nothing_lost(tmp_path, mosquitto_broker):
     home, site = gateway_home(tmp_path, mosquitto_broker)
+    # Reports 20 s apart: the board stays on the network between them (firmware/mqttlink.py
+    # _STAY_MS), so one session lives long enough to go silent.
+    site["report_s"] = 20
     proxy = SilentProxy(mosquitto_broker)
     site["transport"]["port"] = proxy.port
     gateway = Gateway(home)

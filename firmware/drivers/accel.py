@@ -37,6 +37,10 @@ class Accelerometer:
         self._ready = True
         return True
 
+    def powered(self):
+        """Its rail came up: the chip is in standby with its power-on registers."""
+        self._ready = False
+
     def read(self):
         samples = self._samples
         try:

@@ -106,6 +106,10 @@ class MS5837:
         self._ready = crc4(self.prom) == self.prom[0] >> 12
         return self._ready
 
+    def powered(self):
+        """Its rail came up: the datasheet's reset must load the PROM again before a read."""
+        self._ready = False
+
     def _convert(self, cmd):
         self._command(cmd)
         time.sleep_ms(_CONVERT_MS)

@@ -19,6 +19,9 @@ was counted again (a tip twice in the outage test on the esp32s3's 6 MB
 image). So there an edge whose handler finds the reed open counts only if
 the reed was seen open (settle_ms(), before every sleep) since the last tip:
 a bounce of a counted tip never is.
+With the reed's pull-up on a power group (firmware/power.py) the gauge holds
+the rail up for good, and an edge while the rail is off or settling is the
+supply switching, not the reed: it is no tip (hold()).
 Tips stay counted across sleep and sending until read() takes them;
 pending()/restore() let the firmware keep untaken tips across a reset.
 
@@ -66,6 +69,7 @@ class RainGauge:
         self._kept = 0  # slots holding a tip's time (up to _TIMES)
         self.fresh = False  # a tip since the main loop last looked (took_fresh())
         self._pin = pin
+        self._group = None  # the pull-up's power group, when it has one
         if trigger is None:
             trigger = machine.Pin.IRQ_FALLING  # reed switch closing to ground
         self._closed = 1 if trigger == machine.Pin.IRQ_RISING else 0
@@ -83,6 +87,8 @@ class RainGauge:
     def _edge(self, pin):
         # Integers only. An edge within the hold of the last edge is the same tip.
         now = time.ticks_ms()
+        if self._group is not None and not self._group.ready(now):
+            return  # the pull-up's rail switching: the edge is the supply's
         quiet = not self._armed or time.ticks_diff(now, self._last) >= self._hold
         self._last = now
         self._armed = True
@@ -122,6 +128,11 @@ class RainGauge:
         if code == _RAIN:
             return n * self._um_per_tip // _UM_PER_TENTH
         return n
+
+    def hold(self, group):
+        """Power the pull-up's group for good (and wait its settle time) before a tip can count."""
+        self._group = group
+        group.up()
 
     def woke(self):
         """After a sleep: count the tip that woke an esp32 (no IRQ ran for it)."""

@@ -14,7 +14,7 @@ sleeps, the radio's from the firmware's network module.
 """
 import time
 
-from firmware.sim import board, currents, energy, hwclock, io, peripherals, rpc
+from firmware.sim import board, bus, currents, energy, hwclock, io, peripherals, rpc
 
 # What the MCU does during an idle request: machine's light or deep sleep, or time.sleep (awake).
 _MCU_STATE = {None: "idle", "light": "light", "deep": "deep"}
@@ -117,7 +117,9 @@ class Hardware:
 
     def _edge_to(self, handle):
         def edge(pin):
-            self.edges.append([handle, pin.irq().flags()])
+            # When the edge happened: a model that knows says (bus.edge_us), else now.
+            at = bus.edge_us[0]
+            self.edges.append([handle, pin.irq().flags(), self.v_us if at is None else at])
         return edge
 
     def idle(self, now_us, limit_us, how=None):

@@ -55,7 +55,9 @@ class Pin:
         self._mode = Pin.IN
         self._pull = None
         self._out = 0
-        self._level = None
+        old = _pins.get(id)
+        # The pad's level as a model holds it: an older Pin's, or one driven before any Pin was made.
+        self._level = old._level if old is not None else bus.driven(id)
         self._irq = None
         _pins[id] = self
         self.init(mode, pull, value)
@@ -125,6 +127,7 @@ def fire(pin_id, level):
     pin = _pins.get(pin_id)
     level = 1 if level else 0
     if pin is None:
+        bus.drive(pin_id, level)
         return False
     before = pin._input()
     pin._level = level

@@ -160,9 +160,10 @@ def time_pulse_us(pin, pulse_level, timeout_us=1000000):
 
 
 def deliver(edges):
-    """Run the handlers of the edges the hardware saw, [handle, flags] each; True when one ran."""
+    """Run the handlers of the edges the hardware saw, [handle, flags, scenario us] each; True
+    when one ran."""
     ran = False
-    for h, flags in edges:
+    for h, flags, at_us in edges:
         pin = _irq_pins.get(h)
         if _sleep[0] is not None and port["name"] == "esp32":
             # An esp32 asleep runs no pin IRQ; an edge wakes it only on a configured source
@@ -177,22 +178,31 @@ def deliver(edges):
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
             pin._irq._flags = flags
             if _irq[0]:
-                _run(pin)
+                _run(pin, at_us)
             else:
                 _held.append(pin)
             ran = True
     return ran
 
 
-def _run(pin):
+def _run(pin, at_us=None):
     irq = pin._irq
     if irq.hard:
+        # A hard IRQ runs at its edge, even while the CPU is busy (rp2: waiting on a socket,
+        # where this process hears of the edge only at its next sleep): its handler reads the
+        # edge's time from the clock, as a debounce on a board does. Then the clock goes on.
+        clock = vtime.clock
+        clock.advance()
+        early = clock.v_us - at_us if at_us is not None and at_us < clock.v_us else 0
+        clock.v_us -= early
         # A hard IRQ must not allocate: here an allocation raises MemoryError.
         micropython.heap_lock()
         try:
             irq.handler(pin)
         finally:
             micropython.heap_unlock()
+            clock.advance()
+            clock.v_us += early
     else:
         irq.handler(pin)
 

@@ -163,6 +163,8 @@ class WLAN:
             return _st["active"]
         on = bool(args[0])
         if not on:
+            if _st["state"] == _UP:
+                _st["losses"] += 1  # the radio is off: every socket on it is dead
             _st["state"] = _IDLE
         _st["active"] = on
         radio("idle" if on else "standby")

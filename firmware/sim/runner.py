@@ -163,6 +163,7 @@ def wire(raw, hardware, peer):
     models = wire_models(b, raw)
     hardware.scenario.rain_models = [models[s["name"]] for s in raw.get("sensors", ())
                                      if s.get("type") == "rain_gauge"]
+    bus.rail_log[0] = emit
     if peer is not None:
         bus.uart_attach(raw["transport"].get("uart", b.PINS.get("uart")), peer)
     hardware.power_on()

@@ -86,12 +86,24 @@ def _model(board, cfg):
 
 
 def wire(board, site_config):
-    """Attach a model for every sensor of the site; {name: model}. The ADC reads as the board's chip does."""
+    """Attach a model for every sensor of the site; {name: model}. The ADC reads as the board's chip does.
+    A sensor or a LoRa module on a power group is on that group's rail (bus.Rail), off until
+    the firmware drives the group's pin."""
     chip[0] = board.NAME if board.NAME in ("esp32", "esp32s3") else "rp2"
-    if (site_config.get("transport") or {}).get("radio"):
+    rails = {}
+    for name, spec in (site_config.get("power") or {}).items():
+        rails[name] = bus.Rail(spec["pin"], spec.get("on", 1))
+        bus.pin_attach(spec["pin"], rails[name])
+    t = site_config.get("transport") or {}
+    if t.get("radio"):
         from firmware.sim.devices.lora_uart import attach
-        attach(board, site_config["transport"])
+        module = attach(board, t)
+        module.rail = None
+        if t.get("power") in rails:
+            rails[t["power"]].attach(module)
     models = {}
     for cfg in site_config.get("sensors", ()):
         models[cfg["name"]] = _model(board, cfg)
+        if cfg.get("power") in rails:
+            rails[cfg["power"]].attach(models[cfg["name"]])
     return models

@@ -24,9 +24,15 @@ class _Accel:
 
     def __init__(self, name, ident, power_on):
         self.name = name
+        self._ident = ident
+        self._power_on = power_on
+        self.power_up()
+
+    def power_up(self):
+        """The registers' power-on values (the chip in standby/sleep), as after its rail comes up."""
         self.regs = bytearray(128)
-        self.regs[ident[0]] = ident[1]
-        for reg, value in power_on:
+        self.regs[self._ident[0]] = self._ident[1]
+        for reg, value in self._power_on:
             self.regs[reg] = value
         self.reg = 0
         self._k = -1  # the output data rate tick of the sample in the data registers
@@ -63,7 +69,9 @@ class _Accel:
 
 class ADXL345(_Accel):
     """Analog Devices ADXL345 datasheet rev. G: BW_RATE (0x2C) power-on 0x0A, rate code c gives
-    3200 / 2^(15 - c) Hz (Table 7); POWER_CTL (0x2D) power-on 0x00 is standby until Measure (bit 3)."""
+    3200 / 2^(15 - c) Hz (Table 7); POWER_CTL (0x2D) power-on 0x00 is standby until Measure (bit 3).
+    Turn-on time after power-up: 1.1 ms + 1/ODR, 11.1 ms at the power-on 100 Hz (Table 1, note 5)."""
+    STARTUP_US = 11100
     DATA = 0x32
     FORMAT = "<hhh"
     LSB_PER_G = 1 / 0.0039  # full resolution
@@ -80,7 +88,9 @@ class ADXL345(_Accel):
 
 class MPU6050(_Accel):
     """InvenSense MPU-6000/6050 register map rev. 4.2: PWR_MGMT_1 (0x6B) powers on 0x40, asleep (4.28);
-    sample rate = 8 kHz with the DLPF off (CONFIG 0x1A = 0 or 7) or 1 kHz on, / (1 + SMPLRT_DIV) (4.2)."""
+    sample rate = 8 kHz with the DLPF off (CONFIG 0x1A = 0 or 7) or 1 kHz on, / (1 + SMPLRT_DIV) (4.2).
+    Product specification PS-MPU-6000A-00 rev. 3.4, 6.3: start-up time for register read/write 100 ms."""
+    STARTUP_US = 100000
     DATA = 0x3B
     FORMAT = ">hhh"
     LSB_PER_G = 4096.0  # +-8 g

@@ -34,9 +34,13 @@ class DS18B20:
             body = bytes((_FAMILY,)) + struct.pack("<IH", _serials[0], 0)
             rom = body + bytes((_crc8(body),))
         self.rom = rom
-        self.raw = 0x0550  # power-on value, 85.0 degC, until the first conversion
-        self.config = _CONFIG_12BIT
         self.converting = False  # the scenario may hold a conversion forever to test the timeout
+        self.power_up()
+
+    def power_up(self):
+        """The scratchpad's power-on state (datasheet, "Memory"): 85.0 degC until a conversion."""
+        self.raw = 0x0550
+        self.config = _CONFIG_12BIT
         self._done_us = 0  # when the running conversion ends
         self._next = None  # its result, in the scratchpad from then on
         self._out = b""

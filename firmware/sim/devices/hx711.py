@@ -24,11 +24,15 @@ class HX711:
         self.world_key = world_key
         self.noise = noise
         self.period_us = 1000000 // sps
+        self.value = 0
+        self.sck = 0
+        self.power_up()
+
+    def power_up(self):
+        """The on-chip power-on reset: the output settles again from now (no data until then)."""
         self._powered_us = hwclock.now_us()
         self._taken = -1  # the conversion (by period number) last clocked out
         self.clocks = 0
-        self.value = 0
-        self.sck = 0
 
     def _latest(self):
         """The number of the newest finished conversion, -1 before the output has settled."""

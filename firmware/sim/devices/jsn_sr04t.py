@@ -19,9 +19,13 @@ class Echo:
         self.name = name
         self.mount_height_m = mount_height_m
         self.noise_us = noise_us
+        self.ignored = 0  # triggers that came inside the measuring cycle
+        self.power_up()
+
+    def power_up(self):
+        """Unpowered it hears no trigger and sends no echo; its datasheet gives no start-up time."""
         self.triggered = False
         self._last_ping_us = None
-        self.ignored = 0  # triggers that came inside the measuring cycle
 
     def written(self, level):
         # The falling end of the trigger pulse starts a ping, unless the last one is still running.

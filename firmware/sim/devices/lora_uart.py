@@ -13,6 +13,12 @@ its time on air over the last hour checked against the region's duty
 cycle: `exceeded` counts the transmissions that went over it, and each
 prints a "duty_exceeded" event. The state outlives the board's resets, as
 the module does.
+
+On a power group (transport.power) the board's module works only while its
+rail is on: bytes written to it while off are lost (`unpowered`), a packet
+it was sending when the rail went off is cut, and what the gateway sends
+meanwhile is never heard. The E32/E220 manuals give no start-up time (AUX
+is low during the power-on self-check): the model takes none.
 """
 from firmware import lora
 from firmware.sim import bus, energy, hwclock
@@ -39,6 +45,18 @@ class LoraModules:
         self.exceeded = 0
         self.collisions = 0
         self.overflow = 0
+        self.unpowered = 0  # bytes the board wrote to the module while its rail was off
+        self.cut = 0  # packets cut by the rail going off, or sent to a module that was off
+        self.rail = None  # its power group's rail (devices/__init__.py), None: always on
+
+    def _powered_through(self, start, end):
+        """True when the board's module was on from `start` to `end` (scenario us)."""
+        rail = self.rail
+        if rail is None:
+            return True
+        if rail.powered:
+            return rail.since_us <= start
+        return rail.since_us <= start and rail.off_us >= end
 
     def _peer(self):
         return bus.uart_peer(self.uart_id)
@@ -64,6 +82,10 @@ class LoraModules:
         """Bytes from the board's UART, now: the board's module sends them."""
         self._step()
         now = hwclock.now_us()
+        if self.rail is not None and not self.rail.powered:
+            self.unpowered += len(data)
+            emit("lora_unpowered", now / 1000000, "bytes", len(data))
+            return
         start = max(now, self.board_air[-1][1] if self.board_air else 0)
         spans = self._send(bytes(data), start, self.board_air, self.to_gateway)
         air = 0
@@ -107,7 +129,9 @@ class LoraModules:
         peer = self._peer()
         while self.to_gateway and self.to_gateway[0][0] <= now:
             packet = self.to_gateway.pop(0)
-            if self._lost(packet, self.gateway_air):
+            if not self._powered_through(packet[2], packet[0]):
+                self.cut += 1  # the rail went off while it was on the air
+            elif self._lost(packet, self.gateway_air):
                 self._collide("to_gateway", packet)
             elif peer is not None:
                 peer.write(packet[1])
@@ -118,7 +142,9 @@ class LoraModules:
                 self._send(bytes(data), start, self.gateway_air, self.to_board)
         while self.to_board and self.to_board[0][0] <= now:
             packet = self.to_board.pop(0)
-            if self._lost(packet, self.board_air):
+            if not self._powered_through(packet[2], packet[0]):
+                self.cut += 1  # the board's module was off while it came
+            elif self._lost(packet, self.board_air):
                 self._collide("to_board", packet)
             else:
                 self.received += packet[1]
@@ -136,3 +162,4 @@ def attach(board, t):
         uart_id = board.PINS.get("uart")
     if uart_id not in _modules:
         _modules[uart_id] = LoraModules(uart_id, t["radio"], t.get("baud", 9600))
+    return _modules[uart_id]

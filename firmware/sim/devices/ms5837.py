@@ -28,11 +28,17 @@ class MS5837:
         self.prom = list(_PROM[bars])
         self.prom[0] = 0x00C0  # product/factory bits
         self.prom[0] |= crc4(self.prom) << 12
-        self._cmd = 0
-        self._adc = 0
         self._d1 = 0
         self._d2 = 0
+        self.power_up()
+
+    def power_up(self):
+        """TE MS5837 datasheet, "Reset sequence": the reset shall be sent once after power-on for
+        the calibration PROM to be loaded into the internal register; until then it reads erased."""
+        self._cmd = 0
+        self._adc = 0
         self._done_us = 0
+        self._loaded = False
 
     def _solve(self, target, d2, which):
         lo, hi = 0, (1 << 24) - 1
@@ -60,6 +66,7 @@ class MS5837:
         self._cmd = cmd
         if cmd == 0x1E:
             self._adc = 0
+            self._loaded = True
         elif cmd & 0xE0 == 0x40:
             self._adc = self._physics()[0 if cmd & 0xF0 == 0x40 else 1]
             conv = _CONV_US[min((cmd & 0x0E) >> 1, 5)]
@@ -70,6 +77,8 @@ class MS5837:
         cmd = self._cmd
         if 0xA0 <= cmd <= 0xAE:
             word = self.prom[(cmd - 0xA0) // 2] if cmd < 0xAE else 0
+            if not self._loaded:
+                word = 0xFFFF
             return bytes(((word >> 8) & 0xFF, word & 0xFF))[:n]
         value = self._adc if hwclock.now_us() >= self._done_us else 0
         self._adc = 0  # the ADC result is read once
