@@ -58,4 +58,4 @@ bench: build
 	$(BIN)/python bench/decode.py
 
 clean:
-	rm -rf $(VENV) $(COSE_VENV) .stubs build dist *.egg-info gateway/*.so gateway/_frame_c.c
+	rm -rf $(VENV) $(COSE_VENV) .stubs build dist *.egg-info protocol/*.so protocol/_frame_c.c

@@ -1,18 +1,19 @@
 """Builds the Cython frame decoder; HUAICO_BUILD_EXT=1 makes a failed build fatal.
 
 The extension is the pure reference `protocol/frame.py` compiled as
-`gateway._frame_c` with the types in `gateway/_frame_c.pxd` (the aiohttp
+`huaico.protocol._frame_c` with the types in `protocol/_frame_c.pxd` (the aiohttp
 `reader_py`/`reader_c` pattern), so there is no second copy to drift.
 """
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 REQUIRED = os.environ.get("HUAICO_BUILD_EXT") == "1"
 SOURCE = "protocol/frame.py"
-COPY = "gateway/_frame_c.py"
+COPY = "protocol/_frame_c.py"
+MODULE = "huaico.protocol._frame_c"  # where frame.py's relative imports resolve
 DIRECTIVES = {"language_level": "3", "boundscheck": False, "wraparound": False, "cdivision": True}
 
 
@@ -47,7 +48,7 @@ def extensions():
     # be imported as a silently pure `_frame_c`.
     shutil.copyfile(SOURCE, COPY)
     try:
-        return cythonize([COPY], compiler_directives=DIRECTIVES, quiet=True)
+        return cythonize([Extension(MODULE, [COPY])], compiler_directives=DIRECTIVES, quiet=True)
     except Exception as exc:
         if REQUIRED:
             raise

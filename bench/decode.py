@@ -19,9 +19,9 @@ from importlib.metadata import version
 
 import cbor2
 
-from gateway import decoder
-from gateway.senml import readings_pack, senml_json
-from protocol import channels, cose, frame
+from huaico.ingest import decoder
+from huaico.mqtt.senml import readings_pack, senml_json
+from huaico.protocol import channels, cose, frame
 
 KID = bytes.fromhex("a1b2c3d4")
 KEY = bytes(range(32))
@@ -125,7 +125,7 @@ def sign_json_docs(frames, key):
 
 def throughput(count, runs):
     print("Decode into rows, %d frames per case, median of %d runs (frames/s)" % (count, runs))
-    print("decoder: %s" % ("compiled (gateway._frame_c)" if decoder.IS_COMPILED
+    print("decoder: %s" % ("compiled (huaico.protocol._frame_c)" if decoder.IS_COMPILED
                            else "pure Python (the C extension did not load)"))
     head = "%-8s %-13s %12s %12s %12s %9s %9s" % (
         "readings", "MAC", "huaico", "cbor2+map", "json+map", "vs cbor2", "vs json")

@@ -35,11 +35,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 
-from gateway import hub_devices, rules, upstream  # noqa: E402
-from gateway.mqtt import MqttLink  # noqa: E402
-from gateway.store import Counters, Writer  # noqa: E402
-from protocol import frame as wire  # noqa: E402
-from protocol.cose import MacKey  # noqa: E402
+from huaico.hub import devices as hub_devices, upstream
+from huaico.mqtt.link import MqttLink  # noqa: E402
+from huaico.protocol import frame as wire  # noqa: E402
+from huaico.protocol.cose import MacKey  # noqa: E402
+from huaico.rules import engine as rules  # noqa: E402
+from huaico.store.writer import Counters, Writer  # noqa: E402
 from tests.fixtures.city import PREFIX, READINGS, City, UdpBoards, Worker  # noqa: E402
 
 BASE_TIME = int(time.time()) - 86400

@@ -14,7 +14,7 @@ made, without decode, MAC, acks or rules; and the ratio.
 Then the bytes written to storage per reading at field rates: 100 devices
 sending one frame a minute each, every frame its own commit (at 1.7 frames/s
 group commit has nothing to group), through the real writer and rule engine
-on a database that already holds a day of history (gateway.storage
+on a database that already holds a day of history (huaico.store.estimate
 .field_writes, in a process of its own). Two counts: what SQLite hands to
 the kernel (wchar of /proc/self/io: WAL frames and checkpoints) and what
 the kernel sends to the disk (write_bytes: whole 4 KB pages, so every
@@ -42,10 +42,12 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from gateway import db, ingest, rules  # noqa: E402
-from gateway.decoder import IS_COMPILED, decode_frame  # noqa: E402
-from gateway.store import _INSERT, Writer  # noqa: E402
-from protocol import link  # noqa: E402
+from huaico.ingest import readers as ingest
+from huaico.ingest.decoder import IS_COMPILED, decode_frame  # noqa: E402
+from huaico.protocol import link  # noqa: E402
+from huaico.rules import engine as rules
+from huaico.store import db  # noqa: E402
+from huaico.store.writer import _INSERT, Writer  # noqa: E402
 from tests.fixtures.gateway import Home, PtyPair  # noqa: E402
 
 READINGS = [(1, 0, 0, 2, 0), (2, 0, 0, 1, 0), (4, 0, -30, 1520, 0), (19, 0, 0, 3712, 0)]
@@ -54,7 +56,7 @@ READINGS = [(1, 0, 0, 2, 0), (2, 0, 0, 1, 0), (4, 0, -30, 1520, 0), (19, 0, 0, 3
 def make_frames(boards, count):
     wire = []
     for n in range(count):
-        # Stamped now: frames from the future would be restamped (gateway/store.py).
+        # Stamped now: frames from the future would be restamped (gateway/store/writer.py).
         wire.append(link.encode(boards[n % len(boards)].frame(READINGS, time=int(time.time()))))
     return wire
 
@@ -117,7 +119,7 @@ def gateway_side(database_path, config_home, slave_path, with_engine, batch_ms, 
                  result):
     """One gateway: writer + serial reader on the pty, as `huaico run` wires
     them; sends its peak RSS in MB and its batch sizes when told to stop."""
-    from gateway import config as config_mod
+    from huaico import config as config_mod
     database = db.open_db(database_path)
     engine = rules.RuleEngine(database, config_mod.load(config_home)) if with_engine else None
     writer = BatchRecordingWriter(database, engine=engine, batch_ms=batch_ms)
@@ -193,12 +195,12 @@ def store_ceiling(directory, boards, wire, batches):
 
 
 def _field_side(directory, devices, minutes, history_minutes, result):
-    from gateway import storage
+    from huaico.store import estimate as storage
     result.send(storage.field_writes(directory, devices, minutes, history_minutes))
 
 
 def field_rate_bytes(directory, devices=100, minutes=30, history_minutes=1440):
-    """gateway.storage.field_writes' figures, measured in a process of its
+    """huaico.store.estimate.field_writes' figures, measured in a process of its
     own (/proc/self/io counts the whole process)."""
     spawn = multiprocessing.get_context("spawn")
     receive, send = spawn.Pipe(False)

@@ -38,8 +38,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as paho  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from gateway import config as config_mod  # noqa: E402
-from gateway import db, rules  # noqa: E402
+from huaico import config as config_mod  # noqa: E402
+from huaico.rules import engine as rules
+from huaico.store import db  # noqa: E402
 from tests.fixtures.gateway import Home, PtyPair  # noqa: E402
 
 TARGET_P99_MS = 50.0
@@ -174,7 +175,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=500)
     args = parser.parse_args()
-    from protocol import link
+    from huaico.protocol import link
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         port = free_port()
@@ -196,7 +197,7 @@ def main():
             log_path = tmp / "gateway.log"
             with open(log_path, "wb") as log_file:
                 gateway = subprocess.Popen(
-                    [sys.executable, "-c", "from gateway.cli import main; main()", "run",
+                    [sys.executable, "-c", "from huaico.cli.main import main; main()", "run",
                      "--serial", pair.path, "--status-every", "3600"],
                     env=env, stdout=subprocess.DEVNULL, stderr=log_file)
             # pyserial flushes a port's input when it opens it: write nothing before.

@@ -2,7 +2,7 @@
 
 The firmware asks at boot (firmware/boot.py: a module of its own, loaded and
 unloaded before the sensors, so that the check costs the boot's heap
-nothing) and `huaico flash` asks before it writes (gateway/flash.py), with
+nothing) and `huaico flash` asks before it writes (gateway/devices/flash.py), with
 the release the board reports.
 """
 import sys

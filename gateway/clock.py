@@ -13,7 +13,7 @@ when a source vouches for it:
    /run/systemd/timesync/synchronized; or, with `[clock] trust = "system"`,
    the operator's word (a gateway with an RTC the kernel does not report);
 2. else the GSM network's time (NITZ), which the modem's own clock holds
-   after AT+CLTS=1 and gives on AT+CCLK? (gateway.modem.Modem.network_time):
+   after AT+CLTS=1 and gives on AT+CCLK? (huaico.sms.modem.Modem.network_time):
    kept as an offset to the system clock, so the gateway's time runs on
    the system clock's ticks;
 3. else nothing: the clock is not trusted.

@@ -16,7 +16,7 @@ def installed():
 def describe():
     """The version with what an operator reporting a problem is asked next:
     Python, the frame decoder in use, and where huaico is installed."""
-    from gateway import decoder
+    from huaico.ingest import decoder
 
     return "%s (Python %s, %s frame decoder, %s)" % (
         installed(), platform.python_version(),

@@ -28,7 +28,7 @@ is rounded to the nearest float32; the unix port and CPython keep it exactly.
 
 import struct
 
-from protocol.errors import CBORError
+from .errors import CBORError
 
 
 class Tag:

@@ -7,7 +7,7 @@ the pads, which halves the work per frame on the gateway.
 """
 import hashlib
 
-from protocol.errors import AuthError
+from .errors import AuthError
 
 try:
     from hmac import compare_digest

@@ -3,7 +3,7 @@
 The decoder is a scanner over the frame's fixed shape rather than a general
 CBOR decode followed by a mapping: it is the reference for what a valid frame
 is (SPEC.md) and the gateway compiles this very file with Cython (types in
-gateway/_frame_c.pxd), so the fast path cannot drift from it. It accepts any
+protocol/_frame_c.pxd), so the fast path cannot drift from it. It accepts any
 head width CBOR allows, rejects indefinite lengths, and raises FrameError
 (or AuthError) for everything else, naming what was wrong and where.
 
@@ -13,8 +13,8 @@ codec: it costs a board about 19 KB of heap that it cannot spare.
 """
 import struct
 
-from protocol.cose import ALG_HMAC_256_64, HDR_ALG, HDR_KID, PROTECTED, TAG_LEN, TAG_MAC0
-from protocol.errors import AuthError, FrameError
+from .cose import ALG_HMAC_256_64, HDR_ALG, HDR_KID, PROTECTED, TAG_LEN, TAG_MAC0
+from .errors import AuthError, FrameError
 
 # Version 2 frames carry the board's epoch in the top bits of a 32-bit seq
 # (SPEC.md 1.4), so that a re-flashed board's numbers are new ones and the

@@ -15,7 +15,7 @@ object per byte.
 import struct
 from array import array
 
-from protocol.errors import LinkError
+from .errors import LinkError
 
 try:
     from micropython import const

@@ -4,9 +4,10 @@ nothing looser. Messages come from the modem emulator on a pty as real
 SMS-DELIVER PDUs, with international (TON 0x91) or national (0x81) senders."""
 import pytest
 
-from gateway import alerts, rules
-from gateway.dispatch import Dispatcher
-from gateway.modem import Modem
+from huaico.alerts import lifecycle as alerts
+from huaico.alerts.dispatch import Dispatcher
+from huaico.rules import engine as rules
+from huaico.sms.modem import Modem
 from tests.fixtures.alerting import rule as make_rule
 
 T0 = 1_800_000_000

@@ -7,10 +7,10 @@ held. Frames go through the rule engine the way the writer does it
 (on_frames in one transaction); delivery through the modem emulator on a pty."""
 import json
 
-from gateway import rules
-from gateway.dispatch import Dispatcher
-from gateway.modem import Modem
-from gateway.modem_emulator import decode_submit
+from huaico.alerts.dispatch import Dispatcher
+from huaico.rules import engine as rules
+from huaico.sms.modem import Modem
+from huaico.sms.modem_emulator import decode_submit
 from tests.fixtures.alerting import rule as make_rule
 
 T0 = 1_800_000_000  # 2027-01-15 08:00 UTC

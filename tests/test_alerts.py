@@ -2,7 +2,7 @@
 linking, minimum duration, silent devices, quality flags, templates, replay."""
 import json
 
-from gateway import rules
+from huaico.rules import engine as rules
 from tests.fixtures.alerting import rule as make_rule
 
 RAIN = 1

@@ -4,8 +4,8 @@ import json
 
 from click.testing import CliRunner
 
-from gateway import rules
-from gateway.cli import main
+from huaico.cli.main import main
+from huaico.rules import engine as rules
 from tests.fixtures.alerting import AlertDb, CONFIG
 
 T0 = 1_800_000_000

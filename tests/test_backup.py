@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import time
 
-from gateway import backup as backup_mod
+from huaico.store import backup as backup_mod
 from tests.fixtures.gateway import Home
 from tests.test_run import CLI, READINGS, WAIT, Feeder, start_gateway
 

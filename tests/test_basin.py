@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.basin import BasinError, basin_mean, check, k_of_n
+from huaico.rules.basin import BasinError, basin_mean, check, k_of_n
 
 
 def test_worked_example():

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from firmware.sim import ports
-from gateway import flash
+from huaico.devices import flash
 from tests.fixtures.firmware import BOARDS, ROOT, RUNNER, micropython, run_sim, site_config
 
 BOARD_MODULES = {name: importlib.import_module("boards." + name) for name in BOARDS}

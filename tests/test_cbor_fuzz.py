@@ -9,8 +9,8 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.cbor import _utf8_ok, dumps, loads
-from protocol.errors import CBORError
+from huaico.protocol.cbor import _utf8_ok, dumps, loads
+from huaico.protocol.errors import CBORError
 from tests.test_cbor_properties import values
 
 # Heads that declare the largest possible length or count, and heads that

@@ -14,7 +14,7 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.cbor import Simple, Tag, dumps, loads, undefined
+from huaico.protocol.cbor import Simple, Tag, dumps, loads, undefined
 
 _PROBES = (7, [1], {1: 2}, b"a", "x", 1.5, None)
 

@@ -13,8 +13,8 @@ import os
 import random
 import time
 
-from gateway import upstream
-from gateway.mqtt import MqttLink
+from huaico.hub import upstream
+from huaico.mqtt.link import MqttLink
 from tests.fixtures.city import PREFIX, READINGS, UdpBoards, three_gateways
 
 WAIT = 90.0  # upper bound on a loaded machine, not a measurement

@@ -14,8 +14,8 @@ import subprocess
 import time
 
 from tests.fixtures.city import CLI, PREFIX, READINGS, _env, three_gateways
-from gateway import upstream
-from protocol.cose import MacKey
+from huaico.hub import upstream
+from huaico.protocol.cose import MacKey
 
 WAIT = 90.0  # upper bound on a loaded machine, not a measurement
 SEED = int(os.environ.get("HUAICO_CITY_SEED", random.randrange(1 << 30)))
@@ -63,7 +63,7 @@ def test_every_frame_stored_once_with_a_board_heard_twice(city):
     forged[at + 2] = 0x09
     other = feeder.boards["east"][0]
     relabelled = good.replace(board.kid, other.kid)
-    from gateway.mqtt import MqttLink
+    from huaico.mqtt.link import MqttLink
     evil = MqttLink("127.0.0.1", city.central.port, "gw-evil", clean=True)
     evil.start()
     assert evil.wait_connected(10)
@@ -133,7 +133,7 @@ def test_a_worker_acks_only_after_its_commit(city):
     while "event=hub_connected" not in worker.log() and time.monotonic() < deadline:
         time.sleep(0.1)
     city.postgres.stop()
-    from gateway.mqtt import MqttLink
+    from huaico.mqtt.link import MqttLink
     publisher = MqttLink("127.0.0.1", city.central.port, "gw-solo", clean=True)
     publisher.start()
     assert publisher.wait_connected(10)

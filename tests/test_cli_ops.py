@@ -23,8 +23,8 @@ import pytest
 import serial
 from click.testing import CliRunner
 
-from gateway import datasette_queries
-from gateway.cli import main
+from huaico.cli.main import main
+from huaico.ops import datasette_queries
 from tests.fixtures.operators import LEVEL
 
 
@@ -290,7 +290,7 @@ def test_doctor_database_clock_and_bad_config(gateway_home):
 
 
 def test_doctor_clock_in_1970():
-    from gateway import doctor
+    from huaico.ops import doctor
     checks = doctor.check_clock(now=86400 * 3)
     assert checks[0].level == doctor.FAIL and "1970" in checks[0].detail
 
@@ -372,7 +372,7 @@ def test_serve_runs_datasette_with_canned_queries(ops_network):
         pytest.fail("datasette is not installed: pip install 'huaico[serve]'")
     port = _free_port()
     env = dict(os.environ, HUAICO_HOME=str(ops_network.home.path), PYTHONPATH=os.getcwd())
-    process = subprocess.Popen([sys.executable, "-c", "from gateway.cli import main; main()",
+    process = subprocess.Popen([sys.executable, "-c", "from huaico.cli.main import main; main()",
                                 "serve", "--port", str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = "http://127.0.0.1:%d/huaico/rain_24h.json?_shape=array" % port

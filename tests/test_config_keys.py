@@ -2,7 +2,7 @@
 known one; the known keys come from the defaults (DEFAULT_TOML) alone."""
 import pytest
 
-from gateway import config
+from huaico import config
 
 
 @pytest.mark.parametrize("text, said", [

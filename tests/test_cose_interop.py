@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import cbor
-from protocol import frame as pure
-from protocol.cose import MacKey
+from huaico.protocol import cbor
+from huaico.protocol import frame as pure
+from huaico.protocol.cose import MacKey
 from tests.fixtures.frames import ack_outcome, expected_rows, frame_inputs, outcome
 from tests.portable.test_frame import EXAMPLE_ACK, EXAMPLE_FRAME, EXAMPLE_READINGS, KID
 

@@ -9,7 +9,7 @@ receive time), except where the late-data policy says otherwise.
 
 The late-data policy is one function here, `late_policy`: today a point rule
 does not move back in time for a reading older than one it took in an
-earlier writer batch (gateway/rules.py). A policy that coalesces or defers
+earlier writer batch (gateway/rules/engine.py). A policy that coalesces or defers
 late transitions (issue 11, fault 8) changes that function and, if it
 defers messages, `outbox_messages`; nothing else in this test.
 
@@ -20,10 +20,10 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import db
-from gateway.rules import Rule, RuleEngine
-from gateway.store import Writer
-from protocol import frame as wire
+from huaico.protocol import frame as wire
+from huaico.rules.engine import Rule, RuleEngine
+from huaico.store import db
+from huaico.store.writer import Writer
 from tests.fixtures.gateway import Home
 
 T0 = 1_800_000_000

@@ -6,9 +6,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from gateway import config as config_mod
-from gateway import db, devices
-from gateway.cli import main
+from huaico import config as config_mod
+from huaico.cli.main import main
+from huaico.devices import registry as devices
+from huaico.store import db
 
 
 @pytest.fixture

@@ -9,11 +9,15 @@ import random
 import signal
 import time
 
-from gateway import alerts, config, db, rules, sms_pdu
-from gateway.dispatch import Dispatcher, backoff
-from gateway.modem import Modem
-from gateway.modem_emulator import decode_submit
-from gateway.mqtt import MqttLink
+from huaico import config
+from huaico.alerts import lifecycle as alerts
+from huaico.alerts.dispatch import Dispatcher, backoff
+from huaico.mqtt.link import MqttLink
+from huaico.rules import engine as rules
+from huaico.sms import pdu as sms_pdu
+from huaico.sms.modem import Modem
+from huaico.sms.modem_emulator import decode_submit
+from huaico.store import db
 from tests.fixtures.alerting import rule as make_rule
 from tests.modem_emulator import _recipient
 from tests.test_alert_times import texts_to

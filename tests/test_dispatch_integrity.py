@@ -11,10 +11,11 @@ import sys
 import threading
 import time
 
-from gateway import db, rules
-from gateway.dispatch import Dispatcher
-from gateway.modem import Modem
-from gateway.modem_emulator import decode_submit
+from huaico.alerts.dispatch import Dispatcher
+from huaico.rules import engine as rules
+from huaico.sms.modem import Modem
+from huaico.sms.modem_emulator import decode_submit
+from huaico.store import db
 from tests.fixtures.alerting import rule as make_rule
 
 T0 = 1_800_000_000
@@ -99,9 +100,9 @@ def test_second_part_refused_resends_only_that_part(alert_db, alert_config, mode
 
 _DISPATCH_ONCE = """
 import json, sys, time
-from gateway import db
-from gateway.dispatch import Dispatcher
-from gateway.modem import Modem
+from huaico.alerts.dispatch import Dispatcher
+from huaico.sms.modem import Modem
+from huaico.store import db
 Dispatcher(db.open_db(sys.argv[1]), json.loads(sys.argv[3]),
            sms=Modem(sys.argv[2], command_timeout=2.0)).step(float(sys.argv[4]))
 time.sleep(60)

@@ -2,7 +2,9 @@
 numbers and a rule whose alerts reach nobody, on a real data directory."""
 import pytest
 
-from gateway import config as config_mod, doctor, rules
+from huaico import config as config_mod
+from huaico.ops import doctor
+from huaico.rules import engine as rules
 from tests.fixtures.alerting import AlertDb
 
 TOML = """

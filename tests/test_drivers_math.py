@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from firmware.drivers import Q_NO_RETURN, Q_NOISY, Q_OK, Q_OUT_OF_RANGE, Q_STUCK, curve, interp, motion, scaled
-from protocol import channels, frame
+from huaico.protocol import channels, frame
 
 ROOT = Path(__file__).resolve().parents[1]
 CONST = re.compile(r'^_(\w+) = const\((\d+)\)\s+# protocol/channels.py "(\w+)"', re.MULTILINE)

@@ -6,8 +6,8 @@ import stat
 
 from click.testing import CliRunner
 
-from gateway import doctor
-from gateway.cli import main
+from huaico.cli.main import main
+from huaico.ops import doctor
 
 
 def mode(path):

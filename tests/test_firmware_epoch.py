@@ -7,7 +7,7 @@ When the counter reaches 2^24 the store rolls to a new epoch: checked here on a
 real littlefs image whose store starts just below 2^24 (firmware/sim/flashchip.py
 seed_ring, a hook of the simulated flash, not of the firmware), with a power cut
 at every erase and program of the roll, and end to end against the gateway's
-own store (gateway/store.py Writer), which refuses and never acks a frame of an
+own store (gateway/store/writer.py Writer), which refuses and never acks a frame of an
 epoch it has left.
 """
 import json
@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from gateway.store import Writer
-from protocol import link
-from protocol.frame import EPOCH_SHIFT
+from huaico.protocol import link
+from huaico.protocol.frame import EPOCH_SHIFT
+from huaico.store.writer import Writer
 from tests.fixtures.firmware import ROOT, UartPeer, micropython, run_sim, site_config
 
 DRAW = """
@@ -135,7 +135,7 @@ def test_roll_to_a_new_epoch_at_2_24_survives_a_cut_at_every_step(tmp_path):
 
 class GatewayStore:
     """In the UART peer's place of its Store: each frame goes to the gateway's own Writer
-    (gateway/store.py), which stores and acks it, or refuses it (an epoch it has left)."""
+    (gateway/store/writer.py), which stores and acks it, or refuses it (an epoch it has left)."""
 
     def __init__(self, home):
         self.writer = Writer(home.database, batch_ms=0)

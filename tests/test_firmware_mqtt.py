@@ -25,12 +25,12 @@ import time
 
 import pytest
 
-from gateway.mqtt import MqttLink
-from protocol.cose import MacKey
-from protocol.frame import EPOCH_SHIFT, MAX_COUNTER, encode_ack
+from huaico.mqtt.link import MqttLink
+from huaico.protocol.cose import MacKey
+from huaico.protocol.frame import EPOCH_SHIFT, MAX_COUNTER, encode_ack
 from tests.fixtures.firmware import KEY_HEX, KID_HEX, ROOT, RUNNER, Store, micropython
 
-CLI = [sys.executable, "-c", "from gateway.cli import main; main()"]
+CLI = [sys.executable, "-c", "from huaico.cli.main import main; main()"]
 RAIN_TIPS = 2  # protocol/channels.py "rain_tips"
 WAIT = 60.0  # upper bound on a loaded machine, not a measurement
 SPEED = 60
@@ -139,8 +139,8 @@ def assert_ring_emptied(board):
 
 
 class GatewayPeer:
-    """The gateway's MQTT end, in the test: paho (gateway.mqtt.MqttLink) subscribed to
-    huaico/+/up, frames decoded with gateway.decoder, acks sent on the device's ack
+    """The gateway's MQTT end, in the test: paho (huaico.mqtt.link.MqttLink) subscribed to
+    huaico/+/up, frames decoded with huaico.ingest.decoder, acks sent on the device's ack
     topic while `holding` is clear."""
 
     def __init__(self, broker):

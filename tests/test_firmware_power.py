@@ -13,7 +13,7 @@ The driver-level checks are tests/mp_drivers/check_power*.py (tests/test_drivers
 """
 import pytest
 
-from gateway.flash import validate_site
+from huaico.devices.flash import validate_site
 from tests.fixtures.firmware import run_sim, site_config
 from tests.test_firmware_mqtt import SimBoard, rain_site
 from tests.test_firmware_wifi import SlowPeer, finish
@@ -260,7 +260,7 @@ def test_station_commands_take_a_sensors_power_group(gateway_home):
 
     from click.testing import CliRunner
 
-    from gateway.cli import main
+    from huaico.cli.main import main
 
     def invoke(*args):
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -1,6 +1,6 @@
 """The simulated board's `--uart pty:PATH` (what `huaico demo` uses): the board
 opens a pty's slave end as its UART, a gateway-side peer in the test holds the
-master end, decodes the COBS packets with gateway.decoder, stores and acks.
+master end, decodes the COBS packets with huaico.ingest.decoder, stores and acks.
 Every tip of the scenario must arrive exactly once, authenticated, no seq reused.
 """
 import os
@@ -8,8 +8,8 @@ import select
 import threading
 import time
 
-from protocol import link
-from protocol.cose import MacKey
+from huaico.protocol import link
+from huaico.protocol.cose import MacKey
 from tests.fixtures.firmware import KEY_HEX, Store, run_sim, site_config
 
 

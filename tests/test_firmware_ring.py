@@ -22,7 +22,7 @@ import subprocess
 
 import pytest
 
-from protocol.frame import FLAG_DROPPED
+from huaico.protocol.frame import FLAG_DROPPED
 from tests.fixtures.firmware import ROOT, UartPeer, micropython, run_sim, site_config, smallest_claimed_heap
 
 SCRIPT = r'''

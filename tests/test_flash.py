@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway import flash
-from gateway.cli import main
+from huaico.cli.main import main
+from huaico.devices import flash
 from tests.fixtures.virtual_board import MICROPYTHON, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def _pyproject():
 
 _INSTALLED = r"""
 import json, sys
-from gateway import flash
+from huaico.devices import flash
 found = flash.sources()
 site = json.loads(sys.argv[1])
 device = {"id": site["device_id"], "key": site["key"], "board": site["board"], "name": "x"}
@@ -227,7 +227,7 @@ def _power_on_command(board_root, tmp_path, uart_port):
 
 def _gateway(home, url):
     env = dict(os.environ, HUAICO_HOME=str(home.path))
-    return subprocess.Popen([sys.executable, "-c", "from gateway.cli import main; main()", "run",
+    return subprocess.Popen([sys.executable, "-c", "from huaico.cli.main import main; main()", "run",
                              "--serial", url, "--status-every", "3600"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -20,8 +20,8 @@ import cbor2
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from protocol import frame as pure
-from protocol.cose import PROTECTED, MacKey
+from huaico.protocol import frame as pure
+from huaico.protocol.cose import PROTECTED, MacKey
 from tests.fixtures.frames import ack_outcome, outcome
 from tests.portable.test_frame import EXAMPLE_ACK, EXAMPLE_FRAME, EXAMPLE_UNSIGNED, KID
 

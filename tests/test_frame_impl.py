@@ -1,6 +1,6 @@
 """The pure and the compiled frame decoder: same vectors, same properties, same answers.
 
-Every test here runs against protocol.frame and gateway._frame_c (the
+Every test here runs against protocol.frame and huaico.protocol._frame_c (the
 `impl` fixture), or feeds one input to both and compares. An oracle built
 on cbor2 and hmac, which share no code with frame.py, says what a valid
 frame means; hostile input lives in test_frame_fuzz.py.
@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.portable.test_frame as portable
-from protocol import frame as pure
-from protocol import cbor
-from protocol.cbor import Tag
-from protocol.cose import MacKey
+from huaico.protocol import frame as pure
+from huaico.protocol import cbor
+from huaico.protocol.cbor import Tag
+from huaico.protocol.cose import MacKey
 from tests.fixtures.frames import (INT64_MAX, ack_outcome, expected_rows, frame_inputs, keys, kids,
                                    loose_cbor, outcome, uint63)
 
@@ -61,15 +61,15 @@ def oracle(data, raw_keys):
 
 
 def test_selector_uses_the_compiled_decoder():
-    from gateway import decoder
+    from huaico.ingest import decoder
 
     if os.environ.get("HUAICO_PURE") == "1":
         assert not decoder.IS_COMPILED and decoder.decode_frame is pure.decode_frame
         return
     assert decoder.IS_COMPILED, (
-        "gateway._frame_c did not load, so the gateway runs the pure decoder. Build it with "
+        "huaico.protocol._frame_c did not load, so the gateway runs the pure decoder. Build it with "
         "`make build` or `HUAICO_BUILD_EXT=1 pip install -e .`; set HUAICO_PURE=1 to test pure only.")
-    from gateway import _frame_c
+    from huaico.protocol import _frame_c
 
     assert decoder.decode_frame is _frame_c.decode_frame
     assert decoder.decode_frame is not pure.decode_frame
@@ -81,7 +81,7 @@ def test_selector_uses_the_compiled_decoder():
 @pytest.mark.parametrize("pure_flag, want", [("1", "False True"), ("0", "True False")])
 def test_selector_honours_huaico_pure(pure_flag, want, impls):
     env = dict(os.environ, HUAICO_PURE=pure_flag)
-    code = ("from gateway import decoder; from protocol import frame; "
+    code = ("from huaico.ingest import decoder; from huaico.protocol import frame; "
             "print(decoder.IS_COMPILED, decoder.decode_frame is frame.decode_frame)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
@@ -91,9 +91,9 @@ def test_selector_honours_huaico_pure(pure_flag, want, impls):
 
 def test_extension_is_not_older_than_its_source(impls):
     built = Path(impls[1].__file__)
-    if built.parent != ROOT / "gateway":
+    if built.parent != ROOT / "protocol":
         return  # installed from a wheel: built from the source shipped beside it
-    for source in (ROOT / "protocol" / "frame.py", ROOT / "gateway" / "_frame_c.pxd"):
+    for source in (ROOT / "protocol" / "frame.py", ROOT / "protocol" / "_frame_c.pxd"):
         assert built.stat().st_mtime >= source.stat().st_mtime, (
             "%s is older than %s: rebuild with `make build` or "
             "`.venv/bin/python setup.py -q build_ext --inplace`" % (built.name, source.name))

@@ -22,9 +22,10 @@ import time
 
 import psycopg
 
-from gateway import alerts, cap, rules
-from gateway.engine_store_pg import PgEngineStore
-from gateway.mqtt import MqttLink
+from huaico.alerts import cap, lifecycle as alerts
+from huaico.hub.rules_store import PgEngineStore
+from huaico.mqtt.link import MqttLink
+from huaico.rules import engine as rules
 from tests.fixtures.city import UdpBoards
 
 WAIT = 90.0  # upper bound on a loaded machine, not a measurement
@@ -96,7 +97,7 @@ def _start(city, tmp_path, monkeypatch, names, gateways):
     city.start_postgres()
     city.start_brokers()
     with psycopg.connect(city.postgres.dsn) as conn:
-        from gateway import hub_devices
+        from huaico.hub import devices as hub_devices
         from tests.fixtures.gateway import Board
         boards = {name: Board(hub_devices.add(conn, name, "pico", SITE)) for name in names}
     started = {gateway_id: city.add_gateway(gateway_id, city.local if local else city.central,
@@ -129,7 +130,7 @@ def _one_by_one(feeder, levels, start, every=1):
 
 
 def _all_sent(city):
-    """No frame held back from the rules (gateway/hub_rules.py), every MQTT
+    """No frame held back from the rules (gateway/hub/rules.py), every MQTT
     message sent."""
     return city.query("SELECT count(*) FROM engine_held") == [(0,)] and city.query(
         "SELECT count(*) FROM outbox WHERE transport = 'mqtt' AND status != 'sent'") == [(0,)]
@@ -293,7 +294,7 @@ def test_gateway_offline_for_a_day_catches_up_as_late_data(city, tmp_path, monke
     _rule(city, rules.Rule("nivel", "above", {"watch": 1.0, "warning": 2.0}, site=SITE,
                            channel="water_level", hysteresis=0.1))
     # Two workers: the shared subscription deals the catch-up's frames
-    # alternately; the rules still take them in order (gateway/hub_rules.py:
+    # alternately; the rules still take them in order (gateway/hub/rules.py:
     # without that, the flood's onset came one frame late).
     for worker_id in ("hub-1", "hub-2"):
         city.add_worker(worker_id)

@@ -9,10 +9,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from gateway import db, hub_reader, status as status_mod
-from gateway.cli import main
-from protocol import channels
-from protocol.frame import FLAG_CLOCK_UNSYNCED
+from huaico.cli.main import main
+from huaico.hub import reader as hub_reader
+from huaico.ops import status as status_mod
+from huaico.protocol import channels
+from huaico.protocol.frame import FLAG_CLOCK_UNSYNCED
+from huaico.store import db
 from tests.fixtures.city import READINGS, City, UdpBoards
 
 WAIT = 90.0  # upper bound on a loaded machine, not a measurement

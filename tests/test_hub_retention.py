@@ -9,9 +9,11 @@ import time
 import psycopg
 from click.testing import CliRunner
 
-from gateway import cli, hub_devices, hub_retention, hub_schema, hub_store, upstream
-from protocol import frame as wire
-from protocol.cose import MacKey
+from huaico.cli import main as cli
+from huaico.hub import (devices as hub_devices, retention as hub_retention, schema as hub_schema,
+                        store as hub_store, upstream)
+from huaico.protocol import frame as wire
+from huaico.protocol.cose import MacKey
 
 from tests.fixtures.postgres import HUB_NOW as NOW
 DAY = 86400

@@ -7,9 +7,11 @@ import time
 import psycopg
 from click.testing import CliRunner
 
-from gateway import cli, db, hub_devices, hub_schema, hub_store, upstream
-from protocol import frame as wire
-from protocol.cose import MacKey
+from huaico.cli import main as cli
+from huaico.hub import devices as hub_devices, schema as hub_schema, store as hub_store, upstream
+from huaico.protocol import frame as wire
+from huaico.protocol.cose import MacKey
+from huaico.store import db
 
 from tests.fixtures.postgres import HUB_NOW as NOW
 
@@ -145,8 +147,8 @@ def test_forwarder_publishes_in_order_until_receipted(gateway_home, mosquitto_br
     sends them in id order, moves its cursor after the PUBACKs, its
     confirmed cursor over what the hub receipted, and sends the rest again
     when no receipt comes."""
-    from gateway.mqtt import MqttLink
-    from gateway.store import Counters, Writer
+    from huaico.mqtt.link import MqttLink
+    from huaico.store.writer import Counters, Writer
     board = gateway_home.add("rain-01")
     database = gateway_home.open()
     writer = Writer(database, keep_raw=True, batch_ms=0)

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from gateway import ingest
-from gateway.mqtt import MqttLink
-from gateway.store import Writer
-from protocol import link
+from huaico.ingest import readers as ingest
+from huaico.mqtt.link import MqttLink
+from huaico.protocol import link
+from huaico.store.writer import Writer
 
 WAIT = 10.0  # an upper bound on a loaded 2-core machine, not a measurement
 

@@ -18,9 +18,10 @@ import sys
 import time
 
 import pytest
+import zipfile
 
-from protocol import frame as wire
-from protocol.cose import MacKey
+from huaico.protocol import frame as wire
+from huaico.protocol.cose import MacKey
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 600  # pip resolving a dozen dependencies on a cold cache
@@ -39,6 +40,9 @@ def wheel(tmp_path_factory):
                    capture_output=True, timeout=STEP_TIMEOUT)
     wheels = list(dist.glob("huaico-*.whl"))
     assert len(wheels) == 1 and list(dist.glob("huaico-*.tar.gz")), list(dist.iterdir())
+    top_level = {name.split("/")[0] for name in zipfile.ZipFile(wheels[0]).namelist()}
+    assert {name for name in top_level if not name.endswith(".dist-info")} == {"huaico", "huaico_firmware"}, \
+        top_level
     return wheels[0]
 
 

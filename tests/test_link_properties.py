@@ -9,8 +9,8 @@ import binascii
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import LinkError
-from protocol.link import MAX_FRAME, Decoder, cobs_decode, cobs_encode, encode, encoded_bound
+from huaico.protocol.errors import LinkError
+from huaico.protocol.link import MAX_FRAME, Decoder, cobs_decode, cobs_encode, encode, encoded_bound
 
 LIMITS = st.sampled_from([4, 40, MAX_FRAME, 700])
 # Runs of 254 and more non-zero bytes are where COBS spends an extra code byte

@@ -6,7 +6,7 @@ EU868: two packets), half-duplex, and a duty cycle the firmware plans its sends 
 import pytest
 
 from firmware import config, lora
-from protocol import link
+from huaico.protocol import link
 from tests.fixtures.firmware import run_sim, site_config
 
 

@@ -12,9 +12,11 @@ import re
 
 import pytest
 
-from gateway import alerts, rules, sms_pdu, templates
-from gateway.sms_pdu import submit_pdus
-from protocol import channels
+from huaico.alerts import lifecycle as alerts, templates
+from huaico.protocol import channels
+from huaico.rules import engine as rules
+from huaico.sms import pdu as sms_pdu
+from huaico.sms.pdu import submit_pdus
 from tests.fixtures.alerting import rule as make_rule
 from tests.test_sms_pdu import independent_decode, independent_join
 

@@ -10,7 +10,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import version
+from huaico import version
 from tests.test_run import CLI, WAIT
 
 

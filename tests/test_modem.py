@@ -1,4 +1,4 @@
-"""gateway.modem against the pty modem emulator: alerts in Spanish, Chinese
+"""huaico.sms.modem against the pty modem emulator: alerts in Spanish, Chinese
 and GSM-7 with extension characters reach the modem as correct concatenated
 PDUs (checked with the independent decoder smspdudecoder), errors map to
 retryable or not, every wait is bounded, replies and delivery reports come
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from gateway.modem import Modem, csq_to_dbm
-from gateway.sms import SmsError, SmsTimeout
-from gateway.sms_pdu import submit_pdus
+from huaico.sms.backend import SmsError, SmsTimeout
+from huaico.sms.modem import Modem, csq_to_dbm
+from huaico.sms.pdu import submit_pdus
 from tests.test_sms_pdu import independent_decode
 
 SPANISH = ("Alerta de huaico: evacúen la quebrada Santa Rosa ahora. ¿Dónde ir? "

@@ -11,9 +11,10 @@ import signal
 import subprocess
 import time
 
-from gateway import config as config_mod
-from gateway import db, rules
-from gateway.mqtt import MqttLink
+from huaico import config as config_mod
+from huaico.mqtt.link import MqttLink
+from huaico.rules import engine as rules
+from huaico.store import db
 from tests.test_run import CLI, start_gateway
 from tests.test_run_recovery import Storm, outbox, wait_for
 

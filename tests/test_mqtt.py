@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from gateway.mqtt import MqttConfigError, MqttLink
+from huaico.mqtt.link import MqttConfigError, MqttLink
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WAIT = 10.0  # generous: an upper bound for a loaded 2-core machine, not a measurement
@@ -206,7 +206,7 @@ def test_mqtt5_message_properties_reach_the_event(mosquitto_broker, links):
 
 _WILL_SCRIPT = """
 import sys, time
-from gateway.mqtt import MqttLink
+from huaico.mqtt.link import MqttLink
 status = "huaico/gateway/%(id)s/status"
 link = MqttLink("127.0.0.1", %(port)d, "%(id)s", protocol="%(protocol)s",
                 will=(status, b"offline", 1, True), birth=(status, b"online", 1, True))

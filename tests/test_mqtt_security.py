@@ -10,8 +10,8 @@ import time
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from gateway import config as config_mod
-from gateway.mqtt import MqttConfigError, MqttLink
+from huaico import config as config_mod
+from huaico.mqtt.link import MqttConfigError, MqttLink
 from tests.fixtures.broker import CertificateAuthority
 from tests.test_mqtt import FAST_RECONNECT, WAIT, messages, next_event
 from tests.test_run import start_gateway

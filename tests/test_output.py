@@ -7,7 +7,7 @@ import re
 
 from click.testing import CliRunner
 
-from gateway.cli import main
+from huaico.cli.main import main
 
 EPOCH = re.compile(r"\b1[0-9]{9}(\.[0-9]+)?\b")
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rain_thresholds import (PRESETS, ThresholdError, antecedent_index, check, curve,
+from huaico.rules.rain_thresholds import (PRESETS, ThresholdError, antecedent_index, check, curve,
                                      exceedance, wet_factor)
 
 

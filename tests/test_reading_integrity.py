@@ -6,11 +6,11 @@ Two readings of one channel, index and time in one frame are refused by the
 decoder (SPEC.md 1: `repeated`), so the rules can never see a reading the
 store drops. Real SQLite, the real writer and rule engine.
 """
-from gateway import db
-from gateway.rules import Rule, RuleEngine
-from gateway.store import Writer
-from protocol import channels
-from protocol import frame as wire
+from huaico.protocol import channels
+from huaico.protocol import frame as wire
+from huaico.rules.engine import Rule, RuleEngine
+from huaico.store import db
+from huaico.store.writer import Writer
 
 NOW = 1_800_000_100.0
 LEVEL = channels.get("water_level")
@@ -59,8 +59,8 @@ def test_two_readings_of_one_channel_index_and_time_are_refused_before_the_rules
                                                              gateway_home.config),
                     clock=lambda: NOW)
     payload = [wire.VERSION, 1, 1_800_000_000, 0, [4, 0, 1200, 4, 0, 3000]]
-    from protocol import cbor
-    from protocol.cose import HDR_KID, PROTECTED
+    from huaico.protocol import cbor
+    from huaico.protocol.cose import HDR_KID, PROTECTED
     body = cbor.dumps(payload)
     tag = board.key.tag(cbor.dumps(["MAC0", PROTECTED, b"", body]))
     raw = cbor.dumps(cbor.Tag(17, [PROTECTED, {HDR_KID: board.kid}, body, tag]))

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from gateway.mqtt import MqttLink
-from gateway.readings_feed import CURSOR, ReadingsFeed
-from gateway.store import Counters, Writer
-from gateway import db
+from huaico.mqtt.link import MqttLink
+from huaico.mqtt.readings_feed import CURSOR, ReadingsFeed
+from huaico.store import db
+from huaico.store.writer import Counters, Writer
 
 
 def store(home, board, frames):

@@ -9,8 +9,8 @@ import socket
 import subprocess
 import time
 
-from gateway import config as config_mod
-from gateway import retention
+from huaico import config as config_mod
+from huaico.store import retention
 from tests.test_run import CLI, WAIT
 
 DAY = 86400
@@ -157,7 +157,7 @@ def test_readings_hourly_shows_the_aggregates_in_units(gateway_home):
 
     from click.testing import CliRunner
 
-    from gateway.cli import main
+    from huaico.cli.main import main
 
     config = _set_raw_days(gateway_home, 1)
     board = gateway_home.add("pluvio")

@@ -7,8 +7,8 @@ with flagged ones, silences, ticks and restarts."""
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway import rules
-from gateway.rules import LEVELS
+from huaico.rules import engine as rules
+from huaico.rules.engine import LEVELS
 from tests.fixtures.alerting import AlertDb, CONFIG
 
 RAIN = 1  # 0.1 mm per integer (protocol/SPEC.md §1.3)

@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from gateway.cli import main
+from huaico.cli.main import main
 from tests.fixtures.alerting import AlertDb
 
 

@@ -1,13 +1,13 @@
 """The intensity-duration rule in the engine against a brute-force
 recomputation from every reading seen: the curve alpha * D^-beta (written
-out here, not taken from gateway.rain_thresholds), its mean intensities
+out here, not taken from huaico.rules.rain_thresholds), its mean intensities
 over each duration, the antecedent precipitation index over UTC daily
 totals, and the levels; over hypothesis-generated readings with late ones,
 day jumps, restarts and writer batches."""
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway import rules
+from huaico.rules import engine as rules
 from tests.fixtures.alerting import AlertDb, CONFIG
 from tests.test_rules_windows import brute_levels
 

@@ -6,8 +6,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from gateway import evaluation, rules
-from gateway.cli import main
+from huaico.cli.main import main
+from huaico.rules import engine as rules, evaluation
 from tests.fixtures.alerting import AlertDb
 
 T0 = 1_800_000_000  # 2027-01-15 08:00 UTC

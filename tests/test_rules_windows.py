@@ -6,14 +6,14 @@ the batch's readings are in the table).
 
 The brute force has its own unit table (protocol/SPEC.md §1.3: rain
 travels in 0.1 mm, water level in mm, and rules speak mm and metres), so a
-wrong scale in protocol/channels.py or gateway/rules.py cannot pass by
+wrong scale in protocol/channels.py or gateway/rules/engine.py cannot pass by
 being on both sides; value and level are compared after every reading, not
 only at the end."""
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway import rules
-from gateway.rules import LEVELS
+from huaico.rules import engine as rules
+from huaico.rules.engine import LEVELS
 from tests.fixtures.alerting import AlertDb, CONFIG
 
 RAIN = 1          # 0.1 mm

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import time
 
-from protocol import link
+from huaico.protocol import link
 
 KILLS = int(os.environ.get("HUAICO_KILLS", "50"))
 WAIT = 20.0  # upper bound on a loaded machine, not a measurement
 READINGS = [(1, 0, 0, 2, 0), (4, 0, -5, 1500, 0)]
-CLI = [sys.executable, "-c", "from gateway.cli import main; main()"]
+CLI = [sys.executable, "-c", "from huaico.cli.main import main; main()"]
 
 
 def start_gateway(home, pty_path, *extra):

@@ -16,10 +16,12 @@ import random
 import signal
 import time
 
-from gateway import config as config_mod
-from gateway import db, rules, templates
-from gateway.modem_emulator import decode_submit
-from protocol import link
+from huaico import config as config_mod
+from huaico.alerts import templates
+from huaico.protocol import link
+from huaico.rules import engine as rules
+from huaico.sms.modem_emulator import decode_submit
+from huaico.store import db
 from tests.test_run import Feeder, start_gateway
 from tests.test_run_recovery import wait_for
 
@@ -187,7 +189,7 @@ def test_kill_9_while_dispatching_loses_no_message_and_marks_every_repeat(
     # the transitions the rule must have made (no hysteresis, no minimum
     # duration), each an event with one SMS per number. A writer batch's
     # readings reach the rules in reading-time order, and a reading older
-    # than one taken in an earlier batch is passed over (gateway/rules.py):
+    # than one taken in an earlier batch is passed over (gateway/rules/engine.py):
     # the batches are the gateway's to choose, so what is checked holds for
     # any batching. Readings that were the newest when they arrived are
     # evaluated in every batching, in this order; a resend evaluated between

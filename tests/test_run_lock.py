@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-CLI = [sys.executable, "-c", "from gateway.cli import main; main()"]
+CLI = [sys.executable, "-c", "from huaico.cli.main import main; main()"]
 WAIT = 20.0  # upper bound on a loaded machine, not a measurement
 
 

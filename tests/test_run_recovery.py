@@ -15,11 +15,12 @@ import signal
 import subprocess
 import time
 
-from gateway import config as config_mod
-from gateway import db, rules
-from gateway.modem_emulator import _recipient
-from gateway.mqtt import MqttLink
-from protocol import link
+from huaico import config as config_mod
+from huaico.mqtt.link import MqttLink
+from huaico.protocol import link
+from huaico.rules import engine as rules
+from huaico.sms.modem_emulator import _recipient
+from huaico.store import db
 from tests.test_run import start_gateway
 
 WAIT = 60.0  # upper bound on a loaded 2-core machine, not a measurement

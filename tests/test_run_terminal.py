@@ -23,7 +23,7 @@ def test_status_line_never_mixes_with_log_lines(gateway_home):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     socket_name = "huaico-run-%d" % os.getpid()
-    command = ("cd %s && HUAICO_HOME=%s %s -c 'from gateway.cli import main; main()' run "
+    command = ("cd %s && HUAICO_HOME=%s %s -c 'from huaico.cli.main import main; main()' run "
                "--udp 127.0.0.1:%d --status-every 0.2 --for 6; echo RUN-ENDED; sleep 60"
                % (os.getcwd(), gateway_home.path, sys.executable, port))
     started = _tmux(socket_name, "new-session", "-d", "-x", "250", "-y", "50", command)

@@ -1,6 +1,6 @@
 """SD card wear: the bytes the store writes per reading at field rates.
 
-A count of bytes, not a timing: gateway.storage.field_writes runs the real
+A count of bytes, not a timing: huaico.store.estimate.field_writes runs the real
 writer and rule engine, one frame per commit, 100 devices a frame a minute
 each, after six hours of history, with ids, keys, values and the clock
 derived rather than drawn, in a process of its own, and counts what that
@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from gateway import db, storage
+from huaico.store import db, estimate as storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISSUE_LIMIT = 1024  # bytes per reading, issue 14
@@ -35,7 +35,7 @@ BUDGET = 2200
 @pytest.fixture(scope="module")
 def field(tmp_path_factory):
     directory = tmp_path_factory.mktemp("field")
-    code = ("import json, sys; from gateway import storage; "
+    code = ("import json, sys; from huaico.store import estimate as storage; "
             "print(json.dumps(storage.field_writes(sys.argv[1], devices=100, minutes=20, "
             "history_minutes=360)))")
     done = subprocess.run([sys.executable, "-c", code, str(directory)], cwd=ROOT,
@@ -58,7 +58,7 @@ def test_bytes_per_reading_within_the_budget(field):
 
 @pytest.mark.xfail(strict=True, reason="2.0 KB per reading: each one-frame commit still "
                    "rewrites about a dozen 512-byte pages (two indexes and their splits, the "
-                   "device row, the counters): gateway/db.py")
+                   "device row, the counters): gateway/store/db.py")
 def test_bytes_per_reading_within_the_issue_limit(field):
     assert field["bytes_per_reading"] <= ISSUE_LIMIT, field
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway.cap import CAP_NS, CapError, alert_json, cap_datetime, cap_xml
-from gateway.senml import SenMLError, readings_pack, scaled, senml_json
+from huaico.alerts.cap import CAP_NS, CapError, alert_json, cap_datetime, cap_xml
+from huaico.mqtt.senml import SenMLError, readings_pack, scaled, senml_json
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 CHANNELS = {
@@ -99,7 +99,7 @@ PRIMARY_UNITS = {"m", "kg", "s", "V", "Cel", "pH", "S/m", "kg/m3", "deg", "m/s",
 
 
 def test_every_registry_channel_goes_out_in_a_primary_unit():
-    from protocol import channels
+    from huaico.protocol import channels
     for channel in channels.BY_CODE.values():
         pack = readings_pack("d", [(channel.code, 0, T0, 1, 0)],
                              lambda code: (channel.name, channel.unit, channel.scale))

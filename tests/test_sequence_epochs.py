@@ -10,10 +10,10 @@ the real writer and the real CLI.
 """
 from click.testing import CliRunner
 
-from gateway import status
-from gateway.cli import main
-from gateway.store import Writer
-from protocol import frame as wire
+from huaico.cli.main import main
+from huaico.ops import status
+from huaico.protocol import frame as wire
+from huaico.store.writer import Writer
 
 NOW = 1_800_000_100.0
 

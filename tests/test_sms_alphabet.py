@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import sms_pdu
-from gateway.sms_alphabet import fits_gsm7, to_gsm7
-from gateway.sms_pdu import choose_encoding, decode_pdu, split_units, submit_pdus
+from huaico.sms import pdu as sms_pdu
+from huaico.sms.alphabet import fits_gsm7, to_gsm7
+from huaico.sms.pdu import choose_encoding, decode_pdu, split_units, submit_pdus
 
 SPANISH = "ALERTA Quebrada Santo Domingo: lluvia 15 mm en 10 min a las 14:35. Evacúe a zona " \
           "segura ahora, por la ruta señalada. ¿Recibió? Responda OK 12"

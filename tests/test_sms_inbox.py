@@ -12,9 +12,9 @@ import sqlite3
 
 import pytest
 
-from gateway.dispatch import Dispatcher
-from gateway.modem import Modem
-from gateway.sms_spool import GammuSpool
+from huaico.alerts.dispatch import Dispatcher
+from huaico.sms.modem import Modem
+from huaico.sms.spool import GammuSpool
 from tests.test_dispatch import T0, queue_alerts
 
 LEADER = "+51911111111"

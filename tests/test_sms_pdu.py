@@ -1,4 +1,4 @@
-"""gateway.sms_pdu checked against smspdudecoder, an independent decoder from
+"""huaico.sms.pdu checked against smspdudecoder, an independent decoder from
 PyPI, and against PDUs built by the modem emulator's own encoder.
 
 smspdudecoder 2.2 cuts GSM-7 user data by characters after decoding, so a
@@ -16,8 +16,8 @@ from smspdudecoder.codecs import GSM, UCS2
 from smspdudecoder.fields import (DCS, SMSC, Address, OutgoingPDUHeader,
                                   UserDataHeader)
 
-from gateway import sms_pdu
-from gateway.sms_pdu import PduError, Reassembler, choose_encoding, decode_pdu, submit_pdus
+from huaico.sms import pdu as sms_pdu
+from huaico.sms.pdu import PduError, Reassembler, choose_encoding, decode_pdu, submit_pdus
 from tests.modem_emulator import deliver_pdu, status_report_pdu
 
 

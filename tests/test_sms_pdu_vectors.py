@@ -1,4 +1,4 @@
-"""gateway.sms_pdu against PDUs that other encoders made, so that our own
+"""huaico.sms.pdu against PDUs that other encoders made, so that our own
 reading of TS 23.038/23.040 is not the only judge of what we send.
 
 The user data below is from python-gsmmodem's test vectors (encodeSmsSubmitPdu,
@@ -8,7 +8,7 @@ The user data below is from python-gsmmodem's test vectors (encodeSmsSubmitPdu,
 """
 from smspdudecoder.codecs import GSM
 
-from gateway.sms_pdu import submit_pdus
+from huaico.sms.pdu import submit_pdus
 
 GSMMODEM_USER_DATA = "17D474BB3CA787DB70903DCC4E93D3F43C885E9ED301"
 

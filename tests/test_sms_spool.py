@@ -1,4 +1,4 @@
-"""gateway.sms_spool: files that a real gammu-smsd (Debian's, with gammu's
+"""huaico.sms.spool: files that a real gammu-smsd (Debian's, with gammu's
 `dummy` phone in a temporary folder) picks up, sends and files as sent, and
 messages it receives read back."""
 import os
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from gateway.sms import SmsError
-from gateway.sms_spool import GammuSpool, smsdrc
+from huaico.sms.backend import SmsError
+from huaico.sms.spool import GammuSpool, smsdrc
 
 SPANISH = "Alerta de huaico: evacúen la quebrada ahora. ¿Listos? ñandú " * 3
 CHINESE = "山洪警报：请立即撤离河道附近的住宅。" * 5

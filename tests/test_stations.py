@@ -6,8 +6,9 @@ import json
 
 from click.testing import CliRunner
 
-from gateway import db, devices
-from gateway.cli import main
+from huaico.cli.main import main
+from huaico.devices import registry as devices
+from huaico.store import db
 
 
 def invoke(*args):

@@ -18,7 +18,7 @@ def test_status_in_a_terminal(ops_network, tmp_path):
     if shutil.which("tmux") is None:
         pytest.fail("tmux not found; install with: apt-get install tmux")
     socket_name = "huaico-test-%d" % os.getpid()
-    command = "cd %s && HUAICO_HOME=%s %s -c 'from gateway.cli import main; main()' status; " \
+    command = "cd %s && HUAICO_HOME=%s %s -c 'from huaico.cli.main import main; main()' status; " \
               "sleep 60" % (os.getcwd(), ops_network.home.path, sys.executable)
     started = _tmux(socket_name, "new-session", "-d", "-x", "160", "-y", "30", command)
     assert started.returncode == 0, started.stderr

@@ -6,10 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import db, devices, replay
-from gateway.store import Writer
-from protocol import frame as wire
-from protocol.cose import MacKey
+from huaico.devices import registry as devices
+from huaico.ingest import replay
+from huaico.protocol import frame as wire
+from huaico.protocol.cose import MacKey
+from huaico.store import db
+from huaico.store.writer import Writer
 from tests.fixtures.gateway import RecordingEngine
 
 NOW = 1_800_000_100.0
@@ -184,7 +186,7 @@ def test_engine_failure_keeps_the_readings_and_acks(gateway_home):
 
 
 def test_link_errors_are_counted_and_recorded(gateway_home):
-    from protocol.errors import LinkError
+    from huaico.protocol.errors import LinkError
     writer = writer_for(gateway_home)
     assert writer.process([("serial:x", LinkError("bad_crc", 17, "9 bytes"), NOW, None)]) == [
         "link_bad_crc"]
@@ -239,7 +241,7 @@ def test_window_size_is_checked():
 
 
 def test_with_the_real_rule_engine_alerts_come_from_good_frames_only(gateway_home):
-    from gateway import rules
+    from huaico.rules import engine as rules
     rule = rules.Rule("river-high", "above", {"warning": 2.0}, channel="water_level",
                       place="Puente Huaycoloro")
     row = rule.to_row()

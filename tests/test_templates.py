@@ -1,7 +1,7 @@
 """Values in SMS texts read as people expect, small structural ones included."""
 import pytest
 
-from gateway.templates import format_value
+from huaico.alerts.templates import format_value
 
 
 @pytest.mark.parametrize("value, unit, text", [

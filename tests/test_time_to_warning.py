@@ -8,7 +8,7 @@ tip event, "vt") to the board's receipt of the gateway's ack for the frame that 
 (the firmware's "ack" event, on the same virtual clock): the ack leaves the gateway's end
 only once it decoded and kept the frame, so this bounds the arrival from above. Busy time
 runs one to one with real time in the simulator and only sleep is sped up, so the figure is
-the one at 1x. The gateway's end is the firmware tests' peer (gateway.decoder and a MACed
+the one at 1x. The gateway's end is the firmware tests' peer (huaico.ingest.decoder and a MACed
 ack): over a TCP UART on every board and sleep mode (tests/fixtures/firmware.py), and over
 a real Mosquitto for the Wi-Fi boards (tests/test_firmware_mqtt.py's GatewayPeer, paho).
 

@@ -9,12 +9,13 @@ speaking AT+CLTS / AT+CCLK?) and says so in its saved state, `status` and
 """
 import datetime
 
-from gateway import clock as clock_mod
-from gateway import db, doctor, status
-from gateway.modem import Modem, parse_cclk
-from gateway.modem_emulator import ModemEmulator
-from gateway.rules import Rule, RuleEngine
-from gateway.store import Writer
+from huaico import clock as clock_mod
+from huaico.ops import doctor, status
+from huaico.rules.engine import Rule, RuleEngine
+from huaico.sms.modem import Modem, parse_cclk
+from huaico.sms.modem_emulator import ModemEmulator
+from huaico.store import db
+from huaico.store.writer import Writer
 
 NOW = 1_800_000_000.0
 DAY = 86400
@@ -100,7 +101,7 @@ def test_readings_within_the_tolerance_keep_the_boards_time(gateway_home):
 
 
 class KernelSays:
-    """The system's sync state as a test sets it (gateway.clock.SystemSync's interface)."""
+    """The system's sync state as a test sets it (huaico.clock.SystemSync's interface)."""
 
     def __init__(self, synced, detail):
         self.synced = synced
@@ -196,8 +197,8 @@ def test_run_logs_the_clock_and_acks_with_the_time_it_trusts(gateway_home, caplo
     import socket
     import time
 
-    from gateway import config as config_mod
-    from gateway.service import Service
+    from huaico import config as config_mod
+    from huaico.service.process import Service
 
     path = gateway_home.path / "huaico.toml"
     path.write_text(path.read_text().replace('trust = "auto"', 'trust = "system"'))
@@ -250,8 +251,8 @@ def test_the_dispatcher_reads_the_gateways_clock(gateway_home):
     import socket
     import time
 
-    from gateway import config as config_mod
-    from gateway.service import Service
+    from huaico import config as config_mod
+    from huaico.service.process import Service
 
     emulator = ModemEmulator()
     try:

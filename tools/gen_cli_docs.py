@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 import click  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from gateway.cli import main as huaico  # noqa: E402
+from huaico.cli.main import main as huaico  # noqa: E402
 
 DOC = ROOT / "docs" / "cli.md"
 WIDTH = 80

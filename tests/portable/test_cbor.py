@@ -9,9 +9,14 @@ MicroPython lacks: the vectors are found from __file__ by string operations.
 import binascii
 import json
 import struct
+import sys
 
-from protocol.cbor import FrozenMap, Simple, Tag, dumps, loads, undefined
-from protocol.errors import CBORError
+if sys.implementation.name == "micropython":  # a board's name for the package
+    from protocol.cbor import FrozenMap, Simple, Tag, dumps, loads, undefined
+    from protocol.errors import CBORError
+else:  # CPython: the installed package, as the gateway imports it
+    from huaico.protocol.cbor import FrozenMap, Simple, Tag, dumps, loads, undefined
+    from huaico.protocol.errors import CBORError
 
 _INF = float("inf")
 

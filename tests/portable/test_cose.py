@@ -6,9 +6,14 @@ tests/portable/run.py runs it under MicroPython (no hashlib copy, no hmac:
 the fallback paths), so both code paths meet the same vectors.
 """
 import binascii
+import sys
 
-from protocol.cose import TAG_LEN, MacKey, compare_digest
-from protocol.errors import AuthError
+if sys.implementation.name == "micropython":  # a board's name for the package
+    from protocol.cose import TAG_LEN, MacKey, compare_digest
+    from protocol.errors import AuthError
+else:  # CPython: the installed package, as the gateway imports it
+    from huaico.protocol.cose import TAG_LEN, MacKey, compare_digest
+    from huaico.protocol.errors import AuthError
 
 
 def _h(text):

@@ -8,11 +8,18 @@ MAC_structure of RFC 9052 §6.3, not with frame.py's own helpers, so a
 mistake in how frame.py lays out that structure cannot hide itself.
 """
 import binascii
+import sys
 
-from protocol import cbor
-from protocol import frame as wire
-from protocol.cose import HDR_KID, PROTECTED, MacKey
-from protocol.errors import AuthError, FrameError
+if sys.implementation.name == "micropython":  # a board's name for the package
+    from protocol import cbor
+    from protocol import frame as wire
+    from protocol.cose import HDR_KID, PROTECTED, MacKey
+    from protocol.errors import AuthError, FrameError
+else:  # CPython: the installed package, as the gateway imports it
+    from huaico.protocol import cbor
+    from huaico.protocol import frame as wire
+    from huaico.protocol.cose import HDR_KID, PROTECTED, MacKey
+    from huaico.protocol.errors import AuthError, FrameError
 
 KEY = MacKey(bytes(range(32)))
 KID = binascii.unhexlify("a1b2c3d4")

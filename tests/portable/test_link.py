@@ -4,9 +4,14 @@ Plain asserts and no pytest import: tests/portable/run.py runs this file under
 the MicroPython unix port at a board's heap size, and pytest runs it as is.
 """
 import gc
+import sys
 
-from protocol.errors import LinkError
-from protocol.link import MAX_FRAME, Decoder, cobs_decode, cobs_encode, crc16, encode
+if sys.implementation.name == "micropython":  # a board's name for the package
+    from protocol.errors import LinkError
+    from protocol.link import MAX_FRAME, Decoder, cobs_decode, cobs_encode, crc16, encode
+else:  # CPython: the installed package, as the gateway imports it
+    from huaico.protocol.errors import LinkError
+    from huaico.protocol.link import MAX_FRAME, Decoder, cobs_decode, cobs_encode, crc16, encode
 
 
 def _seq(first, last):

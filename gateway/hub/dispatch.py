@@ -1,0 +1,225 @@
+"""The hub's dispatcher: exactly one sender of the city's outbox, whatever the number of workers.
+
+Every hub worker runs one, but for each transport only the holder of its
+session-scoped PostgreSQL advisory lock sends: every worker competes for
+MQTT's, only workers with an SMS backend (a modem on their machine) for
+SMS's. The others try the locks every poll_s and one of them takes over
+within that time when the holder's connection ends (a worker killed with
+kill -9: the server drops its session and the lock with it). The holder
+also claims the rows it sends with `SELECT ... FOR UPDATE SKIP LOCKED`, so
+that even two dispatchers (a session the server has not yet noticed is
+dead) never take the same row. One sender keeps each topic's and each
+number's messages in order.
+
+MQTT rows are published QoS 1 on the central broker while their rows are
+locked, and marked sent in the same transaction once the broker acked
+them: a dispatcher killed between the broker's ack and its commit leaves
+them pending, and the next one publishes them again (at least once, as
+the gateway's MQTT path; the copy carries the same CAP identifier, and
+sent_by and delivery_log say which worker sent what).
+
+SMS rows (only when the hub has an SMS backend) follow the gateway's rule
+for what a modem accepted (gateway/alerts/dispatch.py): the copy is marked in
+flight and committed before the modem gets it; a row found in flight
+after a crash is sent once more with the language's repeat mark, and a
+second copy found in flight is not sent a third time. Rows wait while no
+worker has a backend for their transport. The SMS
+policies of a gateway (quiet hours, hourly rate limit) are not applied
+here yet.
+
+The dispatcher wakes on NOTIFY huaico_outbox, sent by the commit that
+queued messages (gateway/hub/rules.py), and every poll_s otherwise.
+"""
+import json
+import logging
+import random
+import threading
+import time
+
+from huaico.alerts import templates
+from huaico.alerts.dispatch import backoff
+from huaico.hub.rules import CHANNEL
+from huaico.sms.backend import SmsError
+
+log = logging.getLogger("huaico.hub")
+
+_LOCK = "SELECT pg_try_advisory_lock(hashtext('huaico-hub-dispatch-' || %s))"
+_CLAIM = """
+    SELECT id, alert_id, transport, recipient, grp, level, language, body, attempts, copies,
+           inflight, concat_ref
+    FROM outbox WHERE status = 'pending' AND next_attempt <= %s AND transport = ANY(%s)
+    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"""
+_FIELDS = ("id", "alert_id", "transport", "recipient", "grp", "level", "language", "body",
+           "attempts", "copies", "inflight", "concat_ref")
+BATCH = 200
+
+
+class HubDispatcher:
+    """Sends the hub's outbox when it holds the dispatch lock; start(), stop()."""
+
+    def __init__(self, connect, worker_id, mqtt=None, sms=None, *, poll_s=1.0,
+                 mqtt_timeout_s=5.0, retry_base_s=5.0, retry_max_s=600.0, clock=time.time,
+                 status_reports=True):
+        self.connect = connect
+        self.worker_id = worker_id
+        self.mqtt = mqtt
+        self.sms = sms
+        self.poll_s = poll_s
+        self.mqtt_timeout_s = mqtt_timeout_s
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.clock = clock
+        self.status_reports = status_reports
+        self.rng = random.Random()
+        self.transports = [name for name, backend in (("mqtt", mqtt), ("sms", sms))
+                           if backend is not None]
+        self.holding = []  # the transports whose lock this dispatcher holds
+        self.counts = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="hub-dispatch", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=30):
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def wake(self):
+        self._wake.set()
+
+    def _run(self):
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = self.connect()
+                    conn.autocommit = True
+                    self.holding = []
+                for transport in self.transports:
+                    if transport not in self.holding and \
+                            conn.execute(_LOCK, [transport]).fetchone()[0]:
+                        if not self.holding:
+                            conn.execute("LISTEN %s" % CHANNEL)
+                        self.holding.append(transport)
+                        log.info("event=hub_dispatcher_active worker=%s transport=%s",
+                                 self.worker_id, transport)
+                self._wake.clear()
+                if self.holding:
+                    while self.step(conn, self.clock()) and not self._stop.is_set():
+                        pass
+                if not self._wake.is_set() and not self._stop.is_set():
+                    # psycopg keeps a notification that came during a query
+                    # for this wait (with no notify handler set).
+                    for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+                        pass
+            except Exception as exc:  # psycopg.Error, a lost connection
+                log.error("event=hub_dispatch_failed error=%r", exc)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._stop.wait(self.poll_s)
+        if conn is not None:
+            conn.close()
+
+    def step(self, conn, now):
+        """Send what is due; the number of rows taken (BATCH: call again)."""
+        with conn.transaction():
+            rows = [dict(zip(_FIELDS, row))
+                    for row in conn.execute(_CLAIM, [now, self.holding, BATCH]).fetchall()]
+            mqtt = [row for row in rows if row["transport"] == "mqtt"]
+            if mqtt:
+                self._send_mqtt(conn, mqtt, now)
+        for row in rows:
+            if row["transport"] == "sms":
+                self._send_sms(conn, row, now)
+        return len(rows) if len(rows) == BATCH else 0
+
+    # -- MQTT ----------------------------------------------------------------------
+
+    def _send_mqtt(self, conn, rows, now):
+        blocked = set()
+        published = []
+        for row in rows:
+            published.append((row, self.mqtt.publish(row["recipient"],
+                                                     row["body"].encode("utf-8"), qos=1)))
+        for row, delivery in published:
+            if row["recipient"] not in blocked and delivery.wait(self.mqtt_timeout_s):
+                self._sent(conn, row, now, [])
+                continue
+            # Not acked: this one and the rest of its topic wait, in order.
+            blocked.add(row["recipient"])
+            self._retry(conn, row, now, "broker did not ack (link down or slow)")
+
+    # -- SMS -----------------------------------------------------------------------
+
+    def _send_sms(self, conn, row, now):
+        copies = row["copies"] or 1
+        if row["inflight"]:
+            if copies >= 2:
+                # A third copy would break the promise of at most two.
+                with conn.transaction():
+                    conn.execute("UPDATE outbox SET status = 'sent', sent = %s, inflight = 0, "
+                                 "hold = '', last_error = %s, sent_by = %s WHERE id = %s",
+                                 [now, "second copy in flight at a crash: unconfirmed",
+                                  self.worker_id, row["id"]])
+                    self._log(conn, row, now, "unconfirmed", None, None)
+                return
+            copies += 1
+            log.warning("event=message_repeat outbox=%d to=%s", row["id"], row["recipient"])
+        reference = (row["id"] * 2 + copies - 1) % 256
+        with conn.transaction():
+            taken = conn.execute(
+                "UPDATE outbox SET copies = %s, inflight = 1, concat_ref = %s WHERE id = %s "
+                "AND status = 'pending'", [copies, reference, row["id"]]).rowcount
+        if not taken:
+            return  # superseded since it was claimed
+        text = row["body"] if copies < 2 else templates.repeat(row["language"] or "en",
+                                                               row["body"])
+        try:
+            refs = self.sms.send(row["recipient"], text, self.status_reports,
+                                 reference=reference)
+        except SmsError as exc:
+            with conn.transaction():
+                if exc.retryable:
+                    self._retry(conn, row, now, str(exc))
+                else:
+                    conn.execute("UPDATE outbox SET status = 'failed', inflight = 0, "
+                                 "last_error = %s WHERE id = %s", [str(exc), row["id"]])
+                    self._log(conn, row, now, "failed", str(exc), None)
+            return
+        with conn.transaction():
+            self._sent(conn, row, now, refs)
+
+    # -- outcomes --------------------------------------------------------------------
+
+    def _sent(self, conn, row, now, refs):
+        conn.execute("UPDATE outbox SET status = 'sent', sent = %s, refs = %s, "
+                     "attempts = attempts + 1, hold = '', last_error = NULL, inflight = 0, "
+                     "sent_by = %s WHERE id = %s AND status = 'pending'",
+                     [now, json.dumps(refs), self.worker_id, row["id"]])
+        self._log(conn, row, now, "sent", None, refs)
+        self.counts["sent"] = self.counts.get("sent", 0) + 1
+        log.info("event=message_sent outbox=%d transport=%s to=%s alert=%s worker=%s",
+                 row["id"], row["transport"], row["recipient"], row["alert_id"], self.worker_id)
+
+    def _retry(self, conn, row, now, detail):
+        attempts = row["attempts"] + 1
+        delay = backoff(attempts, self.retry_base_s, self.retry_max_s, self.rng)
+        conn.execute("UPDATE outbox SET attempts = %s, next_attempt = %s, hold = 'retry', "
+                     "last_error = %s, inflight = 0 WHERE id = %s",
+                     [attempts, now + delay, detail, row["id"]])
+        self._log(conn, row, now, "retry", detail, None)
+        log.warning("event=message_retry outbox=%d to=%s attempt=%d in_s=%.1f error=%s",
+                    row["id"], row["recipient"], attempts, delay, detail)
+
+    def _log(self, conn, row, now, outcome, detail, refs):
+        conn.execute("INSERT INTO delivery_log (outbox_id, time, outcome, detail, refs, worker) "
+                     "VALUES (%s, %s, %s, %s, %s, %s)",
+                     [row["id"], now, outcome, detail, json.dumps(refs) if refs else None,
+                      self.worker_id])

@@ -1,0 +1,289 @@
+"""`huaico hub run`: one worker that takes its share of the forwarded frames.
+
+Workers subscribe to `$share/<group>/<prefix>/+/frames` over MQTT 5, so the
+broker (Mosquitto, EMQX, VerneMQ, HiveMQ) hands each message to one worker
+of the group and N workers split the load. Each keeps a persistent session
+(Clean Start 0, a Session Expiry Interval) and acks by hand (paho's
+manual_ack): a message is acked only after the PostgreSQL commit that
+stored it, so a worker killed before its commit gets the message again from
+the broker when it comes back under the same client id, and a copy it had
+already stored is dropped by the unique keys.
+
+paho's callbacks run on its network thread and only enqueue (as in
+huaico.mqtt.link, which cannot be used here: it acks on receipt). The worker's
+own thread gathers what arrived within batch_ms, stores it with
+huaico.hub.store.store_batch, then acks each message in order and sends
+each gateway a receipt of the frames it committed (huaico.hub.upstream). A
+message received before a reconnect is not acked after it: its packet id
+belongs to the old connection (and may name another message on the new
+one); the broker sends it again instead.
+
+With a config (`huaico hub run --config`: the [alerts], [[groups]],
+[[sites]], [mqtt] and [sms] sections of a huaico.toml) the worker also runs
+the gateway's rules over each batch in the same transaction
+(gateway/hub/rules.py), their timers once a second, and a dispatcher that
+sends the outbox when this worker holds the dispatch lock
+(gateway/hub/dispatch.py), publishing alerts on the central broker.
+"""
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from huaico.hub import schema as hub_schema, store as hub_store, upstream
+from huaico.hub.dispatch import HubDispatcher
+from huaico.hub.rules import HubEngine
+
+log = logging.getLogger("huaico.hub")
+
+# A killed worker's session (and the messages queued to it: brokers keep
+# dealing a shared subscription's messages to an offline member) lives this
+# long. A worker restarted within it gets them again; after it the broker
+# drops them and the gateways send them again for want of a receipt.
+SESSION_EXPIRY_S = 120
+MAX_BATCH = 1000
+RETRY_S = 1.0
+UNSUBSCRIBE_S = 0.3
+TICK_S = 1.0
+
+
+def share_topic(group, prefix):
+    return "$share/%s/%s/+/frames" % (group, prefix)
+
+
+def gateway_of(topic):
+    """The gateway id in `<prefix>/<gateway>/frames` (what the broker's ACL vouches for)."""
+    parts = topic.rsplit("/", 2)
+    return parts[-2] if len(parts) == 3 else None
+
+
+class Worker:
+    """One hub worker: MQTT in, PostgreSQL, acks out; start(), then stop()."""
+
+    def __init__(self, dsn, host, port, client_id, group="huaico-hub", prefix="huaico-city",
+                 batch_ms=10, username=None, password=None, tls_context=None, connect=None,
+                 config=None, sms=None):
+        import psycopg
+        self.dsn = dsn
+        self.connect = connect or (lambda: psycopg.connect(dsn))
+        self.topic = share_topic(group, prefix)
+        self.prefix = prefix
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.batch_s = batch_ms / 1000.0
+        self.inbox = queue.Queue()
+        self.keys = hub_store.Keys()
+        self.counts = {}
+        self.connected = threading.Event()
+        self._generation = 0  # connections so far; a message carries the one it came on
+        self._stop = threading.Event()
+        self._thread = None
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=MQTTProtocolVersion.MQTTv5)
+        self._client.manual_ack_set(True)
+        if username:
+            self._client.username_pw_set(username, password)
+        if tls_context is not None:
+            self._client.tls_set_context(tls_context)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(0.2, 5)
+        self._client.max_inflight_messages_set(MAX_BATCH)
+        self.engine = HubEngine(config) if config is not None else None
+        self.dispatcher = None
+        self._alerts_link = None
+        if config is not None:
+            from huaico.mqtt.link import MqttLink
+            # Alerts go out on a connection of their own: this one acks by hand.
+            self._alerts_link = MqttLink(host, port, client_id + "-alerts", clean=True,
+                                         username=username, password=password,
+                                         max_inflight=100)
+            self.dispatcher = HubDispatcher(self.connect, client_id, self._alerts_link, sms)
+        self._last_tick = 0.0
+
+    # paho's thread: enqueue only (subscribing is one packet).
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("event=hub_connect_refused reason=%s", reason_code)
+            return
+        self._generation += 1
+        client.subscribe(self.topic, qos=1)
+        self.connected.set()
+        log.info("event=hub_connected broker=%s:%d topic=%s session_present=%s", self.host,
+                 self.port, self.topic, flags.session_present)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+        log.warning("event=hub_disconnected reason=%s", reason_code)
+
+    def _on_message(self, client, userdata, message):
+        self.inbox.put((self._generation, message.mid, message.qos, message.topic,
+                        message.payload))
+
+    # Life cycle.
+
+    def start(self):
+        conn = self.connect()
+        try:
+            applied = hub_schema.migrate(conn)
+        finally:
+            conn.close()
+        if applied:
+            log.info("event=hub_migrated names=%s", ",".join(applied))
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        # How many unacked messages the broker may have out to us: a batch's
+        # worth, so that one commit can take many (the broker's own
+        # max_inflight_messages may lower it).
+        props.ReceiveMaximum = MAX_BATCH
+        self._client.connect_async(self.host, self.port, 30, clean_start=False,
+                                   properties=props)
+        self._client.loop_start()
+        if self.dispatcher is not None:
+            self._alerts_link.start()
+            self.dispatcher.start()
+        self._thread = threading.Thread(target=self._run, name="hub-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """Leave the group for good: unsubscribe, finish the batch in hand,
+        and end the session (expiry 0) so the broker deals no more to us."""
+        if self.connected.is_set():
+            self._client.unsubscribe(self.topic)
+            time.sleep(UNSUBSCRIBE_S)  # what the broker had sent on its way
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+            self._alerts_link.stop()
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        self._client.disconnect(properties=props)
+        self._client.loop_stop()
+
+    def _run(self):
+        conn = None
+        # After stop() the inbox is still emptied: those messages are stored and acked.
+        while not (self._stop.is_set() and self.inbox.empty()):
+            try:
+                first = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                conn = self._tick(conn)
+                continue
+            batch = self._gather(first)
+            while not self._stop.is_set():
+                try:
+                    if conn is None or conn.closed:
+                        conn = self.connect()
+                    self._store(conn, batch)
+                    break
+                except Exception as exc:  # psycopg.Error, or a lost connection
+                    if self.engine is not None:
+                        self.engine.rolled_back()
+                    # Nothing was acked: retried here, or redelivered by the
+                    # broker if this worker dies meanwhile.
+                    log.error("event=hub_store_failed messages=%d error=%r", len(batch), exc)
+                    self._count("store_failed")
+                    self.keys.forget()
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    self._stop.wait(RETRY_S)
+        if conn is not None:
+            conn.close()
+
+    def _tick(self, conn):
+        """The rules' timers once every TICK_S; returns the connection (None
+        after a failure, to be opened again)."""
+        now = time.time()
+        if self.engine is None or now - self._last_tick < TICK_S:
+            return conn
+        self._last_tick = now
+        try:
+            if conn is None or conn.closed:
+                conn = self.connect()
+            self.engine.tick(conn, now)
+            self._wake_dispatcher()
+        except Exception as exc:  # psycopg.Error, or a lost connection
+            log.error("event=hub_tick_failed error=%r", exc)
+            if conn is not None:
+                conn.close()
+            return None
+        return conn
+
+    def _wake_dispatcher(self):
+        # This worker's own dispatcher at once; another worker's by NOTIFY.
+        if self.engine.queued:
+            self.engine.queued = 0
+            self.dispatcher.wake()
+
+    def _gather(self, first):
+        """What is queued, and in a burst what comes within batch_ms: a lone
+        message (a live frame, whose alert is waited for) goes at once."""
+        batch = [first]
+        deadline = time.monotonic() + self.batch_s
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self.inbox.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if len(batch) == 1 or remaining <= 0:
+                break
+            try:
+                batch.append(self.inbox.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _store(self, conn, batch):
+        outcomes, receipts = hub_store.store_batch(conn, self.keys,
+                                                   [(item[3], item[4]) for item in batch],
+                                                   topic_gateway=gateway_of, engine=self.engine)
+        if self.engine is not None:
+            self.engine.committed()
+            self._wake_dispatcher()
+        # After the commit: the broker may now forget them, and each gateway
+        # may move its confirmed cursor (huaico.hub.upstream).
+        generation = self._generation
+        for (came_on, mid, qos, _, _), outcome in zip(batch, outcomes):
+            self._count(outcome)
+            if qos and came_on == generation:
+                self._client.ack(mid, qos)
+        for gateway, numbers in receipts.items():
+            self._client.publish(upstream.topic(self.prefix, gateway, "receipts"),
+                                 upstream.receipt(numbers), qos=1)
+
+    def _count(self, name):
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+
+def run(worker, duration=None, stopping=None):
+    """Run a started worker until `stopping` is set (or `duration` passes)."""
+    stopping = stopping or threading.Event()
+    stopping.wait(duration)
+    worker.stop()
+
+
+def config_from(path):
+    """(config, SMS backend or None) of `huaico hub run --config PATH`, or
+    (None, None) without one."""
+    if path is None:
+        return None, None
+    import pathlib
+
+    from huaico import config as config_mod
+    from huaico.alerts.dispatch import sms_backend_from_config
+    path = pathlib.Path(path)
+    config = config_mod.from_text(path.read_text(encoding="utf-8"), path.parent, str(path))
+    return config, sms_backend_from_config(config)

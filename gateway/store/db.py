@@ -1,0 +1,250 @@
+"""The gateway's SQLite database: how it is opened and its ordered, named migrations.
+
+Opened in WAL mode with synchronous=FULL because the gateway acks a frame
+after its commit and the board then forgets it: in WAL mode NORMAL can lose
+the last commits on a power cut, which solar sites see often. The Python
+sqlite3 driver runs in autocommit mode (isolation_level=None) so that the
+only transactions are the ones written out with `transaction()`.
+
+SD cards wear out by the bytes written, and at field rates (a frame a
+minute per device) every frame is a commit of its own. A WAL commit
+appends a whole image of every page it changed, so the bytes per frame are
+(pages changed) x (page size + 24), and each checkpoint writes every page
+changed since the last one once more. Hence, measured by bench/ingest.py
+and tests/test_sd_wear.py: 512-byte pages for new databases (a frame
+changes about a dozen pages: the readings table's last page, the two
+indexes' leaves and their splits, the device row, the counters, page 1),
+a checkpoint every CHECKPOINT_BYTES of WAL so that a page changed by
+hundreds of commits (the counters, a device's index leaf) reaches the
+database file once, and m007's index that keeps a frame's readings on one
+index page. Durability is untouched: every commit is still synced before
+the acks go out. A database made before keeps its page size (SQLite changes
+it only by a VACUUM outside WAL mode); its writes shrink by the checkpoint
+interval and m007 alone.
+
+Weighed and not done: readings WITHOUT ROWID, clustered by (device, time),
+would drop an index, but the SenML feed, retention and Home Assistant
+follow the readings by rowid; the unique index leads with seq because a
+resent frame is looked up by device and seq. Holding the counters and the
+device row in memory between commits would save two of the dozen pages, at
+the price of counts lost on a crash and a replay window rebuilt from the
+readings before the first frame after one.
+
+Migrations are (name, function) pairs applied in order, each in its own
+transaction together with its row in _migrations: m001... here, then
+huaico.alerts.schema.MIGRATIONS (rules, alerts, outbox).
+"""
+import contextlib
+import os
+import sqlite3
+import time
+
+import sqlite_utils
+
+from huaico.alerts import schema as alert_schema
+from huaico.store import retention
+
+BUSY_TIMEOUT_MS = 5000
+REJECTS_KEPT = 10000
+PAGE_SIZE = 512  # new databases only; see the module docstring
+# WAL bytes between automatic checkpoints (SQLite's default is 1000 pages).
+# Longer coalesces more rewrites of the same page; the WAL file grows to
+# about this size, and a crash replays at most this much on the next open.
+CHECKPOINT_BYTES = 8 << 20
+
+
+def open_db(path):
+    """A sqlite_utils.Database on `path`, usable from the thread that owns it.
+    A new database file is created 0600 (it holds the device keys); SQLite
+    gives its -wal and -shm files the database file's mode."""
+    path = str(path)
+    if path != ":memory:" and not os.path.exists(path) and os.path.isdir(
+            os.path.dirname(path) or "."):
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:  # another process made it first
+            pass
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    database = sqlite_utils.Database(conn)
+    # Only takes effect while the file is still empty: before journal_mode.
+    conn.execute("PRAGMA page_size=%d" % PAGE_SIZE)
+    conn.execute("PRAGMA journal_mode=WAL")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.execute("PRAGMA wal_autocheckpoint=%d" % (CHECKPOINT_BYTES // page_size))
+    # After a checkpoint the WAL is reused from its start, not truncated, so
+    # that appends do not grow the file again (each growth is a metadata
+    # write on the card too); one that a long reader (a backup) let grow past
+    # twice the interval is cut back.
+    conn.execute("PRAGMA journal_size_limit=%d" % (2 * CHECKPOINT_BYTES))
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=%d" % BUSY_TIMEOUT_MS)
+    return database
+
+
+@contextlib.contextmanager
+def transaction(database):
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+    IMMEDIATE takes the write lock up front: a deferred transaction that
+    reads first and writes later can fail with SQLITE_BUSY at once, without
+    waiting, when a CLI command writes at the same time.
+    """
+    conn = database.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def m001_initial(database):
+    database["devices"].create({
+        "id": str, "name": str, "site": str, "board": str, "transport": str,
+        "lat": float, "lon": float, "key": str, "allow_unsigned": int, "retired": int,
+        "last_seq": int, "seq_window": int, "last_seen": float, "battery_mv": int,
+        "rssi": int, "created": float,
+    }, pk="id", not_null={"name", "key"},
+        defaults={"allow_unsigned": 0, "retired": 0, "seq_window": 0, "transport": "uart"})
+    database["devices"].create_index(["name"], unique=True)
+    database["readings"].create({
+        "device_id": str, "seq": int, "channel": int, "idx": int, "time": int,
+        "value": int, "quality": int, "received": float, "unsynced": int,
+    })
+    # The unique key is what makes a resend never a duplicate row.
+    database["readings"].create_index(
+        ["device_id", "seq", "channel", "idx", "time"], unique=True)
+    database["readings"].create_index(["device_id", "channel", "time"])
+    database["counters"].create({"name": str, "value": int}, pk="name")
+    database["rejects"].create({
+        "time": float, "device_id": str, "reason": str, "detail": str, "source": str,
+    })
+
+
+def m002_cursors(database):
+    """Where each outgoing feed (SenML over MQTT) has got to in the readings."""
+    database["cursors"].create({"name": str, "position": int}, pk="name")
+
+
+def m003_epochs(database):
+    """Sequence epochs (protocol/SPEC.md 1.3): each device's current epoch
+    (NULL before its first frame; 0 for version 1 frames), the epochs it has
+    left, and when an operator last reset its sequence numbers (readings
+    stored before that do not make a frame a resend)."""
+    conn = database.conn
+    conn.execute("ALTER TABLE devices ADD COLUMN epoch INTEGER")
+    conn.execute("ALTER TABLE devices ADD COLUMN old_epochs TEXT NOT NULL DEFAULT ''")
+    conn.execute("ALTER TABLE devices ADD COLUMN seq_reset_at REAL")
+    conn.execute("UPDATE devices SET epoch = 0 WHERE last_seq IS NOT NULL")
+
+
+def m004_gateway_state(database):
+    """What the running gateway says of itself for other processes (`huaico
+    status`, `doctor`): its clock's trust, by name."""
+    database["gateway_state"].create({"name": str, "value": str, "updated": float}, pk="name")
+
+
+def m005_device_place(database):
+    """The place residents read in alert messages for this device's
+    readings ("Quebrada Santo Domingo, parte alta"); NULL: the site's."""
+    database.conn.execute("ALTER TABLE devices ADD COLUMN place TEXT")
+
+
+def m006_frames(database):
+    """The boards' original signed frames, as they arrived, for the upstream
+    forwarder (gateway/hub/upstream.py): the hub verifies each with the device's
+    key, so it needs the bytes the board MACed, not readings rebuilt from
+    them. Written only while [upstream] is enabled; id is commit order and
+    the forwarder's cursor, AUTOINCREMENT because forwarded rows are deleted
+    and a plain rowid would count again from 1 once the table is empty.
+    link is the reader's source ("serial:...", "udp:...", "mqtt"), rssi the
+    frame's own RSSI reading where it has one."""
+    database.conn.execute(
+        "CREATE TABLE frames (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "device_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "received REAL NOT NULL, link TEXT, rssi INTEGER, raw BLOB NOT NULL)")
+
+
+def m007_readings_time_index(database):
+    """Readings by device, then time, then channel, instead of by device,
+    channel, then time: a frame's readings (one device, one time, several
+    channels) are neighbours in the new index, so storing a frame changes
+    one leaf page where the old one changed one per channel, and that is
+    the larger part of what a one-frame commit writes to the card
+    (huaico.store.db's docstring). The rules' and the CLI's queries (a device and
+    channel over a time range, the newest time of a channel) read the same
+    time range of the device and skip the other channels inside the index."""
+    conn = database.conn
+    conn.execute("DROP INDEX IF EXISTS idx_readings_device_id_channel_time")
+    conn.execute("CREATE INDEX idx_readings_device_id_time_channel "
+                 "ON readings (device_id, time, channel)")
+
+
+MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
+              ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state),
+              ("m005_device_place", m005_device_place), ("m006_frames", m006_frames),
+              ("m007_readings_time_index", m007_readings_time_index)]
+
+
+def all_migrations():
+    """The store's migrations, then the alert schema's, then retention's."""
+    return list(MIGRATIONS) + list(alert_schema.MIGRATIONS) + list(retention.MIGRATIONS)
+
+
+def applied(database):
+    if "_migrations" not in database.table_names():
+        return set()
+    return {row[0] for row in database.execute("SELECT name FROM _migrations")}
+
+
+def migrate(database):
+    """Apply the migrations not yet recorded; returns the names applied now."""
+    database.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+    done = applied(database)
+    ran = []
+    for name, function in all_migrations():
+        if name in done:
+            continue
+        with transaction(database):
+            function(database)
+            database.execute("INSERT INTO _migrations (name, applied) VALUES (?, ?)",
+                             [name, time.time()])
+        ran.append(name)
+    return ran
+
+
+def add_counters(conn, deltas):
+    """Add counter deltas in the caller's transaction."""
+    conn.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        list(deltas.items()))
+
+
+def add_rejects(conn, rows):
+    """Record rejects (time, device_id, reason, detail, source), keeping the newest 10k."""
+    conn.executemany(
+        "INSERT INTO rejects (time, device_id, reason, detail, source) VALUES (?, ?, ?, ?, ?)",
+        rows)
+    conn.execute("DELETE FROM rejects WHERE rowid <= (SELECT max(rowid) FROM rejects) - ?",
+                 [REJECTS_KEPT])
+
+
+def cursor(database, name):
+    """The readings rowid a feed has delivered up to (0 before its first)."""
+    row = database.execute("SELECT position FROM cursors WHERE name = ?", [name]).fetchone()
+    return row[0] if row else 0
+
+
+def set_cursor(conn, name, position):
+    conn.execute("INSERT INTO cursors (name, position) VALUES (?, ?) "
+                 "ON CONFLICT(name) DO UPDATE SET position = excluded.position", [name, position])
+
+
+def counters(database):
+    return {name: value for name, value in
+            database.execute("SELECT name, value FROM counters ORDER BY name")}
