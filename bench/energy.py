@@ -56,12 +56,24 @@ VARIANTS = (("pico", "uart"), ("pico", "rs485"), ("pico", "lora"),
             ("esp32s3", "uart"), ("esp32s3", "mqtt"))
 
 
+# A free GPIO per board for the line or radio module's power group (firmware/power.py): the
+# module is powered only to send and to wait for the acks.
+MODULE_PIN = {"pico": 14, "esp32": 15}
+# Start-up after power-up: an RS-485 transceiver's driver enable is microseconds (MAX3485
+# tZH 0.9 us: 1 ms is ample); a LoRa UART module's 5 ms is test_firmware_power's.
+MODULE_SETTLE_MS = {"rs485": 1, "lora": 5}
+
+
 def example_site(board, transport, broker):
     """site-example.json on `board` over `transport`, reporting every 15 minutes in dry weather."""
     site = json.loads((ROOT / "firmware" / "scenarios" / "site-example.json").read_text())
     site["board"] = board
     site["report_s"] = 900
     t = site["transport"]
+    if transport in MODULE_SETTLE_MS:
+        site.setdefault("power", {})["module"] = {"pin": MODULE_PIN[board], "on": 1,
+                                                 "settle_ms": MODULE_SETTLE_MS[transport]}
+        t["power"] = "module"
     if transport == "rs485":
         t["phy"] = "rs485"  # read by the simulator only: a transceiver on the UART
     elif transport == "lora":

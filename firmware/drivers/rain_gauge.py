@@ -64,7 +64,10 @@ class RainGauge:
         # Rain not yet sent, below one 0.1 mm step, in micrometres: a bucket
         # of 0.254 mm loses nothing to rounding over a storm.
         self._residue_um = 0
-        self._times = array.array("i", [0] * _TIMES)  # ticks_ms of the last tips, a ring
+        # ticks_ms of the last tips, a ring (only the _kept newest slots mean anything). Made
+        # from a range, which has a length: the array is allocated once at its size, with
+        # no list of _TIMES ints first (2 KB on this 64-bit port, a board's boot margin).
+        self._times = array.array("i", range(_TIMES))
         self._next = 0  # the slot the next tip's time goes in
         self._kept = 0  # slots holding a tip's time (up to _TIMES)
         self.fresh = False  # a tip since the main loop last looked (took_fresh())
