@@ -11,7 +11,7 @@ stores and acks every frame: over a TCP "cable" for UART sites (the LoRa
 module pair sits between on the board's side), through a real Mosquitto
 on 127.0.0.1 for MQTT (started here, stopped by its pid).
 
-The energy model (firmware/sim/energy.py, currents and their sources in
+The energy model (firmware/sim/energy_model.py, currents and their sources in
 firmware/sim/currents.py) gives mAh per day, average mA, awake and
 radio-on shares. Each window is `--hours` of scenario time scaled to a day
 (a storm day is a day of storm). Printed per board and transport: those

@@ -124,7 +124,7 @@ def test_hillside_rain_end_to_end(tmp_path, mosquitto_broker):
     made = result["frame_times"]["pluvio-bajo"]
     assert made[0] < 1 and not [t for t in made if 1 <= t < 900], made
     assert "database: %s" % home in out
-    # Each board's energy over the run, from the simulator's model (firmware/sim/energy.py).
+    # Each board's energy over the run, from the simulator's model (firmware/sim/energy_model.py).
     assert re.search(r"pluvio-alto energy [0-9.]+ mAh/day, [0-9.]+ mA average", out), out[-2000:]
     # MQTT: the gateway published the alerts (JSON and CAP) on the broker.
     assert result["messages_mqtt"] > 0

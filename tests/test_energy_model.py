@@ -1,4 +1,4 @@
-"""The simulated board's energy model (firmware/sim/energy.py): its arithmetic against an
+"""The simulated board's energy model (firmware/sim/energy_model.py): its arithmetic against an
 independent microsecond-by-microsecond count, and the states real firmware runs show.
 
 The property test replays random state changes and bursts on a model and on a
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.sim import currents, energy
+from firmware.sim import currents, energy, energy_model
 from tests.fixtures.firmware import ROOT, micropython, run_sim, site_config, smallest_claimed_heap
 
 TABLE = {"a": 1.0, "b": 7.5, "c": 120.0}
@@ -63,14 +63,14 @@ def _oracle(ops, part):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_op, max_size=25))
 def test_totals_equal_the_sum_of_state_times(ops):
-    e = energy.Energy("pico", "light")
+    e = energy_model.Energy("pico", "light")
     for name in PARTS:
         e.add(name, TABLE, "a")
     for op in ops:
         if op[0] == "set":
             e.set(op[1], op[2], op[3])
         elif op[0] == "settle":
-            e.settle(op[3] + energy._SETTLE_US)
+            e.settle(op[3] + energy_model._SETTLE_US)
         else:
             e.burst(op[1], op[2], op[3], op[4])
     report = e.report(END)
@@ -87,7 +87,7 @@ def test_totals_equal_the_sum_of_state_times(ops):
 
 
 def test_a_state_without_a_current_is_refused():
-    e = energy.Energy("pico", "light")
+    e = energy_model.Energy("pico", "light")
     e.add("p", TABLE, "a")
     with pytest.raises(ValueError, match="p:z"):
         e.set("p", "z", 10)
@@ -97,11 +97,11 @@ _HOOKS = r"""
 import json
 import sys
 sys.path.insert(0, %(root)r)
-from firmware.sim import bus, energy, hwclock
+from firmware.sim import bus, energy, energy_model, hwclock
 now = [0]
 hwclock.follow(lambda: now[0])  # the hardware process's clock, moved by hand
 bus.reset()
-energy.model = energy.for_site(json.loads(%(site)r))
+energy.model = energy_model.for_site(json.loads(%(site)r))
 %(body)s
 print("RESULT " + json.dumps(energy.model.report(%(end_us)d)))
 """
@@ -279,7 +279,7 @@ def test_wifi_states_follow_the_join_the_association_and_the_sends(tmp_path, mos
 def test_a_long_run_keeps_few_bursts_and_the_same_totals():
     """A month of sensor conversions and packets: what the hardware process holds stays small
     (it counts each part up to a minute ago at every sleep), and nothing is lost in the count."""
-    e = energy.Energy("pico", "light")
+    e = energy_model.Energy("pico", "light")
     e.add("mcu", currents.BOARDS["pico"], "active")
     e.add("probe", currents.SENSORS["ds18b20"], "powered")
     step = 30 * 1000000

@@ -1,6 +1,6 @@
 """The currents of each part of a simulated board, in mA per state, with where each figure comes from.
 
-PC-side data for the energy model (firmware/sim/energy.py): firmware/sim/ is
+PC-side data for the energy model (firmware/sim/energy_model.py): firmware/sim/ is
 never copied to a board (firmware/README.md), so these tables cost no heap.
 Board figures are whole-board currents at the supply input the source
 measured at (mostly 5 V USB; a switching regulator draws about 5/3.7 of

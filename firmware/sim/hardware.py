@@ -9,7 +9,7 @@ wake time, in real time divided by the speed, and answers at each pin edge
 so that the IRQ handler runs in the firmware's process at that instant. It
 keeps the flash chip (firmware/sim/flashchip.py) and answers the firmware's
 block device before each erase and program. It keeps the board's energy
-bookkeeping (firmware/sim/energy.py): the MCU's state from the firmware's
+bookkeeping (firmware/sim/energy_model.py): the MCU's state from the firmware's
 sleeps, the radio's from the firmware's network module.
 """
 import time

@@ -33,7 +33,7 @@ Any reset ends the firmware's process and with it this module's state: a
 board comes up after a reset with the radio off and no association.
 Each change of the radio's state (off, standby after active(False), join,
 idle while up or not associated, and each packet sent: netsock.py) goes to
-the hardware process's energy model (firmware/sim/energy.py) with its time.
+the hardware process's energy model (firmware/sim/energy_model.py) with its time.
 """
 from firmware.sim import board, rpc, vtime
 

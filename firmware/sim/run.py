@@ -16,7 +16,7 @@ the gateway then sees). Output: JSON lines, the firmware's ("ms") and the
 simulator's ("vt"): sim_start, tip, link, reset, boot, frame, sent, ack,
 retry, hang, sim_end with tips, resets and heap figures, and energy: the
 board's mAh per day, awake and radio-on shares and seconds per part and
-state (firmware/sim/energy.py). Exit status 0 at
+state (firmware/sim/energy_model.py). Exit status 0 at
 the scenario's end, 2 when the firmware refused the config (or the board's
 MicroPython release), 3 when the board hung (a lock-up the port really has:
 firmware/sim/ports/). --micropython X.Y.Z: the release the board runs (the

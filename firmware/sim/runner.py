@@ -21,7 +21,7 @@ import time
 
 from binascii import hexlify
 
-from firmware.sim import board, bus, energy
+from firmware.sim import board, bus, energy, energy_model
 from firmware.sim.flashchip import MOUNT, Chip
 from firmware.sim.hardware import Hardware
 from firmware.sim.scenario import Scenario, emit
@@ -234,7 +234,7 @@ def main():
     hardware.rules = port_rules(raw["board"], version)
     hardware.wiring = load(raw["board"])
     port = hardware.rules.port
-    energy.model = energy.for_site(raw)
+    energy.model = energy_model.for_site(raw)
     chip.port = port if scenario.flash_time else None
     try:
         while True:
@@ -291,7 +291,7 @@ def main():
 
 
 def emit_energy(board_name, end_us):
-    """The board's energy over the run (firmware/sim/energy.py), as one "energy" event line."""
+    """The board's energy over the run (firmware/sim/energy_model.py), as one "energy" event line."""
     figures = energy.model.report(end_us)
     pairs = ["event", "energy", "board", board_name]
     for key in ("mah_per_day", "avg_ma", "awake_pct", "radio_on_pct", "floor_ma", "seconds", "states"):

@@ -616,7 +616,7 @@ class Demo:
         elif kind == "board":
             name, event = item
             detail = ", ".join("%s=%s" % (k, v) for k, v in event.items() if k not in ("ev",))
-            if event["ev"] == "energy":  # the simulated board's energy model (firmware/sim/energy.py)
+            if event["ev"] == "energy":  # the simulated board's energy model (firmware/sim/energy_model.py)
                 detail = ("%.1f mAh/day, %.3f mA average (board floor %.3f mA), awake %.2f %%, radio on %.2f %%"
                           % (event["mah_per_day"], event["avg_ma"], event["floor_ma"], event["awake_pct"],
                              event["radio_on_pct"]))
