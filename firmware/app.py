@@ -221,11 +221,17 @@ class App:
 
     def health(self):
         """Feed the watchdog; reset the board once it has been sick for a watchdog period
-        (a passing low heap right after boot is not sickness: the loop's collect follows)."""
+        (a low heap after a collection, or the link stuck)."""
         self.wdt.feed()
         now = time.ticks_ms()
         self.fed = now
         free = gc.mem_free()
+        if free < _HEAP_FLOOR:
+            # A wake that only feeds the watchdog does not collect (run()): what it finds
+            # may be garbage, and two such wakes a watchdog period apart would reset a
+            # healthy board.
+            gc.collect()
+            free = gc.mem_free()
         stuck = len(self.ring) and time.ticks_diff(now, self.last_ack) > _STUCK_S * 1000
         if free >= _HEAP_FLOOR and not stuck:
             self.sick_since = None

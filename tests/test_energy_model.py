@@ -253,7 +253,10 @@ def test_wifi_states_follow_the_join_the_association_and_the_sends(tmp_path, mos
     from tests.test_firmware_mqtt import GatewayPeer
 
     peer = GatewayPeer(mosquitto_broker)
-    site = site_config(board, report_s=30, thresholds=[],
+    # The Pico W reports every 20 s, sooner than firmware/mqttlink.py's _STAY_MS (30 s): it stays
+    # joined between reports (at 30 s it leaves and joins again, the join-report-leave of
+    # tests/test_firmware_power.py).
+    site = site_config(board, report_s=20 if board == "pico_w" else 30, thresholds=[],
                        transport=dict(MQTT, host=mosquitto_broker.host, port=mosquitto_broker.port))
     try:
         code, events, output = run_sim(tmp_path, site, {"duration_s": 120, "world": {"battery_v": 4.0}},

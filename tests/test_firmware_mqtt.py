@@ -28,7 +28,7 @@ import pytest
 from huaico.mqtt.link import MqttLink
 from huaico.protocol.cose import MacKey
 from huaico.protocol.frame import EPOCH_SHIFT, MAX_COUNTER, encode_ack
-from tests.fixtures.firmware import KEY_HEX, KID_HEX, ROOT, RUNNER, Store, micropython
+from tests.fixtures.firmware import HARDWARE_HEAP, KEY_HEX, KID_HEX, ROOT, RUNNER, Store, micropython
 
 CLI = [sys.executable, "-c", "from huaico.cli.main import main; main()"]
 RAIN_TIPS = 2  # protocol/channels.py "rain_tips"
@@ -66,10 +66,12 @@ class SimBoard:
         self.events = []
         self.output = []
         self.cond = threading.Condition()
+        # The heaps as run_sim gives them: the hardware process the PC's side, the firmware the
+        # same 190000 B free at start (plus the simulator's own modules beside it, runner.py).
         self.process = subprocess.Popen(
-            [micropython(), "-X", "heapsize=190000", str(RUNNER), "--site", str(site_path),
+            [micropython(), "-X", "heapsize=%d" % HARDWARE_HEAP, str(RUNNER), "--site", str(site_path),
              "--scenario", str(scenario_path), "--flash", str(tmp_path / "flash"),
-             "--speed", str(speed), "--mqtt", "%s:%d" % (broker.host, broker.port)],
+             "--speed", str(speed), "--mqtt", "%s:%d" % (broker.host, broker.port), "--free-heap", "190000"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

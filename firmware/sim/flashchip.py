@@ -59,11 +59,15 @@ def _exists(path):
         return False
 
 
-def _copy(src, dest):
-    with open(src, "rb") as f:
-        data = f.read()
-    with open(dest, "wb") as f:
-        f.write(data)
+def _copy(src, dest, buf):
+    """Through `buf`, the chip's block buffer: a whole source file read at once (app.py and
+    config.py are over 20 KB) may find no run that long in this process's board-sized heap."""
+    with open(src, "rb") as f, open(dest, "wb") as out:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return
+            out.write(buf[:n])
 
 
 class Chip:
@@ -145,7 +149,7 @@ class Chip:
         if rel == "main.py":  # a bundle has it at its top; a checkout (or its .mpy) in firmware/
             for main in (src, root + "/firmware/main.py", root + "/firmware/main.mpy"):
                 if _exists(main):
-                    _copy(main, MOUNT + "/main.py")
+                    _copy(main, MOUNT + "/main.py", self._buf)
                     return
             return
         if os.stat(src)[0] & 0x4000:  # a directory
@@ -154,7 +158,7 @@ class Chip:
                 if entry[0] != "__pycache__":
                     self._ship(root, rel + "/" + entry[0])
         elif rel.endswith(".py") or rel.endswith(".mpy"):
-            _copy(src, MOUNT + "/" + rel)
+            _copy(src, MOUNT + "/" + rel, self._buf)
 
     def used_blocks(self):
         """Blocks littlefs holds now (mounted read-only here, between boots or at the end)."""
