@@ -52,10 +52,12 @@ class Hardware:
             message = rpc.recv(conn, self.objects)
             if message[0] in ("reset", "end", "refused", "hang"):
                 return message
+            hwclock.reach(message.pop())  # the firmware's time when it asked (rpc.py)
             try:
                 reply = [0, self.answer(message)]
             except Exception as exc:  # a bus error, a dead sensor: the firmware's to handle
                 reply = [1, type(exc).__name__, list(exc.args)]
+            reply.append(hwclock.now_us())
             rpc.send(conn, reply)
 
     def answer(self, message):

@@ -31,6 +31,12 @@ def follow(source):
     _source[0] = source
 
 
+def reach(v_us):
+    """A request from the firmware sent at its v_us (rpc.py): nothing it causes here is earlier."""
+    if _source[0] is None and now_us() < v_us:
+        sync(v_us)
+
+
 def busy_us(us):
     """The board's CPU is held for `us`: real time, which every clock here counts as busy."""
     if us > 0:

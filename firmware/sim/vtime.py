@@ -44,6 +44,17 @@ class Clock:
         self.v_us += _real.ticks_diff(now, self._r_last)
         self._r_last = now
 
+    def now_us(self):
+        self.advance()
+        return self.v_us
+
+    def reach(self, v_us):
+        """The hardware's time in a reply (rpc.py): what the request caused there happened by
+        then, so the firmware's time goes on from no earlier."""
+        self.advance()
+        if v_us > self.v_us:
+            self.v_us = v_us
+
     def idle(self, us, wake_on_irq, how=None):
         """Sleep `us` of virtual time in the hardware process; early return on IRQ if asked.
         A watchdog deadline inside the sleep resets the board there. `how`: "light" or "deep"
@@ -83,11 +94,13 @@ class Clock:
 
 
 clock = Clock()
+rpc.keep_time(clock)
 
 
 def install(new):
     global clock
     clock = new
+    rpc.keep_time(new)
 
 
 def ticks_us():
