@@ -39,11 +39,13 @@ def user_errors(*errors):
                     "database error: %s (try `huaico doctor`)" % exc) from None
             except Exception as exc:
                 # psycopg is imported only by commands given --hub; an error
-                # of the hub's server is then one line too.
+                # of the hub's server is then one line too (its first: the
+                # rest quotes the statement).
                 psycopg = sys.modules.get("psycopg")
                 if psycopg is None or not isinstance(exc, psycopg.Error):
                     raise
-                raise click.ClickException("hub database error: %s" % exc) from None
+                raise click.ClickException("hub database error: %s"
+                                           % str(exc).partition("\n")[0]) from None
         return wrapper
     return decorate
 

@@ -49,8 +49,9 @@ def open_rules(dsn):
     try:
         conn = psycopg.connect(dsn, autocommit=True)
     except psycopg.Error as exc:
+        # libpq's message runs over two lines ("Is the server running ...").
         raise hub_reader.HubReadError("cannot connect to the hub's PostgreSQL: %s"
-                                      % exc) from None
+                                      % " ".join(str(exc).split())) from None
     hub = HubRules(conn)
     tables = set(hub.database.table_names())
     if not {"rules", "alerts", "outbox"} <= tables:

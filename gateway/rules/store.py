@@ -47,6 +47,11 @@ class EngineStore:
         """Run a statement; the number of rows it changed."""
         raise NotImplementedError
 
+    def _add(self, table, fields):
+        """Insert a row {column: value}; its id."""
+        return self._insert("INSERT INTO %s (%s) VALUES (%s)" % (
+            table, ", ".join(fields), ", ".join("?" * len(fields))), list(fields.values()))
+
     def _one(self, sql, args=()):
         rows = self._rows(sql, args)
         return rows[0] if rows else None
@@ -168,8 +173,7 @@ class EngineStore:
         return rows[0] if rows else None
 
     def add_alert(self, fields):
-        return self._insert("INSERT INTO alerts (%s) VALUES (%s)" % (
-            ", ".join(fields), ", ".join("?" * len(fields))), list(fields.values()))
+        return self._add("alerts", fields)
 
     def change_alert(self, alert_id, fields):
         self._run("UPDATE alerts SET %s WHERE id = ?" % ", ".join("%s = ?" % name
@@ -188,8 +192,7 @@ class EngineStore:
                            [alert_id])
 
     def add_event(self, fields):
-        return self._insert("INSERT INTO alert_events (%s) VALUES (%s)" % (
-            ", ".join(fields), ", ".join("?" * len(fields))), list(fields.values()))
+        return self._add("alert_events", fields)
 
     # -- outbox ------------------------------------------------------------------
 
@@ -213,8 +216,7 @@ class EngineStore:
 
     def queue(self, fields):
         """A new outbox row; its id."""
-        return self._insert("INSERT INTO outbox (%s) VALUES (%s)" % (
-            ", ".join(fields), ", ".join("?" * len(fields))), list(fields.values()))
+        return self._add("outbox", fields)
 
     # -- the operator's commands (gateway/cli/alerts.py) -------------------------
 
@@ -229,8 +231,7 @@ class EngineStore:
         return rows[0] if rows else None
 
     def add_rule(self, row):
-        return self._insert("INSERT INTO rules (%s) VALUES (%s)" % (
-            ", ".join(row), ", ".join("?" * len(row))), list(row.values()))
+        return self._add("rules", row)
 
     def change_rule(self, rule_id, row):
         self._run("UPDATE rules SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in row),
