@@ -177,6 +177,7 @@ def test_rules_and_alerts_read_and_write_the_same_at_the_hub(sides):
     assert json.loads(_same(sides, "alerts", "list", "--all", "--json"))[0]["id"] == 3
     shown = _same(sides, "alerts", "show", "1")
     assert "event huaico.1.1 Alert watch" in shown and "message 1 sms +51987654321" in shown
+    assert "\n    VIGILANCIA Chosica: 3 mm de lluvia en 1 hora" in shown  # the text sent
     _same(sides, "alerts", "show", "2")
     _same(sides, "alerts", "show", "9", code=1)
 

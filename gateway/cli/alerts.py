@@ -434,7 +434,8 @@ def alerts_list(home, hub_dsn, show_all, as_json):
 @click.argument("alert_id", type=int)
 @_user_errors
 def alerts_show(home, hub_dsn, alert_id):
-    """One alert: its CAP events and every message with its delivery log.
+    """One alert: its CAP events, every message with its text and how it
+    went, and the SMS replies that named it (acknowledgements).
 
     \b
     Example:
@@ -444,15 +445,22 @@ def alerts_show(home, hub_dsn, alert_id):
         alert = alerts._alert(opened.store, alert_id)
         events = opened.store.events(alert_id)
         messages = opened.store.messages(alert_id)
+        replies = opened.store.replies(alert_id)
     for key, value in alert.items():
         click.echo("%-11s %s" % (key, _stamp(value) if key in ("raised", "cleared", "acked",
                                                                 "escalated") else value))
     for event in events:
         click.echo("event %s %s %s at %s" % (event["identifier"], event["msg_type"],
                                              event["level"], _stamp(event["time"])))
-    for oid, transport, recipient, status, attempts, error in messages:
+    for oid, transport, recipient, status, attempts, error, body in messages:
         click.echo("message %d %s %s: %s after %d attempt(s)%s" % (
             oid, transport, recipient, status, attempts, " (%s)" % error if error else ""))
+        if transport == "sms":  # what the phone shows; MQTT bodies are CAP for machines
+            for line in body.splitlines():
+                click.echo("    %s" % line)
+    for t, number, text, action, detail in replies:
+        click.echo("reply %s from %s at %s: %s (%s)" % (json.dumps(text, ensure_ascii=False),
+                                                       number, _stamp(t), action, detail))
 
 
 @alerts_group.command(name="ack")

@@ -266,9 +266,16 @@ class EngineStore:
         return self._one("SELECT count(*) FROM outbox WHERE status = 'failed'")[0]
 
     def messages(self, alert_id):
-        """(id, transport, recipient, status, attempts, last error) of an alert's messages."""
-        return self._rows("SELECT id, transport, recipient, status, attempts, last_error "
+        """(id, transport, recipient, status, attempts, last error, body) of
+        an alert's messages."""
+        return self._rows("SELECT id, transport, recipient, status, attempts, last_error, body "
                           "FROM outbox WHERE alert_id = ? ORDER BY id", [alert_id])
+
+    def replies(self, alert_id):
+        """(time, number, text, action, detail) of the SMS replies that named
+        the alert (gateway/alerts/acks.py), oldest first."""
+        return self._rows("SELECT time, number, text, action, detail FROM incoming "
+                          "WHERE alert_id = ? ORDER BY id", [alert_id])
 
     def message_states(self, outbox_ids):
         """(recipient, status, last error) of these outbox rows, by id."""
