@@ -1,4 +1,4 @@
-"""`huaico rules ... --hub` and `huaico alerts ... --hub`: the operator's rules and alerts commands on the hub's PostgreSQL.
+"""`huaico rules|alerts ... --hub`: the operator's rules and alerts commands on the hub's PostgreSQL.
 
 The commands are written once over huaico.rules.store.EngineStore
 (gateway/cli/alerts.py); here that store is PgEngineStore on a connection
