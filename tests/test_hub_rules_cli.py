@@ -33,7 +33,7 @@ T0 = int(time.time()) - 6 * 3600  # inside the partitions hub init makes around 
 RAIN = 1
 LEVEL = 4
 DEVICES = [("0a000001", "pluvio-alto", "Chosica"), ("0a000002", "pluvio-bajo", "Chosica"),
-           ("0a000003", "rio-rimac", "Ñaña")]
+           ("0a000003", "rio-rimac", "Ñaña"), ("0a000004", "Quebrada-4", "Ñaña")]
 
 
 class HubSide:
@@ -153,6 +153,10 @@ def test_rules_and_alerts_read_and_write_the_same_at_the_hub(sides):
     listed = _same(sides, "rules", "list")
     assert [line.split()[0] for line in listed.splitlines()] == [
         "Zeta-rio", "alto-quiet", "rain-1h"]
+    edge, hub = _both(sides, "device", "list")
+    names = [line.split()[0] for line in hub.splitlines()[1:]]
+    assert names == [line.split()[0] for line in edge.splitlines()[1:]]
+    assert names == ["Quebrada-4", "pluvio-alto", "pluvio-bajo", "rio-rimac"]
     edge, hub = _both(sides, "rules", "list", "--json")
     assert _RULE_TIMES.sub("", edge) == _RULE_TIMES.sub("", hub)
 

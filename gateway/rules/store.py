@@ -221,10 +221,9 @@ class EngineStore:
     # -- the operator's commands (gateway/cli/alerts.py) -------------------------
 
     def all_rules(self):
-        """Every rule as a dict, by name. Sorted here, not by ORDER BY: a
-        PostgreSQL server's collation (en_US: "alpha" before "Zeta") need not
-        be SQLite's byte order, and the listing must read the same."""
-        return sorted(self._dicts("SELECT * FROM rules"), key=lambda row: row["name"])
+        """Every rule as a dict, by name (in byte order at the hub too:
+        gateway/hub/schema.py, m004)."""
+        return self._dicts("SELECT * FROM rules ORDER BY name")
 
     def rule_named(self, name):
         rows = self._dicts("SELECT * FROM rules WHERE name = ?", [name])
