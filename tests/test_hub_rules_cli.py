@@ -184,6 +184,7 @@ def test_rules_and_alerts_read_and_write_the_same_at_the_hub(sides):
     assert "\n    VIGILANCIA Chosica: 3 mm de lluvia en 1 hora" in shown  # the text sent
     _same(sides, "alerts", "show", "2")
     _same(sides, "alerts", "show", "9", code=1)
+    assert "not in the range" in _same(sides, "alerts", "ack", str(2 ** 64), code=2)
 
     assert _same(sides, "alerts", "ack", "1", "--by", "Rosa") == "acknowledged 1\n"
     assert "already" in _same(sides, "alerts", "ack", "1")

@@ -31,6 +31,9 @@ def _when(text, now):
 
 
 _LISTED = 50  # alerts list: the newest this many
+# Ids are 64-bit in both stores: a bigger number is a usage error, not an
+# overflow inside sqlite3 or a server error.
+_ALERT_ID = click.IntRange(min=1, max=2 ** 63 - 1)
 
 
 def _stamp(epoch):
@@ -431,7 +434,7 @@ def alerts_list(home, hub_dsn, show_all, as_json):
 @alerts_group.command(name="show")
 @home_option
 @hub_option
-@click.argument("alert_id", type=int)
+@click.argument("alert_id", type=_ALERT_ID)
 @_user_errors
 def alerts_show(home, hub_dsn, alert_id):
     """One alert: its CAP events, every message with its text and how it
@@ -466,7 +469,7 @@ def alerts_show(home, hub_dsn, alert_id):
 @alerts_group.command(name="ack")
 @home_option
 @hub_option
-@click.argument("alert_id", type=int)
+@click.argument("alert_id", type=_ALERT_ID)
 @click.option("--by", default="cli", help="Who acknowledges (kept with the alert).")
 @_user_errors
 def alerts_ack(home, hub_dsn, alert_id, by):
