@@ -124,8 +124,9 @@ keep_days = 7
 [hub]
 # The hub's PostgreSQL (a libpq connection string, e.g. "host=db.example
 # dbname=huaico user=huaico"): when set, `huaico status | readings | plot |
-# device list | device show` read the city's database instead of this
-# gateway's (as with --hub DSN). "" reads this gateway's.
+# device list | device show | rules ... | alerts ...` work on the city's
+# database instead of this gateway's (as with --hub DSN). "" uses this
+# gateway's.
 dsn = ""
 
 [sms]

@@ -1,11 +1,14 @@
 """`huaico rules ...` and `huaico alerts ...` through click's CliRunner on a
 real data directory."""
+import datetime
 import json
 
 from click.testing import CliRunner
 
+from huaico.alerts import acks
 from huaico.cli.main import main
 from huaico.rules import engine as rules
+from huaico.store import db
 from tests.fixtures.alerting import AlertDb, CONFIG
 
 T0 = 1_800_000_000
@@ -45,6 +48,15 @@ def test_rules_and_alerts_commands(tmp_path):
     assert "event huaico.1.1 Alert watch" in run(tmp_path, "alerts", "show", "1")
     assert "acknowledged 1" in run(tmp_path, "alerts", "ack", "1", "--by", "Rosa")
     assert "already" in run(tmp_path, "alerts", "ack", "1")
+    # A leader's reply to the alert's SMS, and what became of it.
+    with db.transaction(adb.database) as conn:
+        acks.handle_sms(conn, CONFIG, "+51987654321", "OK 1", T0 + 9100)
+    shown = run(tmp_path, "alerts", "show", "1").splitlines()
+    assert shown[-1] == ('reply "OK 1" from +51987654321 at %s: already_acked (group leaders)'
+                         % datetime.datetime.fromtimestamp(T0 + 9100).strftime(
+                             "%Y-%m-%d %H:%M:%S"))
+    texted = shown.index([line for line in shown if line.startswith("message 1 sms ")][0])
+    assert shown[texted + 1].startswith("    VIGILANCIA chosica: 3 mm de lluvia en 1 hora")
     # `init` writes no phone number anyone could be texted at by mistake,
     # and a test without an SMS backend is refused in one line.
     config_path = tmp_path / "huaico.toml"

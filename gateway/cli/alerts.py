@@ -7,11 +7,10 @@ import time
 import click
 
 from huaico.alerts import lifecycle as alerts, templates
-from huaico.cli.common import (device_names, for_json, home_option, local_time, open_home,
+from huaico.cli.common import (for_json, home_option, hub_option, local_time, open_rules,
                                said_truncated, user_errors)
 from huaico.ops import plotting
 from huaico.rules import engine as rules, evaluation
-from huaico.store import db
 
 
 _user_errors = user_errors(rules.RuleError, alerts.AlertError, templates.TemplateError,
@@ -32,6 +31,9 @@ def _when(text, now):
 
 
 _LISTED = 50  # alerts list: the newest this many
+# Ids are 64-bit in both stores: a bigger number is a usage error, not an
+# overflow inside sqlite3 or a server error.
+_ALERT_ID = click.IntRange(min=1, max=2 ** 63 - 1)
 
 
 def _stamp(epoch):
@@ -39,12 +41,16 @@ def _stamp(epoch):
         "%Y-%m-%d %H:%M:%S")
 
 
-def _load_rule(database, name):
-    cursor = database.execute("SELECT * FROM rules WHERE name = ?", [name])
-    row = cursor.fetchone()
+def _load_rule(store, name):
+    row = store.rule_named(name)
     if row is None:
         raise click.ClickException("no rule named %r (see `huaico rules list`)" % name)
-    return rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
+    return rules.Rule.from_row(row)
+
+
+def _device_names(store):
+    """{device id: name}, for showing names where tables hold ids."""
+    return {device["id"]: device["name"] for device in store.devices(active=False)}
 
 
 def _rule_options(function):
@@ -134,47 +140,46 @@ def _apply(fields, kind, device, site, channel, idx, window, levels, hysteresis,
     return rules.Rule(**fields)
 
 
-def _save(database, rule, now, new):
+def _save(store, rule, now, new):
     row = rule.to_row()
     row["updated"] = now
-    with db.transaction(database) as conn:
-        if new:
-            row["created"] = now
-            conn.execute("INSERT INTO rules (%s) VALUES (%s)"
-                         % (", ".join(row), ", ".join("?" * len(row))), list(row.values()))
-        else:
-            conn.execute("UPDATE rules SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in row),
-                         list(row.values()) + [rule.id])
+    if new:
+        row["created"] = now
+        store.add_rule(row)
+    else:
+        store.change_rule(rule.id, row)
 
 
 @click.group(name="rules")
 def rules_group():
     """Alert rules: thresholds, accumulations, rises, silent devices,
     debris-flow intensity-duration curves, k of n gauges of a basin.
-    Each kind with a worked example: docs/rules.md.
+    Each kind with a worked example: docs/rules.md. With --hub DSN (or
+    [hub] dsn in huaico.toml) every command works on the city's rules at
+    the hub, whose workers pick a change up as a gateway does.
 
     \b
     Example:
         huaico rules add rain-1h --site chosica --channel rain --kind accumulation \\
             --window 1h --levels watch=20,warning=40,emergency=60 --hysteresis 5
+        huaico rules list --hub 'host=db.example dbname=huaico user=huaico'
     """
 
 
 @rules_group.command(name="list")
 @home_option
+@hub_option
 @click.option("--json", "as_json", is_flag=True, help="JSON array instead of a table.")
 @_user_errors
-def rules_list(home, as_json):
+def rules_list(home, hub_dsn, as_json):
     """List the rules.
 
     \b
     Example:
         huaico rules list --json
     """
-    _, database = open_home(home)
-    cursor = database.execute("SELECT * FROM rules ORDER BY name")
-    found = [rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
-             for row in cursor]
+    with open_rules(home, hub_dsn) as (_, opened):
+        found = [rules.Rule.from_row(row) for row in opened.store.all_rules()]
     if as_json:
         click.echo(json.dumps([dict(r.to_row(), levels=r.levels, params=r.params) for r in found], indent=2))
         return
@@ -184,22 +189,22 @@ def rules_list(home, as_json):
 
 @rules_group.command(name="show")
 @home_option
+@hub_option
 @click.argument("name")
 @_user_errors
-def rules_show(home, name):
+def rules_show(home, hub_dsn, name):
     """Show one rule and its current state per device.
 
     \b
     Example:
         huaico rules show rain-1h
     """
-    _, database = open_home(home)
-    rule = _load_rule(database, name)
+    with open_rules(home, hub_dsn) as (_, opened):
+        rule = _load_rule(opened.store, name)
+        names = _device_names(opened.store)
+        states = opened.store.rule_states(rule.id)
     click.echo(json.dumps(dict(rule.to_row(), levels=rule.levels, params=rule.params), indent=2))
-    names = device_names(database)
-    for device_id, idx, level, value, updated in database.execute(
-            "SELECT device_id, idx, level, value, updated FROM alert_state WHERE rule_id = ?",
-            [rule.id]):
+    for device_id, idx, level, value, updated in states:
         # A basin rule keeps its level at idx 0 and its coverage at idx 1.
         part = ((" gauges" if device_id.startswith("basin:") else " sensor %d" % idx)
                 if idx else "")
@@ -210,10 +215,11 @@ def rules_show(home, name):
 
 @rules_group.command(name="add")
 @home_option
+@hub_option
 @click.argument("name")
 @_rule_options
 @_user_errors
-def rules_add(home, name, **options):
+def rules_add(home, hub_dsn, name, **options):
     """Add a rule.
 
     \b
@@ -227,65 +233,62 @@ def rules_add(home, name, **options):
         huaico rules add basin-2of3 --site chosica --kind k-of-n --channel rain --window 1h \
             --k 2 --stale 30m --levels watch=15,warning=30
     """
-    _, database = open_home(home)
     if options["kind"] is None or options["levels"] is None:
         raise click.UsageError("--kind and --levels are required")
     rule = _apply({"name": name}, **options)
-    rules.check_targets(database, rule)
-    if database.execute("SELECT 1 FROM rules WHERE name = ?", [name]).fetchone():
-        raise click.ClickException("a rule named %r exists; use `huaico rules edit`" % name)
-    _save(database, rule, time.time(), new=True)
+    with open_rules(home, hub_dsn) as (_, opened), opened.write() as store:
+        rules.check_targets(store, rule)
+        if store.rule_named(name) is not None:
+            raise click.ClickException("a rule named %r exists; use `huaico rules edit`" % name)
+        _save(store, rule, time.time(), new=True)
     click.echo("added %s: %s" % (name, rule.describe()))
 
 
 @rules_group.command(name="edit")
 @home_option
+@hub_option
 @click.argument("name")
 @_rule_options
 @_user_errors
-def rules_edit(home, name, **options):
+def rules_edit(home, hub_dsn, name, **options):
     """Change some fields of a rule; the running gateway picks it up.
 
     \b
     Example:
         huaico rules edit rain-1h --levels watch=25,warning=45,emergency=70
     """
-    _, database = open_home(home)
-    old = _load_rule(database, name)
-    fields = {key: getattr(old, key) for key in rules.Rule.FIELDS if key != "updated"}
-    if options["kind"] is not None and options["levels"] is None:
-        options["levels"] = ",".join("%s=%g" % item for item in old.levels.items())
-    rule = _apply(fields, **options)
-    rules.check_targets(database, rule)
-    _save(database, rule, time.time(), new=False)
+    with open_rules(home, hub_dsn) as (_, opened), opened.write() as store:
+        old = _load_rule(store, name)
+        fields = {key: getattr(old, key) for key in rules.Rule.FIELDS if key != "updated"}
+        if options["kind"] is not None and options["levels"] is None:
+            options["levels"] = ",".join("%s=%g" % item for item in old.levels.items())
+        rule = _apply(fields, **options)
+        rules.check_targets(store, rule)
+        _save(store, rule, time.time(), new=False)
     click.echo("changed %s: %s" % (name, rule.describe()))
 
 
 @rules_group.command(name="remove")
 @home_option
+@hub_option
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Remove even with active alerts (they are cancelled "
                                             "without an all-clear).")
 @_user_errors
-def rules_remove(home, name, force):
+def rules_remove(home, hub_dsn, name, force):
     """Remove a rule.
 
     \b
     Example:
         huaico rules remove rain-1h
     """
-    _, database = open_home(home)
-    rule = _load_rule(database, name)
-    active = database.execute("SELECT count(*) FROM alerts WHERE rule_id = ? AND status = "
-                              "'active'", [rule.id]).fetchone()[0]
-    if active and not force:
-        raise click.ClickException("%d active alert(s) from %s; wait for the all-clear or use "
-                                   "--force" % (active, name))
-    with db.transaction(database) as conn:
-        conn.execute("UPDATE alerts SET status = 'cancelled' WHERE rule_id = ? AND status = "
-                     "'active'", [rule.id])
-        conn.execute("DELETE FROM alert_state WHERE rule_id = ?", [rule.id])
-        conn.execute("DELETE FROM rules WHERE id = ?", [rule.id])
+    with open_rules(home, hub_dsn) as (_, opened), opened.write() as store:
+        rule = _load_rule(store, name)
+        active = store.active_alerts(rule.id)
+        if active and not force:
+            raise click.ClickException("%d active alert(s) from %s; wait for the all-clear or "
+                                       "use --force" % (active, name))
+        store.remove_rule(rule.id)
     click.echo("removed %s" % name)
 
 
@@ -302,6 +305,7 @@ def _tracer(names_by_id):
 
 @rules_group.command(name="replay")
 @home_option
+@hub_option
 @click.argument("names", nargs=-1)
 @click.option("--since", required=True, help="Start: 24h / 7d ago, or a date 2026-01-01.")
 @click.option("--until", help="End (default: none).")
@@ -315,7 +319,7 @@ def _tracer(names_by_id):
               help="Plot the readings, the rule's value against its thresholds and the "
                    "firings (needs the plot extra; one rule).")
 @_user_errors
-def rules_replay(home, names, since, until, events_csv, lookback, as_json, png_path):
+def rules_replay(home, hub_dsn, names, since, until, events_csv, lookback, as_json, png_path):
     """Run rules (default: every enabled one) over stored readings: when
     each would have fired and cleared, and with --events how early it warned
     of each reference event, which it missed and its false alarms. Writes
@@ -327,14 +331,17 @@ def rules_replay(home, names, since, until, events_csv, lookback, as_json, png_p
         huaico rules replay --since 2026-01-01 --events flows.csv --json
         huaico rules replay huaico-curve --since 30d --png curve.png
     """
-    _, database = open_home(home)
+    with open_rules(home, hub_dsn) as (_, opened):
+        _replay(opened, names, since, until, events_csv, lookback, as_json, png_path)
+
+
+def _replay(opened, names, since, until, events_csv, lookback, as_json, png_path):
+    store = opened.store
     if names:
-        chosen = [_load_rule(database, name) for name in names]
+        chosen = [_load_rule(store, name) for name in names]
     else:
-        cursor = database.execute("SELECT * FROM rules WHERE enabled = 1 AND kind != 'silent' "
-                                  "ORDER BY name")
-        chosen = [rules.Rule.from_row(dict(zip([c[0] for c in cursor.description], row)))
-                  for row in cursor]
+        chosen = [rules.Rule.from_row(row) for row in store.all_rules()
+                  if row["enabled"] == 1 and row["kind"] != "silent"]
     if png_path and len(chosen) != 1:
         raise click.UsageError("--png draws one rule: name it")
     now = time.time()
@@ -344,18 +351,18 @@ def rules_replay(home, names, since, until, events_csv, lookback, as_json, png_p
     references = [(t, place) for t, place in
                   (evaluation.load_references(events_csv) if events_csv else [])
                   if start <= t and (end is None or t < end)]
-    cursor = database.execute("SELECT * FROM devices")
-    devices = {row[0]: dict(zip([c[0] for c in cursor.description], row)) for row in cursor}
-    names_by_id = device_names(database)
+    devices = {device["id"]: device for device in store.devices(active=False)}
+    names_by_id = _device_names(store)
     results = []
     for rule in chosen:
         trace, record_value = _tracer(names_by_id)
-        events = rules.replay(database, rule, start, end, trace=record_value)
+        events = rules.replay(store, rule, start, end, trace=record_value)
         record = evaluation.evaluate(rule, events, references, devices,
                                      rules.parse_duration(lookback))
         results.append((rule, events, record))
         if png_path:
-            plotting.replay_png(png_path, evaluation.series(database, rule, start, end), trace,
+            plotting.replay_png(png_path, evaluation.series(opened.database, rule, start, end),
+                                trace,
                                 rule.levels, evaluation.firings(events),
                                 [t for t, _ in references], "%s: %s" % (rule.name,
                                                                         rule.describe()),
@@ -381,35 +388,34 @@ def rules_replay(home, names, since, until, events_csv, lookback, as_json, png_p
 @click.group(name="alerts")
 def alerts_group():
     """Alerts raised, their messages, acknowledgements and test messages.
+    With --hub DSN (or [hub] dsn in huaico.toml) every command works on the
+    city's alerts at the hub.
 
     \b
     Example:
         huaico alerts list
+        huaico alerts list --hub 'host=db.example dbname=huaico user=huaico'
     """
 
 
 @alerts_group.command(name="list")
 @home_option
+@hub_option
 @click.option("--all", "show_all", is_flag=True, help="Also cleared ones (the newest 50).")
 @click.option("--json", "as_json", is_flag=True, help="JSON array instead of a table.")
 @_user_errors
-def alerts_list(home, show_all, as_json):
+def alerts_list(home, hub_dsn, show_all, as_json):
     """Active alerts (with --all, recent ones too), and failed messages.
 
     \b
     Example:
         huaico alerts list --all
     """
-    _, database = open_home(home)
-    where = "" if show_all else "WHERE status = 'active'"
-    cursor = database.execute("SELECT id, status, level, place, rule_name, value, unit, raised, "
-                              "cleared, acked_by FROM alerts %s ORDER BY id DESC LIMIT %d"
-                              % (where, _LISTED + 1))
-    names = [c[0] for c in cursor.description]
-    found = [dict(zip(names, row)) for row in cursor]
+    with open_rules(home, hub_dsn) as (_, opened):
+        found = opened.store.recent_alerts(_LISTED + 1, active_only=not show_all)
+        failed = opened.store.failed_messages()
     more = len(found) > _LISTED
     found = found[:_LISTED]
-    failed = database.execute("SELECT count(*) FROM outbox WHERE status = 'failed'").fetchone()[0]
     if more:
         said_truncated(_LISTED, "alerts", "`huaico alerts show ID` for older ones, or "
                                           "`huaico serve` to browse them all")
@@ -427,87 +433,93 @@ def alerts_list(home, show_all, as_json):
 
 @alerts_group.command(name="show")
 @home_option
-@click.argument("alert_id", type=int)
+@hub_option
+@click.argument("alert_id", type=_ALERT_ID)
 @_user_errors
-def alerts_show(home, alert_id):
-    """One alert: its CAP events and every message with its delivery log.
+def alerts_show(home, hub_dsn, alert_id):
+    """One alert: its CAP events, every message with its text and how it
+    went, and the SMS replies that named it (acknowledgements).
 
     \b
     Example:
         huaico alerts show 42
     """
-    _, database = open_home(home)
-    with db.transaction(database) as conn:
-        alert = alerts._alert(conn, alert_id)
+    with open_rules(home, hub_dsn) as (_, opened):
+        alert = alerts._alert(opened.store, alert_id)
+        events = opened.store.events(alert_id)
+        messages = opened.store.messages(alert_id)
+        replies = opened.store.replies(alert_id)
     for key, value in alert.items():
         click.echo("%-11s %s" % (key, _stamp(value) if key in ("raised", "cleared", "acked",
                                                                 "escalated") else value))
-    for ident, msg_type, level, t in database.execute(
-            "SELECT identifier, msg_type, level, time FROM alert_events WHERE alert_id = ? "
-            "ORDER BY id", [alert_id]):
-        click.echo("event %s %s %s at %s" % (ident, msg_type, level, _stamp(t)))
-    for oid, transport, recipient, status, attempts, error in database.execute(
-            "SELECT id, transport, recipient, status, attempts, last_error FROM outbox "
-            "WHERE alert_id = ? ORDER BY id", [alert_id]):
+    for event in events:
+        click.echo("event %s %s %s at %s" % (event["identifier"], event["msg_type"],
+                                             event["level"], _stamp(event["time"])))
+    for oid, transport, recipient, status, attempts, error, body in messages:
         click.echo("message %d %s %s: %s after %d attempt(s)%s" % (
             oid, transport, recipient, status, attempts, " (%s)" % error if error else ""))
+        if transport == "sms":  # what the phone shows; MQTT bodies are CAP for machines
+            for line in body.splitlines():
+                click.echo("    %s" % line)
+    for t, number, text, action, detail in replies:
+        click.echo("reply %s from %s at %s: %s (%s)" % (json.dumps(text, ensure_ascii=False),
+                                                       number, _stamp(t), action, detail))
 
 
 @alerts_group.command(name="ack")
 @home_option
-@click.argument("alert_id", type=int)
+@hub_option
+@click.argument("alert_id", type=_ALERT_ID)
 @click.option("--by", default="cli", help="Who acknowledges (kept with the alert).")
 @_user_errors
-def alerts_ack(home, alert_id, by):
+def alerts_ack(home, hub_dsn, alert_id, by):
     """Acknowledge an alert: stops its escalation.
 
     \b
     Example:
         huaico alerts ack 42 --by "Rosa (municipal)"
     """
-    _, database = open_home(home)
-    with db.transaction(database) as conn:
-        fresh = alerts.acknowledge(conn, alert_id, by, time.time())
+    with open_rules(home, hub_dsn) as (_, opened), opened.write() as store:
+        fresh = alerts.acknowledge(store, alert_id, by, time.time())
     click.echo("acknowledged %d" % alert_id if fresh else "alert %d was already acknowledged"
                % alert_id)
 
 
 @alerts_group.command(name="test")
 @home_option
+@hub_option
 @click.argument("group")
 @click.option("--wait", type=float, default=0, help="Seconds to wait for the running gateway "
                                                     "to deliver (0: just queue).")
 @_user_errors
-def alerts_test(home, group, wait):
+def alerts_test(home, hub_dsn, group, wait):
     """Queue a test SMS to every number of GROUP through the outbox, exactly
     as an alert goes; the running gateway (`huaico run`) delivers it. Refused
     without an SMS backend; a test not sent within [alerts] test_expiry_s
-    expires rather than reach phones hours later.
+    expires rather than reach phones hours later. With --hub the hub's
+    workers deliver it, and GROUP and [sms] are read from this huaico.toml:
+    run it with the workers' config (`huaico hub run --config`) as --home's.
 
     \b
     Example:
         huaico alerts test leaders --wait 60
     """
-    config, database = open_home(home)
-    if config["sms"]["backend"] == "none":
-        raise click.ClickException('no SMS backend: set [sms] backend = "modem" or "spool" '
-                                   "in huaico.toml, then try again")
-    with db.transaction(database) as conn:
-        ids = alerts.queue_test(conn, config, group, time.time())
-    click.echo("queued %d test message(s) to %s: outbox %s" % (len(ids), group,
-                                                               ", ".join(map(str, ids))))
-    deadline = time.monotonic() + wait
-    marks = ",".join("?" * len(ids))
-    while wait and time.monotonic() < deadline:
-        states = database.execute("SELECT recipient, status, last_error FROM outbox WHERE id IN "
-                                  "(%s)" % marks, ids).fetchall()
-        if all(state[1] != "pending" for state in states):
-            break
-        time.sleep(0.5)
-    if wait:
-        for recipient, status, error in database.execute(
-                "SELECT recipient, status, last_error FROM outbox WHERE id IN (%s)" % marks, ids):
-            click.echo("%s: %s%s" % (recipient, status, " (%s)" % error if error else ""))
+    with open_rules(home, hub_dsn) as (config, opened):
+        if config["sms"]["backend"] == "none":
+            raise click.ClickException('no SMS backend: set [sms] backend = "modem" or "spool" '
+                                       "in huaico.toml, then try again")
+        with opened.write() as store:
+            ids = alerts.queue_test(store, config, group, time.time())
+        click.echo("queued %d test message(s) to %s: outbox %s" % (len(ids), group,
+                                                                   ", ".join(map(str, ids))))
+        deadline = time.monotonic() + wait
+        while wait and time.monotonic() < deadline:
+            if all(state[1] != "pending" for state in opened.store.message_states(ids)):
+                break
+            time.sleep(0.5)
+        if wait:
+            for recipient, status, error in opened.store.message_states(ids):
+                click.echo("%s: %s%s" % (recipient, status, " (%s)" % error if error else ""))
 
 
 def register(main):

@@ -2,15 +2,18 @@
 user errors instead of tracebacks, opening the database, and how times,
 devices and numbers are shown (local times and names for people; in JSON,
 ISO 8601 local times with their offset and numbers as numbers)."""
+import contextlib
 import datetime
 import functools
 import sqlite3
+import sys
 
 import click
 
 from huaico import config as config_mod
 from huaico.devices import stations
 from huaico.hub import reader as hub_reader
+from huaico.rules.store import SqliteEngineStore
 from huaico.store import db
 
 home_option = click.option(
@@ -34,6 +37,15 @@ def user_errors(*errors):
             except sqlite3.DatabaseError as exc:
                 raise click.ClickException(
                     "database error: %s (try `huaico doctor`)" % exc) from None
+            except Exception as exc:
+                # psycopg is imported only by commands given --hub; an error
+                # of the hub's server is then one line too (its first: the
+                # rest quotes the statement).
+                psycopg = sys.modules.get("psycopg")
+                if psycopg is None or not isinstance(exc, psycopg.Error):
+                    raise
+                raise click.ClickException("hub database error: %s"
+                                           % str(exc).partition("\n")[0]) from None
         return wrapper
     return decorate
 
@@ -51,8 +63,9 @@ def open_home(home):
 
 hub_option = click.option(
     "--hub", "hub_dsn", metavar="DSN",
-    help="Read the hub's PostgreSQL (a libpq connection string) instead of this "
-         "gateway's database (default: [hub] dsn in huaico.toml, if set).")
+    help="Work on the hub's PostgreSQL (a libpq connection string, e.g. 'host=db.example "
+         "dbname=huaico user=huaico') instead of this gateway's database (default: "
+         "[hub] dsn in huaico.toml, if set).")
 
 
 def open_reader(home, hub_dsn=None):
@@ -63,6 +76,41 @@ def open_reader(home, hub_dsn=None):
     if dsn:
         return config, hub_reader.open_hub(dsn)
     return open_home(home)
+
+
+class _GatewayRules:
+    """A gateway's rules and alerts for one command, as huaico.hub.operator.HubRules
+    has the hub's: store (reads), write() (a transaction), database."""
+
+    def __init__(self, database):
+        self.database = database
+        self.store = SqliteEngineStore(database)
+
+    @contextlib.contextmanager
+    def write(self):
+        with db.transaction(self.database) as conn:
+            yield SqliteEngineStore(conn)
+
+    def close(self):
+        self.database.conn.close()
+
+
+@contextlib.contextmanager
+def open_rules(home, hub_dsn=None):
+    """(config, rules and alerts) for `huaico rules` and `huaico alerts`: the
+    hub's (huaico.hub.operator) when --hub or [hub] dsn names it, else this
+    gateway's; closed when the command ends."""
+    config = config_mod.load(home)
+    dsn = hub_dsn or config["hub"]["dsn"]
+    if dsn:
+        from huaico.hub import operator
+        opened = operator.open_rules(dsn)
+    else:
+        opened = _GatewayRules(open_home(home)[1])
+    try:
+        yield config, opened
+    finally:
+        opened.close()
 
 
 # Columns holding epoch seconds, wherever they appear in a command's output.

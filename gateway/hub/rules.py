@@ -52,7 +52,8 @@ from huaico.rules import engine as rules
 log = logging.getLogger("huaico.hub")
 
 CHANNEL = "huaico_outbox"
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext('huaico-hub-engine'))"
+# Also taken by the operator's writes (gateway/hub/operator.py).
+LOCK = "SELECT pg_advisory_xact_lock(hashtext('huaico-hub-engine'))"
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('huaico-hub-engine'))"
 # Long enough for a worker that is slow for a moment (starting, a loaded
 # machine: 2 s was seen to be too short) or killed and restarted; a frame
@@ -87,7 +88,7 @@ class HubEngine:
         store = PgEngineStore(cur)
         if not frames or not self.engine.rules(store):
             return frames
-        cur.execute(_LOCK)
+        cur.execute(LOCK)
         self._begin(store)
         return self._evaluate(store, frames, sorted({f[0] for f in frames}), now)
 

@@ -90,8 +90,19 @@ def _m002_frames_by_time(cur, timescale, now):
                 "FROM frames GROUP BY device_id) f WHERE f.device_id = d.id")
 
 
+def _m004_names_in_byte_order(cur, timescale, now):
+    """Device and rule names sort as at a gateway: the operator's commands
+    list them ORDER BY name, which SQLite compares byte by byte, and a
+    server's default collation need not (en_US puts "alto" before "Zeta",
+    SQLite "Zeta" first). "C" is PostgreSQL's byte order, the same in every
+    server."""
+    for table in ("devices", "rules"):
+        cur.execute('ALTER TABLE %s ALTER COLUMN name TYPE text COLLATE "C"' % table)
+
+
 MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time),
-              ("m003_alerting", hub_alert_schema.m003_alerting)]
+              ("m003_alerting", hub_alert_schema.m003_alerting),
+              ("m004_names_in_byte_order", _m004_names_in_byte_order)]
 PARTITIONED = ("readings", "frames")
 
 

@@ -91,16 +91,17 @@ def episodes(events):
 def series(database, rule, since, until):
     """{device name: (times, values)} of the rule's channel from the devices
     it watches in [since, until) (until None: no end), ok readings only, in
-    the rule's unit (millimetres of rain for an intensity-duration rule)."""
-    conn = getattr(database, "conn", database)
+    the rule's unit (millimetres of rain for an intensity-duration rule).
+    database: anything with execute(sql, params) giving a cursor, a gateway's
+    or the hub's (huaico.hub.reader.HubDatabase)."""
     until = 2 ** 62 if until is None else until
     out = {}
-    for ident, name, site in conn.execute("SELECT id, name, site FROM devices ORDER BY name"):
+    for ident, name, site in database.execute("SELECT id, name, site FROM devices ORDER BY name"):
         if rule.code is None or not rule.matches({"id": ident, "name": name, "site": site}):
             continue
-        rows = conn.execute("SELECT time, value FROM readings WHERE device_id = ? AND channel = ? "
-                            "AND quality = 0 AND time >= ? AND time < ? ORDER BY time",
-                            [ident, rule.code, since, until]).fetchall()
+        rows = database.execute("SELECT time, value FROM readings WHERE device_id = ? AND "
+                                "channel = ? AND quality = 0 AND time >= ? AND time < ? "
+                                "ORDER BY time", [ident, rule.code, since, until]).fetchall()
         if rows:
             out[name] = ([t for t, _ in rows], [rule.physical(v) for _, v in rows])
     return out

@@ -5,7 +5,9 @@ The engine runs over two stores: SQLite at a gateway, PostgreSQL at the hub
 the named queries of EngineStore below: devices, readings in a window and
 the newest readings, rules and their state, alerts and their events, and
 the outbox. Nothing else of a store is the engine's business, so a third
-store is one subclass, not a fork of rules.py.
+store is one subclass, not a fork of rules.py. The operator's `huaico
+rules` and `huaico alerts` commands use the same store (their own few
+queries are at the end), so `--hub` runs them on the city's PostgreSQL.
 
 Every method runs on the caller's connection inside the caller's
 transaction and never commits: the writer (gateway/store/writer.py) or the hub
@@ -44,6 +46,11 @@ class EngineStore:
     def _run(self, sql, args=()):
         """Run a statement; the number of rows it changed."""
         raise NotImplementedError
+
+    def _add(self, table, fields):
+        """Insert a row {column: value}; its id."""
+        return self._insert("INSERT INTO %s (%s) VALUES (%s)" % (
+            table, ", ".join(fields), ", ".join("?" * len(fields))), list(fields.values()))
 
     def _one(self, sql, args=()):
         rows = self._rows(sql, args)
@@ -166,8 +173,7 @@ class EngineStore:
         return rows[0] if rows else None
 
     def add_alert(self, fields):
-        return self._insert("INSERT INTO alerts (%s) VALUES (%s)" % (
-            ", ".join(fields), ", ".join("?" * len(fields))), list(fields.values()))
+        return self._add("alerts", fields)
 
     def change_alert(self, alert_id, fields):
         self._run("UPDATE alerts SET %s WHERE id = ?" % ", ".join("%s = ?" % name
@@ -186,8 +192,7 @@ class EngineStore:
                            [alert_id])
 
     def add_event(self, fields):
-        return self._insert("INSERT INTO alert_events (%s) VALUES (%s)" % (
-            ", ".join(fields), ", ".join("?" * len(fields))), list(fields.values()))
+        return self._add("alert_events", fields)
 
     # -- outbox ------------------------------------------------------------------
 
@@ -211,8 +216,70 @@ class EngineStore:
 
     def queue(self, fields):
         """A new outbox row; its id."""
-        return self._insert("INSERT INTO outbox (%s) VALUES (%s)" % (
-            ", ".join(fields), ", ".join("?" * len(fields))), list(fields.values()))
+        return self._add("outbox", fields)
+
+    # -- the operator's commands (gateway/cli/alerts.py) -------------------------
+
+    def all_rules(self):
+        """Every rule as a dict, by name (in byte order at the hub too:
+        gateway/hub/schema.py, m004)."""
+        return self._dicts("SELECT * FROM rules ORDER BY name")
+
+    def rule_named(self, name):
+        rows = self._dicts("SELECT * FROM rules WHERE name = ?", [name])
+        return rows[0] if rows else None
+
+    def add_rule(self, row):
+        return self._add("rules", row)
+
+    def change_rule(self, rule_id, row):
+        self._run("UPDATE rules SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in row),
+                  list(row.values()) + [rule_id])
+
+    def remove_rule(self, rule_id):
+        """Delete a rule and its state; its active alerts end as cancelled
+        (no all-clear goes out for them)."""
+        self._run("UPDATE alerts SET status = 'cancelled' WHERE rule_id = ? AND status = "
+                  "'active'", [rule_id])
+        self._run("DELETE FROM alert_state WHERE rule_id = ?", [rule_id])
+        self._run("DELETE FROM rules WHERE id = ?", [rule_id])
+
+    def rule_states(self, rule_id):
+        """(device id, index, level, value, updated) of each of a rule's
+        trackers. Ordered: PostgreSQL returns updated rows in no fixed order."""
+        return self._rows("SELECT device_id, idx, level, value, updated FROM alert_state "
+                          "WHERE rule_id = ? ORDER BY device_id, idx", [rule_id])
+
+    def active_alerts(self, rule_id):
+        return self._one("SELECT count(*) FROM alerts WHERE rule_id = ? AND status = 'active'",
+                         [rule_id])[0]
+
+    def recent_alerts(self, limit, active_only):
+        """The newest `limit` alerts (active ones only, or any), newest first."""
+        return self._dicts(
+            "SELECT id, status, level, place, rule_name, value, unit, raised, cleared, acked_by "
+            "FROM alerts %s ORDER BY id DESC LIMIT ?"
+            % ("WHERE status = 'active'" if active_only else ""), [limit])
+
+    def failed_messages(self):
+        return self._one("SELECT count(*) FROM outbox WHERE status = 'failed'")[0]
+
+    def messages(self, alert_id):
+        """(id, transport, recipient, status, attempts, last error, body) of
+        an alert's messages."""
+        return self._rows("SELECT id, transport, recipient, status, attempts, last_error, body "
+                          "FROM outbox WHERE alert_id = ? ORDER BY id", [alert_id])
+
+    def replies(self, alert_id):
+        """(time, number, text, action, detail) of the SMS replies that named
+        the alert (gateway/alerts/acks.py), oldest first."""
+        return self._rows("SELECT time, number, text, action, detail FROM incoming "
+                          "WHERE alert_id = ? ORDER BY id", [alert_id])
+
+    def message_states(self, outbox_ids):
+        """(recipient, status, last error) of these outbox rows, by id."""
+        return self._rows("SELECT recipient, status, last_error FROM outbox WHERE id IN (%s) "
+                          "ORDER BY id" % ",".join("?" * len(outbox_ids)), list(outbox_ids))
 
 
 class SqliteEngineStore(EngineStore):
