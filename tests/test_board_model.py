@@ -151,7 +151,7 @@ def test_rtc_after_power_on_is_the_ports(board, start, tmp_path, uart_peer):
 # removes an acked frame overrun the PL011's 32-byte RX FIFO; the link decoder drops the damaged
 # packet and resyncs (protocol/link.py), and the board resends what was not acked at once. An esp32's
 # UART ISR runs from IRAM through flash steps (CONFIG_UART_ISR_IN_IRAM): nothing is lost there.
-BACKLOG = {"duration_s": 160, "world": {"battery_v": 4.0}, "flash_time": True,
+BACKLOG = {"duration_s": 160, "world": {"battery_v": 4.0},
            "link_down": [{"from_s": 5, "to_s": 80}]}
 
 
