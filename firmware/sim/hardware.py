@@ -141,7 +141,7 @@ class Hardware:
             if nxt > self.v_us:
                 self.v_us = nxt
             scenario.fire(self.v_us)
-            if nxt < start:
+            if nxt < start and self.edges:
                 break
         edges = []
         for edge in self.edges:
