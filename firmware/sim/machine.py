@@ -200,7 +200,7 @@ def _run(pin, at_us=None):
         clock.v_us -= early
         # A hard IRQ must not allocate: here an allocation raises MemoryError. Reading its pin
         # allocates nothing on a board; here it is a request, so the level is read before.
-        pin._level = rpc.call("call", pin._h, "value", ())
+        pin._level = pin.value()
         micropython.heap_lock()
         try:
             irq.handler(pin)
