@@ -39,7 +39,7 @@ build: $(STAMP)
 	HUAICO_BUILD_EXT=$${HUAICO_BUILD_EXT-1} $(BIN)/python setup.py -q build_ext --inplace
 
 test: deps-test build $(COSE_VENV)/.installed $(STUBS)
-	HUAICO_COSE_PYTHON=$(COSE_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
+	HUAICO_COSE_PYTHON=$(COSE_VENV)/bin/python PYTEST_PYTHON=$(BIN)/python bash tools/test-lanes $(PYTEST_ARGS)
 
 demo: build
 	$(BIN)/huaico demo
