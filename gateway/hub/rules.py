@@ -151,6 +151,7 @@ class HubEngine:
     def tick(self, conn, now):
         """The timers and the frames held too long, in a transaction of
         their own, if no other worker is evaluating."""
+        hub_store.prepare(conn)
         try:
             with conn.transaction():
                 cur = conn.cursor()

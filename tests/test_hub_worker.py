@@ -1,0 +1,52 @@
+"""The hub worker's lean way in for frames (huaico.hub.worker._Client) against
+paho's own PUBLISH decoder, on packets with and without MQTT 5 properties."""
+import struct
+
+import pytest
+from paho.mqtt import _packet
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from huaico.hub import worker as hub_worker
+
+
+def _publish(topic, mid, qos, payload, properties):
+    """A PUBLISH packet's fixed-header byte and the rest after its length."""
+    body = struct.pack("!H", len(topic)) + topic
+    if qos:
+        body += struct.pack("!H", mid)
+    return 0x30 | qos << 1, body + properties.pack() + payload
+
+
+def _properties(kind):
+    props = Properties(PacketTypes.PUBLISH)
+    if kind == "many":
+        props.MessageExpiryInterval = 3600
+        props.ContentType = "application/json"
+        props.UserProperty = ("gw", "gw-a" * 40)  # a property length over 127: two bytes
+        props.SubscriptionIdentifier = 300
+    return props
+
+
+@pytest.mark.parametrize("kind", ["none", "many"])
+@pytest.mark.parametrize("qos", [0, 1])
+def test_lean_publish_reads_what_paho_reads(kind, qos):
+    client = hub_worker._Client(CallbackAPIVersion.VERSION2, client_id="t",
+                                protocol=MQTTProtocolVersion.MQTTv5)
+    got = []
+    client.on_frame = lambda *args: got.append(args)
+    topic, payload = "huaico-city/gw-\u00f1/frames".encode("utf-8"), b'{"frame": "x"}' * 20
+    header, packet = _publish(topic, 4711, qos, payload, _properties(kind))
+    client._in_packet = {"command": header, "packet": packet}
+    assert client._handle_publish() == 0
+    reference = _packet.decode_publish(header, packet, MQTTProtocolVersion.MQTTv5)
+    assert got == [(reference.mid, reference.qos, reference.topic.decode("utf-8"),
+                    reference.payload)]
+    assert got[0][1:] == (qos, topic.decode("utf-8"), payload)
+
+
+def test_paho_internals_the_worker_overrides_are_there():
+    # A paho that renamed them would silently bypass both: fail here instead.
+    for name in ("_create_socket", "_handle_publish", "_in_packet"):
+        assert hasattr(hub_worker.paho.Client(CallbackAPIVersion.VERSION2), name)
