@@ -47,6 +47,6 @@ def test_lean_publish_reads_what_paho_reads(kind, qos):
 
 
 def test_paho_internals_the_worker_overrides_are_there():
-    # A paho that renamed them would silently bypass both: fail here instead.
-    for name in ("_create_socket", "_handle_publish", "_in_packet"):
+    # A paho that renamed them would silently bypass the overrides: fail here instead.
+    for name in ("_create_socket", "_handle_publish", "_in_packet", "loop_read", "_sock"):
         assert hasattr(hub_worker.paho.Client(CallbackAPIVersion.VERSION2), name)

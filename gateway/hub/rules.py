@@ -39,6 +39,10 @@ live alerts wait for nothing.
 
 Timers (silent devices, minimum durations, escalation, a basin's stale
 gauges) run in tick(), by whichever worker gets the lock without waiting.
+A tick that finds nothing due writes nothing: it does not count in
+engine_runs (the other workers keep their windows) and its commit waits
+for no disk, so a live frame that waits for the lock behind it waits
+little.
 The commit that queued messages also sends NOTIFY on CHANNEL, which wakes
 the dispatcher (gateway/hub/dispatch.py) wherever it runs.
 """

@@ -10,7 +10,10 @@ the broker when it comes back under the same client id, and a copy it had
 already stored is dropped by the unique keys.
 
 paho's callbacks run on its network thread and only enqueue (as in
-huaico.mqtt.link, which cannot be used here: it acks on receipt). The worker's
+huaico.mqtt.link, which cannot be used here: it acks on receipt); the
+frames come in through a lean PUBLISH decoder and a buffered socket laid
+over paho's (_Client), because paho's own way in cost more than verifying
+and storing a frame. The worker's
 own thread gathers what arrived within batch_ms, stores it with
 huaico.hub.store.store_batch, then acks each message in order and sends
 each gateway a receipt of the frames it committed (huaico.hub.upstream). A
@@ -48,6 +51,7 @@ log = logging.getLogger("huaico.hub")
 # drops them and the gateways send them again for want of a receipt.
 SESSION_EXPIRY_S = 120
 _U16 = struct.Struct("!H")
+READ_PACKETS = 256
 MAX_BATCH = 1000
 RETRY_S = 1.0
 UNSUBSCRIBE_S = 0.3
@@ -89,13 +93,23 @@ class _Client(paho.Client):
     messages a second, paho's own (an MQTTMessage, a Properties object that
     builds its tables anew for each message, a debug log line, the topic
     matcher) took more of a worker's time than verifying and storing them.
-    Both overrides are of paho 2.x internals (tests/test_hub_store.py
+    The overrides are of paho 2.x internals (tests/test_hub_store.py
     checks that they are still there)."""
 
     on_frame = None  # on_frame(mid, qos, topic, payload), on paho's thread
 
     def _create_socket(self):
         return _BufferedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets=1):
+        # paho's loop reads one packet a pass, each after a select(): take
+        # what is buffered, a bounded number so that its writes (our acks)
+        # and keepalive still get their turn.
+        for _ in range(READ_PACKETS):
+            rc = super().loop_read(max_packets)
+            if rc or self._sock is None or not self._sock.pending():
+                break
+        return rc
 
     def _handle_publish(self):
         header, packet = self._in_packet["command"], self._in_packet["packet"]
