@@ -1,5 +1,7 @@
 """The hub worker's lean way in for frames (huaico.hub.worker._Client) against
-paho's own PUBLISH decoder, on packets with and without MQTT 5 properties."""
+paho's own PUBLISH decoder, on packets with and without MQTT 5 properties;
+and Nagle's algorithm off on the MQTT connections a frame's alert takes."""
+import socket
 import struct
 
 import pytest
@@ -9,6 +11,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from huaico.hub import worker as hub_worker
+from huaico.mqtt.link import MqttLink
 
 
 def _publish(topic, mid, qos, payload, properties):
@@ -50,3 +53,21 @@ def test_paho_internals_the_worker_overrides_are_there():
     # A paho that renamed them would silently bypass the overrides: fail here instead.
     for name in ("_create_socket", "_handle_publish", "_in_packet", "loop_read", "_sock"):
         assert hasattr(hub_worker.paho.Client(CallbackAPIVersion.VERSION2), name)
+
+
+def test_mqtt_connections_send_at_once(mosquitto_broker):
+    # With Nagle's algorithm on, a gateway's forwarded frame waited behind its
+    # last PUBACK for the broker's delayed ACK (18-20 ms of bench/hub.py's
+    # alert latency).
+    port = mosquitto_broker.port
+    link = MqttLink("127.0.0.1", port, "t-link", clean=True)
+    link.start()
+    worker = hub_worker.Worker("dbname=unused", "127.0.0.1", port, "t-worker")
+    try:
+        assert link.wait_connected(10)
+        worker._client.connect("127.0.0.1", port)
+        for sock in (link._client.socket(), worker._client.socket()):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        worker._client.disconnect()
+        link.stop()

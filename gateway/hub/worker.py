@@ -42,6 +42,7 @@ from paho.mqtt.properties import Properties
 from huaico.hub import schema as hub_schema, store as hub_store, upstream
 from huaico.hub.dispatch import HubDispatcher
 from huaico.hub.rules import HubEngine
+from huaico.mqtt.link import no_delay
 
 log = logging.getLogger("huaico.hub")
 
@@ -180,6 +181,7 @@ class Worker:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_frame = self._on_frame
+        self._client.on_socket_open = no_delay  # receipts and acks go out at once
         self._client.reconnect_delay_set(0.2, 5)
         self._client.max_inflight_messages_set(MAX_BATCH)
         self.engine = HubEngine(config) if config is not None else None
