@@ -1,8 +1,12 @@
 """The hub worker's lean way in for frames (huaico.hub.worker._Client) against
 paho's own PUBLISH decoder, on packets with and without MQTT 5 properties;
-and Nagle's algorithm off on the MQTT connections a frame's alert takes."""
+Nagle's algorithm off on the MQTT connections a frame's alert takes; and
+the buffered socket under TLS, where paho also asks the SSL socket."""
+import queue
 import socket
+import ssl
 import struct
+import time
 
 import pytest
 from paho.mqtt import _packet
@@ -12,6 +16,7 @@ from paho.mqtt.properties import Properties
 
 from huaico.hub import worker as hub_worker
 from huaico.mqtt.link import MqttLink
+from tests.fixtures.broker import CertificateAuthority
 
 
 def _publish(topic, mid, qos, payload, properties):
@@ -71,3 +76,44 @@ def test_mqtt_connections_send_at_once(mosquitto_broker):
     finally:
         worker._client.disconnect()
         link.stop()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_frames_through_the_buffered_socket(mosquitto_factory, tmp_path, tls):
+    # QoS 0, no acks: nothing but the buffered socket's pending() makes paho
+    # read the packets it holds before selecting again (an ack would wake it).
+    ca = CertificateAuthority(tmp_path / "ca")
+    cert, key = ca.server()
+    broker = mosquitto_factory(tls=(ca.cert, cert, key) if tls else None)
+    got = queue.Queue()
+    client = hub_worker._Client(CallbackAPIVersion.VERSION2, client_id="t-tls",
+                                protocol=MQTTProtocolVersion.MQTTv5)
+    if tls:
+        client.tls_set_context(ssl.create_default_context(cafile=str(ca.cert)))
+    client.on_frame = lambda *args: got.put(args)
+    client.on_connect = lambda c, *rest: c.subscribe("t/+/frames", qos=1)
+    client.on_subscribe = lambda *rest: got.put("subscribed")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    publisher = MqttLink(broker.host, broker.port, "t-pub", clean=True,
+                         tls={"ca": str(ca.cert)} if tls else None)
+    publisher.start()
+    try:
+        assert got.get(timeout=10) == "subscribed" and publisher.wait_connected(10)
+        # Enough that many packets arrive in one read of the buffered socket.
+        sent = [b"%05d" % n * 40 for n in range(500)]
+        for body in sent:
+            publisher.publish("t/gw-a/frames", body, qos=0)
+        frames = []
+        deadline = time.monotonic() + 10
+        while len(frames) < len(sent) and time.monotonic() < deadline:
+            try:
+                frames.append(got.get(timeout=0.1))
+            except queue.Empty:
+                pass
+        assert [frame[3] for frame in frames] == sent
+        assert {frame[:3] for frame in frames} == {(0, 0, "t/gw-a/frames")}
+    finally:
+        publisher.stop()
+        client.disconnect()
+        client.loop_stop()

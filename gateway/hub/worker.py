@@ -82,8 +82,9 @@ class _BufferedSocket:
         return data
 
     def pending(self):
-        inner = getattr(self._sock, "pending", None)
-        return len(self._buf) - self._at + (inner() if inner is not None else 0)
+        # Under TLS this stands for the SSL socket's own pending(), which a
+        # recv of READ_SIZE leaves at 0: it takes whole records (16 KB at most).
+        return len(self._buf) - self._at
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
