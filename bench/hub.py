@@ -62,6 +62,20 @@ def _frames(devices, per_device, start_seq=1):
     return out
 
 
+def _start(workers):
+    """Start the workers and wait until each has subscribed: frames published
+    before would find no one in the group (a fixed sleep was too short on a
+    loaded machine, and the run then waited forever or on a resend)."""
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + 60
+    for worker in workers:
+        while "event=hub_connected" not in worker.log():
+            assert time.monotonic() < deadline and worker.process.poll() is None, worker.log()
+            time.sleep(0.05)
+    time.sleep(0.5)  # the SUBSCRIBE sent on connecting, handled by the broker
+
+
 def _reset(city):
     with psycopg.connect(city.postgres.dsn) as conn:
         conn.execute("TRUNCATE frames, readings, heard, counters, rejects")
@@ -79,9 +93,7 @@ def hub_rate(city, frames, workers):
     _reset(city)
     started = [Worker(city.directory, "bench-%d-%d" % (workers, n), city.postgres.dsn,
                       city.central) for n in range(workers)]
-    for worker in started:
-        worker.start()
-    time.sleep(2.0)  # connected and subscribed
+    _start(started)
     link = MqttLink("127.0.0.1", city.central.port, "bench-publisher", clean=True,
                     max_inflight=1000)
     link.start()
@@ -144,9 +156,7 @@ def drain_time(city, devices, minutes):
         writer.process([("udp:x", raw, time.time(), None) for raw in frames[at:at + 2000]])
     workers = [Worker(city.directory, "drain-%d" % n, city.postgres.dsn, city.central)
                for n in range(2)]
-    for worker in workers:
-        worker.start()
-    time.sleep(2.0)
+    _start(workers)
     link = MqttLink("127.0.0.1", city.central.port, "huaico-upstream-backlog", clean=True,
                     max_inflight=100)
     forwarder = upstream.Forwarder(home.config.database_path, link, "backlog", PREFIX,

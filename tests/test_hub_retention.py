@@ -121,3 +121,19 @@ def test_workers_apply_retention_while_they_run(city):
     assert "event=hub_retention " in worker.log(), worker.log()
     left = city.query("SELECT count(*) FROM pg_class WHERE relname LIKE 'readings_y%%'")[0][0]
     assert 0 < left < old
+
+
+def test_a_frame_sent_again_after_retention_took_only_its_raw_bytes(hub_db):
+    # An unset clock: the frame ages by its receive time (a day before the
+    # cutoff) in frames_default, its restamped readings sit in the month of
+    # the cutoff, which is kept. A gateway restored from a backup sends it
+    # again: the frame is new to the hub, its readings are not.
+    device = hub_devices.add(hub_db, "rain-01", "pico", "test site")
+    received = NOW - 181 * DAY
+    _store(hub_db, device, 7, 1000, received, flags=wire.FLAG_CLOCK_UNSYNCED)
+    hub_retention.apply(hub_db, 180, now=NOW)
+    assert _rows(hub_db, "SELECT count(*) FROM frames") == [(0,)]
+    assert _rows(hub_db, "SELECT count(*) FROM readings") == [(2,)]
+    _store(hub_db, device, 7, 1000, received, flags=wire.FLAG_CLOCK_UNSYNCED)
+    assert _rows(hub_db, "SELECT count(*) FROM frames") == [(1,)]
+    assert _rows(hub_db, "SELECT count(*) FROM readings") == [(2,)]

@@ -39,6 +39,10 @@ live alerts wait for nothing.
 
 Timers (silent devices, minimum durations, escalation, a basin's stale
 gauges) run in tick(), by whichever worker gets the lock without waiting.
+A tick that finds nothing due writes nothing: it does not count in
+engine_runs (the other workers keep their windows) and its commit waits
+for no disk, so a live frame that waits for the lock behind it waits
+little.
 The commit that queued messages also sends NOTIFY on CHANNEL, which wakes
 the dispatcher (gateway/hub/dispatch.py) wherever it runs.
 """
@@ -79,6 +83,15 @@ class HubEngine:
         if generation - 1 != self._seen:
             self.engine.rolled_back()
         self._pending = generation
+
+    def _look(self, store):
+        """Under the lock, for a tick that may find nothing due: forget the
+        cache if another worker evaluated since ours, and count nothing yet."""
+        generation = store.cur.execute("SELECT generation FROM engine_runs "
+                                       "WHERE id = 1").fetchone()[0]
+        if generation != self._seen:
+            self.engine.rolled_back()
+            self._seen = generation
 
     def evaluate(self, cur, frames, now):
         """Run the rules over new frames [(device id, seq, received,
@@ -152,13 +165,14 @@ class HubEngine:
     def tick(self, conn, now):
         """The timers and the frames held too long, in a transaction of
         their own, if no other worker is evaluating."""
+        hub_store.prepare(conn)
         try:
             with conn.transaction():
                 cur = conn.cursor()
                 store = PgEngineStore(cur)
                 if not self.engine.rules(store) or not cur.execute(_TRY_LOCK).fetchone()[0]:
                     return
-                self._begin(store)
+                self._look(store)
                 # Frames held past HOLD_S for a predecessor that did not come.
                 due = [row[0] for row in cur.execute(
                     "SELECT DISTINCT device_id FROM engine_held WHERE held <= %s",
@@ -166,6 +180,15 @@ class HubEngine:
                 if due:
                     hub_store.insert_readings(cur, self._evaluate(store, [], due, now))
                 self._queued(cur, self.engine.tick(store, now))
+                # Counted only if it changed something: a tick that found
+                # nothing due writes nothing, so its commit waits for no disk
+                # while it holds the lock a live frame may be waiting for,
+                # and the other workers keep their windows.
+                if cur.execute("SELECT pg_current_xact_id_if_assigned() IS NOT NULL"
+                               ).fetchone()[0]:
+                    self._pending = cur.execute(
+                        "UPDATE engine_runs SET generation = generation + 1 WHERE id = 1 "
+                        "RETURNING generation").fetchone()[0]
         except BaseException:
             self.rolled_back()
             raise

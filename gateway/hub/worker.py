@@ -10,7 +10,10 @@ the broker when it comes back under the same client id, and a copy it had
 already stored is dropped by the unique keys.
 
 paho's callbacks run on its network thread and only enqueue (as in
-huaico.mqtt.link, which cannot be used here: it acks on receipt). The worker's
+huaico.mqtt.link, which cannot be used here: it acks on receipt); the
+frames come in through a lean PUBLISH decoder and a buffered socket laid
+over paho's (_Client), because paho's own way in cost more than verifying
+and storing a frame. The worker's
 own thread gathers what arrived within batch_ms, stores it with
 huaico.hub.store.store_batch, then acks each message in order and sends
 each gateway a receipt of the frames it committed (huaico.hub.upstream). A
@@ -27,6 +30,7 @@ sends the outbox when this worker holds the dispatch lock
 """
 import logging
 import queue
+import struct
 import threading
 import time
 
@@ -38,6 +42,7 @@ from paho.mqtt.properties import Properties
 from huaico.hub import schema as hub_schema, store as hub_store, upstream
 from huaico.hub.dispatch import HubDispatcher
 from huaico.hub.rules import HubEngine
+from huaico.mqtt.link import no_delay
 
 log = logging.getLogger("huaico.hub")
 
@@ -46,10 +51,93 @@ log = logging.getLogger("huaico.hub")
 # long. A worker restarted within it gets them again; after it the broker
 # drops them and the gateways send them again for want of a receipt.
 SESSION_EXPIRY_S = 120
+_U16 = struct.Struct("!H")
+READ_PACKETS = 256
 MAX_BATCH = 1000
 RETRY_S = 1.0
 UNSUBSCRIBE_S = 0.3
 TICK_S = 1.0
+
+
+class _BufferedSocket:
+    """The broker's socket as paho reads it: one recv of up to READ_SIZE
+    bytes where paho makes three system calls a message (it reads a
+    packet's type and length a byte at a time). pending() tells paho's loop
+    that bytes wait here, as it asks an SSL socket (Client._loop), so that
+    it reads them before it selects again."""
+
+    READ_SIZE = 65536
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._buf = b""
+        self._at = 0
+
+    def recv(self, size):
+        if self._at >= len(self._buf):
+            self._buf = self._sock.recv(self.READ_SIZE)  # BlockingIOError; b"" at the end
+            self._at = 0
+        data = self._buf[self._at:self._at + size]
+        self._at += len(data)
+        return data
+
+    def pending(self):
+        # Under TLS this stands for the SSL socket's own pending(), which a
+        # recv of READ_SIZE leaves at 0: it takes whole records (16 KB at most).
+        return len(self._buf) - self._at
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class _Client(paho.Client):
+    """paho's client with a lean way in for the frames: at thousands of
+    messages a second, paho's own (an MQTTMessage, a Properties object that
+    builds its tables anew for each message, a debug log line, the topic
+    matcher) took more of a worker's time than verifying and storing them.
+    The overrides are of paho 2.x internals (tests/test_hub_store.py
+    checks that they are still there)."""
+
+    on_frame = None  # on_frame(mid, qos, topic, payload), on paho's thread
+
+    def _create_socket(self):
+        return _BufferedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets=1):
+        # paho's loop reads one packet a pass, each after a select(): take
+        # what is buffered, a bounded number so that its writes (our acks)
+        # and keepalive still get their turn.
+        for _ in range(READ_PACKETS):
+            rc = super().loop_read(max_packets)
+            if rc or self._sock is None or not self._sock.pending():
+                break
+        return rc
+
+    def _handle_publish(self):
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        if qos > 1:  # never sent to a QoS 1 subscription (MQTT 5 section 3.8.4)
+            return super()._handle_publish()
+        (length,) = _U16.unpack_from(packet, 0)
+        at = 2 + length
+        topic = bytes(packet[2:at]).decode("utf-8", "replace")
+        mid = 0
+        if qos:
+            (mid,) = _U16.unpack_from(packet, at)
+            at += 2
+        # The properties (MQTT 5 section 3.3.2.3): none is needed here, and
+        # a topic alias is never sent to a client that allowed none.
+        size, shift = 0, 0
+        while True:
+            byte = packet[at]
+            at += 1
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        self.on_frame(mid, qos, topic, bytes(packet[at + size:]))
+        # QoS 1: acked by hand after the commit (manual_ack_set).
+        return paho.MQTT_ERR_SUCCESS
 
 
 def share_topic(group, prefix):
@@ -84,7 +172,7 @@ class Worker:
         self._generation = 0  # connections so far; a message carries the one it came on
         self._stop = threading.Event()
         self._thread = None
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+        self._client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                    protocol=MQTTProtocolVersion.MQTTv5)
         self._client.manual_ack_set(True)
         if username:
@@ -93,7 +181,8 @@ class Worker:
             self._client.tls_set_context(tls_context)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        self._client.on_frame = self._on_frame
+        self._client.on_socket_open = no_delay  # receipts and acks go out at once
         self._client.reconnect_delay_set(0.2, 5)
         self._client.max_inflight_messages_set(MAX_BATCH)
         self.engine = HubEngine(config) if config is not None else None
@@ -124,9 +213,8 @@ class Worker:
         self.connected.clear()
         log.warning("event=hub_disconnected reason=%s", reason_code)
 
-    def _on_message(self, client, userdata, message):
-        self.inbox.put((self._generation, message.mid, message.qos, message.topic,
-                        message.payload))
+    def _on_frame(self, mid, qos, topic, payload):
+        self.inbox.put((self._generation, mid, qos, topic, payload))
 
     # Life cycle.
 

@@ -47,6 +47,7 @@ A clean `stop()` sends DISCONNECT, so the broker discards the will; a crash
 or a cut cable does not, and the broker publishes it.
 """
 import queue
+import socket
 import ssl
 import sys
 import threading
@@ -92,6 +93,16 @@ def _tls_context(tls):
         # Skips the host name check only: the chain is still verified.
         context.check_hostname = False
     return context
+
+
+def no_delay(client, userdata, sock):
+    """paho's on_socket_open: paho leaves Nagle's algorithm on, so a publish
+    that followed our last small packet (a PUBACK) waited for the broker's
+    delayed ACK: bench/hub.py's alert latency p50 went from 27 to 12 ms."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not TCP
+        pass
 
 
 def _forget(client, mid=None):
@@ -375,6 +386,7 @@ class MqttLink:
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_socket_open = no_delay
         client.reconnect_delay_set(*self._reconnect_delay)
         client.max_inflight_messages_set(self._max_inflight)
         if self._username is not None:
