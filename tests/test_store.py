@@ -120,6 +120,35 @@ def test_old_frame_never_stored_is_stored_late_not_lost(gateway_home, recording_
     assert gateway_home.counters()["late_frames"] == 1
 
 
+def test_an_old_frame_is_found_by_its_number_whatever_its_stored_times(gateway_home):
+    """A resend older than the window is looked up by its sequence number
+    through seq_times' bounds and the one (device, time, ...) index
+    (huaico.store.db m008): an unsynced frame, stored at its receive time, is
+    found again 200 frames (four buckets) and months later; so is a synced
+    one; a number used again with other readings is a board counting again."""
+    board = gateway_home.add("rg1")
+    writer = writer_for(gateway_home, window=4)
+    day = 86400
+
+    def send(raw, received):
+        return writer.process([("test", raw, received, None)])
+
+    start = 1_700_000_000.5
+    unsynced = board.frame([(1, 0, 0, 7, 0)], time=100, flags=wire.FLAG_CLOCK_UNSYNCED)
+    assert send(unsynced, start) == ["stored"]
+    synced = []
+    for n in range(1, 201):
+        synced.append(board.frame(time=1_700_000_000 + n * day))
+        assert send(synced[-1], start + n * day) == ["stored"]
+    later = start + 300 * day
+    assert send(unsynced, later) == ["replayed"]
+    assert send(synced[98], later) == ["replayed"]
+    assert send(board.frame([(1, 0, 0, 8, 0)], seq=1, time=100,
+                            flags=wire.FLAG_CLOCK_UNSYNCED), later) == ["seq_reset"]
+    assert send(board.frame(seq=100, time=1_700_000_000 + 5 * day), later) == ["seq_reset"]
+    assert len(gateway_home.readings(board)) == 201
+
+
 def test_unsigned_frames_accepted_only_from_a_device_that_allows_them(gateway_home):
     bench = gateway_home.add("bench", allow_unsigned=True)
     writer = writer_for(gateway_home)

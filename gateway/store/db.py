@@ -12,23 +12,22 @@ appends a whole image of every page it changed, so the bytes per frame are
 (pages changed) x (page size + 24), and each checkpoint writes every page
 changed since the last one once more. Hence, measured by bench/ingest.py
 and tests/test_sd_wear.py: 512-byte pages for new databases (a frame
-changes about a dozen pages: the readings table's last page, the two
-indexes' leaves and their splits, the device row, the counters, page 1),
-a checkpoint every CHECKPOINT_BYTES of WAL so that a page changed by
-hundreds of commits (the counters, a device's index leaf) reaches the
-database file once, and m007's index that keeps a frame's readings on one
-index page. Durability is untouched: every commit is still synced before
-the acks go out. A database made before keeps its page size (SQLite changes
-it only by a VACUUM outside WAL mode); its writes shrink by the checkpoint
-interval and m007 alone.
+changes about eight: the readings table's last page, the index's leaf and
+the neighbours and parent a mid-tree split rewrites, the device row, page
+1), a checkpoint every CHECKPOINT_BYTES of WAL so that a page changed by
+hundreds of commits (a device's index leaf) reaches the database file
+once, and one index on readings (m008; each index costs about four pages
+a commit), with seq_times to look frames up by number through it. Durability is
+untouched: every commit is still synced before the acks go out. A
+database made before keeps its page size (SQLite changes it only by a
+VACUUM outside WAL mode); it gets the index and the checkpoint interval.
 
 Weighed and not done: readings WITHOUT ROWID, clustered by (device, time),
-would drop an index, but the SenML feed, retention and Home Assistant
-follow the readings by rowid; the unique index leads with seq because a
-resent frame is looked up by device and seq. Holding the counters and the
-device row in memory between commits would save two of the dozen pages, at
-the price of counts lost on a crash and a replay window rebuilt from the
-readings before the first frame after one.
+would drop the table's own b-tree, but the SenML feed, retention and Home
+Assistant follow the readings by rowid. Holding the device row in memory
+between commits would save one page a commit, at the price of a last_seen,
+battery and RSSI that status, metrics, the CLI and the silent-device rule
+read from the row minutes late.
 
 Migrations are (name, function) pairs applied in order, each in its own
 transaction together with its row in _migrations: m001... here, then
@@ -183,10 +182,71 @@ def m007_readings_time_index(database):
                  "ON readings (device_id, time, channel)")
 
 
+# seq_times buckets hold 2**SEQ_BUCKET_BITS sequence numbers; a bucket's
+# time bounds widen by at least SEQ_TIMES_MARGIN_S (and by their own span
+# when that is longer), so that a board a frame a minute rewrites its bucket
+# about twice in 64 frames rather than at each one.
+SEQ_BUCKET_BITS = 6
+SEQ_TIMES_MARGIN_S = 3600
+_SEQ_TIMES_TRIGGER = (
+    "CREATE TRIGGER readings_seq_times AFTER INSERT ON readings BEGIN "
+    "INSERT INTO seq_times (device_id, bucket, lo, hi) "
+    "VALUES (NEW.device_id, NEW.seq >> {bits}, NEW.time - {margin}, NEW.time + {margin}) "
+    "ON CONFLICT (device_id, bucket) DO UPDATE SET "
+    "lo = CASE WHEN NEW.time < lo THEN NEW.time - max({margin}, hi - lo) ELSE lo END, "
+    "hi = CASE WHEN NEW.time > hi THEN NEW.time + max({margin}, hi - lo) ELSE hi END "
+    "WHERE NEW.time < lo OR NEW.time > hi; END"
+).format(bits=SEQ_BUCKET_BITS, margin=SEQ_TIMES_MARGIN_S)
+
+
+def m008_readings_one_index(database):
+    """One index on readings instead of two: unique on (device, time,
+    channel, idx, seq), the same columns as m001's unique key in the order
+    of m007's, so it is both what makes a resend never a duplicate row and
+    what the time-range queries use. Each index a one-frame commit touches
+    costs about four 512-byte pages on the card (huaico.store.db's docstring).
+
+    The writer still looks a frame up by its sequence number (a resend, a
+    replay, a board counting again: huaico.store.writer): seq_times keeps,
+    per device and bucket of 64 numbers, bounds on the times of every
+    reading stored under those numbers, maintained by a trigger on every
+    insert (whoever inserts), so that the lookup reads the device's
+    readings between those bounds in the index, exactly, instead of all of
+    them. The bounds are loose on purpose: they are rewritten only when a
+    reading falls outside them."""
+    conn = database.conn
+    conn.execute("CREATE TABLE seq_times (device_id TEXT NOT NULL, bucket INTEGER NOT NULL, "
+                 "lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (device_id, bucket)) "
+                 "WITHOUT ROWID")
+    conn.execute("INSERT INTO seq_times (device_id, bucket, lo, hi) "
+                 "SELECT device_id, seq >> ?, min(time), max(time) FROM readings "
+                 "GROUP BY device_id, seq >> ?", [SEQ_BUCKET_BITS, SEQ_BUCKET_BITS])
+    conn.execute(_SEQ_TIMES_TRIGGER)
+    conn.execute("CREATE UNIQUE INDEX idx_readings_device_id_time_channel_idx_seq "
+                 "ON readings (device_id, time, channel, idx, seq)")
+    conn.execute("DROP INDEX IF EXISTS idx_readings_device_id_seq_channel_idx_time")
+    conn.execute("DROP INDEX IF EXISTS idx_readings_device_id_time_channel")
+
+
+def seq_rows(conn, device_id, seq, since, columns, limit=None):
+    """The readings stored under device_id's seq and received at or after
+    `since`, as tuples of `columns`: through seq_times' bounds and the
+    (device, time, ...) index (m008)."""
+    span = conn.execute("SELECT lo, hi FROM seq_times WHERE device_id = ? AND bucket = ?",
+                        [device_id, seq >> SEQ_BUCKET_BITS]).fetchone()
+    if span is None:
+        return []
+    return conn.execute(
+        "SELECT %s FROM readings WHERE device_id = ? AND time BETWEEN ? AND ? AND seq = ? "
+        "AND received >= ?%s" % (columns, " LIMIT %d" % limit if limit else ""),
+        [device_id, span[0], span[1], seq, since]).fetchall()
+
+
 MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
               ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state),
               ("m005_device_place", m005_device_place), ("m006_frames", m006_frames),
-              ("m007_readings_time_index", m007_readings_time_index)]
+              ("m007_readings_time_index", m007_readings_time_index),
+              ("m008_readings_one_index", m008_readings_one_index)]
 
 
 def all_migrations():

@@ -328,9 +328,9 @@ class Writer:
                 if batch.raw:
                     conn.executemany(_INSERT_RAW, batch.raw)
                 if batch.readings:
-                    before = conn.total_changes
-                    conn.executemany(_INSERT, batch.readings)
-                    delta["readings"] = conn.total_changes - before
+                    # rowcount, not total_changes: that one counts the
+                    # seq_times trigger's rows too (huaico.store.db m008).
+                    delta["readings"] = conn.executemany(_INSERT, batch.readings).rowcount
                 self._save_devices(conn)
                 self._save_clock(conn, now)
                 rejects = batch.rejects
@@ -520,10 +520,8 @@ class Writer:
 
     @staticmethod
     def _stored(conn, device, seq):
-        return conn.execute("SELECT 1 FROM readings WHERE device_id = ? AND seq = ? "
-                            "AND received >= ? LIMIT 1",
-                            [device.row["id"], seq, device.row["seq_reset_at"] or 0]
-                            ).fetchone() is not None
+        row = device.row
+        return bool(db.seq_rows(conn, row["id"], seq, row["seq_reset_at"] or 0, "1", limit=1))
 
     @staticmethod
     def _same(conn, device, frame, batch):
@@ -534,10 +532,8 @@ class Writer:
         pending = batch.stored.get((kid_hex, frame.seq))
         if pending is not None:
             return pending == frame.rows
-        stored = conn.execute(
-            "SELECT channel, idx, time, value, unsynced FROM readings WHERE device_id = ? "
-            "AND seq = ? AND received >= ?",
-            [kid_hex, frame.seq, device.row["seq_reset_at"] or 0]).fetchall()
+        stored = db.seq_rows(conn, kid_hex, frame.seq, device.row["seq_reset_at"] or 0,
+                             "channel, idx, time, value, unsynced")
         timed = not frame.flags & FLAG_CLOCK_UNSYNCED and all(not r[4] for r in stored)
         if timed:
             return (sorted((c, i, t, v) for c, i, t, v, _ in stored)
