@@ -51,6 +51,7 @@ from huaico.store.writer import _INSERT, Writer  # noqa: E402
 from tests.fixtures.gateway import Home, PtyPair  # noqa: E402
 
 READINGS = [(1, 0, 0, 2, 0), (2, 0, 0, 1, 0), (4, 0, -30, 1520, 0), (19, 0, 0, 3712, 0)]
+ISSUE_LIMIT = 1024  # bytes written per reading at field rates (issue 14)
 
 
 def make_frames(boards, count):
@@ -281,6 +282,9 @@ def main():
           % field["kernel_bytes_per_reading"])
     print("  %6.0f bytes per reading: the floor of one 4 KB page per commit's sync"
           % field["fs_floor_per_reading"])
+    over = field["bytes_per_reading"] - ISSUE_LIMIT
+    print("  issue 14 asks for at most %d bytes per reading handed to the kernel: %s"
+          % (ISSUE_LIMIT, "met" if over <= 0 else "not met, %.0f over" % over))
 
 
 if __name__ == "__main__":

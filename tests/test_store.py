@@ -120,6 +120,88 @@ def test_old_frame_never_stored_is_stored_late_not_lost(gateway_home, recording_
     assert gateway_home.counters()["late_frames"] == 1
 
 
+def test_an_old_frame_is_found_by_its_number_whatever_its_stored_times(gateway_home):
+    """A resend older than the window is looked up by its sequence number
+    through seq_times' bounds and the one (device, time, ...) index
+    (huaico.store.db m008): an unsynced frame, stored at its receive time, is
+    found again 200 frames (four buckets) and months later; so is a synced
+    one; a number used again with other readings is a board counting again."""
+    board = gateway_home.add("rg1")
+    writer = writer_for(gateway_home, window=4)
+    day = 86400
+
+    def send(raw, received):
+        return writer.process([("test", raw, received, None)])
+
+    start = 1_700_000_000.5
+    unsynced = board.frame([(1, 0, 0, 7, 0)], time=100, flags=wire.FLAG_CLOCK_UNSYNCED)
+    assert send(unsynced, start) == ["stored"]
+    synced = []
+    for n in range(1, 201):
+        synced.append(board.frame(time=1_700_000_000 + n * day))
+        assert send(synced[-1], start + n * day) == ["stored"]
+    later = start + 300 * day
+    assert send(unsynced, later) == ["replayed"]
+    assert send(synced[98], later) == ["replayed"]
+    assert send(board.frame([(1, 0, 0, 8, 0)], seq=1, time=100,
+                            flags=wire.FLAG_CLOCK_UNSYNCED), later) == ["seq_reset"]
+    assert send(board.frame(seq=100, time=1_700_000_000 + 5 * day), later) == ["seq_reset"]
+    assert len(gateway_home.readings(board)) == 201
+
+
+def test_the_time_bounds_of_numbers_begin_again_after_a_sequence_reset(gateway_home):
+    """After `huaico device reset-sequence` the readings before it no longer
+    count in a lookup by number, so the bounds of seq_times begin again at
+    the first reading after it (huaico.store.db m008): a board counting from
+    1 again is looked up among its new readings, not a year of old ones."""
+    board = gateway_home.add("rg1")
+    writer = writer_for(gateway_home, window=4)
+
+    def send(raw, received):
+        return writer.process([("test", raw, received, None)])
+
+    real = time.time()  # reset_sequence stamps the real time
+    old = real - 365 * 86400
+    for n in range(10):
+        assert send(board.frame(time=int(old) + n * 60), old + n * 60) == ["stored"]
+    devices.reset_sequence(gateway_home.open(), "rg1")
+    board.seq = 0
+    first = board.frame(time=int(real) + 60)
+    assert send(first, real + 60) == ["stored"]
+    assert gateway_home.open().execute(
+        "SELECT lo, hi FROM seq_times WHERE device_id = ? AND bucket = 0",
+        [board.row["id"]]).fetchone() == (int(real) + 60 - 3600, int(real) + 60 + 3600)
+    assert send(first, real + 61) == ["duplicate"]
+    assert send(board.frame(seq=1, time=int(real) + 120), real + 120) == ["seq_reset"]
+
+
+def test_counts_of_stored_frames_come_from_the_readings_and_survive_a_crash(gateway_home):
+    """frames_ok and readings are not written at each commit (a page of card
+    wear each time, huaico.store.db m009): they are counted from the readings
+    stored since the last fold, so they are exact after every commit and
+    after a writer that died without a word; a frame without readings is
+    written as a count."""
+    board = gateway_home.add("rg1")
+
+    def rows():
+        return dict(gateway_home.open().execute("SELECT name, value FROM counters"))
+
+    writer = writer_for(gateway_home)
+    assert submit(writer, [board.frame()]) == ["stored"]
+    before = rows()
+    for _ in range(5):
+        assert submit(writer, [board.frame([(1, 0, 0, 2, 0), (19, 0, 0, 3700, 0)])]) == [
+            "stored"]
+    assert rows() == before
+    assert gateway_home.counters() == {"frames_ok": 6, "readings": 11}
+    assert writer.counters.snapshot() == {"frames_ok": 6, "readings": 11}
+    writer = writer_for(gateway_home)  # the first one was killed: nothing flushed
+    assert submit(writer, [board.frame(())]) == ["stored"]
+    assert gateway_home.counters() == {"frames_ok": 7, "readings": 11}
+    assert {name: rows()[name] for name in ("frames_ok", "readings")} == {
+        "frames_ok": 7, "readings": 11}
+
+
 def test_unsigned_frames_accepted_only_from_a_device_that_allows_them(gateway_home):
     bench = gateway_home.add("bench", allow_unsigned=True)
     writer = writer_for(gateway_home)

@@ -12,23 +12,25 @@ appends a whole image of every page it changed, so the bytes per frame are
 (pages changed) x (page size + 24), and each checkpoint writes every page
 changed since the last one once more. Hence, measured by bench/ingest.py
 and tests/test_sd_wear.py: 512-byte pages for new databases (a frame
-changes about a dozen pages: the readings table's last page, the two
-indexes' leaves and their splits, the device row, the counters, page 1),
-a checkpoint every CHECKPOINT_BYTES of WAL so that a page changed by
-hundreds of commits (the counters, a device's index leaf) reaches the
-database file once, and m007's index that keeps a frame's readings on one
-index page. Durability is untouched: every commit is still synced before
-the acks go out. A database made before keeps its page size (SQLite changes
-it only by a VACUUM outside WAL mode); its writes shrink by the checkpoint
-interval and m007 alone.
+changes about seven and a half: the index's leaf with the neighbours and
+parent its splits rewrite, about four; the readings table's last page and
+its parent, about two; the device row; page 1 every other commit), a
+checkpoint every CHECKPOINT_BYTES of WAL so that a page changed by
+hundreds of commits (a device's index leaf) reaches the database file
+once, one index on readings (m008; each index costs about four pages a
+commit) with seq_times to find frames by number through it, and
+frames_ok and readings counted from the readings rather than written at
+each commit (m009). Durability is untouched: every commit is still synced
+before the acks go out. A database made before keeps its page size
+(SQLite changes it only by a VACUUM outside WAL mode); it gets the rest.
 
 Weighed and not done: readings WITHOUT ROWID, clustered by (device, time),
-would drop an index, but the SenML feed, retention and Home Assistant
-follow the readings by rowid; the unique index leads with seq because a
-resent frame is looked up by device and seq. Holding the counters and the
-device row in memory between commits would save two of the dozen pages, at
-the price of counts lost on a crash and a replay window rebuilt from the
-readings before the first frame after one.
+would drop the table's own b-tree, but the SenML feed, retention and Home
+Assistant follow the readings by rowid. Holding the device row in memory
+between commits would save its page (about 140 of the 1,140 bytes per
+reading), at the price of a last_seen, battery and RSSI that status,
+metrics, the CLI, the clock check and the silent-device rule read from the
+row minutes late; they would have to read them from the readings instead.
 
 Migrations are (name, function) pairs applied in order, each in its own
 transaction together with its row in _migrations: m001... here, then
@@ -183,10 +185,142 @@ def m007_readings_time_index(database):
                  "ON readings (device_id, time, channel)")
 
 
+# seq_times buckets hold 2**SEQ_BUCKET_BITS sequence numbers; a bucket's
+# time bounds widen by at least SEQ_TIMES_MARGIN_S (and by their own span
+# when that is longer), so that a board a frame a minute rewrites its bucket
+# about twice in 64 frames rather than at each one.
+SEQ_BUCKET_BITS = 6
+SEQ_TIMES_MARGIN_S = 3600
+# Bounds that began before the device's sequence numbers were reset (`huaico
+# device reset-sequence`: the readings before it no longer count, seq_rows)
+# begin again at the first reading after it, so that a board counting from
+# 1 again does not stretch them over all its history.
+_SEQ_TIMES_TRIGGER = (
+    "CREATE TRIGGER readings_seq_times AFTER INSERT ON readings BEGIN "
+    "INSERT INTO seq_times (device_id, bucket, lo, hi, since) "
+    "VALUES (NEW.device_id, NEW.seq >> {bits}, NEW.time - {margin}, NEW.time + {margin}, "
+    "NEW.received) ON CONFLICT (device_id, bucket) DO UPDATE SET "
+    "lo = CASE WHEN since < {reset} THEN excluded.lo "
+    "WHEN NEW.time < lo THEN NEW.time - max({margin}, hi - lo) ELSE lo END, "
+    "hi = CASE WHEN since < {reset} THEN excluded.hi "
+    "WHEN NEW.time > hi THEN NEW.time + max({margin}, hi - lo) ELSE hi END, "
+    "since = CASE WHEN since < {reset} THEN excluded.since ELSE since END "
+    "WHERE since < {reset} OR NEW.time < lo OR NEW.time > hi; END"
+).format(bits=SEQ_BUCKET_BITS, margin=SEQ_TIMES_MARGIN_S,
+         reset="(SELECT seq_reset_at FROM devices WHERE id = NEW.device_id)")
+
+
+def m008_readings_one_index(database):
+    """One index on readings instead of two: unique on (device, time, seq,
+    channel, idx), the same columns as m001's unique key, led like m007's
+    by device and time, so it is both what makes a resend never a duplicate
+    row and what the time-range queries use. Each index a one-frame commit
+    touches costs about four 512-byte pages on the card (huaico.store.db's
+    docstring).
+
+    The writer still looks a frame up by its sequence number (a resend, a
+    replay, a board counting again: huaico.store.writer): seq_times keeps,
+    per device and bucket of 64 numbers, bounds on the times of every
+    reading stored under those numbers, maintained by a trigger on every
+    insert (whoever inserts), and seq_rows seeks (device, time, seq) for
+    each distinct time of the device between those bounds. The bounds are
+    loose on purpose: they are rewritten only when a reading falls outside
+    them."""
+    conn = database.conn
+    # since: the receive time of the reading the bounds began with.
+    conn.execute("CREATE TABLE seq_times (device_id TEXT NOT NULL, bucket INTEGER NOT NULL, "
+                 "lo INTEGER NOT NULL, hi INTEGER NOT NULL, since REAL, "
+                 "PRIMARY KEY (device_id, bucket)) WITHOUT ROWID")
+    conn.execute("INSERT INTO seq_times (device_id, bucket, lo, hi, since) "
+                 "SELECT device_id, seq >> ?, min(time), max(time), min(received) FROM readings "
+                 "GROUP BY device_id, seq >> ?", [SEQ_BUCKET_BITS, SEQ_BUCKET_BITS])
+    conn.execute(_SEQ_TIMES_TRIGGER)
+    conn.execute("CREATE UNIQUE INDEX idx_readings_device_id_time_seq_channel_idx "
+                 "ON readings (device_id, time, seq, channel, idx)")
+    conn.execute("DROP INDEX IF EXISTS idx_readings_device_id_seq_channel_idx_time")
+    conn.execute("DROP INDEX IF EXISTS idx_readings_device_id_time_channel")
+
+
+def seq_rows(conn, device_id, seq, since, columns, limit=None):
+    """The readings stored under device_id's seq and received at or after
+    `since`, as tuples of `columns`: through seq_times' bounds and the
+    (device, time, seq, ...) index (m008)."""
+    span = conn.execute("SELECT lo, hi FROM seq_times WHERE device_id = ? AND bucket = ?",
+                        [device_id, seq >> SEQ_BUCKET_BITS]).fetchone()
+    if span is None:
+        return []
+    # A skip scan: from one distinct time to the next in the index, and at
+    # each a seek on (device, time, seq), so that frames sharing their times
+    # (a board whose clock stands still) cost a seek each, not a scan.
+    return conn.execute(
+        "WITH RECURSIVE times(t) AS (SELECT min(time) FROM readings "
+        "WHERE device_id = ?1 AND time >= ?2 UNION ALL SELECT (SELECT min(time) "
+        "FROM readings WHERE device_id = ?1 AND time > t) FROM times WHERE t < ?3) "
+        "SELECT %s FROM times JOIN readings ON device_id = ?1 AND time = t AND seq = ?4 "
+        "WHERE t <= ?3 AND received >= ?5%s" % (columns, " LIMIT %d" % limit if limit else ""),
+        [device_id, span[0], span[1], seq, since]).fetchall()
+
+
+# Counters that each stored frame adds to, kept apart from the counters
+# table's rows until a fold (fold_counters): see m009.
+DERIVED_COUNTERS = frozenset(("frames_ok", "readings"))
+# The counters row that holds the readings rowid the others are counted up
+# to; names that start with "_" are not counters (counters() leaves them out).
+_COUNTED = "_readings_counted"
+# At most this long between folds while frames arrive: bounds the readings
+# that counters() counts on each call.
+FOLD_S = 60.0
+
+
+def m009_counted_readings(database):
+    """frames_ok and readings are not written at each commit: on a card,
+    the counters page is one of the eight pages a one-frame commit writes.
+    They are the counters table's rows plus what the readings stored after
+    the rowid in its _readings_counted row say (readings: the rows; frames:
+    their distinct device, seq and receive time), and the writer folds that
+    tail into the rows (fold_counters) when it writes other counters anyway
+    or FOLD_S after the last fold. Exact at every commit, so a kill -9
+    loses no count, and the same from any process. Existing readings are
+    counted already: the mark starts after them."""
+    database.execute("INSERT INTO counters (name, value) SELECT ?, coalesce(max(rowid), 0) "
+                     "FROM readings", [_COUNTED])
+
+
+def _tail(conn):
+    """(mark, readings, frames, newest rowid) of the readings after the mark;
+    none before m009, whose counters rows count every reading."""
+    row = conn.execute("SELECT value FROM counters WHERE name = ?", [_COUNTED]).fetchone()
+    if row is None:
+        return None, 0, 0, None
+    mark = row[0]
+    count, newest = conn.execute("SELECT count(*), max(rowid) FROM readings WHERE rowid > ?",
+                                 [mark]).fetchone()
+    return mark, count, frames_after(conn, mark) if count else 0, newest
+
+
+def frames_after(conn, rowid):
+    """The frames the readings after `rowid` belong to (a frame's rows share
+    device, seq and receive time)."""
+    return conn.execute("SELECT count(*) FROM (SELECT DISTINCT device_id, seq, received "
+                        "FROM readings WHERE rowid > ?)", [rowid]).fetchone()[0]
+
+
+def fold_counters(conn):
+    """Add the readings stored since the mark to frames_ok and readings, and
+    move the mark past them, in the caller's transaction (m009)."""
+    _, count, frames, newest = _tail(conn)
+    if count:
+        add_counters(conn, {"readings": count, "frames_ok": frames})
+        conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) "
+                     "DO UPDATE SET value = excluded.value", [_COUNTED, newest])
+
+
 MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
               ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state),
               ("m005_device_place", m005_device_place), ("m006_frames", m006_frames),
-              ("m007_readings_time_index", m007_readings_time_index)]
+              ("m007_readings_time_index", m007_readings_time_index),
+              ("m008_readings_one_index", m008_readings_one_index),
+              ("m009_counted_readings", m009_counted_readings)]
 
 
 def all_migrations():
@@ -246,5 +380,13 @@ def set_cursor(conn, name, position):
 
 
 def counters(database):
-    return {name: value for name, value in
-            database.execute("SELECT name, value FROM counters ORDER BY name")}
+    """The counters by name, frames_ok and readings with the readings stored
+    since their last fold (m009)."""
+    found = {name: value for name, value in
+             database.execute("SELECT name, value FROM counters ORDER BY name")
+             if not name.startswith("_")}
+    _, count, frames, _ = _tail(database.conn)
+    if count:
+        found["readings"] = found.get("readings", 0) + count
+        found["frames_ok"] = found.get("frames_ok", 0) + frames
+    return found

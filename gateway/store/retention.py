@@ -97,6 +97,9 @@ def apply(database, config, now=None, stopping=None):
     while position < last and not (stopping is not None and stopping.is_set()):
         upto = min(position + CHUNK_ROWS, last)
         with db.transaction(database) as tx:
+            # Readings not yet in frames_ok and readings are counted first
+            # (huaico.store.db m009): deleted, they could no longer be.
+            db.fold_counters(tx)
             before = tx.total_changes
             tx.execute(_AGGREGATE, [position, upto])
             done["hours_written"] += tx.total_changes - before

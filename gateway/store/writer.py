@@ -99,7 +99,9 @@ class RejectedFrame(FrameError):
 
 class Counters:
     """Counts shared by readers and the writer; the writer flushes the deltas
-    into the counters table inside its transactions."""
+    into the counters table inside its transactions. frames_ok and readings
+    only add to the totals: the database counts them from the readings
+    (huaico.store.db m009)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -108,7 +110,8 @@ class Counters:
 
     def add(self, name, n=1):
         with self._lock:
-            self._delta[name] = self._delta.get(name, 0) + n
+            if name not in db.DERIVED_COUNTERS:
+                self._delta[name] = self._delta.get(name, 0) + n
             self.totals[name] = self.totals.get(name, 0) + n
 
     def take(self):
@@ -178,6 +181,7 @@ class Writer:
         self.last_frame = None  # receive time of the newest stored frame
         self._devices = {}
         self._clock_saved = None  # the clock state last written to gateway_state
+        self._folded = None  # time.monotonic() of the last fold of the counters
         self._future_logged = {}  # device id -> when a restamped frame of it was last logged
         self._data_version = None
         self._thread = None
@@ -327,33 +331,53 @@ class Writer:
                     outbox += self._rules(conn, batch.frames, now, isolate, delta)
                 if batch.raw:
                     conn.executemany(_INSERT_RAW, batch.raw)
-                if batch.readings:
-                    before = conn.total_changes
-                    conn.executemany(_INSERT, batch.readings)
-                    delta["readings"] = conn.total_changes - before
+                for name, n in delta.items():
+                    self.counters.add(name, n)
+                pending = self.counters.take()
+                try:
+                    self._store_readings(conn, batch.readings, delta.get("frames_ok", 0),
+                                         pending)
+                except BaseException:
+                    self.counters.put_back(pending)
+                    raise
                 self._save_devices(conn)
                 self._save_clock(conn, now)
                 rejects = batch.rejects
                 if rejects:
                     db.add_rejects(conn, rejects)
-                for name, n in delta.items():
-                    self.counters.add(name, n)
-                pending = self.counters.take()
-                try:
-                    if pending:
-                        db.add_counters(conn, pending)
-                except BaseException:
-                    self.counters.put_back(pending)
-                    raise
         except BaseException:
             self._devices.clear()  # windows must match the database again
             self._data_version = None
+            self._folded = None
             self._clock_saved = None
             forget = getattr(self.engine, "rolled_back", None)
             if forget is not None:
                 forget()
             raise
         return outcomes, acks, outbox
+
+    def _store_readings(self, conn, rows, frames, pending):
+        """Insert the batch's readings and write the pending counters; fold
+        frames_ok and readings (huaico.store.db m009) when the counters page
+        is written anyway, or FOLD_S after the last fold. The fold comes
+        before the insert: this batch's readings start the next tail."""
+        if pending or self._folded is None or time.monotonic() - self._folded >= db.FOLD_S:
+            db.fold_counters(conn)
+            self._folded = time.monotonic()
+        counted = 0
+        if rows:
+            newest = conn.execute("SELECT max(rowid) FROM readings").fetchone()[0] or 0
+            # rowcount, not total_changes: that one counts the seq_times
+            # trigger's rows too (huaico.store.db m008).
+            self.counters.add("readings", conn.executemany(_INSERT, rows).rowcount)
+            counted = db.frames_after(conn, newest)
+        # A stored frame whose readings do not count it (it had none, or all
+        # were there already) is written as a count.
+        written = dict(pending)
+        if frames > counted:
+            written["frames_ok"] = frames - counted
+        if written:
+            db.add_counters(conn, written)
 
     def _save_clock(self, conn, now):
         """The clock's state into gateway_state when it changed."""
@@ -520,10 +544,8 @@ class Writer:
 
     @staticmethod
     def _stored(conn, device, seq):
-        return conn.execute("SELECT 1 FROM readings WHERE device_id = ? AND seq = ? "
-                            "AND received >= ? LIMIT 1",
-                            [device.row["id"], seq, device.row["seq_reset_at"] or 0]
-                            ).fetchone() is not None
+        row = device.row
+        return bool(db.seq_rows(conn, row["id"], seq, row["seq_reset_at"] or 0, "1", limit=1))
 
     @staticmethod
     def _same(conn, device, frame, batch):
@@ -534,10 +556,8 @@ class Writer:
         pending = batch.stored.get((kid_hex, frame.seq))
         if pending is not None:
             return pending == frame.rows
-        stored = conn.execute(
-            "SELECT channel, idx, time, value, unsynced FROM readings WHERE device_id = ? "
-            "AND seq = ? AND received >= ?",
-            [kid_hex, frame.seq, device.row["seq_reset_at"] or 0]).fetchall()
+        stored = db.seq_rows(conn, kid_hex, frame.seq, device.row["seq_reset_at"] or 0,
+                             "channel, idx, time, value, unsynced")
         timed = not frame.flags & FLAG_CLOCK_UNSYNCED and all(not r[4] for r in stored)
         if timed:
             return (sorted((c, i, t, v) for c, i, t, v, _ in stored)
