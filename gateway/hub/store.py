@@ -31,8 +31,6 @@ import logging
 import time
 import weakref
 
-import psycopg
-
 from huaico.ingest.decoder import decode_frame
 from huaico.protocol import channels
 from huaico.protocol.cose import MacKey
@@ -269,6 +267,8 @@ def insert_readings(cur, items):
     """The readings of frames [(device id, seq, received, unsynced, rows)]
     (the session's staging tables made: prepare)."""
     if items:
+        # Imported here: the CLI imports this module without the hub's extra (huaico[hub]).
+        from psycopg.errors import UniqueViolation
         _copy(cur, "stage_readings", _STAGE_READINGS_TYPES,
               ((device_id, seq, c, i, t, v, q, received, unsynced)
                for device_id, seq, received, unsynced, rows in items
@@ -276,7 +276,7 @@ def insert_readings(cur, items):
         try:
             with cur.connection.transaction():  # a savepoint
                 cur.execute(_INSERT_READINGS)
-        except psycopg.errors.UniqueViolation:
+        except UniqueViolation:
             cur.execute(_INSERT_READINGS_ONCE)
 
 
