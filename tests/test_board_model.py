@@ -151,7 +151,7 @@ def test_rtc_after_power_on_is_the_ports(board, start, tmp_path, uart_peer):
 # removes an acked frame overrun the PL011's 32-byte RX FIFO; the link decoder drops the damaged
 # packet and resyncs (protocol/link.py), and the board resends what was not acked at once. An esp32's
 # UART ISR runs from IRAM through flash steps (CONFIG_UART_ISR_IN_IRAM): nothing is lost there.
-BACKLOG = {"duration_s": 160, "world": {"battery_v": 4.0},
+BACKLOG = {"duration_s": 160, "world": {"battery_v": 4.0}, "flash_time": True,
            "link_down": [{"from_s": 5, "to_s": 80}]}
 
 
@@ -259,69 +259,3 @@ def test_esp32_wake_sources_ext1_and_pin_irq_wake_as_the_port_has_them(board, pi
     assert out["ext1_two_low"] == (["ok", [4, False]] if all_low else ["ok", [3, True]])
     assert out["ext1_one_low"] == ["ok", [3, True]]  # EXT1_WAKE
     assert out["ext1_high_now"] == ["ok", [3, True]]  # level-triggered: at once
-
-
-FLASH_STEP = r'''
-import sys
-sys.path.insert(0, %r)
-import json
-from firmware.sim import bus, hwclock, io, ports
-from firmware.sim.devices.rain import TippingBucket
-from firmware.sim.flashchip import Chip
-from firmware.sim.hardware import Hardware
-from firmware.sim.scenario import Scenario
-
-
-def board(name, bounce_in_step):
-    """A reed on pin 15 (pull-up, IRQ on falling edges) tips at 1 s; the firmware, busy, erases
-    a sector from 1 ms before the reed lets go (its release bounce falls in the erase) or from
-    7 ms after (the bounce came before it). What the first sleep, the erase and the next sleep tell."""
-    bus.reset()
-    io.forget_pins()
-    chip = Chip(%r + "/" + name + ".img", 8 * 4096, {})
-    chip.blank()
-    rules = ports.load(name, (1, 24, 0))
-    chip.port = rules.port
-    hw = Hardware(Scenario({"duration_s": 10, "rain": [{"from_s": 0, "to_s": 1, "every_s": 1.0}]}), 1, chip)
-    hw.rules = rules
-    model = TippingBucket("rain0", 15)
-    bus.pin_attach(15, model)
-    hw.scenario.rain_models = [model]
-    pin = hw.answer(["new", "Pin", [15, 0, 1], {}])
-    hw.answer(["irq", pin, 4, {"hard": True} if name == "pico" else {}])
-    tip = hw.idle(0, 2000000, "light")[1]
-    release = 1000000 + model.closure_ms() * 1000
-    start = release - 1000 if bounce_in_step else release + 7000
-    hwclock.sync(start)
-    step = hw.flash_step("erase", 0, 0, 4096)
-    level = hw.answer(["call", pin, "value", []])
-    after = hw.idle(hwclock.now_us(), 3000000, "light")[1]
-    return {"tip": tip, "release": release, "start": start, "step": step, "level": level, "after": after}
-
-
-print(json.dumps([board("pico", True), board("esp32", True), board("pico", False)]))
-'''
-
-
-def test_a_pin_edge_during_an_rp2_flash_step_has_its_irq_run_as_the_step_ends(tmp_path):
-    # rp2 turns interrupts back on after each erase and program (ports/rp2/rp2_flash.c), so a pin
-    # IRQ held through one runs at its end, once for the edges latched (machine_pin.c gpio_irq), not
-    # at the next sleep after the whole commit; esp32 schedules its handlers, which run after the
-    # littlefs call: the hardware tells its edges at the next sleep (firmware/sim/hardware.py flash_step).
-    script = tmp_path / "step.py"
-    script.write_text(FLASH_STEP % (str(ROOT), str(tmp_path)))
-    done = subprocess.run([micropython(), "-X", "heapsize=400000", str(script)], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
-    held, esp32, before = json.loads(done.stdout.strip().splitlines()[-1])
-    bounces = [held["release"] + k * 1000 for k in (1, 3, 5)]  # the reed shuts 1, 3, 5 ms after it lets go
-    for run in (held, esp32, before):
-        assert run["tip"] == [[0, 4, 1000000]] and run["step"][0] == 4096, run
-    n, edges = held["step"]
-    assert len(edges) == 1 and edges[0][:2] == [0, 4], held  # three shuts, one IRQ
-    assert held["level"] == 1, held  # its handler finds the reed open again
-    assert edges[0][2] >= held["start"] + 45000, held  # run as the 45 ms erase ends
-    assert held["after"] == []
-    assert esp32["step"] == [4096, []] and esp32["after"] == [[0, 4, t] for t in bounces], esp32
-    # With interrupts on at the bounce, its handler ran then: it goes with its own time, alone.
-    assert before["step"] == [4096, [[0, 4, bounces[0]]]] and before["after"] == [[0, 4, t] for t in bounces[1:]]

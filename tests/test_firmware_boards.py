@@ -140,9 +140,6 @@ class Pad:
         self._irq = machine._Irq(handler, trigger, hard)
         machine._irq_pins[self._h] = self
 
-    def value(self):
-        return 1  # pulled up: machine reads it before a hard handler runs
-
 
 gauge = RainGauge(Pad(6), 0, 0.2, 0)
 for i in range(50):

@@ -83,13 +83,10 @@ class Pin(rpc.Remote):
     WAKE_LOW = 16
     WAKE_HIGH = 32
     _irq = None  # what irq() set up
-    _level = None  # the pin's level while its hard IRQ handler runs (_run)
 
 
     def value(self, v=None):
         if v is None:
-            if self._level is not None:
-                return self._level
             return rpc.call("call", self._h, "value", ())
         rpc.call("call", self._h, "value", (v,))
         return None
@@ -198,15 +195,12 @@ def _run(pin, at_us=None):
         clock.advance()
         early = clock.v_us - at_us if at_us is not None and at_us < clock.v_us else 0
         clock.v_us -= early
-        # A hard IRQ must not allocate: here an allocation raises MemoryError. Reading its pin
-        # allocates nothing on a board; here it is a request, so the level is read before.
-        pin._level = pin.value()
+        # A hard IRQ must not allocate: here an allocation raises MemoryError.
         micropython.heap_lock()
         try:
             irq.handler(pin)
         finally:
             micropython.heap_unlock()
-            pin._level = None
             clock.advance()
             clock.v_us += early
     else:
