@@ -25,7 +25,7 @@ from binascii import hexlify, unhexlify
 # Exceptions a reply may name, re-raised as themselves in the firmware's process.
 ERRORS = {"OSError": OSError, "ValueError": ValueError, "TypeError": TypeError}
 _link = [None]  # the firmware process's socket to the hardware (mcu.py sets it)
-_clock = [None]  # the firmware's virtual clock (vtime.py sets it)
+_clock = [None]  # the firmware's virtual clock, once vtime.install has the hello's time
 
 
 class Remote:
@@ -111,7 +111,9 @@ def connected():
 
 
 def keep_time(clock):
-    """The clock whose time each call carries and which each reply moves up (vtime.Clock)."""
+    """The clock whose time each call carries and which each reply moves up (vtime.Clock).
+    None until then: the calls that fetch the hello and mount the flash come before the
+    firmware's clock knows the scenario's time, and must not push the hardware's."""
     _clock[0] = clock
 
 
@@ -119,9 +121,11 @@ def call(*message):
     """One request from the firmware's process; the hardware's answer, or its exception."""
     sock = _link[0]
     clock = _clock[0]
-    send(sock, list(message) + [clock.now_us()])
+    send(sock, list(message) + [0 if clock is None else clock.now_us()])
     reply = recv(sock)
-    clock.reach(reply.pop())
+    now_us = reply.pop()
+    if clock is not None:
+        clock.reach(now_us)
     if reply[0]:
         cls = ERRORS.get(reply[1])
         if cls is None:

@@ -94,7 +94,6 @@ class Clock:
 
 
 clock = Clock()
-rpc.keep_time(clock)
 
 
 def install(new):
