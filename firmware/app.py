@@ -141,6 +141,7 @@ class App:
         self.battery_mv = -1
         self.slower = 1  # the battery step's (config battery.steps): intervals and retries this many times longer
         self.last_ack = now
+        self.acked = None  # during a round's ack wait: the frames acked, their files not yet removed
         self.bad_acks = 0
         self.store_errors = 0
         self.sent = 0
@@ -415,6 +416,11 @@ class App:
             wanted.append(seq)
             self.sent += 1
             log.event("sent", "seq", seq)
+        # The files of frames acked meanwhile are removed only once the wait is over: an rp2
+        # erases flash with interrupts off (ports/rp2/rp2_flash.c), and the acks that arrive during
+        # an erase are lost past the UART's 32-byte FIFO, each costing an ack timeout. A reset
+        # before the removal leaves the file: the frame is sent again and acked as a duplicate.
+        acked = self.acked = []
         deadline = time.ticks_add(time.ticks_ms(), self.t["ack_timeout_ms"])
         while time.ticks_diff(deadline, time.ticks_ms()) > 0:
             for data in self.link.poll():
@@ -430,6 +436,9 @@ class App:
             # board's unread acks would wait at the broker for its next join.
             for data in self.link.poll():
                 self.on_ack(data)
+        self.acked = None
+        for seq in acked:
+            self.ring.remove_file(seq)
         if _any_in(wanted, self.ring):
             if len(self.ring) < held:
                 # Some acks came, the rest were lost on the line (an rp2 flash step runs with
@@ -475,7 +484,15 @@ class App:
         if gateway_time is not None:
             self._set_time(gateway_time - time.time())
         seq = self.ring.from_wire(seq)  # the ring numbers past 2^24 without the epoch (ring.py)
-        if seq >= 0 and self.ring.ack(seq):
+        if seq < 0:
+            return
+        if self.acked is None:
+            acked = self.ring.ack(seq)
+        else:
+            acked = self.ring.forget(seq)
+            if acked:
+                self.acked.append(seq)
+        if acked:
             log.event("ack", "seq", seq, "ring", len(self.ring))
 
     def sleep(self):

@@ -326,11 +326,19 @@ class Ring:
         return self.oldest(self._count, False)
 
     def ack(self, seq):
-        """The gateway has this frame: forget it. False when it was not held."""
+        """The gateway has this frame: forget it and remove its file. False when it was not held."""
         if not self._remove(seq):
             return False
         self.flash.remove(_name(seq))
         return True
+
+    def forget(self, seq):
+        """ack() without the flash write: the caller removes the file later (remove_file).
+        Until then a reset finds the file and the frame is sent again."""
+        return self._remove(seq)
+
+    def remove_file(self, seq):
+        self.flash.remove(_name(seq))
 
     def get(self, seq):
         """The frame's bytes, or None when absent or failing its check."""
