@@ -147,29 +147,28 @@ def test_rtc_after_power_on_is_the_ports(board, start, tmp_path, uart_peer):
 
 
 # A 75 s outage leaves a backlog; when the link is back the gateway acks a burst back to back. On rp2
-# a flash step runs with interrupts off (ports/rp2/rp2_flash.c), so the acks arriving while the board
-# removes an acked frame overrun the PL011's 32-byte RX FIFO; the link decoder drops the damaged
-# packet and resyncs (protocol/link.py), and the board resends what was not acked at once. An esp32's
-# UART ISR runs from IRAM through flash steps (CONFIG_UART_ISR_IN_IRAM): nothing is lost there.
+# a flash step runs with interrupts off (ports/rp2/rp2_flash.c), and the acks arriving meanwhile
+# overrun the PL011's 32-byte RX FIFO (tests/mp_drivers/check_uart.py), each lost ack costing an ack
+# timeout. The firmware removes acked frames' files only after a round's ack wait (firmware/app.py),
+# so no step falls in it: the backlog drains with no byte lost, on rp2 as on an esp32 (whose UART
+# ISR runs from IRAM through flash steps, CONFIG_UART_ISR_IN_IRAM).
 BACKLOG = {"duration_s": 160, "world": {"battery_v": 4.0}, "flash_time": True,
            "link_down": [{"from_s": 5, "to_s": 80}]}
 
 
-@pytest.mark.parametrize("board, overruns", (("pico", True), ("esp32", False)))
-def test_acks_lost_to_an_rp2_flash_step_are_resent_and_the_backlog_drains(board, overruns, tmp_path, uart_peer):
+@pytest.mark.parametrize("board", ("pico", "esp32"))
+def test_a_backlog_drains_through_flash_steps_without_losing_an_ack(board, tmp_path, uart_peer):
     site = site_config(board, report_s=10)
     site["sensors"][0]["interval_s"] = 5  # a frame every 5 s: 15 of them wait out the outage
     code, events, output = run_sim(tmp_path, site, BACKLOG, speed=20, uart=uart_peer.spec)
     assert code == 0, output[-3000:]
-    lost = [e for e in events if e.get("ev") == "uart_overrun"]
-    assert bool(lost) == overruns, lost
-    assert all(e["off_us"] >= 45000 for e in lost), lost  # W25Q16JV sector erase, 45 ms typical
+    assert not [e for e in events if e.get("ev") == "uart_overrun"], output[-3000:]
     made = {e["seq"]: e["ms"] for e in events if e.get("ev") == "frame"}
     got = set(uart_peer.store.frames)
     assert got <= set(made) and not uart_peer.store.reused
     assert {seq for seq, ms in made.items() if ms < 145000} <= got, sorted(set(made) - got)  # drained
     assert not [e for e in events if e.get("ev") == "retry" and e["why"] == "no_ack"
-                and e["ms"] > 80000], output[-2000:]  # lost acks cost a resend, never a backoff
+                and e["ms"] > 80000], output[-2000:]  # no ack lost: never a backoff
 
 
 WAKE_CHECK = r'''
