@@ -25,7 +25,7 @@ from binascii import hexlify, unhexlify
 # Exceptions a reply may name, re-raised as themselves in the firmware's process.
 ERRORS = {"OSError": OSError, "ValueError": ValueError, "TypeError": TypeError}
 _link = [None]  # the firmware process's socket to the hardware (mcu.py sets it)
-_clock = [None]  # the firmware's virtual clock, once vtime.install has the hello's time
+_clock = [None]  # the firmware's virtual clock (vtime.py sets it)
 
 
 class Remote:
@@ -111,9 +111,7 @@ def connected():
 
 
 def keep_time(clock):
-    """The clock whose time each call carries and which each reply moves up (vtime.Clock).
-    None until then: the calls that fetch the hello and mount the flash come before the
-    firmware's clock knows the scenario's time, and must not push the hardware's."""
+    """The clock whose time each call carries and which each reply moves up (vtime.Clock)."""
     _clock[0] = clock
 
 
@@ -121,11 +119,9 @@ def call(*message):
     """One request from the firmware's process; the hardware's answer, or its exception."""
     sock = _link[0]
     clock = _clock[0]
-    send(sock, list(message) + [0 if clock is None else clock.now_us()])
+    send(sock, list(message) + [clock.now_us()])
     reply = recv(sock)
-    now_us = reply.pop()
-    if clock is not None:
-        clock.reach(now_us)
+    clock.reach(reply.pop())
     if reply[0]:
         cls = ERRORS.get(reply[1])
         if cls is None:

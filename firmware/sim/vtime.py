@@ -94,6 +94,7 @@ class Clock:
 
 
 clock = Clock()
+rpc.keep_time(clock)
 
 
 def install(new):
