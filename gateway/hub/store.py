@@ -263,12 +263,13 @@ def store_batch(conn, keys, messages, topic_gateway=None, now=None, engine=None)
     return outcomes, receipts
 
 
+_UNIQUE_VIOLATION = "23505"
+
+
 def insert_readings(cur, items):
     """The readings of frames [(device id, seq, received, unsynced, rows)]
     (the session's staging tables made: prepare)."""
     if items:
-        # Imported here: the CLI imports this module without the hub's extra (huaico[hub]).
-        from psycopg.errors import UniqueViolation
         _copy(cur, "stage_readings", _STAGE_READINGS_TYPES,
               ((device_id, seq, c, i, t, v, q, received, unsynced)
                for device_id, seq, received, unsynced, rows in items
@@ -276,7 +277,11 @@ def insert_readings(cur, items):
         try:
             with cur.connection.transaction():  # a savepoint
                 cur.execute(_INSERT_READINGS)
-        except UniqueViolation:
+        except Exception as error:
+            # Told by SQLSTATE, not psycopg's class: the CLI imports this module
+            # without the hub's extra (huaico[hub]).
+            if getattr(error, "sqlstate", None) != _UNIQUE_VIOLATION:
+                raise
             cur.execute(_INSERT_READINGS_ONCE)
 
 

@@ -56,6 +56,17 @@ class EngineStore:
         rows = self._rows(sql, args)
         return rows[0] if rows else None
 
+    def _row_where(self, table, column, value):
+        """The row of `table` whose `column` is `value`, as a dict, or None."""
+        rows = self._dicts("SELECT * FROM %s WHERE %s = ?" % (table, column), [value])
+        return rows[0] if rows else None
+
+    def _change(self, table, row_id, fields):
+        """Set `fields` {column: value} on the row of `table` with id `row_id`."""
+        self._run("UPDATE %s SET %s WHERE id = ?" % (table, ", ".join("%s = ?" % name
+                                                                     for name in fields)),
+                  list(fields.values()) + [row_id])
+
     # -- devices -----------------------------------------------------------------
 
     def devices(self, active=True):
@@ -65,8 +76,7 @@ class EngineStore:
                            % (" WHERE NOT retired" if active else ""))
 
     def device(self, device_id):
-        rows = self._dicts("SELECT * FROM devices WHERE id = ?", [device_id])
-        return rows[0] if rows else None
+        return self._row_where("devices", "id", device_id)
 
     # -- readings ----------------------------------------------------------------
 
@@ -169,16 +179,13 @@ class EngineStore:
     # -- alerts and their events -------------------------------------------------
 
     def alert(self, alert_id):
-        rows = self._dicts("SELECT * FROM alerts WHERE id = ?", [alert_id])
-        return rows[0] if rows else None
+        return self._row_where("alerts", "id", alert_id)
 
     def add_alert(self, fields):
         return self._add("alerts", fields)
 
     def change_alert(self, alert_id, fields):
-        self._run("UPDATE alerts SET %s WHERE id = ?" % ", ".join("%s = ?" % name
-                                                                for name in fields),
-                  list(fields.values()) + [alert_id])
+        self._change("alerts", alert_id, fields)
 
     def escalation_due(self, before):
         """Ids of active, unacknowledged alerts last escalated (or raised) by `before`."""
@@ -226,15 +233,13 @@ class EngineStore:
         return self._dicts("SELECT * FROM rules ORDER BY name")
 
     def rule_named(self, name):
-        rows = self._dicts("SELECT * FROM rules WHERE name = ?", [name])
-        return rows[0] if rows else None
+        return self._row_where("rules", "name", name)
 
     def add_rule(self, row):
         return self._add("rules", row)
 
     def change_rule(self, rule_id, row):
-        self._run("UPDATE rules SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in row),
-                  list(row.values()) + [rule_id])
+        self._change("rules", rule_id, row)
 
     def remove_rule(self, rule_id):
         """Delete a rule and its state; its active alerts end as cancelled
