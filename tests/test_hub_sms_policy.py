@@ -28,7 +28,7 @@ from huaico.alerts.dispatch import Dispatcher
 from huaico.alerts.policy import Policy
 from huaico.cli.main import main
 from huaico.hub import schema as hub_schema
-from huaico.hub.dispatch import HubDispatcher
+from huaico.hub.dispatch import BATCH, HubDispatcher
 from huaico.hub.rules_store import PgEngineStore
 from huaico.rules import engine as rules
 from huaico.sms.modem import Modem
@@ -163,6 +163,16 @@ def test_quiet_hours_hold_an_advisory_at_night_at_both(sides):
     assert both.rows("SELECT id FROM outbox ORDER BY sent, id") == ([(2,), (3,), (1,), (4,)],) * 2
 
 
+@pytest.mark.timeout(60)
+def test_a_warning_behind_a_batch_of_held_advisories_goes_at_both(sides):
+    """The hub claims due rows BATCH at a time: held rows must not be
+    claimed again in the same pass, or those behind them would wait."""
+    both = sides(quiet="22:00-06:00")
+    night = T0 - T0 % 86400 + 23 * 3600
+    both.queue(["advisory"] * (BATCH + 1) + ["warning"], night)
+    assert both.step(night) == ({"quiet": BATCH + 1, "sent": 1},) * 2
+
+
 def test_the_default_rate_limit_holds_the_13th_sms_of_an_hour_at_both(sides, modem_emulator):
     both = sides()  # no rate_limit_per_hour: the default
     assert config_mod.DEFAULTS["alerts"]["rate_limit_per_hour"] == 12
@@ -238,7 +248,7 @@ def test_a_reply_read_again_after_a_failed_delete_is_a_repeat_at_the_hub(sides,
 _HOLDER = textwrap.dedent("""
     import sys, psycopg
     from huaico import config as config_mod
-    from huaico.hub.dispatch import HubDispatcher
+    from huaico.hub.dispatch import BATCH, HubDispatcher
     from huaico.sms.modem import Modem
     dsn, home, now = sys.argv[1:]
     config = config_mod.load(home)
