@@ -11,7 +11,8 @@ import time
 
 from huaico import config
 from huaico.alerts import lifecycle as alerts
-from huaico.alerts.dispatch import Dispatcher, backoff
+from huaico.alerts.dispatch import Dispatcher
+from huaico.alerts.policy import backoff
 from huaico.mqtt.link import MqttLink
 from huaico.rules import engine as rules
 from huaico.sms import pdu as sms_pdu

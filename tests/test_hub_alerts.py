@@ -352,7 +352,8 @@ def test_gateway_offline_for_a_day_catches_up_as_late_data(city, tmp_path, monke
 def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypatch,
                                                         modem_emulator):
     """hub-1 has the modem (an emulated SIM800 on a pty), hub-2 none: every
-    SMS of the storm leaves hub-1's modem once, while either sends MQTT."""
+    SMS of the storm leaves hub-1's modem once, while either sends MQTT;
+    an SMS reply to hub-1's modem acknowledges the alert."""
     boards, gw = _start(city, tmp_path, monkeypatch, ["ravine"], {"gw-a": (False, ["ravine"])})
     _rule(city, rules.Rule("nivel", "above", {"watch": 1.0, "warning": 2.0}, site=SITE,
                            channel="water_level", hysteresis=0.1))
@@ -372,6 +373,8 @@ def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypa
     assert _wait(lambda: _frames_at_hub(city, feeder.acked)), city.logs()
     assert _wait(lambda: city.query("SELECT count(*) FROM alerts WHERE status = 'cleared'")
                  == [(1,)]), city.logs()
+    alert_id = city.query("SELECT id FROM alerts")[0][0]
+    modem_emulator.deliver(OPERATOR, "OK %d" % alert_id)
     assert _wait(lambda: city.query("SELECT count(*) FROM outbox WHERE transport = 'sms' "
                                     "AND status = 'pending'") == [(0,)]), city.logs()
     assert city.query("SELECT level, status FROM alerts") == [("warning", "cleared")]
@@ -384,3 +387,8 @@ def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypa
         city.logs())
     sent = sorted(record["number"] for record in modem_emulator.sent)
     assert sent == sorted(row[0] for row in rows)
+    # The operator's reply reaches the modem's worker, which acknowledges
+    # the hub's alert from it, as a gateway would (within its 10 s poll).
+    assert _wait(lambda: city.query("SELECT number, action, alert_id FROM incoming") == [
+        (OPERATOR, "acked", alert_id)], timeout=30), city.logs()
+    assert city.query("SELECT acked_by FROM alerts") == [(OPERATOR + " (operators)",)]

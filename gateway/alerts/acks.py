@@ -1,5 +1,8 @@
 """Acknowledgements: an SMS reply "ACK 42" (or "OK 42", "SI 42") from a
-number in one of the recipient groups, or `huaico alerts ack 42`.
+number in one of the recipient groups, or `huaico alerts ack 42`; and
+take_incoming(), which reads a backend's replies and delivery reports for
+both dispatchers: a gateway's (its SQLite) and the hub's SMS-lock holder
+(the city's PostgreSQL, through the same EngineStore queries).
 
 An acknowledgement stops the alert's escalation. Only numbers listed in
 [[groups]] may acknowledge: anyone can text a modem's number, and a stranger
@@ -13,10 +16,13 @@ recorded under a key (message_key) and a message already recorded is
 reported as a repeat and not acted on again.
 """
 import hashlib
+import json
 import logging
 import re
 
 from huaico.alerts import lifecycle as alerts
+from huaico.rules import store as engine_store
+from huaico.sms.backend import SmsError
 
 log = logging.getLogger("huaico.acks")
 
@@ -65,10 +71,10 @@ def handle_sms(conn, config, number, text, now, sent=None, refs=()):
     unknown_alert, not_an_ack, unknown_number, or repeat for a message
     recorded before (read again after a crash), which changes nothing.
     sent is the service centre's timestamp, refs the backend's handles."""
+    store = engine_store.of(conn)
     alert_id = parse(text)
     key = message_key(number, text, sent, refs)
-    if key is not None and conn.execute("SELECT 1 FROM incoming WHERE sms_key = ?",
-                                        [key]).fetchone():
+    if key is not None and store.incoming_seen(key):
         log.info("event=sms_repeat number=%s text=%r", number, text)
         return "repeat", alert_id
     group = sender_group(config, number)
@@ -81,14 +87,53 @@ def handle_sms(conn, config, number, text, now, sent=None, refs=()):
     else:
         try:
             sender = alerts.normalize_number(number, alerts.country_code(config))
-            fresh = alerts.acknowledge(conn, alert_id, "%s (%s)" % (sender, group), now)
+            fresh = alerts.acknowledge(store, alert_id, "%s (%s)" % (sender, group), now)
         except alerts.AlertError:
             action, detail = "unknown_alert", "group %s" % group
         else:
             action = "acked" if fresh else "already_acked"
             detail = "group %s" % group
-    conn.execute("INSERT INTO incoming (time, number, text, action, alert_id, detail, sent, "
-                 "sms_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 [now, number, text, action, alert_id if group else None, detail,
-                  sent.isoformat() if sent is not None else None, key])
+    store.add_incoming({"time": now, "number": number, "text": text, "action": action,
+                        "alert_id": alert_id if group else None, "detail": detail,
+                        "sent": sent.isoformat() if sent is not None else None,
+                        "sms_key": key})
     return action, alert_id
+
+
+def take_incoming(backend, transaction, config, now, log_fields=None):
+    """Acknowledgements and delivery reports from an SMS backend; returns
+    handle_sms's (action, alert_id) for each message.
+
+    transaction() is a context manager yielding the connection or
+    EngineStore to record them in: all of them in that one transaction,
+    and only after its commit does the backend delete them. A failure
+    before the commit leaves them with the backend for the next poll; one
+    after it (the delete failing, or a crash) has them read again and
+    recognised as repeats. log_fields: columns of the store's delivery_log
+    beyond the gateway's (the hub's worker)."""
+    try:
+        messages = backend.read_incoming()
+        reports = backend.delivery_reports()
+    except SmsError as exc:
+        log.warning("event=sms_poll_failed error=%s", exc)
+        return []
+    results = []
+    with transaction() as conn:
+        store = engine_store.of(conn)
+        for message in messages:
+            results.append(handle_sms(store, config, message.number, message.text, now,
+                                      message.time, message.refs))
+        for report in reports:
+            outbox_id = store.reported_message(report.ref)
+            if outbox_id is not None:
+                store.log_delivery(dict({
+                    "outbox_id": outbox_id, "time": now, "outcome": "report_" + report.status,
+                    "detail": "TP-Status %s" % report.code, "refs": json.dumps([report.ref])},
+                    **(log_fields or {})))
+    refs = [ref for message in messages for ref in message.refs]
+    if refs:
+        try:
+            backend.delete_incoming(refs)
+        except SmsError as exc:
+            log.warning("event=sms_delete_failed refs=%s error=%s", refs, exc)
+    return results

@@ -5,7 +5,8 @@ Each pass takes the pending rows in id order and, per recipient:
 - skips rows that a policy holds back, without blocking the recipient's
   other rows: no backend configured for the transport; quiet hours hold
   advisory messages only, and the hourly rate limit advisory and watch
-  ones: a warning, an emergency or their all-clear is never held back;
+  ones: a warning, an emergency or their all-clear is never held back
+  (huaico.alerts.policy, which the hub's dispatcher applies too);
 - a test message not gone out within [alerts] test_expiry_s expires
   (status 'expired'): a test that arrives hours later would mislead;
 - sends the rest in order: a row waiting for its retry blocks the
@@ -40,7 +41,6 @@ Time comes from `clock` (and every pass takes `now`), so tests drive quiet
 hours, rate limits, backoff and escalation with an injected clock.
 """
 import collections
-import datetime
 import json
 import logging
 import random
@@ -49,45 +49,11 @@ import threading
 import time
 
 from huaico.alerts import acks, lifecycle as alerts, templates
+from huaico.alerts.policy import Policy
 from huaico.sms.backend import SmsError
 from huaico.store import db
 
 log = logging.getLogger("huaico.dispatch")
-
-# Levels that quiet hours hold, and that the per-recipient rate limit holds.
-QUIET_HELD = ("advisory",)
-RATE_HELD = ("advisory", "watch")
-
-
-def parse_quiet_hours(text):
-    """(start_minute, end_minute) of the day from "22:00-06:00", or None."""
-    if not text or text.strip().lower() in ("", "off", "none", "-"):
-        return None
-    try:
-        start, end = text.split("-")
-        minutes = []
-        for part in (start, end):
-            hours, mins = part.strip().split(":")
-            minutes.append(int(hours) * 60 + int(mins))
-    except ValueError:
-        raise ValueError("quiet hours %r: use HH:MM-HH:MM, e.g. 22:00-06:00" % text) from None
-    return tuple(minutes)
-
-
-def in_quiet_hours(span, local):
-    if span is None:
-        return False
-    start, end = span
-    minute = local.hour * 60 + local.minute
-    return start <= minute < end if start <= end else minute >= start or minute < end
-
-
-def backoff(attempts, base, cap, rng):
-    """Seconds before attempt number attempts+1: base * 2^(attempts-1), at most
-    cap, scaled by a random factor in [0.5, 1) ("equal jitter")."""
-    delay = min(cap, base * 2 ** max(0, attempts - 1))
-    return delay * (0.5 + 0.5 * rng.random())
-
 
 def sms_backend_from_config(config):
     """The SMS backend [sms] names, or None for backend = "none"."""
@@ -127,16 +93,9 @@ class Dispatcher:
         self.incoming_every_s = incoming_every_s
         self.mqtt_timeout_s = mqtt_timeout_s
         self.counters = counters
-        section = (config or {}).get("alerts") or {}
-        self.retry_base_s = float(section.get("retry_base_s", 5))
-        self.retry_max_s = float(section.get("retry_max_s", 600))
-        self.rate_limit = int(section.get("rate_limit_per_hour", 12))
-        self.test_expiry_s = float(section.get("test_expiry_s", 600))
+        self.policy = Policy(config)
         self.status_reports = bool(((config or {}).get("sms") or {}).get("status_reports", True))
-        self.zone = alerts.zone(config)
-        self.groups = alerts.groups(config)
-        self._quiet = {name: parse_quiet_hours(group["quiet_hours"])
-                       for name, group in self.groups.items()}
+        self.groups = self.policy.groups
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -335,8 +294,7 @@ class Dispatcher:
                 continue
             if key in blocked:
                 continue
-            if row["level"] == "test" and now - row["created"] > self.test_expiry_s \
-                    and not row["inflight"]:
+            if self.policy.expired(row, now):
                 outcome = self._record(self._expired, row, now)
                 done[outcome] = done.get(outcome, 0) + 1
                 continue
@@ -407,18 +365,7 @@ class Dispatcher:
             return "no_sms_backend"
         if self.sms_down_since is not None and self._sms_absent():
             return "sms_absent"
-        level = row["level"]
-        if level in QUIET_HELD:
-            local = datetime.datetime.fromtimestamp(now, self.zone)
-            if in_quiet_hours(self._quiet.get(row["grp"]), local):
-                return "quiet"
-        if level in RATE_HELD and self.rate_limit > 0:
-            sent = conn.execute(
-                "SELECT count(*) FROM outbox WHERE transport = 'sms' AND recipient = ? "
-                "AND status = 'sent' AND sent > ?", [row["recipient"], now - 3600]).fetchone()[0]
-            if sent >= self.rate_limit:
-                return "rate"
-        return ""
+        return self.policy.hold(conn, row, now)
 
     def _attempt(self, row, now):
         if row["transport"] == "sms" and row["inflight"] and row["copies"] >= 2:
@@ -451,7 +398,7 @@ class Dispatcher:
         try:
             return function(row, now, *args)
         except sqlite3.Error as exc:
-            delay = backoff(1, self.retry_base_s, self.retry_max_s, self.rng)
+            delay = self.policy.delay(1, self.rng)
             self._unrecorded[row["id"]] = (function, row, args, 1, now + delay)
             if self.counters is not None:
                 self.counters.add("outcome_not_stored")
@@ -466,7 +413,7 @@ class Dispatcher:
         try:
             outcome = function(row, now, *args)
         except sqlite3.Error as exc:
-            delay = backoff(tries + 1, self.retry_base_s, self.retry_max_s, self.rng)
+            delay = self.policy.delay(tries + 1, self.rng)
             self._unrecorded[outbox_id] = (function, row, args, tries + 1, now + delay)
             log.error("event=outcome_not_stored outbox=%d tries=%d retry_in_s=%.1f error=%s",
                       outbox_id, tries + 1, delay, exc)
@@ -564,7 +511,7 @@ class Dispatcher:
         return parts + refs
 
     def _expired(self, row, now):
-        detail = "test message not sent within %.0f s" % self.test_expiry_s
+        detail = "test message not sent within %.0f s" % self.policy.test_expiry_s
         with db.transaction(self.database) as conn:
             conn.execute("UPDATE outbox SET status = 'expired', hold = '', last_error = ? "
                          "WHERE id = ? AND status = 'pending'", [detail, row["id"]])
@@ -574,7 +521,7 @@ class Dispatcher:
 
     def _retry(self, row, now, detail):
         attempts = row["attempts"] + 1
-        delay = backoff(attempts, self.retry_base_s, self.retry_max_s, self.rng)
+        delay = self.policy.delay(attempts, self.rng)
         with db.transaction(self.database) as conn:
             conn.execute("UPDATE outbox SET attempts = ?, next_attempt = ?, hold = 'retry', "
                          "last_error = ?, inflight = 0, parts = ? WHERE id = ?",
@@ -613,47 +560,10 @@ class Dispatcher:
     # -- incoming ---------------------------------------------------------------
 
     def poll_incoming(self, now):
-        """Acknowledgements and delivery reports from the SMS backend.
-
-        Messages are stored and acted on in one transaction, and only after
-        its commit does the backend delete them: a failure before the commit
-        leaves them with the backend for the next poll; one after it (the
-        delete failing, or a crash) has them read again and recognised as
-        repeats by huaico.alerts.acks."""
-        try:
-            messages = self.sms.read_incoming()
-            reports = self.sms.delivery_reports()
-        except SmsError as exc:
-            log.warning("event=sms_poll_failed error=%s", exc)
-            return []
-        results = []
-        with db.transaction(self.database) as conn:
-            for message in messages:
-                results.append(acks.handle_sms(conn, self.config, message.number, message.text,
-                                               now, message.time, message.refs))
-            for report in reports:
-                self._report(conn, report, now)
-        refs = [ref for message in messages for ref in message.refs]
-        if refs:
-            try:
-                self.sms.delete_incoming(refs)
-            except SmsError as exc:
-                log.warning("event=sms_delete_failed refs=%s error=%s", refs, exc)
-        return results
-
-    @staticmethod
-    def _report(conn, report, now):
-        # TP-MR wraps at 256: the newest sent row to that number holding the
-        # reference is the one reported on.
-        row = conn.execute(
-            "SELECT id FROM outbox WHERE transport = 'sms' AND status = 'sent' AND refs LIKE ? "
-            "ORDER BY sent DESC LIMIT 1", ['%%"%s"%%' % report.ref]).fetchone()
-        if row is None:
-            return
-        conn.execute("INSERT INTO delivery_log (outbox_id, time, outcome, detail, refs) "
-                     "VALUES (?, ?, ?, ?, ?)",
-                     [row[0], now, "report_" + report.status,
-                      "TP-Status %s" % report.code, json.dumps([report.ref])])
+        """Acknowledgements and delivery reports from the SMS backend
+        (huaico.alerts.acks.take_incoming: stored, committed, then deleted)."""
+        return acks.take_incoming(self.sms, lambda: db.transaction(self.database),
+                                  self.config, now)
 
 
 class _NotDelivered(Exception):

@@ -80,3 +80,17 @@ def m003_alerting(cur, timescale, now):
             device_id text NOT NULL, seq bigint NOT NULL, received double precision NOT NULL,
             unsynced boolean NOT NULL, rows text NOT NULL, held double precision NOT NULL,
             PRIMARY KEY (device_id, seq))""")
+
+
+def m005_incoming(cur, timescale, now):
+    """The SMS received by the worker that holds the SMS lock (the modem is
+    on its machine), as a gateway's `incoming` (gateway/alerts/schema.py
+    m104, m105): what each reply did, and sms_key, so that a message read
+    again after a crash (the backend deletes it only after the commit) is
+    a repeat, not a second acknowledgement. NULL keys never collide."""
+    cur.execute("""
+        CREATE TABLE incoming (
+            id bigserial PRIMARY KEY, time double precision NOT NULL, number text NOT NULL,
+            text text NOT NULL, action text NOT NULL, alert_id bigint, detail text, sent text,
+            sms_key text UNIQUE)""")
+    cur.execute("CREATE INDEX incoming_alert ON incoming (alert_id, id)")

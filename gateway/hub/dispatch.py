@@ -9,7 +9,8 @@ kill -9: the server drops its session and the lock with it). The holder
 also claims the rows it sends with `SELECT ... FOR UPDATE SKIP LOCKED`, so
 that even two dispatchers (a session the server has not yet noticed is
 dead) never take the same row. One sender keeps each topic's and each
-number's messages in order.
+number's messages in order. A pass takes the due rows in id order, BATCH
+at a time, each row once.
 
 MQTT rows are published QoS 1 on the central broker while their rows are
 locked, and marked sent in the same transaction once the broker acked
@@ -18,14 +19,27 @@ them pending, and the next one publishes them again (at least once, as
 the gateway's MQTT path; the copy carries the same CAP identifier, and
 sent_by and delivery_log say which worker sent what).
 
-SMS rows (only when the hub has an SMS backend) follow the gateway's rule
-for what a modem accepted (gateway/alerts/dispatch.py): the copy is marked in
-flight and committed before the modem gets it; a row found in flight
-after a crash is sent once more with the language's repeat mark, and a
-second copy found in flight is not sent a third time. Rows wait while no
-worker has a backend for their transport. The SMS
-policies of a gateway (quiet hours, hourly rate limit) are not applied
-here yet.
+SMS rows (only when the hub has an SMS backend) follow a gateway's
+policies and its rule for what a modem accepted (gateway/alerts/dispatch.py),
+from the same [alerts] and [[groups]] keys with the same defaults:
+- quiet hours, the hourly per-recipient rate limit and test expiry are
+  huaico.alerts.policy's, the module a gateway's dispatcher uses; each is
+  decided just before the row's send, so the rate limit counts the SMS
+  this pass sent before it. A held row stays pending with "quiet" or
+  "rate" in its hold column and counts under that name in step()'s
+  outcomes, as at a gateway; the next pass looks at it again;
+- the copy is marked in flight and committed before the modem gets it; a
+  row found in flight after a crash is sent once more with the language's
+  repeat mark, and a second copy found in flight is not sent a third time.
+Rows wait while no worker has a backend for their transport.
+
+The SMS-lock holder also reads the modem's replies and delivery reports
+every incoming_every_s (huaico.alerts.acks.take_incoming, as a gateway):
+an "OK 42" from a group's number acknowledges hub alert 42, recorded in
+the hub's `incoming` table under the engine's lock (gateway/hub/rules.py)
+so that it never lands inside an evaluation; the backend deletes the
+messages only after that commit, and one read again after a kill -9 is
+recognised as a repeat.
 
 The dispatcher wakes on NOTIFY huaico_outbox, sent by the commit that
 queued messages (gateway/hub/rules.py), and every poll_s otherwise.
@@ -36,9 +50,11 @@ import random
 import threading
 import time
 
-from huaico.alerts import templates
-from huaico.alerts.dispatch import backoff
+from huaico.alerts import acks, templates
+from huaico.alerts.policy import Policy
+from huaico.hub.operator import HubRules
 from huaico.hub.rules import CHANNEL
+from huaico.hub.rules_store import PgEngineStore
 from huaico.sms.backend import SmsError
 
 log = logging.getLogger("huaico.hub")
@@ -46,35 +62,36 @@ log = logging.getLogger("huaico.hub")
 _LOCK = "SELECT pg_try_advisory_lock(hashtext('huaico-hub-dispatch-' || %s))"
 _CLAIM = """
     SELECT id, alert_id, transport, recipient, grp, level, language, body, attempts, copies,
-           inflight, concat_ref
+           inflight, concat_ref, hold, created
     FROM outbox WHERE status = 'pending' AND next_attempt <= %s AND transport = ANY(%s)
-    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"""
+    AND id > %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"""
 _FIELDS = ("id", "alert_id", "transport", "recipient", "grp", "level", "language", "body",
-           "attempts", "copies", "inflight", "concat_ref")
+           "attempts", "copies", "inflight", "concat_ref", "hold", "created")
 BATCH = 200
 
 
 class HubDispatcher:
     """Sends the hub's outbox when it holds the dispatch lock; start(), stop()."""
 
-    def __init__(self, connect, worker_id, mqtt=None, sms=None, *, poll_s=1.0,
-                 mqtt_timeout_s=5.0, retry_base_s=5.0, retry_max_s=600.0, clock=time.time,
-                 status_reports=True):
+    def __init__(self, connect, worker_id, mqtt=None, sms=None, *, config=None, poll_s=1.0,
+                 incoming_every_s=10.0, mqtt_timeout_s=5.0, clock=time.time):
         self.connect = connect
         self.worker_id = worker_id
         self.mqtt = mqtt
         self.sms = sms
+        self.config = config
+        self.policy = Policy(config)
+        self.status_reports = bool(((config or {}).get("sms") or {}).get("status_reports", True))
         self.poll_s = poll_s
+        self.incoming_every_s = incoming_every_s
         self.mqtt_timeout_s = mqtt_timeout_s
-        self.retry_base_s = retry_base_s
-        self.retry_max_s = retry_max_s
         self.clock = clock
-        self.status_reports = status_reports
         self.rng = random.Random()
         self.transports = [name for name, backend in (("mqtt", mqtt), ("sms", sms))
                            if backend is not None]
         self.holding = []  # the transports whose lock this dispatcher holds
         self.counts = {}
+        self._last_incoming = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -101,18 +118,16 @@ class HubDispatcher:
                     conn = self.connect()
                     conn.autocommit = True
                     self.holding = []
-                for transport in self.transports:
-                    if transport not in self.holding and \
-                            conn.execute(_LOCK, [transport]).fetchone()[0]:
-                        if not self.holding:
-                            conn.execute("LISTEN %s" % CHANNEL)
-                        self.holding.append(transport)
-                        log.info("event=hub_dispatcher_active worker=%s transport=%s",
-                                 self.worker_id, transport)
+                self.take_locks(conn)
                 self._wake.clear()
                 if self.holding:
-                    while self.step(conn, self.clock()) and not self._stop.is_set():
-                        pass
+                    now = self.clock()
+                    self.step(conn, now)
+                    if "sms" in self.holding and (self._last_incoming is None or
+                                                  now - self._last_incoming >=
+                                                  self.incoming_every_s):
+                        self._last_incoming = now
+                        self.poll_incoming(conn, now)
                 if not self._wake.is_set() and not self._stop.is_set():
                     # psycopg keeps a notification that came during a query
                     # for this wait (with no notify handler set).
@@ -127,22 +142,49 @@ class HubDispatcher:
         if conn is not None:
             conn.close()
 
+    def take_locks(self, conn):
+        """Try the dispatch lock of each transport this worker has a backend
+        for (conn: autocommit, the session that keeps them)."""
+        for transport in self.transports:
+            if transport not in self.holding and conn.execute(_LOCK, [transport]).fetchone()[0]:
+                if not self.holding:
+                    conn.execute("LISTEN %s" % CHANNEL)
+                self.holding.append(transport)
+                log.info("event=hub_dispatcher_active worker=%s transport=%s",
+                         self.worker_id, transport)
+
     def step(self, conn, now):
-        """Send what is due; the number of rows taken (BATCH: call again)."""
-        with conn.transaction():
-            rows = [dict(zip(_FIELDS, row))
-                    for row in conn.execute(_CLAIM, [now, self.holding, BATCH]).fetchall()]
-            mqtt = [row for row in rows if row["transport"] == "mqtt"]
-            if mqtt:
-                self._send_mqtt(conn, mqtt, now)
-        for row in rows:
-            if row["transport"] == "sms":
-                self._send_sms(conn, row, now)
-        return len(rows) if len(rows) == BATCH else 0
+        """One pass over the due rows of the transports held; {outcome:
+        count}, as a gateway's Dispatcher.step (held rows under "quiet" and
+        "rate")."""
+        done = {}
+        after = 0
+        while not self._stop.is_set():
+            with conn.transaction():
+                rows = [dict(zip(_FIELDS, row)) for row in conn.execute(
+                    _CLAIM, [now, self.holding, after, BATCH]).fetchall()]
+                mqtt = [row for row in rows if row["transport"] == "mqtt"]
+                if mqtt:
+                    self._send_mqtt(conn, mqtt, now, done)
+            for row in rows:
+                if row["transport"] == "sms":
+                    _count(done, self._send_sms(conn, row, now))
+            if len(rows) < BATCH:
+                break
+            after = rows[-1]["id"]
+        for outcome, count in done.items():
+            self.counts[outcome] = self.counts.get(outcome, 0) + count
+        return done
+
+    def poll_incoming(self, conn, now):
+        """The modem's replies and delivery reports, recorded under the
+        engine's lock; handle_sms's (action, alert id) of each reply."""
+        return acks.take_incoming(self.sms, lambda: HubRules(conn).write(), self.config, now,
+                                  {"worker": self.worker_id})
 
     # -- MQTT ----------------------------------------------------------------------
 
-    def _send_mqtt(self, conn, rows, now):
+    def _send_mqtt(self, conn, rows, now, done):
         blocked = set()
         published = []
         for row in rows:
@@ -150,15 +192,30 @@ class HubDispatcher:
                                                      row["body"].encode("utf-8"), qos=1)))
         for row, delivery in published:
             if row["recipient"] not in blocked and delivery.wait(self.mqtt_timeout_s):
-                self._sent(conn, row, now, [])
+                _count(done, self._sent(conn, row, now, []))
                 continue
             # Not acked: this one and the rest of its topic wait, in order.
             blocked.add(row["recipient"])
-            self._retry(conn, row, now, "broker did not ack (link down or slow)")
+            _count(done, self._retry(conn, row, now, "broker did not ack (link down or slow)"))
 
     # -- SMS -----------------------------------------------------------------------
 
     def _send_sms(self, conn, row, now):
+        """Send one claimed SMS row unless a policy holds it; its outcome."""
+        if self.policy.expired(row, now):
+            detail = "test message not sent within %.0f s" % self.policy.test_expiry_s
+            with conn.transaction():
+                conn.execute("UPDATE outbox SET status = 'expired', hold = '', last_error = %s "
+                             "WHERE id = %s AND status = 'pending'", [detail, row["id"]])
+                self._log(conn, row, now, "expired", detail, None)
+            log.warning("event=message_expired outbox=%d to=%s", row["id"], row["recipient"])
+            return "expired"
+        hold = self.policy.hold(PgEngineStore(conn), row, now)
+        if hold:
+            if row["hold"] != hold:  # shown to operators (`alerts show`, the outbox)
+                conn.execute("UPDATE outbox SET hold = %s WHERE id = %s AND status = 'pending'",
+                             [hold, row["id"]])
+            return hold
         copies = row["copies"] or 1
         if row["inflight"]:
             if copies >= 2:
@@ -169,7 +226,7 @@ class HubDispatcher:
                                  [now, "second copy in flight at a crash: unconfirmed",
                                   self.worker_id, row["id"]])
                     self._log(conn, row, now, "unconfirmed", None, None)
-                return
+                return "unconfirmed"
             copies += 1
             log.warning("event=message_repeat outbox=%d to=%s", row["id"], row["recipient"])
         reference = (row["id"] * 2 + copies - 1) % 256
@@ -178,7 +235,7 @@ class HubDispatcher:
                 "UPDATE outbox SET copies = %s, inflight = 1, concat_ref = %s WHERE id = %s "
                 "AND status = 'pending'", [copies, reference, row["id"]]).rowcount
         if not taken:
-            return  # superseded since it was claimed
+            return "superseded"  # since it was claimed
         text = row["body"] if copies < 2 else templates.repeat(row["language"] or "en",
                                                                row["body"])
         try:
@@ -187,14 +244,13 @@ class HubDispatcher:
         except SmsError as exc:
             with conn.transaction():
                 if exc.retryable:
-                    self._retry(conn, row, now, str(exc))
-                else:
-                    conn.execute("UPDATE outbox SET status = 'failed', inflight = 0, "
-                                 "last_error = %s WHERE id = %s", [str(exc), row["id"]])
-                    self._log(conn, row, now, "failed", str(exc), None)
-            return
+                    return self._retry(conn, row, now, str(exc))
+                conn.execute("UPDATE outbox SET status = 'failed', inflight = 0, "
+                             "last_error = %s WHERE id = %s", [str(exc), row["id"]])
+                self._log(conn, row, now, "failed", str(exc), None)
+            return "failed"
         with conn.transaction():
-            self._sent(conn, row, now, refs)
+            return self._sent(conn, row, now, refs)
 
     # -- outcomes --------------------------------------------------------------------
 
@@ -204,22 +260,27 @@ class HubDispatcher:
                      "sent_by = %s WHERE id = %s AND status = 'pending'",
                      [now, json.dumps(refs), self.worker_id, row["id"]])
         self._log(conn, row, now, "sent", None, refs)
-        self.counts["sent"] = self.counts.get("sent", 0) + 1
         log.info("event=message_sent outbox=%d transport=%s to=%s alert=%s worker=%s",
                  row["id"], row["transport"], row["recipient"], row["alert_id"], self.worker_id)
+        return "sent"
 
     def _retry(self, conn, row, now, detail):
         attempts = row["attempts"] + 1
-        delay = backoff(attempts, self.retry_base_s, self.retry_max_s, self.rng)
+        delay = self.policy.delay(attempts, self.rng)
         conn.execute("UPDATE outbox SET attempts = %s, next_attempt = %s, hold = 'retry', "
                      "last_error = %s, inflight = 0 WHERE id = %s",
                      [attempts, now + delay, detail, row["id"]])
         self._log(conn, row, now, "retry", detail, None)
         log.warning("event=message_retry outbox=%d to=%s attempt=%d in_s=%.1f error=%s",
                     row["id"], row["recipient"], attempts, delay, detail)
+        return "retry"
 
     def _log(self, conn, row, now, outcome, detail, refs):
         conn.execute("INSERT INTO delivery_log (outbox_id, time, outcome, detail, refs, worker) "
                      "VALUES (%s, %s, %s, %s, %s, %s)",
                      [row["id"], now, outcome, detail, json.dumps(refs) if refs else None,
                       self.worker_id])
+
+
+def _count(done, outcome):
+    done[outcome] = done.get(outcome, 0) + 1

@@ -45,8 +45,3 @@ class PgEngineStore(EngineStore):
 
     def _run(self, sql, args=()):
         return self._execute(sql, args).rowcount
-
-    def replies(self, alert_id):
-        # The hub reads no SMS (no inbox, no `incoming` table): its alerts
-        # are acknowledged with `huaico alerts ack --hub`.
-        return []

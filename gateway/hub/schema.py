@@ -102,7 +102,8 @@ def _m004_names_in_byte_order(cur, timescale, now):
 
 MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time),
               ("m003_alerting", hub_alert_schema.m003_alerting),
-              ("m004_names_in_byte_order", _m004_names_in_byte_order)]
+              ("m004_names_in_byte_order", _m004_names_in_byte_order),
+              ("m005_incoming", hub_alert_schema.m005_incoming)]
 PARTITIONED = ("readings", "frames")
 
 

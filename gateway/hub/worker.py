@@ -194,7 +194,8 @@ class Worker:
             self._alerts_link = MqttLink(host, port, client_id + "-alerts", clean=True,
                                          username=username, password=password,
                                          max_inflight=100)
-            self.dispatcher = HubDispatcher(self.connect, client_id, self._alerts_link, sms)
+            self.dispatcher = HubDispatcher(self.connect, client_id, self._alerts_link, sms,
+                                            config=config)
         self._last_tick = 0.0
 
     # paho's thread: enqueue only (subscribing is one packet).

@@ -225,6 +225,33 @@ class EngineStore:
         """A new outbox row; its id."""
         return self._add("outbox", fields)
 
+    # -- the dispatchers' (gateway/alerts/policy.py, acks.py) -------------------
+
+    def sms_sent_since(self, recipient, since):
+        """How many SMS went to a number after `since` (the rate limit)."""
+        return self._one("SELECT count(*) FROM outbox WHERE transport = 'sms' AND "
+                         "recipient = ? AND status = 'sent' AND sent > ?",
+                         [recipient, since])[0]
+
+    def incoming_seen(self, sms_key):
+        """Whether a received SMS with this key is recorded already."""
+        return self._one("SELECT 1 FROM incoming WHERE sms_key = ?", [sms_key]) is not None
+
+    def add_incoming(self, fields):
+        """Record a received SMS {column: value}; its id."""
+        return self._add("incoming", fields)
+
+    def reported_message(self, ref):
+        """The outbox id of the sent SMS a delivery report's reference names:
+        TP-MR wraps at 256, so the newest sent row holding it."""
+        row = self._one("SELECT id FROM outbox WHERE transport = 'sms' AND status = 'sent' "
+                        "AND refs LIKE ? ORDER BY sent DESC LIMIT 1", ['%%"%s"%%' % ref])
+        return row[0] if row else None
+
+    def log_delivery(self, fields):
+        """A delivery_log line {column: value}."""
+        return self._add("delivery_log", fields)
+
     # -- the operator's commands (gateway/cli/alerts.py) -------------------------
 
     def all_rules(self):

@@ -1,0 +1,303 @@
+"""A gateway's SMS policies and SMS replies at the hub: each scenario runs
+through a gateway's Dispatcher (its SQLite) and through the hub's
+HubDispatcher (a real PostgreSQL), from the same huaico.toml, with the pty
+modem emulator, and the two are compared: quiet hours hold an advisory at
+night at both, the default rate limit holds the 13th SMS of an hour at both,
+a reply "OK 1" acknowledges alert 1 at both and `alerts show` prints the
+same at both. Then the hub's crash cases: a reply read again after its
+delete failed is a repeat, and after kill -9 of the SMS-lock holder in the
+middle of a send the next holder sends that SMS once more, marked, and
+nothing after that.
+
+One PostgreSQL server for the module, a database of its own per test."""
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from huaico import config as config_mod
+from huaico.alerts import lifecycle as alerts, templates
+from huaico.alerts.dispatch import Dispatcher
+from huaico.alerts.policy import Policy
+from huaico.cli.main import main
+from huaico.hub import schema as hub_schema
+from huaico.hub.dispatch import BATCH, HubDispatcher
+from huaico.hub.rules_store import PgEngineStore
+from huaico.rules import engine as rules
+from huaico.sms.modem import Modem
+from huaico.sms.modem_emulator import decode_submit
+from huaico.store import db
+from tests.fixtures import postgres as pg
+from tests.fixtures.alerting import AlertDb, rule as make_rule
+from tests.test_hub_rules_cli import HubSide
+
+LEADER = "+51987654321"
+T0 = int(time.time()) - 3 * 3600  # inside the partitions migrate() makes around now
+CONFIG = """
+[alerts]
+timezone = "UTC"
+coalesce_s = 0
+%s
+[sms]
+backend = "modem"
+port = "%s"
+
+[[groups]]
+name = "leaders"
+language = "es"
+numbers = ["%s"]
+min_level = "advisory"
+quiet_hours = "%s"
+"""
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server():
+    started = pg.started()
+    try:
+        yield started
+    finally:
+        pg.discard(started)
+
+
+@pytest.fixture
+def city(server):
+    """The DSN of a new, migrated hub database."""
+    name = "hub%d" % next(_names)
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE %s" % name)
+    dsn = server.dsn.replace("dbname=postgres", "dbname=" + name)
+    with psycopg.connect(dsn) as conn:
+        hub_schema.migrate(conn, now=T0)
+    return dsn
+
+
+class Sides:
+    """A gateway's home and the hub's (both with the same huaico.toml), and
+    each side's dispatcher on the one modem."""
+
+    def __init__(self, tmp_path, dsn, modem, emulator, alerts_keys="", quiet=""):
+        self.homes = []
+        for name in ("gateway", "operator"):
+            home = tmp_path / name
+            home.mkdir()
+            (home / "huaico.toml").write_text(CONFIG % (alerts_keys, emulator.path, LEADER,
+                                                        quiet))
+            self.homes.append(home)
+        self.config = config_mod.load(self.homes[0])
+        self.dsn = dsn
+        self.modem = modem
+        self.edge = AlertDb(self.homes[0] / "huaico.db")
+        self.gateway = Dispatcher(self.edge.database, self.config, sms=modem)
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.hub = self.hub_dispatcher("hub-1")
+
+    def hub_dispatcher(self, worker_id):
+        dispatcher = HubDispatcher(lambda: psycopg.connect(self.dsn), worker_id,
+                                   sms=self.modem, config=self.config)
+        dispatcher.take_locks(self.conn)
+        assert dispatcher.holding == ["sms"]
+        return dispatcher
+
+    def queue(self, levels, now):
+        """The same SMS rows, one a level, in each side's outbox."""
+        with db.transaction(self.edge.database) as conn:
+            for level in levels:
+                alerts._insert(conn, None, None, "sms", LEADER, "leaders", level, "es",
+                               "msg %s" % level, 0, now)
+        with self.conn.transaction():
+            for level in levels:
+                alerts._insert(PgEngineStore(self.conn), None, None, "sms", LEADER, "leaders",
+                               level, "es", "msg %s" % level, 0, now)
+
+    def step(self, now):
+        """(gateway's outcomes, hub's) of one pass each."""
+        return self.gateway.step(now), self.hub.step(self.conn, now)
+
+    def rows(self, sql):
+        return (self.edge.rows(sql), [tuple(row) for row in self.conn.execute(sql).fetchall()])
+
+    def close(self):
+        self.edge.database.conn.close()
+        self.conn.close()
+
+
+@pytest.fixture
+def sides(tmp_path, city, modem_emulator):
+    modem = Modem(modem_emulator.path, command_timeout=2.0)
+    opened = []
+
+    def make(**options):
+        opened.append(Sides(tmp_path, city, modem, modem_emulator, **options))
+        return opened[-1]
+    try:
+        yield make
+    finally:
+        for made in opened:
+            made.close()
+        modem.close()
+
+
+STATES = "SELECT level, status, hold FROM outbox ORDER BY id"
+
+
+def test_quiet_hours_hold_an_advisory_at_night_at_both(sides):
+    both = sides(quiet="22:00-06:00")
+    night = T0 - T0 % 86400 + 23 * 3600  # 23:00 UTC
+    morning = night + 7 * 3600 + 60       # 06:01
+    both.queue(["advisory", "watch", "warning", "advisory"], night)
+    assert both.step(night) == ({"quiet": 2, "sent": 2},) * 2
+    held = [("advisory", "pending", "quiet"), ("watch", "sent", ""), ("warning", "sent", ""),
+            ("advisory", "pending", "quiet")]
+    assert both.rows(STATES) == (held, held)
+    assert both.step(night + 3600) == ({"quiet": 2},) * 2
+    assert both.step(morning) == ({"sent": 2},) * 2
+    assert both.rows("SELECT id FROM outbox ORDER BY sent, id") == ([(2,), (3,), (1,), (4,)],) * 2
+
+
+@pytest.mark.timeout(60)
+def test_a_warning_behind_a_batch_of_held_advisories_goes_at_both(sides):
+    """The hub claims due rows BATCH at a time: held rows must not be
+    claimed again in the same pass, or those behind them would wait."""
+    both = sides(quiet="22:00-06:00")
+    night = T0 - T0 % 86400 + 23 * 3600
+    both.queue(["advisory"] * (BATCH + 1) + ["warning"], night)
+    assert both.step(night) == ({"quiet": BATCH + 1, "sent": 1},) * 2
+
+
+def test_the_default_rate_limit_holds_the_13th_sms_of_an_hour_at_both(sides, modem_emulator):
+    both = sides()  # no rate_limit_per_hour: the default
+    assert config_mod.DEFAULTS["alerts"]["rate_limit_per_hour"] == 12
+    assert Policy(both.config).rate_limit == 12
+    both.queue(["watch"] * 13 + ["warning"], T0)
+    assert both.step(T0) == ({"sent": 13, "rate": 1},) * 2
+    states = [("watch", "sent", "")] * 12 + [("watch", "pending", "rate"),
+                                             ("warning", "sent", "")]
+    assert both.rows(STATES) == (states, states)
+    assert both.step(T0 + 3599) == ({"rate": 1},) * 2
+    assert both.step(T0 + 3601) == ({"sent": 1},) * 2
+    assert len(modem_emulator.sent) == 2 * 14
+
+
+def test_a_reply_ok_acknowledges_at_both_and_alerts_show_prints_it(sides, modem_emulator):
+    both = sides()
+    hub = HubSide(both.dsn)
+    try:
+        device = ("0a0b0c0d", "g1", "chosica")
+        rule = make_rule(kind="above", channel="water_level", levels={"warning": 1.0})
+        both.edge.add_rule(rule)
+        with hub.conn.transaction():
+            row = rule.to_row()
+            row.update(created=0.0, updated=0.0)
+            hub.conn.execute("INSERT INTO rules (%s) VALUES (%s)" % (
+                ", ".join(row), ", ".join(["%s"] * len(row))), list(row.values()))
+        both.edge.store(rules.RuleEngine(both.edge.database, both.config),
+                        both.edge.add_device(*device), [(4, 0, T0, 1500, 0)], T0)
+        hub.store(rules.RuleEngine(None, both.config), hub.add_device(*device),
+                  [(4, 0, T0, 1500, 0)], T0)
+    finally:
+        hub.conn.close()
+    assert both.rows("SELECT id, level, acked FROM alerts") == ([(1, "warning", None)],) * 2
+    modem_emulator.deliver(LEADER, "OK 1")
+    assert both.gateway.poll_incoming(T0 + 60) == [("acked", 1)]
+    assert modem_emulator.inbox == {}
+    modem_emulator.deliver(LEADER, "OK 1")
+    assert both.hub.poll_incoming(both.conn, T0 + 60) == [("acked", 1)]
+    assert modem_emulator.inbox == {}
+    assert both.rows("SELECT acked, acked_by FROM alerts") == (
+        [(T0 + 60, LEADER + " (leaders)")],) * 2
+    shown = [CliRunner().invoke(main, ["alerts", "show", "1", "--home", str(home)] + hub)
+             for home, hub in zip(both.homes, ([], ["--hub", both.dsn]))]
+    for result in shown:
+        assert result.exit_code == 0, (result.output, result.exception)
+    assert 'reply "OK 1" from %s' % LEADER in shown[1].output
+    assert shown[0].output == shown[1].output
+
+
+def test_a_reply_read_again_after_a_failed_delete_is_a_repeat_at_the_hub(sides,
+                                                                         modem_emulator):
+    both = sides()
+    both.queue(["warning"], T0)
+    with both.conn.transaction():
+        alert_id = PgEngineStore(both.conn)._add("alerts", {
+            "rule_name": "r", "kind": "above", "place": "chosica", "level": "warning",
+            "peak_level": "warning", "status": "active", "raised": T0})
+    modem_emulator.deliver(LEADER, "OK %d" % alert_id)
+    modem_emulator.fail_deletes(1)
+    assert both.hub.poll_incoming(both.conn, T0 + 60) == [("acked", alert_id)]
+    assert sorted(modem_emulator.inbox) == [1]  # the delete failed after the commit
+    # The next holder, as after a kill -9 between the commit and the delete.
+    both.conn.close()
+    both.conn = psycopg.connect(both.dsn, autocommit=True)
+    again = both.hub_dispatcher("hub-2")
+    assert again.poll_incoming(both.conn, T0 + 120) == [("repeat", alert_id)]
+    assert modem_emulator.inbox == {}
+    assert both.conn.execute("SELECT number, text, action, alert_id FROM incoming").fetchall() \
+        == [(LEADER, "OK %d" % alert_id, "acked", alert_id)]
+    assert both.conn.execute("SELECT acked FROM alerts").fetchall() == [(T0 + 60,)]
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, psycopg
+    from huaico import config as config_mod
+    from huaico.hub.dispatch import BATCH, HubDispatcher
+    from huaico.sms.modem import Modem
+    dsn, home, now = sys.argv[1:]
+    config = config_mod.load(home)
+    dispatcher = HubDispatcher(lambda: psycopg.connect(dsn), "hub-killed",
+                               sms=Modem(config["sms"]["port"], send_timeout=300),
+                               config=config)
+    conn = psycopg.connect(dsn, autocommit=True)
+    dispatcher.take_locks(conn)
+    assert dispatcher.holding == ["sms"], dispatcher.holding
+    dispatcher.step(conn, float(now))
+""")
+
+
+def test_kill_9_of_the_sms_lock_holder_mid_send_repeats_that_sms_once(sides, modem_emulator):
+    both = sides()
+    both.conn.close()  # the holder is the process below
+    with psycopg.connect(both.dsn, autocommit=True) as conn, conn.transaction():
+        alerts._insert(PgEngineStore(conn), None, None, "sms", LEADER, "leaders", "warning",
+                       "es", "Alerta: nivel alto", 0, T0)
+    modem_emulator.hang_sends(1)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, both.dsn, str(both.homes[1]),
+                               str(T0)], env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        deadline = time.monotonic() + 30
+        # In flight (committed before the modem gets it) and its PDU taken
+        # by the modem, which never answers: the holder waits in its send.
+        with psycopg.connect(both.dsn, autocommit=True) as conn:
+            while conn.execute("SELECT inflight FROM outbox").fetchone() != (1,) or \
+                    modem_emulator._hang_sends:
+                assert holder.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert modem_emulator.sent == []
+    both.conn = psycopg.connect(both.dsn, autocommit=True)
+    # The server ends the dead session, and its lock with it.
+    deadline = time.monotonic() + 10
+    while not both.conn.execute("SELECT pg_try_advisory_lock(hashtext("
+                                "'huaico-hub-dispatch-sms'))").fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    both.conn.execute("SELECT pg_advisory_unlock(hashtext('huaico-hub-dispatch-sms'))")
+    successor = both.hub_dispatcher("hub-2")
+    assert successor.step(both.conn, T0 + 10) == {"sent": 1}
+    for later in (T0 + 20, T0 + 3600):
+        assert successor.step(both.conn, later) == {}
+    assert both.conn.execute("SELECT status, copies, inflight, sent_by FROM outbox").fetchall() \
+        == [("sent", 2, 0, "hub-2")]
+    assert [record["number"] for record in modem_emulator.sent] == [LEADER]
+    assert decode_submit(modem_emulator.sent[0]["hex"])["text"] == templates.repeat(
+        "es", "Alerta: nivel alto")
