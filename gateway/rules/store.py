@@ -61,11 +61,11 @@ class EngineStore:
     def devices(self, active=True):
         """Devices as dicts (id, name, site, place, lat, lon, retired, last_seen,
         created ...), by id; active: not retired."""
-        return self._dicts("SELECT * FROM devices%s ORDER BY id"
+        return self._dicts("SELECT * FROM devices_live%s ORDER BY id"
                            % (" WHERE NOT retired" if active else ""))
 
     def device(self, device_id):
-        rows = self._dicts("SELECT * FROM devices WHERE id = ?", [device_id])
+        rows = self._dicts("SELECT * FROM devices_live WHERE id = ?", [device_id])
         return rows[0] if rows else None
 
     # -- readings ----------------------------------------------------------------
@@ -304,7 +304,7 @@ class SqliteEngineStore(EngineStore):
 
     def devices(self, active=True):
         # SQLite stores retired as 0/1.
-        return self._dicts("SELECT * FROM devices%s ORDER BY id"
+        return self._dicts("SELECT * FROM devices_live%s ORDER BY id"
                            % (" WHERE retired = 0" if active else ""))
 
 

@@ -44,6 +44,7 @@ import time
 import sqlite_utils
 
 from huaico.alerts import schema as alert_schema
+from huaico.protocol import channels
 from huaico.store import retention
 
 BUSY_TIMEOUT_MS = 5000
@@ -53,6 +54,8 @@ PAGE_SIZE = 512  # new databases only; see the module docstring
 # Longer coalesces more rewrites of the same page; the WAL file grows to
 # about this size, and a crash replays at most this much on the next open.
 CHECKPOINT_BYTES = 8 << 20
+_BATTERY = channels.get("battery").code  # volts with exponent -3: the value is mV
+_RSSI = channels.get("rssi").code
 
 
 def open_db(path):
@@ -315,12 +318,96 @@ def fold_counters(conn):
                      "DO UPDATE SET value = excluded.value", [_COUNTED, newest])
 
 
+# The counters row that holds the readings rowid every device row is written
+# up to (m010); a "_" name, so not a counter.
+DEVICES_SEEN = "_devices_seen"
+# At most this long, or this many readings, between two writes of the device
+# rows a tail touches: bounds the tail every reader of devices_live scans.
+# At field rates a write of all the rows (a few dozen pages for 100
+# devices) every ten minutes is a few bytes a reading.
+FOLD_SEEN_S = 600.0
+FOLD_SEEN_ROWS = 4096
+# What readers see of a device: the row, with what the readings stored after
+# it was written say of the device's newest frame (m010). Neither the
+# writer's replay window nor seen_rowid is shown: only the writer uses them.
+_HIDDEN = ("seq_window", "seen_rowid")
+
+
+def _live_view_sql(conn):
+    """devices_live over the devices table's present columns (a migration
+    that adds one recreates the view with this)."""
+    derived = {
+        "last_seq": "CASE WHEN t.seq IS NULL THEN d.last_seq "
+                    "ELSE max(coalesce(d.last_seq, t.seq), t.seq) END",
+        "last_seen": "coalesce((SELECT received FROM readings WHERE rowid = t.seen_at), "
+                     "d.last_seen)",
+        "battery_mv": "coalesce((SELECT value FROM readings WHERE rowid = t.battery_at), "
+                      "d.battery_mv)",
+        "rssi": "coalesce((SELECT value FROM readings WHERE rowid = t.rssi_at), d.rssi)",
+    }
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(devices)")]
+    shown = ["%s AS %s" % (derived[name], name) if name in derived else "d." + name
+             for name in columns if name not in _HIDDEN]
+    # Readings NOT INDEXED and the outer loop (CROSS JOIN): read by rowid
+    # from the mark, the tail only; through the index (which covers these
+    # columns) the planner would scan every reading stored.
+    return (
+        "CREATE VIEW devices_live AS WITH t AS (SELECT r.device_id AS id, "
+        "max(r.rowid) AS seen_at, max(r.seq) AS seq, "
+        "max(CASE WHEN r.channel = {battery} AND r.idx = 0 THEN r.rowid END) AS battery_at, "
+        "max(CASE WHEN r.channel = {rssi} AND r.idx = 0 THEN r.rowid END) AS rssi_at "
+        "FROM readings r NOT INDEXED CROSS JOIN devices e ON e.id = r.device_id "
+        "WHERE r.rowid > (SELECT value FROM counters WHERE name = '{mark}') "
+        "AND r.rowid > coalesce(e.seen_rowid, 0) GROUP BY r.device_id) "
+        "SELECT {shown} FROM devices d LEFT JOIN t ON t.id = d.id"
+    ).format(battery=_BATTERY, rssi=_RSSI, mark=DEVICES_SEEN, shown=", ".join(shown))
+
+
+def m010_devices_seen(database):
+    """A one-frame commit no longer writes its device's row: on a card that
+    row's page is one of the seven a commit writes (about 140 bytes a
+    reading, huaico.store.db's docstring). last_seen, battery_mv, rssi,
+    last_seq and the replay window are what the device's newest frames say,
+    and those frames' readings are in the same commit: readers read them
+    from devices_live, the row overlaid with the readings stored after it
+    was written. Such a reading is one after the _devices_seen mark (every
+    row is written up to it) and after the row's own seen_rowid (a row
+    written alone: a frame the readings do not show, an epoch, a sequence
+    reset). The writer rebuilds the same from the same rows when it loads a
+    device (huaico.store.writer), writes every row the tail touches and
+    moves the mark every FOLD_SEEN_S or FOLD_SEEN_ROWS readings, so the
+    tail a reader scans stays short. Exact at every commit, from any
+    process, after kill -9."""
+    conn = database.conn
+    conn.execute("ALTER TABLE devices ADD COLUMN seen_rowid INTEGER")
+    conn.execute("INSERT INTO counters (name, value) SELECT ?, coalesce(max(rowid), 0) "
+                 "FROM readings", [DEVICES_SEEN])
+    conn.execute(_live_view_sql(conn))
+
+
+def first_unseen(conn):
+    """The rowid of the oldest reading that a device's row does not show
+    yet (m010), or None."""
+    return conn.execute(
+        "SELECT min(r.rowid) FROM readings r NOT INDEXED CROSS JOIN devices d "
+        "ON d.id = r.device_id "
+        "WHERE r.rowid > ? AND r.rowid > coalesce(d.seen_rowid, 0)", [seen_mark(conn)]
+    ).fetchone()[0]
+
+
+def seen_mark(conn):
+    """The readings rowid every device row is written up to (m010)."""
+    row = conn.execute("SELECT value FROM counters WHERE name = ?", [DEVICES_SEEN]).fetchone()
+    return row[0] if row else 0
+
+
 MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
               ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state),
               ("m005_device_place", m005_device_place), ("m006_frames", m006_frames),
               ("m007_readings_time_index", m007_readings_time_index),
               ("m008_readings_one_index", m008_readings_one_index),
-              ("m009_counted_readings", m009_counted_readings)]
+              ("m009_counted_readings", m009_counted_readings),
+              ("m010_devices_seen", m010_devices_seen)]
 
 
 def all_migrations():
