@@ -7,7 +7,7 @@ derived rather than drawn, in a process of its own, and counts what that
 process hands to the kernel (wchar of /proc/self/io: WAL frames and
 checkpoints). The same workload gives the same bytes on every run.
 
-The issue asks for at most 1 KB per reading; the store writes about 1,004
+The issue asks for at most 1 KB per reading; the store writes about 1,002
 bytes (bench/ingest.py prints the figures). The budget test holds what was
 reached, a little under the issue's limit, so that a change that adds a
 twentieth of a page to a one-frame commit fails it; each of the changes
@@ -26,11 +26,12 @@ from huaico.store import db, estimate as storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISSUE_LIMIT = 1024  # bytes per reading, issue 14
-# What the store reached (1004 measured, the same on every run), with about
+# What the store reached (1002 measured, the same on every run), with about
 # a twentieth of a page a commit to spare; undoing any one step measured
 # over it: m010 (the device row at each commit) 1137, m009 (the counters
 # page at each commit) 1271, m008 (two indexes again) 1787, 1024-byte
-# pages 1753, SQLite's 1000-page checkpoints 1531.
+# pages 1753, SQLite's 1000-page checkpoints 1531 (the 16 MiB ones of now
+# against 8 MiB only show on longer runs: the same here).
 BUDGET = 1012
 
 

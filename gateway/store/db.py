@@ -12,25 +12,37 @@ appends a whole image of every page it changed, so the bytes per frame are
 (pages changed) x (page size + 24), and each checkpoint writes every page
 changed since the last one once more. Hence, measured by bench/ingest.py
 and tests/test_sd_wear.py: 512-byte pages for new databases (a frame
-changes about seven and a half: the index's leaf with the neighbours and
+changes about six and a half: the index's leaf with the neighbours and
 parent its splits rewrite, about four; the readings table's last page and
-its parent, about two; the device row; page 1 every other commit), a
+its parent, about two; page 1 every other commit, when the file grows), a
 checkpoint every CHECKPOINT_BYTES of WAL so that a page changed by
 hundreds of commits (a device's index leaf) reaches the database file
 once, one index on readings (m008; each index costs about four pages a
-commit) with seq_times to find frames by number through it, and
-frames_ok and readings counted from the readings rather than written at
-each commit (m009). Durability is untouched: every commit is still synced
+commit) with seq_times to find frames by number through it, frames_ok and
+readings counted from the readings rather than written at each commit
+(m009), and the device row written only when the readings cannot stand
+for it (m010). Durability is untouched: every commit is still synced
 before the acks go out. A database made before keeps its page size
 (SQLite changes it only by a VACUUM outside WAL mode); it gets the rest.
 
+m010, weighed against the other ways to take the device row's page (about
+140 of 1,140 bytes a reading): last_seen, battery, RSSI and the replay
+window only restate the device's newest frames, whose readings the same
+commit writes anyway, so they are read from there (devices_live) and
+every reader, in the gateway or not, sees the value of the last commit.
+Keeping them in the gateway's memory instead would have left the CLI,
+status, metrics and `doctor` (other processes) minutes behind, and
+writing the row only when a value changes would still write it at every
+frame (last_seen always changes). A per-frame column on a row already
+written does not exist: the readings are that row.
+
 Weighed and not done: readings WITHOUT ROWID, clustered by (device, time),
 would drop the table's own b-tree, but the SenML feed, retention and Home
-Assistant follow the readings by rowid. Holding the device row in memory
-between commits would save its page (about 140 of the 1,140 bytes per
-reading), at the price of a last_seen, battery and RSSI that status,
-metrics, the CLI, the clock check and the silent-device rule read from the
-row minutes late; they would have to read them from the readings instead.
+Assistant follow the readings by rowid. What is left is mostly SQLite's
+b-tree itself: each device's newest index entries go between its own and
+the next device's, into pages a split has packed full, so most commits
+rewrite three sibling leaves and their parent; only fewer index entries
+per frame would change that.
 
 Migrations are (name, function) pairs applied in order, each in its own
 transaction together with its row in _migrations: m001... here, then
@@ -53,7 +65,11 @@ PAGE_SIZE = 512  # new databases only; see the module docstring
 # WAL bytes between automatic checkpoints (SQLite's default is 1000 pages).
 # Longer coalesces more rewrites of the same page; the WAL file grows to
 # about this size, and a crash replays at most this much on the next open.
-CHECKPOINT_BYTES = 8 << 20
+# Measured over 90 minutes of 100 devices (bench/ingest.py's workload):
+# 1,005 bytes a reading at 8 MiB, 985 at 16, 973 at 32; the pages each
+# checkpoint writes (and the writer waits for, once every twenty minutes
+# or so at that rate) grow with it.
+CHECKPOINT_BYTES = 16 << 20
 _BATTERY = channels.get("battery").code  # volts with exponent -3: the value is mV
 _RSSI = channels.get("rssi").code
 

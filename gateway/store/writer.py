@@ -6,7 +6,10 @@ within batch_ms (group commit: one fsync for many frames), and in ONE
 transaction decodes and verifies each frame, checks its replay window,
 hands the new frames (never duplicates, replays or rejects) to the rule
 engine in arrival order, inserts all their readings with one executemany,
-updates the devices, adds the counters and the rejects; it commits, and only
+writes the device rows those readings cannot stand for (none, for most
+frames: huaico.store.db m010; the writer holds each device's newest state
+and rebuilds it from the row and the readings after it when it loads the
+device), adds the counters and the rejects; it commits, and only
 then sends the acks, one write per port for the whole batch. The engine's
 alerts thus enter the outbox in the same transaction as the readings that
 raised them. A crash before the commit loses no acked frame: the board
