@@ -455,6 +455,11 @@ def test_an_upgraded_database_shows_its_devices_as_before(tmp_path):
     assert (shown["last_seq"], shown["last_seen"], shown["battery_mv"], shown["rssi"]) == (
         7, 1.5, 3600, -60)
     assert "seq_window" not in shown and "seen_rowid" not in shown
+    # Every other column, in the table's order: a migration that adds one
+    # must make the view again (db._live_view_sql).
+    columns = [row[1] for row in database.execute("PRAGMA table_info(devices)")]
+    assert [row[1] for row in database.execute("PRAGMA table_info(devices_live)")] == [
+        name for name in columns if name not in ("seq_window", "seen_rowid")]
     # The readings after the mark, by rowid: not every reading through the index.
     plan = [row[3] for row in database.execute("EXPLAIN QUERY PLAN SELECT * FROM devices_live")]
     assert "SEARCH r USING INTEGER PRIMARY KEY (rowid>?)" in plan, plan
