@@ -337,12 +337,16 @@ def fold_counters(conn):
 # The counters row that holds the readings rowid every device row is written
 # up to (m010); a "_" name, so not a counter.
 DEVICES_SEEN = "_devices_seen"
-# At most this long, or this many readings, between two writes of the device
-# rows a tail touches: bounds the tail every reader of devices_live scans.
-# At field rates a write of all the rows (a few dozen pages for 100
-# devices) every ten minutes is a few bytes a reading.
-FOLD_SEEN_S = 600.0
+# At most this many readings, or this long, between two writes of the
+# device rows a tail touches. The readings bound the tail every reader of
+# devices_live scans (2-3 ms at 4096); at 100 devices a frame a minute it
+# comes every ten minutes, and writing the rows then (a few dozen pages)
+# costs a few bytes a reading (every 1024 readings: 11 more). The time
+# bound is for quiet networks (20 devices every 5 minutes fill 4096 in
+# four hours): an hour keeps that cost as low while bounding how old a
+# reading retention must keep for the rows can be.
 FOLD_SEEN_ROWS = 4096
+FOLD_SEEN_S = 3600.0
 # What readers see of a device: the row, with what the readings stored after
 # it was written say of the device's newest frame (m010). Neither the
 # writer's replay window nor seen_rowid is shown: only the writer uses them.
@@ -391,7 +395,7 @@ def m010_devices_seen(database):
     written alone: a frame the readings do not show, an epoch, a sequence
     reset). The writer rebuilds the same from the same rows when it loads a
     device (huaico.store.writer), writes every row the tail touches and
-    moves the mark every FOLD_SEEN_S or FOLD_SEEN_ROWS readings, so the
+    moves the mark every FOLD_SEEN_ROWS readings or FOLD_SEEN_S, so the
     tail a reader scans stays short. Exact at every commit, from any
     process, after kill -9."""
     conn = database.conn
