@@ -284,7 +284,7 @@ def main():
           % field["fs_floor_per_reading"])
     over = field["bytes_per_reading"] - ISSUE_LIMIT
     print("  issue 14 asks for at most %d bytes per reading handed to the kernel: %s"
-          % (ISSUE_LIMIT, "met" if over <= 0 else "not met, %.0f over" % over))
+          % (ISSUE_LIMIT, "met, %.0f under" % -over if over <= 0 else "not met, %.0f over" % over))
 
 
 if __name__ == "__main__":

@@ -252,8 +252,11 @@ def saved_state(database):
 
 
 def newest_stored(database):
-    """The newest receive time of a stored frame (devices.last_seen), or None."""
-    return database.execute("SELECT max(last_seen) FROM devices").fetchone()[0]
+    """The newest receive time of a stored frame (devices.last_seen), or None.
+    Read through devices_live (huaico.store.db m010); `doctor` may look at a
+    database whose migrations are still to run, where the rows say it all."""
+    source = "devices_live" if "devices_live" in database.view_names() else "devices"
+    return database.execute("SELECT max(last_seen) FROM %s" % source).fetchone()[0]
 
 
 def _iso(t):

@@ -11,6 +11,7 @@ import time
 
 from huaico import config as config_mod
 from huaico.store import retention
+from huaico.store.writer import Writer
 from tests.test_run import CLI, WAIT
 
 DAY = 86400
@@ -173,6 +174,11 @@ def test_readings_hourly_shows_the_aggregates_in_units(gateway_home):
     conn.execute("BEGIN")
     conn.executemany(INSERT, rows)
     conn.execute("COMMIT")
+    # The writer's first commit writes the device's row up to these readings
+    # (huaico.store.db m010): until then retention keeps them.
+    now = int(time.time())
+    assert Writer(gateway_home.database, clock=time.time).process(
+        [("test", board.frame(seq=100, time=now), now, None)]) == ["stored"]
     retention.apply(gateway_home.database, config)
     result = CliRunner().invoke(main, ["readings", "--hourly", "--device", "pluvio",
                                        "--format", "json"], catch_exceptions=False)
@@ -188,3 +194,26 @@ def test_readings_hourly_shows_the_aggregates_in_units(gateway_home):
     table = CliRunner().invoke(main, ["readings", "--hourly", "--limit", "1"],
                                catch_exceptions=False)
     assert "(showing the newest 1 hours; more match" in table.stderr
+
+
+def test_readings_a_device_row_does_not_show_yet_are_kept(gateway_home):
+    """The readings after a device's row (huaico.store.db m010) are where
+    devices_live reads its last_seen and battery from: a gateway started
+    after being down longer than raw_days keeps them until the writer has
+    written the rows; then they go like any other."""
+    from huaico.devices import registry as devices
+
+    config = _set_raw_days(gateway_home, 1)
+    now = time.time()
+    board = gateway_home.add("rg1")
+    writer = Writer(gateway_home.database, clock=lambda: now - 5 * DAY)
+    for _ in range(3):
+        assert writer.process([("test", board.frame([(19, 0, 0, 3700 + board.seq, 0)]),
+                                now - 5 * DAY + board.seq, None)]) == ["stored"]
+    shown = devices.get(gateway_home.open(), "rg1")
+    assert retention.apply(gateway_home.database, config, now)["readings_removed"] == 1
+    assert devices.get(gateway_home.open(), "rg1") == shown
+    writer = Writer(gateway_home.open(), clock=lambda: now)  # started again: its first
+    assert writer.process([("test", board.frame(), now, None)]) == ["stored"]  # commit folds
+    assert retention.apply(gateway_home.database, config, now)["readings_removed"] == 2
+    assert devices.get(gateway_home.open(), "rg1")["battery_mv"] == 3702

@@ -236,7 +236,10 @@ def test_restart_keeps_the_replay_window(gateway_home):
     assert submit(writer, frames) == ["duplicate"] * 4 + ["stored"]
     row = devices.get(gateway_home.open(), "rg1")
     assert row["last_seq"] == 5
-    assert replay.from_db(row["seq_window"]) == 0b11111
+    # The window is the writer's own column: not shown in devices_live.
+    window, = gateway_home.open().execute("SELECT seq_window FROM devices WHERE id = ?",
+                                          [row["id"]]).fetchone()
+    assert replay.from_db(window) == 0b11111
 
 
 def test_unsynced_clock_rows_are_stamped_with_receive_time(gateway_home):
@@ -356,3 +359,109 @@ def test_with_the_real_rule_engine_alerts_come_from_good_frames_only(gateway_hom
     assert submit(writer, [raising]) == ["duplicate"]
     assert check.execute("SELECT count(*) FROM outbox").fetchone()[0] == queued
     assert check.execute("SELECT count(*) FROM alerts").fetchone()[0] == 1
+
+
+_SHOWN = ("last_seq", "last_seen", "battery_mv", "rssi", "epoch", "old_epochs")
+
+
+def test_readers_see_what_the_writer_holds_after_every_commit(gateway_home, monkeypatch):
+    """A one-frame commit does not write its device's row (huaico.store.db
+    m010): readers see it through devices_live, from another connection,
+    after each commit, and a writer that starts again rebuilds the same row
+    and replay window, whatever happened since the row was written: frames
+    with and without battery and RSSI, one without readings, a late frame,
+    a resend, a reading the table had already, a new epoch, a sequence
+    reset by the CLI, folds of the rows
+    in between (every 10 readings here) and restarts."""
+    monkeypatch.setattr(db, "FOLD_SEEN_ROWS", 10)
+    one, two = gateway_home.add("rg1"), gateway_home.add("rg2")
+    reader = gateway_home.open()
+    state = {"writer": Writer(gateway_home.open(), clock=lambda: NOW, window=16), "at": NOW}
+
+    def send(board, readings, seq=None, epoch=0, expect="stored"):
+        state["at"] += 7.25
+        raw = wire.encode_frame(board.kid, board.key, seq if seq is not None else board.seq + 1,
+                                1_800_000_000, 0, list(readings), epoch)
+        if seq is None:
+            board.seq += 1
+        assert state["writer"].process([("test", raw, state["at"], None)]) == [expect]
+        for board in (one, two):
+            held = state["writer"]._devices.get(board.kid.hex())
+            if held is None:
+                continue
+            shown = devices.get(reader, board.name)
+            assert {name: shown[name] for name in _SHOWN} == {
+                name: held.row[name] for name in _SHOWN}, board.name
+            again = Writer(gateway_home.open(), clock=lambda: NOW, window=16)
+            rebuilt = again._device(again.database.conn, board.kid.hex())
+            assert (rebuilt.window.last, rebuilt.window.bits) == (held.window.last,
+                                                                 held.window.bits)
+            assert {name: rebuilt.row[name] for name in _SHOWN} == {
+                name: held.row[name] for name in _SHOWN}
+            again.database.conn.close()
+
+    battery, rssi, rain = (19, 0, 0, 3700, 0), (20, 0, 0, -71, 0), (1, 0, 0, 2, 0)
+    send(one, [rain, battery, rssi])
+    send(two, [rain])
+    send(one, [rain, (19, 0, 0, 3650, 0), (19, 1, 0, 1200, 0)])  # idx 1: not the board's own
+    send(one, [])  # no readings: the row is written with the frame
+    assert devices.get(reader, "rg1")["last_seen"] == state["at"]
+    send(two, [rain, (20, 0, 0, -80, 0)])
+    for _ in range(4):
+        send(one, [rain, rssi])
+    send(one, [rain, (19, 0, 0, 3000, 0)], seq=40)
+    send(one, [rain, (19, 0, 0, 2900, 0)], seq=20)  # older than the window, never stored: late
+    send(one, [rain, (19, 0, 0, 3000, 0)], seq=40, expect="duplicate")
+    shown = devices.get(reader, "rg1")
+    assert (shown["last_seq"], shown["battery_mv"], shown["rssi"]) == (40, 2900, -71)
+    state["writer"].database.conn.close()  # a restart, nothing written on the way out
+    state["writer"] = Writer(gateway_home.open(), clock=lambda: NOW, window=16)
+    send(one, [rain], seq=41)
+    send(one, [rain, (19, 0, 0, 3100, 0)], seq=1, epoch=7)  # re-flashed: a new epoch
+    send(one, [rain], seq=2, epoch=7)
+    devices.reset_sequence(gateway_home.open(), "rg1")
+    shown = devices.get(reader, "rg1")
+    assert (shown["last_seq"], shown["battery_mv"]) == (None, 3100)
+    # The same frames again after the reset: new to the window, every reading
+    # in the table already, so only the row can say it came.
+    send(one, [rain, (19, 0, 0, 3100, 0)], seq=1, epoch=7)
+    send(one, [rain], seq=2, epoch=7)
+    assert devices.get(reader, "rg1")["last_seen"] == state["at"]
+    send(one, [rain, (19, 0, 0, 3050, 0)], seq=1, epoch=8)
+    send(two, [rain, battery])
+    assert devices.get(reader, "rg1")["last_seq"] == 8 << wire.EPOCH_SHIFT | 1
+
+
+def test_an_upgraded_database_shows_its_devices_as_before(tmp_path):
+    """m010 on a database whose rows the writer wrote at every commit: the
+    readings stored before are not applied twice, devices_live shows the
+    rows as they were, and a sequence reset still clears the number."""
+    database = db.open_db(tmp_path / "old.db")
+    database.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL)")
+    for name, function in db.all_migrations():
+        if name == "m010_devices_seen":
+            continue
+        with db.transaction(database):
+            function(database)
+            database.execute("INSERT INTO _migrations (name, applied) VALUES (?, 0)", [name])
+    database.execute("INSERT INTO devices (id, name, key, last_seq, last_seen, battery_mv, "
+                     "rssi, epoch) VALUES ('abcd0123', 'rg1', '00', 7, 1.5, 3600, -60, 0)")
+    database.conn.executemany(
+        "INSERT INTO readings (device_id, seq, channel, idx, time, value, quality, received, "
+        "unsynced) VALUES ('abcd0123', ?, 19, 0, ?, ?, 0, ?, 0)",
+        [(seq, 1_760_000_000 + seq, 3000 + seq, 2.0 + seq) for seq in range(1, 10)])
+    assert db.migrate(database) == ["m010_devices_seen"]
+    shown = devices.get(database, "rg1")
+    assert (shown["last_seq"], shown["last_seen"], shown["battery_mv"], shown["rssi"]) == (
+        7, 1.5, 3600, -60)
+    assert "seq_window" not in shown and "seen_rowid" not in shown
+    # Every other column, in the table's order: a migration that adds one
+    # must make the view again (db._live_view_sql).
+    columns = [row[1] for row in database.execute("PRAGMA table_info(devices)")]
+    assert [row[1] for row in database.execute("PRAGMA table_info(devices_live)")] == [
+        name for name in columns if name not in ("seq_window", "seen_rowid")]
+    # The readings after the mark, by rowid: not every reading through the index.
+    plan = [row[3] for row in database.execute("EXPLAIN QUERY PLAN SELECT * FROM devices_live")]
+    assert "SEARCH r USING INTEGER PRIMARY KEY (rowid>?)" in plan, plan
+    devices.reset_sequence(database, "rg1")
+    assert devices.get(database, "rg1")["last_seq"] is None

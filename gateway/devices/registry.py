@@ -12,6 +12,8 @@ import os
 import secrets
 import time
 
+from huaico.store import db
+
 KID_BYTES = 4
 KEY_BYTES = 32
 _ID_TRIES = 16
@@ -39,14 +41,14 @@ def _check_name(name):
 
 def get(database, name):
     """The device row (a dict) named `name`; DeviceError when there is none."""
-    rows = list(database.query("SELECT * FROM devices WHERE name = ?", [name]))
+    rows = list(database.query("SELECT * FROM devices_live WHERE name = ?", [name]))
     if not rows:
         raise DeviceError("no device named %r (see `huaico device list`)" % name)
     return rows[0]
 
 
 def all_devices(database):
-    return list(database.query("SELECT * FROM devices ORDER BY name"))
+    return list(database.query("SELECT * FROM devices_live ORDER BY name"))
 
 
 def site_config(device, config):
@@ -153,10 +155,17 @@ def reset_sequence(database, name):
     no longer make a frame with the same number a resend. For a board that
     lost its flash and counts again from a low number (refused as
     seq_reset). Returns the device as it was before."""
-    device = get(database, name)
-    database.execute(
-        "UPDATE devices SET last_seq = NULL, seq_window = 0, epoch = NULL, old_epochs = '', "
-        "seq_reset_at = ? WHERE id = ?", [time.time(), device["id"]])
+    with db.transaction(database):
+        device = get(database, name)
+        # The row takes what the readings after it said (last_seen, battery,
+        # RSSI: huaico.store.db m010) and stops at them: the numbers those
+        # readings carry are the ones being forgotten.
+        database.execute(
+            "UPDATE devices SET last_seq = NULL, seq_window = 0, epoch = NULL, old_epochs = '', "
+            "seq_reset_at = ?, last_seen = ?, battery_mv = ?, rssi = ?, "
+            "seen_rowid = (SELECT coalesce(max(rowid), 0) FROM readings) WHERE id = ?",
+            [time.time(), device["last_seen"], device["battery_mv"], device["rssi"],
+             device["id"]])
     return device
 
 

@@ -100,10 +100,19 @@ def _m004_names_in_byte_order(cur, timescale, now):
         cur.execute('ALTER TABLE %s ALTER COLUMN name TYPE text COLLATE "C"' % table)
 
 
+def _m006_devices_live(cur, timescale, now):
+    """The name the commands shared with a gateway read devices by
+    (huaico.store.db m010: there the row is overlaid with the newest
+    readings). Here each batch writes the row itself, so the view is the
+    table; a migration that adds a devices column recreates it."""
+    cur.execute("CREATE VIEW devices_live AS SELECT * FROM devices")
+
+
 MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time),
               ("m003_alerting", hub_alert_schema.m003_alerting),
               ("m004_names_in_byte_order", _m004_names_in_byte_order),
-              ("m005_incoming", hub_alert_schema.m005_incoming)]
+              ("m005_incoming", hub_alert_schema.m005_incoming),
+              ("m006_devices_live", _m006_devices_live)]
 PARTITIONED = ("readings", "frames")
 
 

@@ -115,7 +115,7 @@ def collect(database, stale_s, now=None):
     """The status as plain data (what --json prints)."""
     now = time.time() if now is None else now
     found = []
-    for row in database.query("SELECT * FROM devices ORDER BY name"):
+    for row in database.query("SELECT * FROM devices_live ORDER BY name"):
         retired = bool(row["retired"])
         stale = not retired and (row["last_seen"] is None or now - row["last_seen"] > stale_s)
         found.append({

@@ -72,11 +72,11 @@ class EngineStore:
     def devices(self, active=True):
         """Devices as dicts (id, name, site, place, lat, lon, retired, last_seen,
         created ...), by id; active: not retired."""
-        return self._dicts("SELECT * FROM devices%s ORDER BY id"
+        return self._dicts("SELECT * FROM devices_live%s ORDER BY id"
                            % (" WHERE NOT retired" if active else ""))
 
     def device(self, device_id):
-        return self._row_where("devices", "id", device_id)
+        return self._row_where("devices_live", "id", device_id)
 
     # -- readings ----------------------------------------------------------------
 
@@ -336,7 +336,7 @@ class SqliteEngineStore(EngineStore):
 
     def devices(self, active=True):
         # SQLite stores retired as 0/1.
-        return self._dicts("SELECT * FROM devices%s ORDER BY id"
+        return self._dicts("SELECT * FROM devices_live%s ORDER BY id"
                            % (" WHERE retired = 0" if active else ""))
 
 

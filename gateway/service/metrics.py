@@ -112,7 +112,7 @@ class GatewayCollector:
                                     "The device's last reported battery voltage.",
                                     labels=["device", "site"])
         for name, site, last_seen, battery_mv in conn.execute(
-                "SELECT name, site, last_seen, battery_mv FROM devices WHERE retired = 0 "
+                "SELECT name, site, last_seen, battery_mv FROM devices_live WHERE retired = 0 "
                 "ORDER BY name"):
             if last_seen is not None:
                 age.add_metric([name, site or ""], max(0.0, now - last_seen))

@@ -12,25 +12,37 @@ appends a whole image of every page it changed, so the bytes per frame are
 (pages changed) x (page size + 24), and each checkpoint writes every page
 changed since the last one once more. Hence, measured by bench/ingest.py
 and tests/test_sd_wear.py: 512-byte pages for new databases (a frame
-changes about seven and a half: the index's leaf with the neighbours and
+changes about six and a half: the index's leaf with the neighbours and
 parent its splits rewrite, about four; the readings table's last page and
-its parent, about two; the device row; page 1 every other commit), a
+its parent, about two; page 1 every other commit, when the file grows), a
 checkpoint every CHECKPOINT_BYTES of WAL so that a page changed by
 hundreds of commits (a device's index leaf) reaches the database file
 once, one index on readings (m008; each index costs about four pages a
-commit) with seq_times to find frames by number through it, and
-frames_ok and readings counted from the readings rather than written at
-each commit (m009). Durability is untouched: every commit is still synced
+commit) with seq_times to find frames by number through it, frames_ok and
+readings counted from the readings rather than written at each commit
+(m009), and the device row written only when the readings cannot stand
+for it (m010). Durability is untouched: every commit is still synced
 before the acks go out. A database made before keeps its page size
 (SQLite changes it only by a VACUUM outside WAL mode); it gets the rest.
 
+m010, weighed against the other ways to take the device row's page (about
+140 of 1,140 bytes a reading): last_seen, battery, RSSI and the replay
+window only restate the device's newest frames, whose readings the same
+commit writes anyway, so they are read from there (devices_live) and
+every reader, in the gateway or not, sees the value of the last commit.
+Keeping them in the gateway's memory instead would have left the CLI,
+status, metrics and `doctor` (other processes) minutes behind, and
+writing the row only when a value changes would still write it at every
+frame (last_seen always changes). A per-frame column on a row already
+written does not exist: the readings are that row.
+
 Weighed and not done: readings WITHOUT ROWID, clustered by (device, time),
 would drop the table's own b-tree, but the SenML feed, retention and Home
-Assistant follow the readings by rowid. Holding the device row in memory
-between commits would save its page (about 140 of the 1,140 bytes per
-reading), at the price of a last_seen, battery and RSSI that status,
-metrics, the CLI, the clock check and the silent-device rule read from the
-row minutes late; they would have to read them from the readings instead.
+Assistant follow the readings by rowid. What is left is mostly SQLite's
+b-tree itself: each device's newest index entries go between its own and
+the next device's, into pages a split has packed full, so most commits
+rewrite three sibling leaves and their parent; only fewer index entries
+per frame would change that.
 
 Migrations are (name, function) pairs applied in order, each in its own
 transaction together with its row in _migrations: m001... here, then
@@ -44,6 +56,7 @@ import time
 import sqlite_utils
 
 from huaico.alerts import schema as alert_schema
+from huaico.protocol import channels
 from huaico.store import retention
 
 BUSY_TIMEOUT_MS = 5000
@@ -52,7 +65,13 @@ PAGE_SIZE = 512  # new databases only; see the module docstring
 # WAL bytes between automatic checkpoints (SQLite's default is 1000 pages).
 # Longer coalesces more rewrites of the same page; the WAL file grows to
 # about this size, and a crash replays at most this much on the next open.
-CHECKPOINT_BYTES = 8 << 20
+# Measured over 90 minutes of 100 devices (bench/ingest.py's workload):
+# 1,005 bytes a reading at 8 MiB, 985 at 16, 973 at 32; the pages each
+# checkpoint writes (and the writer waits for, once every twenty minutes
+# or so at that rate) grow with it.
+CHECKPOINT_BYTES = 16 << 20
+_BATTERY = channels.get("battery").code  # volts with exponent -3: the value is mV
+_RSSI = channels.get("rssi").code
 
 
 def open_db(path):
@@ -315,12 +334,100 @@ def fold_counters(conn):
                      "DO UPDATE SET value = excluded.value", [_COUNTED, newest])
 
 
+# The counters row that holds the readings rowid every device row is written
+# up to (m010); a "_" name, so not a counter.
+DEVICES_SEEN = "_devices_seen"
+# At most this many readings, or this long, between two writes of the
+# device rows a tail touches. The readings bound the tail every reader of
+# devices_live scans (2-3 ms at 4096); at 100 devices a frame a minute it
+# comes every ten minutes, and writing the rows then (a few dozen pages)
+# costs a few bytes a reading (every 1024 readings: 11 more). The time
+# bound is for quiet networks (20 devices every 5 minutes fill 4096 in
+# four hours): an hour keeps that cost as low while bounding how old a
+# reading retention must keep for the rows can be.
+FOLD_SEEN_ROWS = 4096
+FOLD_SEEN_S = 3600.0
+# What readers see of a device: the row, with what the readings stored after
+# it was written say of the device's newest frame (m010). Neither the
+# writer's replay window nor seen_rowid is shown: only the writer uses them.
+_HIDDEN = ("seq_window", "seen_rowid")
+
+
+def _live_view_sql(conn):
+    """devices_live over the devices table's present columns (a migration
+    that adds one recreates the view with this)."""
+    derived = {
+        "last_seq": "CASE WHEN t.seq IS NULL THEN d.last_seq "
+                    "ELSE max(coalesce(d.last_seq, t.seq), t.seq) END",
+        "last_seen": "coalesce((SELECT received FROM readings WHERE rowid = t.seen_at), "
+                     "d.last_seen)",
+        "battery_mv": "coalesce((SELECT value FROM readings WHERE rowid = t.battery_at), "
+                      "d.battery_mv)",
+        "rssi": "coalesce((SELECT value FROM readings WHERE rowid = t.rssi_at), d.rssi)",
+    }
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(devices)")]
+    shown = ["%s AS %s" % (derived[name], name) if name in derived else "d." + name
+             for name in columns if name not in _HIDDEN]
+    # Readings NOT INDEXED and the outer loop (CROSS JOIN): read by rowid
+    # from the mark, the tail only; through the index (which covers these
+    # columns) the planner would scan every reading stored.
+    return (
+        "CREATE VIEW devices_live AS WITH t AS (SELECT r.device_id AS id, "
+        "max(r.rowid) AS seen_at, max(r.seq) AS seq, "
+        "max(CASE WHEN r.channel = {battery} AND r.idx = 0 THEN r.rowid END) AS battery_at, "
+        "max(CASE WHEN r.channel = {rssi} AND r.idx = 0 THEN r.rowid END) AS rssi_at "
+        "FROM readings r NOT INDEXED CROSS JOIN devices e ON e.id = r.device_id "
+        "WHERE r.rowid > (SELECT value FROM counters WHERE name = '{mark}') "
+        "AND r.rowid > coalesce(e.seen_rowid, 0) GROUP BY r.device_id) "
+        "SELECT {shown} FROM devices d LEFT JOIN t ON t.id = d.id"
+    ).format(battery=_BATTERY, rssi=_RSSI, mark=DEVICES_SEEN, shown=", ".join(shown))
+
+
+def m010_devices_seen(database):
+    """A one-frame commit no longer writes its device's row: on a card that
+    row's page is one of the seven a commit writes (about 140 bytes a
+    reading, huaico.store.db's docstring). last_seen, battery_mv, rssi,
+    last_seq and the replay window are what the device's newest frames say,
+    and those frames' readings are in the same commit: readers read them
+    from devices_live, the row overlaid with the readings stored after it
+    was written. Such a reading is one after the _devices_seen mark (every
+    row is written up to it) and after the row's own seen_rowid (a row
+    written alone: a frame the readings do not show, an epoch, a sequence
+    reset). The writer rebuilds the same from the same rows when it loads a
+    device (huaico.store.writer), writes every row the tail touches and
+    moves the mark every FOLD_SEEN_ROWS readings or FOLD_SEEN_S, so the
+    tail a reader scans stays short. Exact at every commit, from any
+    process, after kill -9."""
+    conn = database.conn
+    conn.execute("ALTER TABLE devices ADD COLUMN seen_rowid INTEGER")
+    conn.execute("INSERT INTO counters (name, value) SELECT ?, coalesce(max(rowid), 0) "
+                 "FROM readings", [DEVICES_SEEN])
+    conn.execute(_live_view_sql(conn))
+
+
+def first_unseen(conn):
+    """The rowid of the oldest reading that a device's row does not show
+    yet (m010), or None."""
+    return conn.execute(
+        "SELECT min(r.rowid) FROM readings r NOT INDEXED CROSS JOIN devices d "
+        "ON d.id = r.device_id "
+        "WHERE r.rowid > ? AND r.rowid > coalesce(d.seen_rowid, 0)", [seen_mark(conn)]
+    ).fetchone()[0]
+
+
+def seen_mark(conn):
+    """The readings rowid every device row is written up to (m010)."""
+    row = conn.execute("SELECT value FROM counters WHERE name = ?", [DEVICES_SEEN]).fetchone()
+    return row[0] if row else 0
+
+
 MIGRATIONS = [("m001_initial", m001_initial), ("m002_cursors", m002_cursors),
               ("m003_epochs", m003_epochs), ("m004_gateway_state", m004_gateway_state),
               ("m005_device_place", m005_device_place), ("m006_frames", m006_frames),
               ("m007_readings_time_index", m007_readings_time_index),
               ("m008_readings_one_index", m008_readings_one_index),
-              ("m009_counted_readings", m009_counted_readings)]
+              ("m009_counted_readings", m009_counted_readings),
+              ("m010_devices_seen", m010_devices_seen)]
 
 
 def all_migrations():

@@ -260,9 +260,12 @@ def field_writes(directory, devices=100, minutes=30, history_minutes=1440, per_f
             conn.executemany(_INSERT, [
                 (kid.hex(), step + 1, c, i, at + dt, v, q, at + 1.0, 0)
                 for kid, _ in boards for c, i, dt, v, q in _field_readings(per_frame, step)])
-        # Counted, as the writer would have (huaico.store.db m009): the run
-        # measures the writes of its own frames, not one fold of the history.
+        # Counted, and the device rows written up to it, as the writer would
+        # have (huaico.store.db m009, m010): the run measures the writes of
+        # its own frames, not one fold of the history.
         db.fold_counters(conn)
+        conn.execute("UPDATE counters SET value = (SELECT max(rowid) FROM readings) "
+                     "WHERE name = ?", [db.DEVICES_SEEN])
     database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     now = [0.0]
     writer = Writer(database, engine=rules.RuleEngine(database, config), clock=lambda: now[0])

@@ -92,6 +92,12 @@ def apply(database, config, now=None, stopping=None):
     last = boundary(conn, cutoff)
     newest = conn.execute("SELECT max(rowid) FROM readings").fetchone()[0] or 0
     last = min(last, newest - 1)
+    # Nor a reading a device's row does not show yet: devices_live reads
+    # last_seen, battery and RSSI from those (huaico.store.db m010), and a
+    # gateway that was down longer than raw_days still has some.
+    unseen = db.first_unseen(conn)
+    if unseen is not None:
+        last = min(last, unseen - 1)
     start = conn.execute("SELECT min(rowid) FROM readings").fetchone()[0] or 0
     position = start - 1
     while position < last and not (stopping is not None and stopping.is_set()):

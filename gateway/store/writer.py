@@ -6,7 +6,10 @@ within batch_ms (group commit: one fsync for many frames), and in ONE
 transaction decodes and verifies each frame, checks its replay window,
 hands the new frames (never duplicates, replays or rejects) to the rule
 engine in arrival order, inserts all their readings with one executemany,
-updates the devices, adds the counters and the rejects; it commits, and only
+writes the device rows those readings cannot stand for (none, for most
+frames: huaico.store.db m010; the writer holds each device's newest state
+and rebuilds it from the row and the readings after it when it loads the
+device), adds the counters and the rejects; it commits, and only
 then sends the acks, one write per port for the whole batch. The engine's
 alerts thus enter the outbox in the same transaction as the readings that
 raised them. A crash before the commit loses no acked frame: the board
@@ -133,14 +136,16 @@ class Counters:
 class _Device:
     """What the writer keeps of one device between batches."""
 
-    __slots__ = ("row", "mac", "window", "old_epochs", "dirty")
+    __slots__ = ("row", "mac", "window", "old_epochs", "alone")
 
     def __init__(self, row, window_size):
         self.row = row
         self.mac = MacKey(bytes.fromhex(row["key"]), bool(row["allow_unsigned"]))
         self.window = replay.Window(window_size, row["last_seq"], replay.from_db(row["seq_window"]))
         self.old_epochs = replay.epochs_from_db(row["old_epochs"])
-        self.dirty = False
+        # The row must be written at this commit: it changed in a way the
+        # readings do not show (huaico.store.db m010).
+        self.alone = False
 
 
 class Writer:
@@ -182,6 +187,8 @@ class Writer:
         self._devices = {}
         self._clock_saved = None  # the clock state last written to gateway_state
         self._folded = None  # time.monotonic() of the last fold of the counters
+        self._seen_folded = None  # ... and of the device rows (huaico.store.db m010)
+        self._unfolded = 0  # readings stored since then
         self._future_logged = {}  # device id -> when a restamped frame of it was last logged
         self._data_version = None
         self._thread = None
@@ -335,8 +342,7 @@ class Writer:
                     self.counters.add(name, n)
                 pending = self.counters.take()
                 try:
-                    self._store_readings(conn, batch.readings, delta.get("frames_ok", 0),
-                                         pending)
+                    self._store_readings(conn, batch, delta.get("frames_ok", 0), pending)
                 except BaseException:
                     self.counters.put_back(pending)
                     raise
@@ -349,6 +355,7 @@ class Writer:
             self._devices.clear()  # windows must match the database again
             self._data_version = None
             self._folded = None
+            self._seen_folded = None
             self._clock_saved = None
             forget = getattr(self.engine, "rolled_back", None)
             if forget is not None:
@@ -356,7 +363,7 @@ class Writer:
             raise
         return outcomes, acks, outbox
 
-    def _store_readings(self, conn, rows, frames, pending):
+    def _store_readings(self, conn, batch, frames, pending):
         """Insert the batch's readings and write the pending counters; fold
         frames_ok and readings (huaico.store.db m009) when the counters page
         is written anyway, or FOLD_S after the last fold. The fold comes
@@ -365,12 +372,20 @@ class Writer:
             db.fold_counters(conn)
             self._folded = time.monotonic()
         counted = 0
+        rows = batch.readings
         if rows:
             newest = conn.execute("SELECT max(rowid) FROM readings").fetchone()[0] or 0
             # rowcount, not total_changes: that one counts the seq_times
             # trigger's rows too (huaico.store.db m008).
-            self.counters.add("readings", conn.executemany(_INSERT, rows).rowcount)
+            inserted = conn.executemany(_INSERT, rows).rowcount
+            self.counters.add("readings", inserted)
+            self._unfolded += inserted
             counted = db.frames_after(conn, newest)
+            if inserted < len(rows):
+                # A reading that was there already is not in the tail: the
+                # rows of the batch's devices cannot be derived (m010).
+                for device in batch.touched:
+                    device.alone = True
         # A stored frame whose readings do not count it (it had none, or all
         # were there already) is written as a count.
         written = dict(pending)
@@ -404,8 +419,27 @@ class Writer:
                 return None
             names = [column[0] for column in cursor.description]
             device = _Device(dict(zip(names, row)), self.window_size)
+            self._catch_up(conn, device)
             self._devices[kid_hex] = device
         return device
+
+    def _catch_up(self, conn, device):
+        """Take into the row the frames stored after it was written, as _one
+        took them when it stored them (huaico.store.db m010): the tail is in
+        rowid order, a frame's readings are neighbours and share its number
+        and receive time."""
+        row = device.row
+        frame = None
+        # NOT INDEXED: read the tail by rowid, not the device's whole history
+        # through the index.
+        for seq, received, channel, index, value in conn.execute(
+                "SELECT seq, received, channel, idx, value FROM readings NOT INDEXED "
+                "WHERE rowid > ? AND device_id = ? ORDER BY rowid",
+                [max(db.seen_mark(conn), row["seen_rowid"] or 0), row["id"]]):
+            if (seq, received) != frame:
+                frame = (seq, received)
+                _seen(device, seq, received, device.window.check(seq) == replay.NEW)
+            _reading(row, channel, index, value)
 
     def _one(self, conn, source, raw, received, now, batch, delta):
         """One item inside the transaction: (outcome, ack bytes or None)."""
@@ -481,20 +515,17 @@ class Writer:
                            for c, i, t, v, q in rows]
         batch.stored[(kid_hex, seq)] = frame.rows
         delta["frames_ok"] = delta.get("frames_ok", 0) + 1
-        if verdict == replay.NEW:
-            device.window.mark(frame.seq)
+        _seen(device, seq, received, verdict == replay.NEW)
         row = device.row
-        row["last_seq"] = device.window.last
-        row["last_seen"] = received
         rssi = None
         for channel, index, _, value, _ in rows:
-            if index == 0 and channel == _BATTERY:
-                row["battery_mv"] = value
-            elif index == 0 and channel == _RSSI:
-                row["rssi"] = rssi = value
+            if _reading(row, channel, index, value) == "rssi":
+                rssi = value
         if self.keep_raw:
             batch.raw.append((kid_hex, seq, received, source, rssi, bytes(raw)))
-        device.dirty = True
+        batch.touched.add(device)
+        if not rows:
+            device.alone = True  # a frame without readings leaves no trace in them
         if received > (self.last_frame or 0):
             self.last_frame = received
         if self.engine is not None:
@@ -521,7 +552,7 @@ class Writer:
                         row["name"], epoch, current, row["last_seq"], source)
         row["epoch"] = epoch
         row["old_epochs"] = replay.epochs_to_db(device.old_epochs)
-        device.dirty = True
+        device.alone = True
 
     @staticmethod
     def _ranged(rows, device, seq, delta):
@@ -583,17 +614,41 @@ class Writer:
         return ids
 
     def _save_devices(self, conn):
-        changed = [device for device in self._devices.values() if device.dirty]
-        if not changed:
-            return
-        for device in changed:
-            device.row["seq_window"] = replay.to_db(device.window.bits)
-            device.dirty = False
-        conn.executemany(
-            "UPDATE devices SET last_seq = ?, seq_window = ?, last_seen = ?, battery_mv = ?, "
-            "rssi = ?, epoch = ?, old_epochs = ? WHERE id = ?",
-            [(d.row["last_seq"], d.row["seq_window"], d.row["last_seen"], d.row["battery_mv"],
-              d.row["rssi"], d.row["epoch"], d.row["old_epochs"], d.row["id"]) for d in changed])
+        """Write the device rows the readings cannot stand for, and every
+        FOLD_SEEN_S or FOLD_SEEN_ROWS readings all the rows the tail touches,
+        moving the mark past it (huaico.store.db m010)."""
+        newest = None
+        changed = {}
+        for device in self._devices.values():
+            if device.alone:
+                newest = newest or conn.execute("SELECT max(rowid) FROM readings").fetchone()[0]
+                device.row["seen_rowid"] = newest or 0
+                device.alone = False
+                changed[device.row["id"]] = device
+        fold = (self._seen_folded is None or self._unfolded >= db.FOLD_SEEN_ROWS
+                or time.monotonic() - self._seen_folded >= db.FOLD_SEEN_S)
+        if fold:
+            mark = db.seen_mark(conn)
+            for kid_hex, in conn.execute("SELECT DISTINCT device_id FROM readings NOT INDEXED "
+                                         "WHERE rowid > ?", [mark]).fetchall():
+                device = self._device(conn, kid_hex)
+                if device is not None:
+                    changed[kid_hex] = device
+        if changed:
+            for device in changed.values():
+                device.row["seq_window"] = replay.to_db(device.window.bits)
+            conn.executemany(
+                "UPDATE devices SET last_seq = ?, seq_window = ?, last_seen = ?, "
+                "battery_mv = ?, rssi = ?, epoch = ?, old_epochs = ?, seen_rowid = ? "
+                "WHERE id = ?",
+                [(r["last_seq"], r["seq_window"], r["last_seen"], r["battery_mv"], r["rssi"],
+                  r["epoch"], r["old_epochs"], r["seen_rowid"], r["id"])
+                 for r in (device.row for device in changed.values())])
+        if fold:
+            conn.execute("UPDATE counters SET value = coalesce((SELECT max(rowid) FROM "
+                         "readings), 0) WHERE name = ?", [db.DEVICES_SEEN])
+            self._seen_folded = time.monotonic()
+            self._unfolded = 0
 
     def _reject(self, rejects, delta, received, kid_hex, reason, detail, source):
         name = reason if reason.startswith("link_") else "rejected_" + reason
@@ -623,7 +678,7 @@ class _Batch:
     """What one transaction gathers from its frames before writing it at once."""
 
     __slots__ = ("readings", "frames", "stored", "rejects", "trusted", "offset",
-                 "ack_time", "raw")
+                 "ack_time", "raw", "touched")
 
     def __init__(self):
         self.readings = []  # rows for _INSERT
@@ -636,10 +691,34 @@ class _Batch:
         self.trusted = True  # the gateway's clock, for the whole batch
         self.offset = 0.0
         self.ack_time = None
+        self.touched = set()  # the _Device of every frame stored
+
+
+def _seen(device, seq, received, new):
+    """A stored frame's number and receive time into the device's row."""
+    if new:
+        device.window.mark(seq)
+    row = device.row
+    row["last_seq"] = device.window.last
+    row["last_seen"] = received
+
+
+def _reading(row, channel, index, value):
+    """A stored reading into the device's row: "battery" or "rssi" when it
+    was the device's own (index 0), else None."""
+    if index == 0 and channel == _BATTERY:
+        row["battery_mv"] = value
+        return "battery"
+    if index == 0 and channel == _RSSI:
+        row["rssi"] = value
+        return "rssi"
+    return None
 
 
 def _public(row):
-    """The device as the rule engine sees it: everything but the key."""
+    """The device as the rule engine sees it: everything but the key and the
+    writer's own bookkeeping (huaico.store.db m010)."""
     shown = dict(row)
     shown.pop("key", None)
+    shown.pop("seen_rowid", None)
     return shown
