@@ -100,9 +100,20 @@ def _m004_names_in_byte_order(cur, timescale, now):
         cur.execute('ALTER TABLE %s ALTER COLUMN name TYPE text COLLATE "C"' % table)
 
 
+def _m005_engine_changed(cur, timescale, now):
+    """Which subjects (device ids, basin subjects) each evaluation at the
+    hub moved, by engine_runs generation: a worker that finds the
+    generation moved forgets only those trackers (gateway/hub/rules.py),
+    not all of them. One row a subject, so it does not grow with time."""
+    cur.execute("CREATE TABLE engine_changed (subject text PRIMARY KEY, "
+                "generation bigint NOT NULL)")
+    cur.execute("CREATE INDEX engine_changed_generation ON engine_changed (generation)")
+
+
 MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time),
               ("m003_alerting", hub_alert_schema.m003_alerting),
-              ("m004_names_in_byte_order", _m004_names_in_byte_order)]
+              ("m004_names_in_byte_order", _m004_names_in_byte_order),
+              ("m005_engine_changed", _m005_engine_changed)]
 PARTITIONED = ("readings", "frames")
 
 

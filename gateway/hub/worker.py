@@ -286,22 +286,26 @@ class Worker:
                         conn.close()
                         conn = None
                     self._stop.wait(RETRY_S)
+            # A worker that is never idle still runs the timers on time.
+            conn = self._tick(conn)
         if conn is not None:
             conn.close()
 
     def _tick(self, conn):
-        """The rules' timers once every TICK_S; returns the connection (None
-        after a failure, to be opened again)."""
+        """The rules' timers once every TICK_S (at the next turn again while
+        another worker holds the engine's lock); returns the connection
+        (None after a failure, to be opened again)."""
         now = time.time()
         if self.engine is None or now - self._last_tick < TICK_S:
             return conn
-        self._last_tick = now
         try:
             if conn is None or conn.closed:
                 conn = self.connect()
-            self.engine.tick(conn, now)
+            if self.engine.tick(conn, now):
+                self._last_tick = now
             self._wake_dispatcher()
         except Exception as exc:  # psycopg.Error, or a lost connection
+            self._last_tick = now
             log.error("event=hub_tick_failed error=%r", exc)
             if conn is not None:
                 conn.close()
