@@ -252,6 +252,40 @@ def test_a_write_at_the_hub_waits_for_the_engine(sides):
     assert sides["hub"].rows("SELECT count(*) FROM rules WHERE name = 'wait'") == [(0,)]
 
 
+def test_a_write_at_the_hub_waits_a_bounded_time_and_says_who_holds_the_engine(
+        sides, monkeypatch):
+    """A session that keeps the engine's lock (here a worker wedged in its
+    transaction) makes the write give up after LOCK_WAIT_S, with one line
+    naming it; nothing is written."""
+    from huaico.hub import operator
+    monkeypatch.setattr(operator, "LOCK_WAIT_S", 0.5)
+    _same(sides, "rules", "add", "stuck", "--device", "rio-rimac", "--channel", "water_level",
+          "--kind", "above", "--levels", "watch=9000")
+    with psycopg.connect(sides["dsn"], application_name="huaico-hub hub-7") as worker:
+        with worker.transaction():
+            pid = worker.execute("SELECT pg_backend_pid()").fetchone()[0]
+            worker.execute("SELECT pg_advisory_xact_lock(hashtext('huaico-hub-engine'))")
+            done = {}
+            command = threading.Thread(target=lambda: done.setdefault("result", _invoke(
+                sides["hub_home"], "rules", "remove", "stuck", "--hub", sides["dsn"])))
+            started = time.monotonic()
+            command.start()
+            command.join(10)  # not released by the test: the command must give up by itself
+            waited = time.monotonic() - started
+            assert not command.is_alive(), "the write still waits for the engine's lock"
+    result = done["result"]
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: the hub's rule engine is busy: its lock was not "
+                                    "free within 0.5 s; held by pid %d (huaico-hub hub-7 at "
+                                    "127.0.0.1, idle in transaction for " % pid), result.output
+    assert "SELECT pg_terminate_backend(%d)" % pid in result.output
+    assert 0.5 <= waited < 5
+    assert sides["hub"].rows("SELECT count(*) FROM rules WHERE name = 'stuck'") == [(1,)]
+    # Free again: the write goes through, and waits no longer than it must.
+    assert _invoke(sides["hub_home"], "rules", "remove", "stuck", "--hub",
+                   sides["dsn"]).output == "removed stuck\n"
+
+
 def test_what_the_hub_cannot_answer(sides, tmp_path):
     home = sides["hub_home"]
     result = _invoke(home, "alerts", "list", "--hub", "host=127.0.0.1 port=1 dbname=x user=x")

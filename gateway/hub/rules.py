@@ -66,8 +66,9 @@ log = logging.getLogger("huaico.hub")
 
 CHANNEL = "huaico_outbox"
 # Also taken by the operator's writes (gateway/hub/operator.py).
-LOCK = "SELECT pg_advisory_xact_lock(hashtext('huaico-hub-engine'))"
-_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('huaico-hub-engine'))"
+LOCK_KEY = "huaico-hub-engine"
+LOCK = "SELECT pg_advisory_xact_lock(hashtext('%s'))" % LOCK_KEY
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('%s'))" % LOCK_KEY
 # Long enough for a worker that is slow for a moment (starting, a loaded
 # machine: 2 s was seen to be too short) or killed and restarted; a frame
 # lost for good costs its successors this long, once.

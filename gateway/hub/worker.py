@@ -158,7 +158,10 @@ class Worker:
                  config=None, sms=None):
         import psycopg
         self.dsn = dsn
-        self.connect = connect or (lambda: psycopg.connect(dsn))
+        # Named, so that an operator whose write waits on this worker's lock
+        # is told which worker holds it (gateway/hub/operator.py).
+        self.connect = connect or (lambda: psycopg.connect(
+            dsn, application_name="huaico-hub %s" % client_id))
         self.topic = share_topic(group, prefix)
         self.prefix = prefix
         self.host = host
