@@ -215,13 +215,45 @@ def test_rules_and_alerts_read_and_write_the_same_at_the_hub(sides):
     _same(sides, "rules", "remove", "rain-1h", "--force")
     _same(sides, "alerts", "list", "--all")
     _same(sides, "rules", "list")
-    queued = _same(sides, "alerts", "test", "leaders")
+    # No worker has told the hub its config: this huaico.toml's groups, and
+    # the first line says so.
+    edge, queued = _both(sides, "alerts", "test", "leaders")
+    assert queued == "groups and [sms] of %s: no hub worker has told the hub its config " \
+        "(`huaico hub run --config` does)\n%s" % (sides["hub_home"] / "huaico.toml", edge)
     assert "queued 2 test message(s) to leaders" in queued
     assert sides["hub"].rows("SELECT recipient, level FROM outbox WHERE alert_id IS NULL "
                              "ORDER BY id") == [("+51987654321", "test"), ("+51911111111", "test")]
     assert sides["hub"].rows("SELECT status FROM alerts WHERE rule_name = 'rain-1h' "
                              "ORDER BY id") == [("cancelled",), ("cleared",)]
     assert sides["hub"].rows("SELECT count(*) FROM alert_state") == [(1,)]
+
+
+def test_alerts_test_at_the_hub_follows_the_workers_config(sides):
+    """Workers started with a config tell the hub their groups and SMS
+    backend; `alerts test --hub` queues by those (the worker with an SMS
+    backend: it is the one that sends), whatever the local huaico.toml says."""
+    from huaico import config as config_mod
+    from huaico.hub.worker import register
+    modem = config_mod.from_text('[sms]\nbackend = "spool"\nspool_dir = "s"\n'
+                                 '[[groups]]\nname = "vecinos"\nnumbers = ["+51944444444"]\n',
+                                 sides["hub_home"])
+    plain = config_mod.from_text('[[groups]]\nname = "otros"\nnumbers = ["+51955555555"]\n',
+                                 sides["hub_home"])
+    with psycopg.connect(sides["dsn"]) as conn:
+        register(conn, "hub-1", modem, 1000.0)
+        register(conn, "hub-2", plain, 2000.0)  # started later, but sends no SMS
+    before = sides["hub"].rows("SELECT max(id) FROM outbox")[0][0]
+    result = _invoke(sides["hub_home"], "alerts", "test", "vecinos", "--hub", sides["dsn"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith(
+        "groups and [sms] of hub worker hub-1 on ")
+    assert sides["hub"].rows("SELECT recipient, grp FROM outbox WHERE id > %s",
+                             [before]) == [("+51944444444", "vecinos")]
+    # The local huaico.toml's group is not the workers'.
+    refused = _invoke(sides["hub_home"], "alerts", "test", "leaders", "--hub", sides["dsn"])
+    assert refused.exit_code == 1 and "no group 'leaders' (have vecinos)" in refused.output
+    with psycopg.connect(sides["dsn"]) as conn:
+        conn.execute("DELETE FROM hub_workers")
 
 
 def test_a_write_at_the_hub_waits_for_the_engine(sides):

@@ -82,6 +82,19 @@ class HubRules:
                 % (LOCK_WAIT_S, pid, name, " at %s" % host if host else "", state, age or 0,
                    " ".join((query or "-").split())[:80], pid))
 
+    def worker_config(self):
+        """(worker id, host, started, config sections) of the worker whose
+        config a test message should follow: of those that told the hub
+        (hub_workers), the last started with an SMS backend (it is the one
+        that sends SMS), else the last started; None when none did."""
+        import json
+        rows = self.conn.execute("SELECT worker_id, host, started, config FROM hub_workers "
+                                 "ORDER BY started DESC, worker_id").fetchall()
+        known = [(worker_id, host, started, json.loads(config))
+                 for worker_id, host, started, config in rows]
+        sending = [row for row in known if row[3]["sms"]["backend"] != "none"]
+        return (sending or known or [None])[0]
+
     def close(self):
         self.conn.close()
 

@@ -110,10 +110,20 @@ def _m005_engine_changed(cur, timescale, now):
     cur.execute("CREATE INDEX engine_changed_generation ON engine_changed (generation)")
 
 
+def _m006_hub_workers(cur, timescale, now):
+    """What each worker started with a config told the hub of it: the
+    [alerts] and [[groups]] it sends by and its SMS backend's kind (no port,
+    no password), so that `huaico alerts test --hub` queues for the groups
+    the workers know rather than those of the operator's own huaico.toml."""
+    cur.execute("CREATE TABLE hub_workers (worker_id text PRIMARY KEY, host text NOT NULL, "
+                "started double precision NOT NULL, config text NOT NULL)")
+
+
 MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time),
               ("m003_alerting", hub_alert_schema.m003_alerting),
               ("m004_names_in_byte_order", _m004_names_in_byte_order),
-              ("m005_engine_changed", _m005_engine_changed)]
+              ("m005_engine_changed", _m005_engine_changed),
+              ("m006_hub_workers", _m006_hub_workers)]
 PARTITIONED = ("readings", "frames")
 
 

@@ -188,6 +188,7 @@ class Worker:
         self._client.on_socket_open = no_delay  # receipts and acks go out at once
         self._client.reconnect_delay_set(0.2, 5)
         self._client.max_inflight_messages_set(MAX_BATCH)
+        self.config = config
         self.engine = HubEngine(config) if config is not None else None
         self.dispatcher = None
         self._alerts_link = None
@@ -225,6 +226,8 @@ class Worker:
         conn = self.connect()
         try:
             applied = hub_schema.migrate(conn)
+            if self.config is not None:
+                register(conn, self.client_id, self.config, time.time())
         finally:
             conn.close()
         if applied:
@@ -361,6 +364,20 @@ class Worker:
 
     def _count(self, name):
         self.counts[name] = self.counts.get(name, 0) + 1
+
+
+def register(conn, worker_id, config, now):
+    """Tell the hub what this worker sends by (hub_workers): [alerts],
+    [[groups]] and the SMS backend's kind, for `huaico alerts test --hub`."""
+    import json
+    import socket
+    known = {"alerts": config["alerts"], "groups": config["groups"],
+             "sms": {name: config["sms"][name] for name in ("backend", "country_code")}}
+    with conn.transaction():
+        conn.execute("INSERT INTO hub_workers (worker_id, host, started, config) "
+                     "VALUES (%s, %s, %s, %s) ON CONFLICT (worker_id) DO UPDATE SET "
+                     "host = excluded.host, started = excluded.started, config = excluded.config",
+                     [worker_id, socket.gethostname(), now, json.dumps(known, sort_keys=True)])
 
 
 def run(worker, duration=None, stopping=None):
