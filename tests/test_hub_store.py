@@ -49,6 +49,16 @@ def test_migrate_partitions_readings_by_month(hub_db):
         "readings_y%04dm%02d" % ym for ym in hub_schema._months(NOW, 12, 3))
     assert "readings_y2026m11" in parts and "readings_y2027m02" in parts
     assert hub_schema.migrate(hub_db, now=NOW) == []  # idempotent
+    # The path every hub test takes: plain PostgreSQL's RANGE partitions.
+    # TimescaleDB is not in Debian 12 (nor reachable here), so the hypertable
+    # branch of m001 and retention's drop_chunks are not exercised.
+    with hub_db.cursor() as cur:
+        assert not hub_schema.timescale_available(cur)
+        cur.execute("SELECT c.relname, p.partstrat FROM pg_partitioned_table p JOIN pg_class c "
+                    "ON c.oid = p.partrelid ORDER BY 1")
+        assert cur.fetchall() == [("frames", "r"), ("readings", "r")]
+        cur.execute("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+        assert cur.fetchone() == (0,)
 
 
 def test_frames_stored_once_whoever_brings_them(hub_db):

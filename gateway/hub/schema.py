@@ -6,7 +6,9 @@ ensure_partitions so that no insert waits on DDL; a DEFAULT partition takes
 what falls outside, such as a board whose clock was never set), so that
 retention drops a month whole (huaico.hub.retention). With the TimescaleDB extension available,
 readings is a hypertable instead (monthly chunks), which does the same and
-compresses old chunks.
+compresses old chunks. The tests run the plain path only: Debian 12 packages
+no TimescaleDB (and PyPI's "timescaledb" is an unrelated SQLModel client), so
+the hypertable branch of m001 and retention's drop_chunks are untested.
 
 Idempotency lives in the keys: a frame is (device_id, seq, time) in `frames`, a
 reading (device_id, seq, channel, idx, time) in `readings`; the workers
@@ -128,7 +130,12 @@ PARTITIONED = ("readings", "frames")
 
 
 def timescale_available(cur):
-    cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    """True when readings can be a hypertable: the extension is installed on
+    the server and preloaded (CREATE EXTENSION refuses it otherwise, and
+    the migration would fail rather than fall back to plain partitions)."""
+    cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb' "
+                "AND 'timescaledb' = ANY(string_to_array(replace(current_setting("
+                "'shared_preload_libraries'), ' ', ''), ','))")
     return cur.fetchone() is not None
 
 
