@@ -19,6 +19,7 @@ SSH session. The workers name their sessions (application_name
 "huaico-hub <worker id>", gateway/hub/worker.py), so the line says which.
 """
 import contextlib
+import json
 
 from huaico.hub import reader as hub_reader
 from huaico.hub.rules import LOCK, LOCK_KEY
@@ -87,7 +88,6 @@ class HubRules:
         config a test message should follow: of those that told the hub
         (hub_workers), the last started with an SMS backend (it is the one
         that sends SMS), else the last started; None when none did."""
-        import json
         rows = self.conn.execute("SELECT worker_id, host, started, config FROM hub_workers "
                                  "ORDER BY started DESC, worker_id").fetchall()
         known = [(worker_id, host, started, json.loads(config))

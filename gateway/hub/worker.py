@@ -26,10 +26,14 @@ With a config (`huaico hub run --config`: the [alerts], [[groups]],
 the gateway's rules over each batch in the same transaction
 (gateway/hub/rules.py), their timers once a second, and a dispatcher that
 sends the outbox when this worker holds the dispatch lock
-(gateway/hub/dispatch.py), publishing alerts on the central broker.
+(gateway/hub/dispatch.py), publishing alerts on the central broker; and
+it tells the hub its groups and SMS backend (register(): hub_workers), so
+that `huaico alerts test --hub` queues by them.
 """
+import json
 import logging
 import queue
+import socket
 import struct
 import threading
 import time
@@ -369,8 +373,6 @@ class Worker:
 def register(conn, worker_id, config, now):
     """Tell the hub what this worker sends by (hub_workers): [alerts],
     [[groups]] and the SMS backend's kind, for `huaico alerts test --hub`."""
-    import json
-    import socket
     known = {"alerts": config["alerts"], "groups": config["groups"],
              "sms": {name: config["sms"][name] for name in ("backend", "country_code")}}
     with conn.transaction():
