@@ -22,6 +22,10 @@ the lock. So:
   subjects moved since (RuleEngine.forget) and rebuilds just those from
   alert_state and the readings when next used, as a gateway does after a
   restart; the rest of its cache stays (before, it dropped all of it).
+  A device whose consecutive frames fall to different workers is still
+  rebuilt at each of them: feeding a kept window only what another worker
+  added would need to know which readings those were (late and held
+  frames come out of seq order), which nothing records.
 
 Order: a gateway's stream of frames is dealt to the workers alternately,
 so a worker's batch can commit before an older frame of the same device
