@@ -5,8 +5,8 @@ RANGE partitioning, one partition a month, made ahead of time by
 ensure_partitions so that no insert waits on DDL; a DEFAULT partition takes
 what falls outside, such as a board whose clock was never set), so that
 retention drops a month whole (huaico.hub.retention). With the TimescaleDB extension available,
-readings is a hypertable instead (monthly chunks), which does the same and
-compresses old chunks. The tests run the plain path only: Debian 12 packages
+readings is a hypertable instead (monthly chunks), which does the same
+(no compression policy is set). The tests run the plain path only: Debian 12 packages
 no TimescaleDB (and PyPI's "timescaledb" is an unrelated SQLModel client), so
 the hypertable branch of m001 and retention's drop_chunks are untested.
 
