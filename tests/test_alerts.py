@@ -79,6 +79,21 @@ def test_minimum_duration_by_readings_and_by_tick(alert_db, alert_config):
     assert [r[1] for r in sms(alert_db)] == ["warning", "warning"]
 
 
+def test_a_minimum_duration_runs_out_on_tick_after_a_restart(alert_db, alert_config):
+    """The clock is in alert_state: a restarted gateway (or a hub worker that
+    did not evaluate the readings) fires it at its tick, without a new reading."""
+    device = alert_db.add_device("0a0b0c0d", "g1")
+    alert_db.add_rule(make_rule(kind="above", channel="water_level", levels={"warning": 1.0},
+                                min_duration_s=300))
+    engine = rules.RuleEngine(alert_db.database, alert_config)
+    assert alert_db.store(engine, device, [(4, 0, T0, 1500, 0)], T0) == []
+    engine = rules.RuleEngine(alert_db.database, alert_config)
+    assert alert_db.tick(engine, T0 + 299) == []
+    assert alert_db.tick(engine, T0 + 301)
+    assert alert_db.tick(rules.RuleEngine(alert_db.database, alert_config), T0 + 302) == []
+    assert [r[1] for r in sms(alert_db)] == ["warning", "warning"]
+
+
 def test_silent_device_raises_on_tick_and_clears_on_frame(alert_db, alert_config):
     device = alert_db.add_device("0a0b0c0d", "g1")
     alert_db.add_rule(make_rule(kind="silent", site="chosica",

@@ -202,3 +202,48 @@ def test_a_day_offline_catches_up_in_commit_order(city):
         "SELECT device_id, seq, extract(epoch FROM stored) FROM frames"))
     along = [stamps[row[1:]] for row in committed]
     assert along == sorted(along)
+
+
+def test_a_gateway_killed_between_the_pubacks_and_the_receipts(city):
+    """kill -9 of a gateway whose frames the central broker has PUBACKed but
+    no hub worker has taken (none runs yet: the broker's PUBACK promised
+    nothing more), so no receipt came and its durable cursor has not moved.
+    The restarted gateway sends them again from that cursor, and the hub
+    stores each once."""
+    from huaico.store import db
+    city.start_postgres()
+    city.start_central()
+    boards = city.add_devices(["solo"])
+    gateway = city.add_gateway("gw-k", city.central, ["solo"])
+    gateway.wait_ready()
+    observer = _Observer(city.central, "gw-k")
+    feeder = UdpBoards({"solo": (boards["solo"], [gateway])})
+    feeder.send_new(count=20)
+    assert feeder.settle(WAIT), city.logs()
+    # Each frame forwarded, so PUBACKed: the broker had it for the observer.
+    deadline = time.monotonic() + WAIT
+    while len(set(observer.numbers)) < 20:
+        assert time.monotonic() < deadline, (observer.numbers, city.logs())
+        observer.take()
+        time.sleep(0.05)
+    gateway.stop(crash=True)
+    database = gateway.home.open()
+    try:
+        assert db.cursor(database, upstream.CONFIRMED) == 0
+    finally:
+        database.conn.close()
+    worker = city.add_worker("hub-1")
+    while "event=hub_connected" not in worker.log():
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert city.query("SELECT count(*) FROM frames") == [(0,)]  # only the gateway has them
+    gateway.start()
+    expected = set(feeder.acked)
+    stored = city.wait_at_hub(expected, WAIT)
+    assert sorted(stored) == sorted(expected), city.logs()
+    assert city.query("SELECT count(*) FROM readings") == [(20 * len(READINGS),)]
+    observer.take()
+    assert sorted(set(observer.numbers)) == list(range(1, 21))
+    assert len(observer.numbers) >= 40, observer.numbers  # each sent again
+    observer.link.stop()

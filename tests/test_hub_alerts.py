@@ -392,3 +392,48 @@ def test_sms_goes_once_from_the_one_worker_with_a_modem(city, tmp_path, monkeypa
     assert _wait(lambda: city.query("SELECT number, action, alert_id FROM incoming") == [
         (OPERATOR, "acked", alert_id)], timeout=30), city.logs()
     assert city.query("SELECT acked_by FROM alerts") == [(OPERATOR + " (operators)",)]
+
+
+def test_a_minimum_duration_fires_on_time_after_the_worker_that_saw_it_is_killed(
+        city, tmp_path, monkeypatch):
+    """hub-1 alone evaluates the frame that starts a minimum-duration clock;
+    hub-2 starts after it and never sees that frame; hub-1 is killed (-9)
+    before the clock runs out. hub-2's tick fires the alert on time, once:
+    neither hub-1 restarted nor a frame that follows fires it again."""
+    boards, gw = _start(city, tmp_path, monkeypatch, ["ravine"], {"gw-a": (False, ["ravine"])})
+    hold_s = 8
+    _rule(city, rules.Rule("crecida", "above", {"watch": 1.0}, site=SITE,
+                           channel="water_level", min_duration_s=hold_s))
+    ravine = boards["ravine"]
+    # Frame 1 comes next: in order, so not held back as a device's first frames are.
+    city.query("INSERT INTO engine_seq (device_id, seq) VALUES (%s, 0) RETURNING seq",
+               [ravine.kid.hex()])
+    first = city.add_worker("hub-1")
+    _wait(lambda: "event=hub_connected" in first.log())
+    listener = Listener(city.central)
+    feeder = UdpBoards({"ravine": (ravine, [gw["gw-a"]])})
+    try:
+        onset = int(time.time())
+        _one_by_one(feeder, [1500], onset + 10)  # send_new stamps 10 s before time_s
+        assert _wait(lambda: city.query("SELECT since FROM alert_state") != [], hold_s / 2), \
+            city.logs()
+        second = city.add_worker("hub-2")
+        assert _wait(lambda: "event=hub_connected" in second.log(), hold_s / 2), second.log()
+        first.stop(crash=True)
+        due = onset + hold_s
+        assert _wait(lambda: city.query("SELECT count(*) FROM alerts") == [(1,)], WAIT, 0.05), \
+            city.logs()
+        raised = city.query("SELECT raised FROM alerts")[0][0]
+        # On time: at hub-2's first tick after the clock ran out (TICK_S),
+        # with room for a loaded machine.
+        assert due <= raised <= due + 3.0, (raised - due, city.logs())
+        first.start()
+        _one_by_one(feeder, [1600], onset + 20)
+        assert _wait(lambda: _all_sent(city)), city.logs()
+        time.sleep(2.0)  # both workers tick at least once more
+        seen = listener.take()
+    finally:
+        listener.stop()
+    assert city.query("SELECT level, status FROM alerts") == [("watch", "active")]
+    assert city.query("SELECT msg_type FROM alert_events") == [("Alert",)]
+    assert [topic for topic, _ in seen].count("city/alerts/1") == 1, seen

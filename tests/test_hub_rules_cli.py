@@ -215,13 +215,45 @@ def test_rules_and_alerts_read_and_write_the_same_at_the_hub(sides):
     _same(sides, "rules", "remove", "rain-1h", "--force")
     _same(sides, "alerts", "list", "--all")
     _same(sides, "rules", "list")
-    queued = _same(sides, "alerts", "test", "leaders")
+    # No worker has told the hub its config: this huaico.toml's groups, and
+    # the first line says so.
+    edge, queued = _both(sides, "alerts", "test", "leaders")
+    assert queued == "groups and [sms] of %s: no hub worker has told the hub its config " \
+        "(`huaico hub run --config` does)\n%s" % (sides["hub_home"] / "huaico.toml", edge)
     assert "queued 2 test message(s) to leaders" in queued
     assert sides["hub"].rows("SELECT recipient, level FROM outbox WHERE alert_id IS NULL "
                              "ORDER BY id") == [("+51987654321", "test"), ("+51911111111", "test")]
     assert sides["hub"].rows("SELECT status FROM alerts WHERE rule_name = 'rain-1h' "
                              "ORDER BY id") == [("cancelled",), ("cleared",)]
     assert sides["hub"].rows("SELECT count(*) FROM alert_state") == [(1,)]
+
+
+def test_alerts_test_at_the_hub_follows_the_workers_config(sides):
+    """Workers started with a config tell the hub their groups and SMS
+    backend; `alerts test --hub` queues by those (the worker with an SMS
+    backend: it is the one that sends), whatever the local huaico.toml says."""
+    from huaico import config as config_mod
+    from huaico.hub.worker import register
+    modem = config_mod.from_text('[sms]\nbackend = "spool"\nspool_dir = "s"\n'
+                                 '[[groups]]\nname = "vecinos"\nnumbers = ["+51944444444"]\n',
+                                 sides["hub_home"])
+    plain = config_mod.from_text('[[groups]]\nname = "otros"\nnumbers = ["+51955555555"]\n',
+                                 sides["hub_home"])
+    with psycopg.connect(sides["dsn"]) as conn:
+        register(conn, "hub-1", modem, 1000.0)
+        register(conn, "hub-2", plain, 2000.0)  # started later, but sends no SMS
+    before = sides["hub"].rows("SELECT max(id) FROM outbox")[0][0]
+    result = _invoke(sides["hub_home"], "alerts", "test", "vecinos", "--hub", sides["dsn"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith(
+        "groups and [sms] of hub worker hub-1 on ")
+    assert sides["hub"].rows("SELECT recipient, grp FROM outbox WHERE id > %s",
+                             [before]) == [("+51944444444", "vecinos")]
+    # The local huaico.toml's group is not the workers'.
+    refused = _invoke(sides["hub_home"], "alerts", "test", "leaders", "--hub", sides["dsn"])
+    assert refused.exit_code == 1 and "no group 'leaders' (have vecinos)" in refused.output
+    with psycopg.connect(sides["dsn"]) as conn:
+        conn.execute("DELETE FROM hub_workers")
 
 
 def test_a_write_at_the_hub_waits_for_the_engine(sides):
@@ -250,6 +282,40 @@ def test_a_write_at_the_hub_waits_for_the_engine(sides):
         command.join(30)
     assert done["result"].exit_code == 0 and done["result"].output == "removed wait\n"
     assert sides["hub"].rows("SELECT count(*) FROM rules WHERE name = 'wait'") == [(0,)]
+
+
+def test_a_write_at_the_hub_waits_a_bounded_time_and_says_who_holds_the_engine(
+        sides, monkeypatch):
+    """A session that keeps the engine's lock (here a worker wedged in its
+    transaction) makes the write give up after LOCK_WAIT_S, with one line
+    naming it; nothing is written."""
+    from huaico.hub import operator
+    monkeypatch.setattr(operator, "LOCK_WAIT_S", 0.5)
+    _same(sides, "rules", "add", "stuck", "--device", "rio-rimac", "--channel", "water_level",
+          "--kind", "above", "--levels", "watch=9000")
+    with psycopg.connect(sides["dsn"], application_name="huaico-hub hub-7") as worker:
+        with worker.transaction():
+            pid = worker.execute("SELECT pg_backend_pid()").fetchone()[0]
+            worker.execute("SELECT pg_advisory_xact_lock(hashtext('huaico-hub-engine'))")
+            done = {}
+            command = threading.Thread(target=lambda: done.setdefault("result", _invoke(
+                sides["hub_home"], "rules", "remove", "stuck", "--hub", sides["dsn"])))
+            started = time.monotonic()
+            command.start()
+            command.join(10)  # not released by the test: the command must give up by itself
+            waited = time.monotonic() - started
+            assert not command.is_alive(), "the write still waits for the engine's lock"
+    result = done["result"]
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: the hub's rule engine is busy: its lock was not "
+                                    "free within 0.5 s; held by pid %d (huaico-hub hub-7 at "
+                                    "127.0.0.1, idle in transaction for " % pid), result.output
+    assert "SELECT pg_terminate_backend(%d)" % pid in result.output
+    assert 0.5 <= waited < 5
+    assert sides["hub"].rows("SELECT count(*) FROM rules WHERE name = 'stuck'") == [(1,)]
+    # Free again: the write goes through, and waits no longer than it must.
+    assert _invoke(sides["hub_home"], "rules", "remove", "stuck", "--hub",
+                   sides["dsn"]).output == "removed stuck\n"
 
 
 def test_what_the_hub_cannot_answer(sides, tmp_path):

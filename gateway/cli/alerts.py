@@ -497,17 +497,29 @@ def alerts_test(home, hub_dsn, group, wait):
     as an alert goes; the running gateway (`huaico run`) delivers it. Refused
     without an SMS backend; a test not sent within [alerts] test_expiry_s
     expires rather than reach phones hours later. With --hub the hub's
-    workers deliver it, and GROUP and [sms] are read from this huaico.toml:
-    run it with the workers' config (`huaico hub run --config`) as --home's.
+    workers deliver it, and GROUP, [alerts] and the SMS backend are those
+    the workers told the hub when they started (`huaico hub run --config`;
+    the one with an SMS backend, the last started); the first line says
+    whose, or that this huaico.toml's were used because no worker told any.
 
     \b
     Example:
         huaico alerts test leaders --wait 60
     """
     with open_rules(home, hub_dsn) as (config, opened):
+        where = "huaico.toml"
+        known = opened.worker_config() if hasattr(opened, "worker_config") else None
+        if known is not None:
+            worker_id, host, started, config = known
+            where = "the hub workers' --config"
+            click.echo("groups and [sms] of hub worker %s on %s (its config as of %s)"
+                       % (worker_id, host, local_time(started)))
+        elif hasattr(opened, "worker_config"):
+            click.echo("groups and [sms] of %s: no hub worker has told the hub its config "
+                       "(`huaico hub run --config` does)" % (config.home / "huaico.toml"))
         if config["sms"]["backend"] == "none":
             raise click.ClickException('no SMS backend: set [sms] backend = "modem" or "spool" '
-                                       "in huaico.toml, then try again")
+                                       "in %s, then try again" % where)
         with opened.write() as store:
             ids = alerts.queue_test(store, config, group, time.time())
         click.echo("queued %d test message(s) to %s: outbox %s" % (len(ids), group,

@@ -16,9 +16,16 @@ the lock. So:
   them, or not at all (a worker killed before its commit leaves nothing:
   the broker redelivers its messages and another evaluation takes them);
 - a worker's in-memory windows are only its cache: engine_runs counts
-  evaluations, and a worker that finds the count moved by someone else
-  since its own last one rebuilds them from alert_state and the readings
-  (RuleEngine.rolled_back), as a gateway does after a restart.
+  evaluations, and engine_changed keeps, for each subject (device, basin),
+  the count at which one last moved it. A worker that finds the count
+  moved since its own last evaluation forgets the trackers of the
+  subjects moved since (RuleEngine.forget) and rebuilds just those from
+  alert_state and the readings when next used, as a gateway does after a
+  restart; the rest of its cache stays (before, it dropped all of it).
+  A device whose consecutive frames fall to different workers is still
+  rebuilt at each of them: feeding a kept window only what another worker
+  added would need to know which readings those were (late and held
+  frames come out of seq order), which nothing records.
 
 Order: a gateway's stream of frames is dealt to the workers alternately,
 so a worker's batch can commit before an older frame of the same device
@@ -38,7 +45,13 @@ newest evaluated is taken at once. Frames in order are never held, so
 live alerts wait for nothing.
 
 Timers (silent devices, minimum durations, escalation, a basin's stale
-gauges) run in tick(), by whichever worker gets the lock without waiting.
+gauges) run in tick(), by whichever worker gets the lock without waiting;
+one that finds it taken tries again at its next turn (gateway/hub/worker.py),
+not a tick later. A minimum-duration clock lives in alert_state (since),
+and a tick loads a due tracker it does not hold (RuleEngine._load_timers),
+so whichever worker ticks fires it, once: the level it commits is what
+every other worker reads back. It does not matter which worker evaluated
+the frames that started the clock, nor whether that worker still lives.
 A tick that finds nothing due writes nothing: it does not count in
 engine_runs (the other workers keep their windows) and its commit waits
 for no disk, so a live frame that waits for the lock behind it waits
@@ -57,8 +70,9 @@ log = logging.getLogger("huaico.hub")
 
 CHANNEL = "huaico_outbox"
 # Also taken by the operator's writes (gateway/hub/operator.py).
-LOCK = "SELECT pg_advisory_xact_lock(hashtext('huaico-hub-engine'))"
-_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('huaico-hub-engine'))"
+LOCK_KEY = "huaico-hub-engine"
+LOCK = "SELECT pg_advisory_xact_lock(hashtext('%s'))" % LOCK_KEY
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('%s'))" % LOCK_KEY
 # Long enough for a worker that is slow for a moment (starting, a loaded
 # machine: 2 s was seen to be too short) or killed and restarted; a frame
 # lost for good costs its successors this long, once.
@@ -73,25 +87,45 @@ class HubEngine:
         self.engine = rules.RuleEngine(None, config)
         self._seen = None  # engine_runs.generation after our last committed evaluation
         self._pending = None
+        self._changed = set()  # subjects the transaction in hand moved
         self.queued = 0  # outbox rows queued by the transaction in hand
 
+    def _catch_up(self, cur, generation):
+        """Under the lock: forget the trackers of the subjects that other
+        workers moved since our last evaluation (all of them when we know
+        nothing, after a rollback or at start)."""
+        if self._seen is None:
+            self.engine.rolled_back()
+        elif generation != self._seen:
+            self.engine.forget(row[0] for row in cur.execute(
+                "SELECT subject FROM engine_changed WHERE generation > %s",
+                [self._seen]).fetchall())
+
     def _begin(self, store):
-        """Under the lock: count this evaluation; forget the cache if another
-        worker evaluated since ours."""
+        """Under the lock: count this evaluation; catch up with the others."""
         generation = store.cur.execute("UPDATE engine_runs SET generation = generation + 1 "
                                        "WHERE id = 1 RETURNING generation").fetchone()[0]
-        if generation - 1 != self._seen:
-            self.engine.rolled_back()
+        self._catch_up(store.cur, generation - 1)
         self._pending = generation
 
     def _look(self, store):
-        """Under the lock, for a tick that may find nothing due: forget the
-        cache if another worker evaluated since ours, and count nothing yet."""
+        """Under the lock, for a tick that may find nothing due: catch up
+        with the others, and count nothing yet."""
         generation = store.cur.execute("SELECT generation FROM engine_runs "
                                        "WHERE id = 1").fetchone()[0]
-        if generation != self._seen:
-            self.engine.rolled_back()
-            self._seen = generation
+        self._catch_up(store.cur, generation)
+        self._seen = generation
+
+    def _mark(self, store, generation):
+        """Record the subjects this transaction moved, at `generation`, for
+        the other workers' _catch_up."""
+        changed = sorted(self._changed | store.saved)
+        self._changed = set()
+        if changed:
+            store.cur.execute("INSERT INTO engine_changed (subject, generation) "
+                              "SELECT unnest(%s::text[]), %s ON CONFLICT (subject) "
+                              "DO UPDATE SET generation = excluded.generation",
+                              [changed, generation])
 
     def evaluate(self, cur, frames, now):
         """Run the rules over new frames [(device id, seq, received,
@@ -103,7 +137,9 @@ class HubEngine:
             return frames
         cur.execute(LOCK)
         self._begin(store)
-        return self._evaluate(store, frames, sorted({f[0] for f in frames}), now)
+        ready = self._evaluate(store, frames, sorted({f[0] for f in frames}), now)
+        self._mark(store, self._pending)
+        return ready
 
     def _evaluate(self, store, frames, device_ids, now):
         cur = store.cur
@@ -139,6 +175,7 @@ class HubEngine:
             if newest is not None and newest != last.get(device_id):
                 moved[device_id] = newest
         if ready:
+            self._changed.update(f[0] for f in ready)
             devices = {}
             batch = []
             for device_id, _, _, _, rows in ready:
@@ -164,14 +201,17 @@ class HubEngine:
 
     def tick(self, conn, now):
         """The timers and the frames held too long, in a transaction of
-        their own, if no other worker is evaluating."""
+        their own, if no other worker is evaluating; False when one was
+        (the caller tries again soon rather than a tick later)."""
         hub_store.prepare(conn)
         try:
             with conn.transaction():
                 cur = conn.cursor()
                 store = PgEngineStore(cur)
-                if not self.engine.rules(store) or not cur.execute(_TRY_LOCK).fetchone()[0]:
-                    return
+                if not self.engine.rules(store):
+                    return True
+                if not cur.execute(_TRY_LOCK).fetchone()[0]:
+                    return False
                 self._look(store)
                 # Frames held past HOLD_S for a predecessor that did not come.
                 due = [row[0] for row in cur.execute(
@@ -189,10 +229,12 @@ class HubEngine:
                     self._pending = cur.execute(
                         "UPDATE engine_runs SET generation = generation + 1 WHERE id = 1 "
                         "RETURNING generation").fetchone()[0]
+                    self._mark(store, self._pending)
         except BaseException:
             self.rolled_back()
             raise
         self.committed()
+        return True
 
     def _queued(self, cur, ids):
         if ids:
@@ -205,4 +247,5 @@ class HubEngine:
 
     def rolled_back(self):
         self._seen = self._pending = None
+        self._changed = set()
         self.engine.rolled_back()

@@ -26,6 +26,11 @@ class PgEngineStore(EngineStore):
 
     def __init__(self, cur):
         self.cur = cur
+        self.saved = set()  # the subjects whose alert_state this store wrote
+
+    def save_state(self, rule_id, subject, idx, *state):
+        EngineStore.save_state(self, rule_id, subject, idx, *state)
+        self.saved.add(subject)
 
     def _execute(self, sql, args):
         # Rules and alerts are text where SQLite has its loose types; a psycopg

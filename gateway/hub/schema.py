@@ -5,8 +5,10 @@ RANGE partitioning, one partition a month, made ahead of time by
 ensure_partitions so that no insert waits on DDL; a DEFAULT partition takes
 what falls outside, such as a board whose clock was never set), so that
 retention drops a month whole (huaico.hub.retention). With the TimescaleDB extension available,
-readings is a hypertable instead (monthly chunks), which does the same and
-compresses old chunks.
+readings is a hypertable instead (monthly chunks), which does the same
+(no compression policy is set). The tests run the plain path only: Debian 12 packages
+no TimescaleDB (and PyPI's "timescaledb" is an unrelated SQLModel client), so
+the hypertable branch of m001 and retention's drop_chunks are untested.
 
 Idempotency lives in the keys: a frame is (device_id, seq, time) in `frames`, a
 reading (device_id, seq, channel, idx, time) in `readings`; the workers
@@ -108,16 +110,42 @@ def _m006_devices_live(cur, timescale, now):
     cur.execute("CREATE VIEW devices_live AS SELECT * FROM devices")
 
 
+def _m007_engine_changed(cur, timescale, now):
+    """Which subjects (device ids, basin subjects) each evaluation at the
+    hub moved, by engine_runs generation: a worker that finds the
+    generation moved forgets only those trackers (gateway/hub/rules.py),
+    not all of them. One row a subject, so it does not grow with time."""
+    cur.execute("CREATE TABLE engine_changed (subject text PRIMARY KEY, "
+                "generation bigint NOT NULL)")
+    cur.execute("CREATE INDEX engine_changed_generation ON engine_changed (generation)")
+
+
+def _m008_hub_workers(cur, timescale, now):
+    """What each worker started with a config told the hub of it: the
+    [alerts] and [[groups]] it sends by and its SMS backend's kind (no port,
+    no password), so that `huaico alerts test --hub` queues for the groups
+    the workers know rather than those of the operator's own huaico.toml."""
+    cur.execute("CREATE TABLE hub_workers (worker_id text PRIMARY KEY, host text NOT NULL, "
+                "started double precision NOT NULL, config text NOT NULL)")
+
+
 MIGRATIONS = [("m001_initial", _m001_initial), ("m002_frames_by_time", _m002_frames_by_time),
               ("m003_alerting", hub_alert_schema.m003_alerting),
               ("m004_names_in_byte_order", _m004_names_in_byte_order),
               ("m005_incoming", hub_alert_schema.m005_incoming),
-              ("m006_devices_live", _m006_devices_live)]
+              ("m006_devices_live", _m006_devices_live),
+              ("m007_engine_changed", _m007_engine_changed),
+              ("m008_hub_workers", _m008_hub_workers)]
 PARTITIONED = ("readings", "frames")
 
 
 def timescale_available(cur):
-    cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+    """True when readings can be a hypertable: the extension is installed on
+    the server and preloaded (CREATE EXTENSION refuses it otherwise, and
+    the migration would fail rather than fall back to plain partitions)."""
+    cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb' "
+                "AND 'timescaledb' = ANY(string_to_array(replace(current_setting("
+                "'shared_preload_libraries'), ' ', ''), ','))")
     return cur.fetchone() is not None
 
 

@@ -7,18 +7,27 @@ as a small JSON envelope (the COSE_Mac0 bytes in base64 plus what only this
 gateway knows: its id, the receive time, the link and the RSSI, and the
 frame's number `n` here), in id order, which is commit order.
 
-Two cursors, both in the database. `upstream` moves only when the broker
-has acked (PUBACK) every frame of a batch, as the readings feed does. But a
+Two cursors. The sending cursor, in memory, moves only when the broker has
+acked (PUBACK) every frame of a batch, as the readings feed's does. But a
 broker's PUBACK only says the broker holds the frame in memory: a broker
 killed before a worker took it loses it (DESIGN.md says the same of boards
 and gateways). So the hub answers each stored (or already stored) frame
 with a receipt on `<prefix>/<gateway_id>/receipts` (the `n`s it committed),
-and `upstream_confirmed` moves over frames the hub has receipted, without
-gaps. A frame not receipted within confirm_timeout_s, and every frame after
-the confirmed cursor at start-up, is sent again in order; the hub stores it
-once (unique keys) and receipts it again. At most `window` frames are out
-unconfirmed, so a hub that is down is not flooded with copies. Forwarded
-bytes are deleted keep_days after they were confirmed and received.
+and the durable cursor, `upstream_confirmed` in the database, moves over
+frames the hub has receipted, without gaps. A frame not receipted within
+confirm_timeout_s, and every frame after the confirmed cursor at start-up
+(a gateway killed between a PUBACK and the receipt, or before the cursor's
+commit), is sent again in order; the hub stores it once (unique keys) and
+receipts it again. At most `window` frames are out unconfirmed, so a hub
+that is down is not flooded with copies. Forwarded bytes are deleted
+keep_days after they were confirmed and received.
+
+No commit is on the live path: a PUBACK moves only the sending cursor
+(a durable copy of it would never be read: a restart must go back to the
+confirmed one anyway), and the confirmed cursor is committed after the
+next frame has gone out, when the thread is about to wait, or every
+SAVE_S while frames keep coming. Its commit coming later costs a
+restarted gateway nothing but a few more frames sent again.
 
 The hub never trusts the envelope for what it verifies: the frame's MAC
 under the device key covers the readings, and a changed kid selects a key
@@ -41,6 +50,7 @@ CURSOR = "upstream"
 CONFIRMED = "upstream_confirmed"
 BATCH = 1000
 FORMAT = 1
+SAVE_S = 1.0
 
 
 def topic(prefix, gateway_id, leaf="frames"):
@@ -83,6 +93,7 @@ class Forwarder(ReadingsFeed):
         self.confirm_timeout_s = confirm_timeout_s
         self.window = window
         self.confirmed = 0
+        self._saved = (0, 0.0)  # the confirmed cursor in the database, monotonic time of its commit
         self._out = collections.OrderedDict()  # n -> monotonic time of its PUBACK
         self._receipted = set()
         mqtt.subscribe(topic(prefix, gateway_id, "receipts"), qos=1)
@@ -92,21 +103,39 @@ class Forwarder(ReadingsFeed):
         try:
             # Whatever the hub has not receipted goes again, in order.
             self.confirmed = after = db.cursor(database, CONFIRMED)
+            self._saved = (after, time.monotonic())
             while not self._stop.is_set():
-                after = self.confirm(database, after)
-                sent = after
-                if len(self._out) < self.window:
-                    sent = self.step(database, after)
-                if sent == after:
+                # The next frame out first, then the receipts and their commit.
+                before = after
+                sent = self.step(database, after) if len(self._out) < self.window else after
+                after = self.confirm(sent)
+                if before == sent == after:  # nothing went out, nothing to send again
+                    self.save(database)
                     self._idle()
-                after = sent
+                elif time.monotonic() - self._saved[1] >= SAVE_S:
+                    self.save(database)
+            self.save(database)
         finally:
             database.conn.close()
 
-    def confirm(self, database, after):
-        """Take the receipts that arrived; move the confirmed cursor over the
-        receipted frames; the cursor to send from (rewound to the confirmed
-        one when the oldest frame out waited confirm_timeout_s)."""
+    def save(self, database):
+        """Commit the confirmed cursor if it moved; drop the confirmed bytes
+        older than keep_days."""
+        if self.confirmed == self._saved[0]:
+            return
+        with db.transaction(database) as conn:
+            db.set_cursor(conn, CONFIRMED, self.confirmed)
+            # Confirmed bytes are kept a while (a hub restored from a
+            # backup can be fed again by rewinding the cursor), then dropped.
+            conn.execute("DELETE FROM frames WHERE id <= ? AND received < ?",
+                         [self.confirmed, time.time() - self.keep_s])
+        self._saved = (self.confirmed, time.monotonic())
+
+    def confirm(self, after):
+        """Take the receipts that arrived; move the confirmed cursor (in
+        memory: save() commits it) over the receipted frames; the cursor to
+        send from (rewound to the confirmed one when the oldest frame out
+        waited confirm_timeout_s)."""
         while True:
             try:
                 event = self.mqtt.events.get_nowait()
@@ -126,12 +155,6 @@ class Forwarder(ReadingsFeed):
         if confirmed != self.confirmed:
             self.confirmed = confirmed
             self._receipted = {n for n in self._receipted if n > confirmed}
-            with db.transaction(database) as conn:
-                db.set_cursor(conn, CONFIRMED, confirmed)
-                # Confirmed bytes are kept a while (a hub restored from a
-                # backup can be fed again by rewinding the cursor), then dropped.
-                conn.execute("DELETE FROM frames WHERE id <= ? AND received < ?",
-                             [confirmed, time.time() - self.keep_s])
         if out and time.monotonic() - next(iter(out.values())) > self.confirm_timeout_s:
             self.counters.add("upstream_resent", len(out))
             log.warning("event=upstream_resend frames=%d from=%d reason=no_receipt",
@@ -169,11 +192,8 @@ class Forwarder(ReadingsFeed):
         acked = time.monotonic()
         for row in rows:
             self._out[row[0]] = acked
-        last = rows[-1][0]
-        with db.transaction(database) as conn:
-            db.set_cursor(conn, self.cursor_name, last)
         self.counters.add("upstream_frames", len(rows))
-        return last
+        return rows[-1][0]
 
 
 def from_config(config, counters):

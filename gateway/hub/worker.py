@@ -26,10 +26,14 @@ With a config (`huaico hub run --config`: the [alerts], [[groups]],
 the gateway's rules over each batch in the same transaction
 (gateway/hub/rules.py), their timers once a second, and a dispatcher that
 sends the outbox when this worker holds the dispatch lock
-(gateway/hub/dispatch.py), publishing alerts on the central broker.
+(gateway/hub/dispatch.py), publishing alerts on the central broker; and
+it tells the hub its groups and SMS backend (register(): hub_workers), so
+that `huaico alerts test --hub` queues by them.
 """
+import json
 import logging
 import queue
+import socket
 import struct
 import threading
 import time
@@ -158,7 +162,10 @@ class Worker:
                  config=None, sms=None):
         import psycopg
         self.dsn = dsn
-        self.connect = connect or (lambda: psycopg.connect(dsn))
+        # Named, so that an operator whose write waits on this worker's lock
+        # is told which worker holds it (gateway/hub/operator.py).
+        self.connect = connect or (lambda: psycopg.connect(
+            dsn, application_name="huaico-hub %s" % client_id))
         self.topic = share_topic(group, prefix)
         self.prefix = prefix
         self.host = host
@@ -185,6 +192,7 @@ class Worker:
         self._client.on_socket_open = no_delay  # receipts and acks go out at once
         self._client.reconnect_delay_set(0.2, 5)
         self._client.max_inflight_messages_set(MAX_BATCH)
+        self.config = config
         self.engine = HubEngine(config) if config is not None else None
         self.dispatcher = None
         self._alerts_link = None
@@ -223,6 +231,8 @@ class Worker:
         conn = self.connect()
         try:
             applied = hub_schema.migrate(conn)
+            if self.config is not None:
+                register(conn, self.client_id, self.config, time.time())
         finally:
             conn.close()
         if applied:
@@ -287,22 +297,26 @@ class Worker:
                         conn.close()
                         conn = None
                     self._stop.wait(RETRY_S)
+            # A worker that is never idle still runs the timers on time.
+            conn = self._tick(conn)
         if conn is not None:
             conn.close()
 
     def _tick(self, conn):
-        """The rules' timers once every TICK_S; returns the connection (None
-        after a failure, to be opened again)."""
+        """The rules' timers once every TICK_S (at the next turn again while
+        another worker holds the engine's lock); returns the connection
+        (None after a failure, to be opened again)."""
         now = time.time()
         if self.engine is None or now - self._last_tick < TICK_S:
             return conn
-        self._last_tick = now
         try:
             if conn is None or conn.closed:
                 conn = self.connect()
-            self.engine.tick(conn, now)
+            if self.engine.tick(conn, now):
+                self._last_tick = now
             self._wake_dispatcher()
         except Exception as exc:  # psycopg.Error, or a lost connection
+            self._last_tick = now
             log.error("event=hub_tick_failed error=%r", exc)
             if conn is not None:
                 conn.close()
@@ -355,6 +369,18 @@ class Worker:
 
     def _count(self, name):
         self.counts[name] = self.counts.get(name, 0) + 1
+
+
+def register(conn, worker_id, config, now):
+    """Tell the hub what this worker sends by (hub_workers): [alerts],
+    [[groups]] and the SMS backend's kind, for `huaico alerts test --hub`."""
+    known = {"alerts": config["alerts"], "groups": config["groups"],
+             "sms": {name: config["sms"][name] for name in ("backend", "country_code")}}
+    with conn.transaction():
+        conn.execute("INSERT INTO hub_workers (worker_id, host, started, config) "
+                     "VALUES (%s, %s, %s, %s) ON CONFLICT (worker_id) DO UPDATE SET "
+                     "host = excluded.host, started = excluded.started, config = excluded.config",
+                     [worker_id, socket.gethostname(), now, json.dumps(known, sort_keys=True)])
 
 
 def run(worker, duration=None, stopping=None):

@@ -50,8 +50,10 @@ Each (rule, device, index) has a Tracker: its window (kept incrementally:
 a running sum and a monotonic deque for the minimum) and level state. The
 level, its alert and the minimum-duration clocks are stored in alert_state in
 the same transaction as the readings, so after a restart an active alert is
-neither sent again nor forgotten; the window itself is rebuilt from the
-readings table on first use, since the readings are the record anyway.
+neither sent again nor forgotten, and a minimum duration that runs out
+without a new reading fires at the next tick (tick loads the trackers
+whose clocks are due); the window itself is rebuilt from the readings
+table on first use, since the readings are the record anyway.
 """
 import bisect
 import collections
@@ -716,6 +718,18 @@ class RuleEngine:
         levels are rebuilt from the database (alert_state, readings)."""
         self._trackers.clear()
 
+    def forget(self, subjects):
+        """Another writer moved these subjects (device ids, basin subjects)
+        in the store: their trackers, and the basins they are gauges of, are
+        rebuilt from it on next use; the others stay as they are."""
+        subjects = set(subjects)
+        if not subjects:
+            return
+        self._trackers = {
+            key: tracker for key, tracker in self._trackers.items()
+            if key[1] not in subjects and not (isinstance(tracker, Basin)
+                                               and subjects.intersection(tracker.members))}
+
     def _on_readings(self, conn, rules, device, rows, now, stored):
         outbox = []
         limit = now + FUTURE_TOLERANCE_S if self.clock is None or self.clock.trusted else None
@@ -782,6 +796,7 @@ class RuleEngine:
                 if basin_.latest is None or now > basin_.latest:
                     basin_.latest = now
                 outbox += self._evaluate_basin(conn, basin_, now)
+        self._load_timers(conn, rules, now)
         for (rule_id, device_id, index), tracker in list(self._trackers.items()):
             if not isinstance(tracker, Tracker) or tracker.rule.kind == "silent" \
                     or not tracker.since:
@@ -793,6 +808,23 @@ class RuleEngine:
                 self._save(conn, tracker.rule, device_id, index, tracker, now)
         outbox += self._alerts.escalate_due(conn, self.config, now)
         return outbox
+
+    def _load_timers(self, conn, rules, now):
+        """Trackers whose minimum duration has run out by `now` but that are
+        not in memory (a restart; at the hub, another worker evaluated them
+        last): the clocks are in alert_state, so whoever ticks fires them."""
+        by_id = {rule.id: rule for rule in rules
+                 if rule.min_duration_s > 0 and rule.kind not in BASIN_KINDS + ("silent",)}
+        if not by_id:
+            return
+        for rule_id, subject, index, level, since in conn.timers():
+            rule = by_id.get(rule_id)
+            if rule is None or (rule_id, subject, index) in self._trackers:
+                continue
+            current = level_index(level)
+            if any(at > current and start + rule.min_duration_s <= now
+                   for at, start in since.items()):
+                self._tracker(conn, rule, subject, index, ())
 
     # -- several gauges -------------------------------------------------------
 

@@ -167,6 +167,14 @@ class EngineStore:
             return None
         return row[0], {int(k): v for k, v in json.loads(row[1]).items()}, row[2]
 
+    def timers(self):
+        """(rule id, subject, index, level, {level index: since}) of the
+        trackers with a minimum-duration clock running or met."""
+        return [(rule_id, subject, idx, level, {int(k): v for k, v in json.loads(since).items()})
+                for rule_id, subject, idx, level, since in self._rows(
+                    "SELECT rule_id, device_id, idx, level, since FROM alert_state "
+                    "WHERE since != '{}'")]
+
     def save_state(self, rule_id, subject, idx, level, alert_id, since, value, last_time, now):
         self._run(
             "INSERT INTO alert_state (rule_id, device_id, idx, level, alert_id, since, value, "
