@@ -7,10 +7,11 @@ gateway's columns, in PostgreSQL's types: times are seconds since 1970
 `levels`, `params`, `refs` and `parts` are JSON text as at the edge.
 
 engine_seq and engine_held put each device's frames in order for the
-rules (see gateway/hub/rules.py). engine_runs holds one counter that every evaluation under the engine's
-lock moves (gateway/hub/rules.py): a worker whose in-memory windows were
-built before another worker's evaluation sees the counter moved and
-rebuilds them from these tables and the readings.
+rules (see gateway/hub/rules.py). engine_runs holds one counter that every
+evaluation under the engine's lock moves, and engine_changed (hub/schema.py
+m007) the subjects each evaluation moved: a worker whose in-memory windows
+were built before another worker's evaluation sees the counter moved and
+rebuilds only those subjects' trackers from these tables and the readings.
 """
 
 
