@@ -35,6 +35,8 @@ _wake = [0]  # esp32 machine.wake_reason(): the source of the last wake
 # on the ESP32-S3 (ESP-IDF esp_sleep.h esp_sleep_ext1_wakeup_mode_t: ALL_LOW is ESP32 only).
 ext0 = [None, 0, 6]  # the Pin's handle (None: off), level, sleep mask
 ext1 = [[], False]  # the Pins' handles, level
+gpio = [[], False]  # esp32.wake_on_gpio (v1.27.0 on): the Pins' handles, level; light sleep only
+wake_touch = [False]  # esp32.wake_on_touch: refuses ext0 ("no resources"); no pad is ever touched here
 SLEEP_KINDS = {"light": 2, "deep": 4}  # machine.SLEEP, machine.DEEPSLEEP (modmachine.h MACHINE_WAKE_*)
 
 PWRON_RESET = board.PWRON_RESET
@@ -46,6 +48,12 @@ SOFT_RESET = board.SOFT_RESET
 PIN_WAKE = EXT0_WAKE = 2
 EXT1_WAKE = 3
 TIMER_WAKE = 4
+GPIO_WAKE = 7  # ESP_SLEEP_WAKEUP_GPIO
+# esp32 Pin.WAKE_LOW/WAKE_HIGH (GPIO_INTR_LOW_LEVEL/HIGH_LEVEL there): the triggers with which
+# Pin.irq(wake=) makes the pin the ext0 source. Values of the simulator's own, apart from
+# IRQ_FALLING/IRQ_RISING; the rp2 Pin has neither (ports/rp2/machine_pin.c locals, v1.22.0-v1.28.0).
+_WAKE_LOW = 16
+_WAKE_HIGH = 32
 
 _irq_pins = {}  # handle -> Pin with a handler: where the hardware's edges go
 _irq = [True]  # interrupts enabled
@@ -77,11 +85,6 @@ class Pin(rpc.Remote):
     PULL_DOWN = 2
     IRQ_FALLING = 4
     IRQ_RISING = 8
-    # esp32 Pin.WAKE_LOW/WAKE_HIGH (GPIO_INTR_LOW_LEVEL/HIGH_LEVEL there): the triggers with which
-    # Pin.irq(wake=) makes the pin the ext0 source. Values of the simulator's own, apart from
-    # IRQ_FALLING/IRQ_RISING; rp2 has neither (not refused here: see firmware/README.md).
-    WAKE_LOW = 16
-    WAKE_HIGH = 32
     _irq = None  # what irq() set up
 
 
@@ -96,7 +99,7 @@ class Pin(rpc.Remote):
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, **kwargs):
         wake = kwargs.get("wake")
-        if wake is not None and trigger in (Pin.WAKE_LOW, Pin.WAKE_HIGH):
+        if wake is not None and trigger in (_WAKE_LOW, _WAKE_HIGH):
             return self._wake_irq(trigger, wake, kwargs)
         rpc.call("irq", self._h, trigger, kwargs)  # the port's keywords, checked there
         if ext0[0] == self._h:
@@ -117,6 +120,8 @@ class Pin(rpc.Remote):
         rpc.call("irq", self._h, Pin.IRQ_FALLING | Pin.IRQ_RISING, kwargs)
         if not isinstance(wake, int) or not 2 <= wake <= 7:
             raise ValueError("bad wake value")
+        if wake_touch[0]:
+            raise ValueError("no resources")
         try:
             rpc.call("ext0", self._h)
         except ValueError:
@@ -124,7 +129,7 @@ class Pin(rpc.Remote):
         if ext0[0] is not None and ext0[0] != self._h:
             raise ValueError("no resources")
         ext0[0] = self._h
-        ext0[1] = 1 if trigger == Pin.WAKE_HIGH else 0
+        ext0[1] = 1 if trigger == _WAKE_HIGH else 0
         ext0[2] = wake
         self._irq = _Irq(None, trigger, False)
         _irq_pins[self._h] = self
@@ -173,6 +178,9 @@ def deliver(edges):
                 ran = True
             elif h in ext1[0] and _ext1_met():
                 _wake[0] = EXT1_WAKE
+                ran = True
+            elif h in gpio[0] and _sleep[0] == "light" and (flags == Pin.IRQ_RISING) == gpio[1]:
+                _wake[0] = GPIO_WAKE
                 ran = True
             continue
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
@@ -304,6 +312,8 @@ def deepsleep(ms=None):
     """esp32: a reset that keeps only RTC memory, its wake reason told to the next boot;
     rp2: lightsleep, then reset (ports/rp2/modmachine.c mp_machine_deepsleep)."""
     if port["name"] != "rp2":
+        if gpio[0]:  # ports/esp32/modmachine.c v1.27.0-v1.28.0: !SOC_GPIO_SUPPORT_DEEPSLEEP_WAKEUP
+            raise ValueError("DEEPSLEEP with gpio pins not supported on this chip")
         vtime.clock.wdt_timeout_us = 0  # the chip is off: no watchdog runs until the wake's reset
     _asleep("deep", ms)
     if port["name"] == "rp2":
@@ -323,6 +333,13 @@ def _asleep(how, ms):
             return
         if ms is None and armed[0] is None:
             ms = 1 << 30  # as the port rules sleep "forever" with an ext0 source
+    if gpio[0] and how == "light":
+        levels = [rpc.call("call", h, "value", ()) for h in gpio[0]]
+        if (1 if gpio[1] else 0) in levels:  # gpio_wakeup_enable is level-triggered too
+            _wake[0] = GPIO_WAKE
+            return
+        if ms is None and armed[0] is None:
+            ms = 1 << 30
     action, value = rpc.call("sleep", how, ms, armed)
     if action == "hang":
         raise board.Hang(value)
@@ -361,3 +378,14 @@ def _asleep(how, ms):
 
 def idle():
     vtime.clock.idle(1000, True)
+
+
+if board.state.get("port") == "esp32":
+    # Pin constants only the esp32 port has (ports/esp32/machine_pin.c locals, v1.22.0-v1.28.0):
+    # the rp2 Pin has no WAKE_* or DRIVE_*, so there they are AttributeErrors as on the board.
+    Pin.WAKE_LOW = _WAKE_LOW
+    Pin.WAKE_HIGH = _WAKE_HIGH
+    Pin.DRIVE_0 = 0
+    Pin.DRIVE_1 = 1
+    Pin.DRIVE_2 = 2
+    Pin.DRIVE_3 = 3

@@ -55,11 +55,10 @@ class Rules:
         return {"name": self.name, "chip": self.chip, "wdt_sleep": self.wdt_in_lightsleep}
 
     def wdt(self, id, timeout):
-        """machine.WDT(id, timeout): extmod/machine_wdt.c, ports/rp2/machine_wdt.c."""
+        """machine.WDT(id, timeout): extmod/machine_wdt.c, ports/rp2/machine_wdt.c, ports/esp32/machine_wdt.c."""
         if id != 0:
             raise ValueError("WDT(%d) doesn't exist" % id)
-        if self.wdt_max_ms is not None and timeout > self.wdt_max_ms:
-            raise ValueError("timeout exceeds %d" % self.wdt_max_ms)
+        self.port.wdt_timeout(timeout, self.wdt_max_ms)
 
     def sleep(self, how, ms, level_now):
         """What machine.lightsleep/deepsleep(ms) does first on this port, as [action, value]:
@@ -102,9 +101,16 @@ class Rules:
             self.allowed("Pin", kwargs)
             if len(args) > 3:
                 raise TypeError("function takes 3 positional arguments but %d were given" % len(args))
+            if args[0] not in self.port.GPIOS[self.chip]:
+                raise ValueError("invalid pin")  # machine_pin_find (both ports)
             self.pin_free(args[0], "Pin")
+            args = list(args) + [kwargs.get(name, -1) for name in ("mode", "pull")[len(args) - 1:]]
+            self.port.pin_options(self.chip, args[0], args[1], kwargs)
             value = kwargs.get("value")
             return args, ({} if value is None else {"value": value})
+        if kind == "PCNT":
+            self.port.pcnt_unit(self.chip, self.version, args)
+            return args, kwargs
         if kind == "I2C":
             self.allowed("I2C", kwargs)
             defaults = self.port.I2C_DEFAULT

@@ -41,6 +41,16 @@ RESERVED = {
                 19: "USB D-", 20: "USB D+"},
 }
 
+# GPIOs Pin(id) finds (ports/esp32/machine_pin.h MICROPY_HW_ENABLE_GPIOn, machine_pin.c
+# machine_pin_find, else ValueError "invalid pin"; v1.22.0-v1.28.0): ESP32 0-23, 25-27, 32-39;
+# ESP32-S3 0-21, 26, 33-48 (ESP32_GENERIC_S3, no octal PSRAM).
+GPIOS = {"esp32": tuple(range(24)) + (25, 26, 27) + tuple(range(32, 40)),
+         "esp32s3": tuple(range(22)) + (26,) + tuple(range(33, 49))}
+# ESP32 GPIO34-39 are inputs only: Pin(id, Pin.OUT or OPEN_DRAIN) there raises ValueError
+# "pin can only be input" (machine_pin.c GPIO_FIRST_NON_OUTPUT 34, CONFIG_IDF_TARGET_ESP32 only).
+FIRST_INPUT_ONLY = {"esp32": 34}
+_OUTPUT_MODES = (1, 2)  # the simulator's Pin.OUT, Pin.OPEN_DRAIN
+
 # RTC GPIOs, the only pins ext0/ext1 can wake on (RTC_IS_VALID_EXT_PIN, ports/esp32/modesp32.h).
 RTC_PINS = {"esp32": (0, 2, 4, 12, 13, 14, 15, 25, 26, 27, 32, 33, 34, 35, 36, 37, 38, 39),
             "esp32s3": tuple(range(22))}
@@ -73,6 +83,48 @@ def wdt_max_ms(chip, version):
 
 
 def wdt_in_lightsleep(chip, version):
-    """The model keeps the task watchdog counting through lightsleep (not checked on
-    hardware: see firmware/README.md)."""
-    return "counts"
+    """machine.WDT is ESP-IDF's task watchdog (ports/esp32/machine_wdt.c v1.22.0-v1.28.0:
+    esp_task_wdt_reconfigure, esp_task_wdt_add_user, esp_task_wdt_reset_user), which runs on
+    timer group 0's MWDT (ESP-IDF components/esp_system/task_wdt/task_wdt_impl_timergroup.c,
+    TWDT_INSTANCE WDT_MWDT0). In light sleep "digital peripherals, most of the RAM, and CPUs are
+    clock-gated ... their internal state is preserved" (ESP-IDF Sleep Modes, v4.3-v5.x): the MWDT
+    stops where it was and goes on at the wake, so the watchdog does not count while asleep.
+    machine.lightsleep is esp_light_sleep_start (modmachine.c machine_sleep_helper)."""
+    return "paused"
+
+
+def pin_options(chip, pin, mode, kwargs):
+    """Pin's keywords (ports/esp32/machine_pin.c machine_pin_obj_init_helper, v1.22.0-v1.28.0):
+    `drive` goes through mp_obj_get_int (TypeError unless an int; a value outside DRIVE_0..3 is
+    ignored), `hold` is any object, its truth used; an output mode on an input-only pin is refused."""
+    drive = kwargs.get("drive")
+    if drive is not None and not isinstance(drive, int):
+        raise TypeError("can't convert %s to int" % type(drive).__name__)
+    first = FIRST_INPUT_ONLY.get(chip)
+    if first is not None and pin >= first and mode in _OUTPUT_MODES:
+        raise ValueError("pin can only be input")
+
+
+def wdt_timeout(timeout, maximum):
+    """ports/esp32/machine_wdt.c: no maximum, but a timeout <= 0 is refused."""
+    if timeout <= 0:
+        raise ValueError("WDT timeout too short")
+
+
+# esp32.PCNT (ports/esp32/esp32_pcnt.c, first in v1.26.0, unchanged to v1.28.0): units per chip,
+# PCNT_UNIT_MAX = SOC_PCNT_UNITS_PER_GROUP (ESP-IDF soc_caps.h: ESP32 8, ESP32-S3 4).
+PCNT_FIRST = (1, 26, 0)
+PCNT_UNITS = {"esp32": 8, "esp32s3": 4}
+
+
+def pcnt_unit(chip, version, args):
+    """PCNT(id, ...): esp32_pcnt_make_new's checks of the unit id."""
+    if version < PCNT_FIRST:
+        raise AttributeError("PCNT")
+    if not args:
+        raise TypeError("id")
+    unit = args[0]
+    if not isinstance(unit, int):
+        raise TypeError("can't convert %s to int" % type(unit).__name__)
+    if not 0 <= unit < PCNT_UNITS[chip]:
+        raise ValueError("invalid id")

@@ -23,6 +23,10 @@ ARGS = {
     "WDT": ("id", "timeout"),
 }
 
+# GPIOs Pin(id) finds (ports/rp2/machine_pin.c machine_pin_find, else ValueError "invalid pin"):
+# GPIO0-29 on the RP2040 and on the Pico 2 W's RP2350A (30 GPIOs).
+GPIOS = {"rp2040": range(30), "rp2350": range(30)}
+
 # I2C(id) without scl/sda: the board's PICO_DEFAULT_I2C pins (pico-sdk boards/pico.h,
 # pico_w.h, pico2_w.h: SDA 4, SCL 5 on I2C0; ports/rp2/machine_i2c.c uses them for I2C0
 # and MICROPY_HW_I2C1_SCL/SDA 7/6 for I2C1), as (scl, sda).
@@ -76,3 +80,22 @@ def wdt_in_lightsleep(chip, version):
     if version >= _LIGHTSLEEP_WDT_FIXED:
         return "counts"
     return "hangs" if chip == "rp2040" else "paused"
+
+
+def pin_options(chip, pin, mode, kwargs):
+    """Pin's keyword-only `alt` (ports/rp2/machine_pin.c allowed_args, MP_ARG_INT, v1.22.0-v1.28.0):
+    an int, else mp_arg_parse_all's TypeError. It selects a function only in mode ALT, which the
+    simulator does not model (no peripheral there takes over the pad)."""
+    alt = kwargs.get("alt")
+    if alt is not None and not isinstance(alt, int):
+        raise TypeError("can't convert %s to int" % type(alt).__name__)
+
+
+def wdt_timeout(timeout, maximum):
+    """ports/rp2/machine_wdt.c takes the timeout as a uint32_t: a negative one is huge."""
+    if timeout < 0 or timeout > maximum:
+        raise ValueError("timeout exceeds %d" % maximum)
+
+
+def pcnt_unit(chip, version, args):
+    raise AttributeError("PCNT")  # an esp32 peripheral
