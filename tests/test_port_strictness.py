@@ -11,24 +11,26 @@ from tests.test_board_model import _board_with_boot
 
 CHECKS = r'''
 """A stand-in for firmware/boot.py: runs the checks below on the simulated board and prints what
-each did; start() returns None, so the run ends as a refused config (exit status 2)."""
+each did (out: name -> ["ok", value] or [exception type, message]); start() returns None, so the
+run ends as a refused config (exit status 2)."""
 import json
+import machine
 import time
 
-import machine
-
 Pin = machine.Pin
+out = {}
+
+
+def check(name, fn):
+    try:
+        value = fn()
+    except Exception as exc:
+        out[name] = [type(exc).__name__, str(exc)]
+        return
+    out[name] = ["ok", value]
 
 
 def start(site_path, root):
-    out = {}
-
-    def check(name, fn):
-        try:
-            out[name] = ["ok", fn()]
-        except Exception as exc:
-            out[name] = [type(exc).__name__, str(exc)]
-
 %s
     print(json.dumps({"ev": "checks", "out": out}))
     return None
@@ -59,17 +61,19 @@ PIN_RULES = '''
     check("no_such_gpio", lambda: Pin(24) and None)
     check("out_on_34", lambda: Pin(34, Pin.OUT) and None)
     check("wdt_zero", lambda: machine.WDT(timeout=0) and None)
+    check("adc_off_pin", lambda: machine.ADC(Pin(5)) and None)
+    check("adc_pin", lambda: machine.ADC(Pin(ADC_PIN)) and None)
 '''
 
 
-def test_pin_constants_keywords_and_gpios_per_port(tmp_path):
+def test_pin_constants_keywords_gpios_and_adc_pins_per_port(tmp_path):
     # rp2: ports/rp2/machine_pin.c (v1.22.0-v1.28.0) has no WAKE_LOW/WAKE_HIGH/DRIVE_* and takes
     # `alt` (an int); esp32: machine_pin.c takes `drive` (an int) and `hold`, refuses an output on
     # GPIO34-39 (input only) and a GPIO the chip lacks (24); machine_wdt.c refuses a timeout <= 0.
     (tmp_path / "pico").mkdir()
     (tmp_path / "esp32").mkdir()
-    rp2, _ = _checks(tmp_path / "pico", "pico", PIN_RULES)
-    esp32, _ = _checks(tmp_path / "esp32", "esp32", PIN_RULES)
+    rp2, _ = _checks(tmp_path / "pico", "pico", "    ADC_PIN = 26\n" + PIN_RULES)
+    esp32, _ = _checks(tmp_path / "esp32", "esp32", "    ADC_PIN = 34\n" + PIN_RULES)
     for name in ("wake_low", "wake_high", "drive_const"):
         assert rp2[name][0] == "AttributeError", (name, rp2)
         assert esp32[name] == ["ok", True], (name, esp32)
@@ -84,6 +88,10 @@ def test_pin_constants_keywords_and_gpios_per_port(tmp_path):
     assert rp2["out_on_34"] == ["ValueError", "invalid pin"]  # the RP2040 has GPIO0-29
     assert esp32["out_on_34"] == ["ValueError", "pin can only be input"]
     assert esp32["wdt_zero"] == ["ValueError", "WDT timeout too short"], esp32
+    # ADC on a pin without a channel: ports/rp2/machine_adc.c, ports/esp32/machine_adc.c
+    assert rp2["adc_off_pin"] == ["ValueError", "Pin doesn't have ADC capabilities"], rp2
+    assert esp32["adc_off_pin"] == ["ValueError", "invalid pin"], esp32
+    assert rp2["adc_pin"] == esp32["adc_pin"] == ["ok", None]
 
 
 WDT_IN_LIGHTSLEEP = '''

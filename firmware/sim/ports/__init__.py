@@ -108,6 +108,11 @@ class Rules:
             self.port.pin_options(self.chip, args[0], args[1], kwargs)
             value = kwargs.get("value")
             return args, ({} if value is None else {"value": value})
+        if kind == "ADC":
+            source = getattr(args[0], "id", args[0])
+            if not (self.name == "rp2" and isinstance(args[0], int) and 0 <= source < 5):  # an rp2 channel
+                self.port.adc_pin(self.chip, source)
+            return args, kwargs
         if kind == "PCNT":
             self.port.pcnt_unit(self.chip, self.version, args)
             return args, kwargs

@@ -128,3 +128,16 @@ def pcnt_unit(chip, version, args):
         raise TypeError("can't convert %s to int" % type(unit).__name__)
     if not 0 <= unit < PCNT_UNITS[chip]:
         raise ValueError("invalid id")
+
+
+# ADC(Pin) pins (ports/esp32/machine_adc.c madc_obj table, v1.22.0-v1.28.0): ESP32 ADC1 on
+# GPIO32-39, ADC2 on 0, 2, 4, 12-15, 25-27; ESP32-S3 ADC1 on 1-10, ADC2 on 11-20. ADC2 cannot be
+# read while Wi-Fi is on (not modelled: the board files put analog roles on ADC1).
+ADC_PINS = {"esp32": tuple(range(32, 40)) + (0, 2, 4, 12, 13, 14, 15, 25, 26, 27),
+            "esp32s3": tuple(range(1, 21))}
+
+
+def adc_pin(chip, pin):
+    """ADC(Pin) on a pin with no ADC channel: ValueError "invalid pin" (mp_machine_adc_make_new)."""
+    if pin not in ADC_PINS[chip]:
+        raise ValueError("invalid pin")

@@ -99,3 +99,10 @@ def wdt_timeout(timeout, maximum):
 
 def pcnt_unit(chip, version, args):
     raise AttributeError("PCNT")  # an esp32 peripheral
+
+
+def adc_pin(chip, pin):
+    """ADC(Pin): GPIO26-29 only (ports/rp2/machine_adc.c ADC_IS_VALID_GPIO, ADC_BASE_PIN 26,
+    v1.22.0-v1.28.0); ADC(0..4) is a channel."""
+    if not 26 <= pin <= 29:
+        raise ValueError("Pin doesn't have ADC capabilities")
