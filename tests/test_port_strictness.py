@@ -8,6 +8,7 @@ import pytest
 
 from tests.fixtures.firmware import run_sim, site_config
 from tests.test_board_model import _board_with_boot
+from tests.test_firmware_wifi import model
 
 CHECKS = r'''
 """A stand-in for firmware/boot.py: runs the checks below on the simulated board and prints what
@@ -218,3 +219,36 @@ def test_esp32_pcnt_from_1_26_counts_reed_bounce_and_nothing_in_lightsleep(board
     assert out["awake"] == ["ok", 8], out  # 2 tips, 4 falling edges each: the bounce is counted
     assert out["asleep"] == ["ok", 0], out
     assert len([e for e in events if e.get("ev") == "tip"]) == 5, events
+
+
+SOCKET_TIMEOUTS = """
+wlan = network.WLAN(network.STA_IF)
+wlan.active(True)
+wlan.connect("site", "secret")
+step(2000)
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+s.settimeout(0.2)
+out["timed"] = attempt(lambda: s.recv(10))
+s.setblocking(False)
+out["nonblocking"] = attempt(lambda: s.recv(10))
+s.settimeout(0)
+out["timeout_0"] = attempt(lambda: s.recv(10))
+s.close()
+"""
+
+
+@pytest.mark.parametrize("port", ("rp2", "esp32"))
+def test_socket_timeout_is_etimedout_and_nonblocking_eagain_as_on_both_ports(port):
+    # extmod/modlwip.c (rp2) and ports/esp32/modsocket.c (v1.22.0-v1.28.0): a recv that outlasts
+    # settimeout(t > 0) raises OSError(ETIMEDOUT 110); without a timeout, EAGAIN 11. The unix port
+    # under the simulator says 11 for both: a firmware that knew only 11 passed here and not there.
+    import socket as pysocket
+    server = pysocket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        out = model(port, SOCKET_TIMEOUTS % server.getsockname()[1])
+    finally:
+        server.close()
+    assert out == {"timed": "OSError:110", "nonblocking": "OSError:11", "timeout_0": "OSError:11"}, out
