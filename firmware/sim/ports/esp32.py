@@ -1,6 +1,7 @@
 """The esp32 port (esp32: ESP32-WROOM-32/WROVER; esp32s3: ESP32-S3), read from micropython/micropython.
 
-Checked at v1.22.0, v1.24.1, v1.26.1 and v1.28.0; every rule names its source file.
+Checked at v1.22.0, v1.24.1, v1.25.0, v1.26.0, v1.26.1, v1.27.0 and v1.28.0 (and master of 2026-08
+where it differs); every rule names its source file and the release a rule starts at.
 """
 
 NAME = "esp32"
