@@ -63,6 +63,8 @@ PIN_RULES = '''
     check("out_on_34", lambda: Pin(34, Pin.OUT) and None)
     check("wdt_zero", lambda: machine.WDT(timeout=0) and None)
     check("adc_off_pin", lambda: machine.ADC(Pin(5)) and None)
+    check("i2c_swapped", lambda: machine.I2C(0, scl=Pin(4), sda=Pin(5)) and None)
+    check("uart_wrong_bus", lambda: machine.UART(1, tx=Pin(0), rx=Pin(1)) and None)
     check("adc_pin", lambda: machine.ADC(Pin(ADC_PIN)) and None)
 '''
 
@@ -93,6 +95,10 @@ def test_pin_constants_keywords_gpios_and_adc_pins_per_port(tmp_path):
     assert rp2["adc_off_pin"] == ["ValueError", "Pin doesn't have ADC capabilities"], rp2
     assert esp32["adc_off_pin"] == ["ValueError", "invalid pin"], esp32
     assert rp2["adc_pin"] == esp32["adc_pin"] == ["ok", None]
+    # rp2 buses reach fixed pins (machine_i2c.c IS_VALID_SCL, machine_uart.c IS_VALID_TX); esp32's any
+    assert rp2["i2c_swapped"] == ["ValueError", "bad SCL pin"], rp2
+    assert rp2["uart_wrong_bus"] == ["ValueError", "bad TX pin"], rp2
+    assert esp32["i2c_swapped"] == esp32["uart_wrong_bus"] == ["ok", None], esp32
 
 
 WDT_IN_LIGHTSLEEP = '''

@@ -118,12 +118,14 @@ class Rules:
             return args, kwargs
         if kind == "I2C":
             self.allowed("I2C", kwargs)
+            self.port.bus_pins(self.chip, "I2C", args[0], _pin_ids(kwargs, ("scl", "sda")))
             defaults = self.port.I2C_DEFAULT
             defaults = defaults.get(self.chip, defaults)
             bus = self._wired("I2C", args[0], (kwargs.get("scl"), kwargs.get("sda")), defaults, wiring)
             return [bus], {"freq": kwargs.get("freq", 400000)}
         if kind == "UART":
             self.allowed("UART", kwargs)
+            self.port.bus_pins(self.chip, "UART", args[0], _pin_ids(kwargs, ("tx", "rx")))
             bus = self._wired("UART", args[0], (kwargs.get("tx"), kwargs.get("rx")), self.port.UART_DEFAULT, wiring)
             return [bus], {"baudrate": kwargs.get("baudrate", 115200), "timeout": kwargs.get("timeout", 0)}
         return args, kwargs
@@ -141,6 +143,11 @@ class Rules:
             self.pin_free(p, kind)
         table = getattr(wiring, kind, {})
         return bus_id if list(table.get(bus_id, ())) == pins else -1
+
+
+def _pin_ids(kwargs, names):
+    """The GPIO numbers of the pins given by these keywords (a Pin or a number; None if not given)."""
+    return [getattr(kwargs.get(name), "id", kwargs.get(name)) for name in names]
 
 
 def load(board, version):

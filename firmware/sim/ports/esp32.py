@@ -142,3 +142,8 @@ def adc_pin(chip, pin):
     """ADC(Pin) on a pin with no ADC channel: ValueError "invalid pin" (mp_machine_adc_make_new)."""
     if pin not in ADC_PINS[chip]:
         raise ValueError("invalid pin")
+
+
+def bus_pins(chip, kind, bus, pins):
+    """I2C and UART reach any GPIO through the GPIO matrix (ports/esp32/machine_i2c.c,
+    machine_uart.c: no pin table); the pins a module keeps are refused in ports/__init__.py."""

@@ -30,6 +30,11 @@ def _pin_id(pin):
     return pin.id if isinstance(pin, io.Pin) else _int(pin)
 
 
+def _unbound():
+    """Both channels with no pin, ignoring edges: [pin, rising, falling, mode pin, mode_low, mode_high]."""
+    return [[None, 0, 0, None, 0, 0], [None, 0, 0, None, 0, 0]]
+
+
 def PCNT(unit, **kwargs):
     """esp32.PCNT(id, **kwargs): the unit, made at its first use, (re)initialised with kwargs."""
     for made in io.counters:
@@ -45,7 +50,7 @@ def PCNT(unit, **kwargs):
 class _Unit:
     def __init__(self, unit):
         self.unit = unit
-        self.channels = [[None, 0, 0, None, 0, 0], [None, 0, 0, None, 0, 0]]  # pin, rising, falling, mode pin, low, high
+        self.channels = _unbound()
         self.filter_us = 0
         self.limits = [0, 0]
         self.count = 0
@@ -111,7 +116,7 @@ class _Unit:
         self.running = False
 
     def deinit(self):
-        self.channels = [[None, 0, 0, None, 0, 0], [None, 0, 0, None, 0, 0]]
+        self.channels = _unbound()
         self.filter_us = 0
         self.running = False
         self.count = 0

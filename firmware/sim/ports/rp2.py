@@ -106,3 +106,21 @@ def adc_pin(chip, pin):
     v1.22.0-v1.28.0); ADC(0..4) is a channel."""
     if not 26 <= pin <= 29:
         raise ValueError("Pin doesn't have ADC capabilities")
+
+
+def bus_pins(chip, kind, bus, pins):
+    """The pins an I2C or UART peripheral can reach, checked when given (v1.22.0-v1.28.0):
+    ports/rp2/machine_i2c.c IS_VALID_SCL/SDA (SCL odd, SDA even, bit 1 the bus: "bad SCL pin");
+    machine_uart.c IS_VALID_PERIPH/TX/RX (bit 3 of pin + 4 the UART; TX pin % 4 == 0, RX 1 on
+    the RP2040; on the RP2350 (v1.25.0 on) any even pin TX, odd RX, its UART_AUX function)."""
+    first, second = pins
+    if kind == "I2C":
+        checks = ((first, 1, "bad SCL pin"), (second, 0, "bad SDA pin"))
+        for pin, odd, error in checks:
+            if pin is not None and not (pin & 1 == odd and (pin & 2) >> 1 == bus):
+                raise ValueError(error)
+        return
+    mask = 1 if chip == "rp2350" else 3
+    for pin, low, error in ((first, 0, "bad TX pin"), (second, 1, "bad RX pin")):
+        if pin is not None and not (pin & mask == low and ((pin + 4) & 8) >> 3 == bus):
+            raise ValueError(error)
