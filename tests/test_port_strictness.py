@@ -65,6 +65,7 @@ PIN_RULES = '''
     check("adc_off_pin", lambda: machine.ADC(Pin(5)) and None)
     check("i2c_swapped", lambda: machine.I2C(0, scl=Pin(4), sda=Pin(5)) and None)
     check("uart_wrong_bus", lambda: machine.UART(1, tx=Pin(0), rx=Pin(1)) and None)
+    check("uart_tx_on_35", lambda: machine.UART(1, tx=Pin(35), rx=Pin(13)) and None)
     check("adc_pin", lambda: machine.ADC(Pin(ADC_PIN)) and None)
 '''
 
@@ -99,6 +100,7 @@ def test_pin_constants_keywords_gpios_and_adc_pins_per_port(tmp_path):
     assert rp2["i2c_swapped"] == ["ValueError", "bad SCL pin"], rp2
     assert rp2["uart_wrong_bus"] == ["ValueError", "bad TX pin"], rp2
     assert esp32["i2c_swapped"] == esp32["uart_wrong_bus"] == ["ok", None], esp32
+    assert esp32["uart_tx_on_35"] == ["OSError", "[Errno 1] EPERM: ESP_FAIL"], esp32  # uart_set_pin: input only
 
 
 WDT_IN_LIGHTSLEEP = '''

@@ -146,4 +146,9 @@ def adc_pin(chip, pin):
 
 def bus_pins(chip, kind, bus, pins):
     """I2C and UART reach any GPIO through the GPIO matrix (ports/esp32/machine_i2c.c,
-    machine_uart.c: no pin table); the pins a module keeps are refused in ports/__init__.py."""
+    machine_uart.c: no pin table); the pins a module keeps are refused in ports/__init__.py.
+    A UART's TX on an input-only pin fails in ESP-IDF's uart_set_pin ("tx_io_num error",
+    ESP_FAIL), which machine_uart.c passes to check_esp_err: OSError(1, "ESP_FAIL")."""
+    first = FIRST_INPUT_ONLY.get(chip)
+    if kind == "UART" and first is not None and pins[0] is not None and pins[0] >= first:
+        raise OSError(1, "ESP_FAIL")
