@@ -62,6 +62,8 @@ PIN_RULES = '''
     check("no_such_gpio", lambda: Pin(24) and None)
     check("out_on_34", lambda: Pin(34, Pin.OUT) and None)
     check("wdt_zero", lambda: machine.WDT(timeout=0) and None)
+    check("rtc_memory", lambda: machine.RTC().memory(b"x") and None)
+    check("rtc_memory_2049", lambda: machine.RTC().memory(bytes(2049)) and None)
     check("adc_off_pin", lambda: machine.ADC(Pin(5)) and None)
     check("i2c_swapped", lambda: machine.I2C(0, scl=Pin(4), sda=Pin(5)) and None)
     check("uart_wrong_bus", lambda: machine.UART(1, tx=Pin(0), rx=Pin(1)) and None)
@@ -92,6 +94,9 @@ def test_pin_constants_keywords_gpios_and_adc_pins_per_port(tmp_path):
     assert rp2["out_on_34"] == ["ValueError", "invalid pin"]  # the RP2040 has GPIO0-29
     assert esp32["out_on_34"] == ["ValueError", "pin can only be input"]
     assert esp32["wdt_zero"] == ["ValueError", "WDT timeout too short"], esp32
+    # RTC.memory: esp32's only, 2048 B at most (ports/esp32/machine_rtc.c); rp2's RTC has datetime() alone
+    assert rp2["rtc_memory"][0] == rp2["rtc_memory_2049"][0] == "AttributeError", rp2
+    assert esp32["rtc_memory"] == ["ok", None] and esp32["rtc_memory_2049"] == ["ValueError", "buffer too long"]
     # ADC on a pin without a channel: ports/rp2/machine_adc.c, ports/esp32/machine_adc.c
     assert rp2["adc_off_pin"] == ["ValueError", "Pin doesn't have ADC capabilities"], rp2
     assert esp32["adc_off_pin"] == ["ValueError", "invalid pin"], esp32

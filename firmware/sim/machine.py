@@ -232,7 +232,16 @@ class RTC:
     def __init__(self, id=0):
         pass
 
-    def memory(self, data=None):
+    def __getattr__(self, name):
+        # RTC.memory() is esp32's (ports/esp32/machine_rtc.c, MICROPY_HW_RTC_USER_MEM_MAX 2048 B,
+        # v1.22.0-v1.28.0); the rp2 RTC has datetime() alone (ports/rp2/machine_rtc.c).
+        if name == "memory" and port.get("name") == "esp32":
+            return self._memory
+        raise AttributeError(name)
+
+    def _memory(self, data=None):
+        if data is not None and len(data) > 2048:
+            raise ValueError("buffer too long")
         return rpc.call("rtc", data)
 
 
