@@ -63,6 +63,8 @@ PIN_RULES = '''
     check("out_on_34", lambda: Pin(34, Pin.OUT) and None)
     check("wdt_zero", lambda: machine.WDT(timeout=0) and None)
     check("rtc_memory", lambda: machine.RTC().memory(b"x") and None)
+    check("hard_reset", lambda: machine.HARD_RESET)
+    check("wake_reason", lambda: machine.wake_reason())
     check("rtc_memory_2049", lambda: machine.RTC().memory(bytes(2049)) and None)
     check("adc_off_pin", lambda: machine.ADC(Pin(5)) and None)
     check("i2c_swapped", lambda: machine.I2C(0, scl=Pin(4), sda=Pin(5)) and None)
@@ -94,6 +96,9 @@ def test_pin_constants_keywords_gpios_and_adc_pins_per_port(tmp_path):
     assert rp2["out_on_34"] == ["ValueError", "invalid pin"]  # the RP2040 has GPIO0-29
     assert esp32["out_on_34"] == ["ValueError", "pin can only be input"]
     assert esp32["wdt_zero"] == ["ValueError", "WDT timeout too short"], esp32
+    # rp2's machine has PWRON_RESET and WDT_RESET only, and no wake_reason (ports/rp2/modmachine.c)
+    assert rp2["hard_reset"][0] == rp2["wake_reason"][0] == "AttributeError", rp2
+    assert esp32["hard_reset"] == ["ok", 2] and esp32["wake_reason"] == ["ok", 0], esp32
     # RTC.memory: esp32's only, 2048 B at most (ports/esp32/machine_rtc.c); rp2's RTC has datetime() alone
     assert rp2["rtc_memory"][0] == rp2["rtc_memory_2049"][0] == "AttributeError", rp2
     assert esp32["rtc_memory"] == ["ok", None] and esp32["rtc_memory_2049"] == ["ValueError", "buffer too long"]
@@ -265,3 +270,18 @@ def test_socket_timeout_is_etimedout_and_nonblocking_eagain_as_on_both_ports(por
     finally:
         server.close()
     assert out == {"timed": "OSError:110", "nonblocking": "OSError:11", "timeout_0": "OSError:11"}, out
+
+
+RESET_CAUSE = """
+    if machine.reset_cause() == machine.PWRON_RESET:
+        machine.reset()
+    check("cause", machine.reset_cause)
+"""
+
+
+@pytest.mark.parametrize("board, cause", (("pico", 3), ("esp32", 2)))
+def test_reset_cause_after_machine_reset_is_the_ports(board, cause, tmp_path):
+    # rp2: machine.reset() is pico-sdk's watchdog_reboot(), and reset_cause() says WDT_RESET (3) for
+    # any reboot the watchdog's reason bits record (ports/rp2/modmachine.c); esp32: HARD_RESET (2).
+    out, _ = _checks(tmp_path, board, RESET_CAUSE)
+    assert out == {"cause": ["ok", cause]}, out

@@ -39,16 +39,15 @@ gpio = [[], False]  # esp32.wake_on_gpio (v1.27.0 on): the Pins' handles, level;
 wake_touch = [False]  # esp32.wake_on_touch: refuses ext0 ("no resources"); no pad is ever touched here
 SLEEP_KINDS = {"light": 2, "deep": 4}  # machine.SLEEP, machine.DEEPSLEEP (modmachine.h MACHINE_WAKE_*)
 
+# Both ports have these two (rp2's modmachine.c has no other reset or wake constant); the esp32
+# ones are set at the end of this module.
 PWRON_RESET = board.PWRON_RESET
-HARD_RESET = board.HARD_RESET
 WDT_RESET = board.WDT_RESET
-DEEPSLEEP_RESET = board.DEEPSLEEP_RESET
-SOFT_RESET = board.SOFT_RESET
 # esp32 machine.wake_reason() values (ports/esp32/modmachine.c; ESP-IDF esp_sleep_source_t).
-PIN_WAKE = EXT0_WAKE = 2
-EXT1_WAKE = 3
-TIMER_WAKE = 4
-GPIO_WAKE = 7  # ESP_SLEEP_WAKEUP_GPIO
+_EXT0_WAKE = 2
+_EXT1_WAKE = 3
+_TIMER_WAKE = 4
+_GPIO_WAKE = 7  # ESP_SLEEP_WAKEUP_GPIO
 # esp32 Pin.WAKE_LOW/WAKE_HIGH (GPIO_INTR_LOW_LEVEL/HIGH_LEVEL there): the triggers with which
 # Pin.irq(wake=) makes the pin the ext0 source. Values of the simulator's own, apart from
 # IRQ_FALLING/IRQ_RISING; the rp2 Pin has neither (ports/rp2/machine_pin.c locals, v1.22.0-v1.28.0).
@@ -174,13 +173,13 @@ def deliver(edges):
             # An esp32 asleep runs no pin IRQ; an edge wakes it only on a configured source
             # (ports/esp32/modmachine.c machine_sleep_helper), and its IRQ is not delivered.
             if _ext0_armed(_sleep[0]) and ext0[0] == h and (flags == Pin.IRQ_RISING) == bool(ext0[1]):
-                _wake[0] = EXT0_WAKE
+                _wake[0] = _EXT0_WAKE
                 ran = True
             elif h in ext1[0] and _ext1_met():
-                _wake[0] = EXT1_WAKE
+                _wake[0] = _EXT1_WAKE
                 ran = True
             elif h in gpio[0] and _sleep[0] == "light" and (flags == Pin.IRQ_RISING) == gpio[1]:
-                _wake[0] = GPIO_WAKE
+                _wake[0] = _GPIO_WAKE
                 ran = True
             continue
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
@@ -271,21 +270,25 @@ class WDT:
 
 
 def reset():
-    raise board.Reset(HARD_RESET)
+    raise board.Reset(board.HARD_RESET)
 
 
 def soft_reset():
-    raise board.Reset(SOFT_RESET)
+    raise board.Reset(board.SOFT_RESET)
 
 
 def reset_cause():
-    return board.state["cause"]
+    cause = board.state["cause"]
+    if port.get("name") == "rp2" and cause != PWRON_RESET:
+        # ports/rp2/modmachine.c: WDT_RESET when watchdog_caused_reboot(), else PWRON_RESET; its
+        # machine.reset() is watchdog_reboot(), which sets the watchdog's reason bits (pico-sdk
+        # hardware_watchdog), so a deliberate reset (and deepsleep's) reads as WDT_RESET too.
+        return WDT_RESET
+    return cause
 
 
-def wake_reason():
-    """esp32 only (ports/esp32/modmachine.c); the rp2 port has no wake_reason."""
-    if port["name"] != "esp32":
-        raise AttributeError("wake_reason")
+def _wake_reason():
+    """esp32 only (ports/esp32/modmachine.c): machine.wake_reason at the end of this module."""
     return _wake[0]
 
 
@@ -326,9 +329,9 @@ def deepsleep(ms=None):
         vtime.clock.wdt_timeout_us = 0  # the chip is off: no watchdog runs until the wake's reset
     _asleep("deep", ms)
     if port["name"] == "rp2":
-        raise board.Reset(HARD_RESET)
+        raise board.Reset(board.HARD_RESET)
     rpc.call("wake", _wake[0])
-    raise board.Reset(DEEPSLEEP_RESET)
+    raise board.Reset(board.DEEPSLEEP_RESET)
 
 
 def _asleep(how, ms):
@@ -338,14 +341,14 @@ def _asleep(how, ms):
     armed = [ext0[0], ext0[1]] if _ext0_armed(how) else [None, 0]
     if ext1[0]:
         if _ext1_met():  # level-triggered: a pin already at its level wakes the chip at once
-            _wake[0] = EXT1_WAKE
+            _wake[0] = _EXT1_WAKE
             return
         if ms is None and armed[0] is None:
             ms = 1 << 30  # as the port rules sleep "forever" with an ext0 source
     if gpio[0] and how == "light":
         levels = [rpc.call("call", h, "value", ()) for h in gpio[0]]
         if (1 if gpio[1] else 0) in levels:  # gpio_wakeup_enable is level-triggered too
-            _wake[0] = GPIO_WAKE
+            _wake[0] = _GPIO_WAKE
             return
         if ms is None and armed[0] is None:
             ms = 1 << 30
@@ -358,7 +361,7 @@ def _asleep(how, ms):
     if action == "woke":
         _wake[0] = value
         return
-    _wake[0] = TIMER_WAKE  # unless an edge says otherwise
+    _wake[0] = _TIMER_WAKE  # unless an edge says otherwise
     clock = vtime.clock
     clock.advance()
     wdt = port["wdt_sleep"]  # rp2's deepsleep is a lightsleep; esp32's watchdog counts
@@ -390,8 +393,17 @@ def idle():
 
 
 if board.state.get("port") == "esp32":
-    # Pin constants only the esp32 port has (ports/esp32/machine_pin.c locals, v1.22.0-v1.28.0):
-    # the rp2 Pin has no WAKE_* or DRIVE_*, so there they are AttributeErrors as on the board.
+    # What only the esp32 port has (ports/esp32/modmachine.c and machine_pin.c, v1.22.0-v1.28.0):
+    # on rp2 these are AttributeErrors, as on the board.
+    HARD_RESET = board.HARD_RESET
+    DEEPSLEEP_RESET = board.DEEPSLEEP_RESET
+    SOFT_RESET = board.SOFT_RESET
+    PIN_WAKE = EXT0_WAKE = _EXT0_WAKE
+    EXT1_WAKE = _EXT1_WAKE
+    TIMER_WAKE = _TIMER_WAKE
+    TOUCHPAD_WAKE = 5
+    ULP_WAKE = 6
+    wake_reason = _wake_reason
     Pin.WAKE_LOW = _WAKE_LOW
     Pin.WAKE_HIGH = _WAKE_HIGH
     Pin.DRIVE_0 = 0
