@@ -17,6 +17,11 @@ except ImportError:  # CPython: no heap lock, handlers run as soft IRQs
 # signal on the one physical pad that every Pin object of that id shares.
 _pins = {}
 
+# esp32.PCNT units (firmware/sim/ports/pcnt.py): told of every level change of a pin; and whether
+# the chip's digital clocks are gated (an esp32 in light sleep), when they count nothing.
+counters = []
+gated = [False]
+
 # Interrupt state: a `fire` while interrupts are disabled is held and
 # delivered when they are enabled again, as a pending hardware IRQ would be.
 _irq = {"enabled": True}
@@ -113,6 +118,7 @@ def forget_pins():
     """A new boot: the Pins and held edges of the firmware that ran before are gone."""
     _pins.clear()
     del _held[:]
+    del counters[:]
     _irq["enabled"] = True
 
 
@@ -131,6 +137,9 @@ def fire(pin_id, level):
         return False
     before = pin._input()
     pin._level = level
+    if before != level:
+        for counter in counters:
+            counter.edge(pin_id, level)
     if before == level or pin._irq is None or pin._irq.handler is None:
         return False
     edge = Pin.IRQ_RISING if level else Pin.IRQ_FALLING
@@ -180,3 +189,14 @@ def time_pulse_us(pin, pulse_level, timeout_us=1000000):
     if model is None or not hasattr(model, "pulse_us"):
         return -2
     return model.pulse_us(pulse_level, timeout_us)
+
+
+def level(pin_id):
+    """The level on pad pin_id now (0 when no Pin of it was made and nothing drives it)."""
+    pin = _pins.get(pin_id)
+    return pin._input() if pin is not None else (bus.driven(pin_id) or 0)
+
+
+def made(pin_id):
+    """The Pin of pad pin_id the running firmware made, or None."""
+    return _pins.get(pin_id)

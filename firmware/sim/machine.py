@@ -35,17 +35,24 @@ _wake = [0]  # esp32 machine.wake_reason(): the source of the last wake
 # on the ESP32-S3 (ESP-IDF esp_sleep.h esp_sleep_ext1_wakeup_mode_t: ALL_LOW is ESP32 only).
 ext0 = [None, 0, 6]  # the Pin's handle (None: off), level, sleep mask
 ext1 = [[], False]  # the Pins' handles, level
+gpio = [[], False]  # esp32.wake_on_gpio (v1.27.0 on): the Pins' handles, level; light sleep only
+wake_touch = [False]  # esp32.wake_on_touch: refuses ext0 ("no resources"); no pad is ever touched here
 SLEEP_KINDS = {"light": 2, "deep": 4}  # machine.SLEEP, machine.DEEPSLEEP (modmachine.h MACHINE_WAKE_*)
 
+# Both ports have these two (rp2's modmachine.c has no other reset or wake constant); the esp32
+# ones are set at the end of this module.
 PWRON_RESET = board.PWRON_RESET
-HARD_RESET = board.HARD_RESET
 WDT_RESET = board.WDT_RESET
-DEEPSLEEP_RESET = board.DEEPSLEEP_RESET
-SOFT_RESET = board.SOFT_RESET
 # esp32 machine.wake_reason() values (ports/esp32/modmachine.c; ESP-IDF esp_sleep_source_t).
-PIN_WAKE = EXT0_WAKE = 2
-EXT1_WAKE = 3
-TIMER_WAKE = 4
+_EXT0_WAKE = 2
+_EXT1_WAKE = 3
+_TIMER_WAKE = 4
+_GPIO_WAKE = 7  # ESP_SLEEP_WAKEUP_GPIO
+# esp32 Pin.WAKE_LOW/WAKE_HIGH (GPIO_INTR_LOW_LEVEL/HIGH_LEVEL there): the triggers with which
+# Pin.irq(wake=) makes the pin the ext0 source. Values of the simulator's own, apart from
+# IRQ_FALLING/IRQ_RISING; the rp2 Pin has neither (ports/rp2/machine_pin.c locals, v1.22.0-v1.28.0).
+_WAKE_LOW = 16
+_WAKE_HIGH = 32
 
 _irq_pins = {}  # handle -> Pin with a handler: where the hardware's edges go
 _irq = [True]  # interrupts enabled
@@ -77,11 +84,6 @@ class Pin(rpc.Remote):
     PULL_DOWN = 2
     IRQ_FALLING = 4
     IRQ_RISING = 8
-    # esp32 Pin.WAKE_LOW/WAKE_HIGH (GPIO_INTR_LOW_LEVEL/HIGH_LEVEL there): the triggers with which
-    # Pin.irq(wake=) makes the pin the ext0 source. Values of the simulator's own, apart from
-    # IRQ_FALLING/IRQ_RISING; rp2 has neither (not refused here: see firmware/README.md).
-    WAKE_LOW = 16
-    WAKE_HIGH = 32
     _irq = None  # what irq() set up
 
 
@@ -96,7 +98,7 @@ class Pin(rpc.Remote):
 
     def irq(self, handler=None, trigger=IRQ_FALLING | IRQ_RISING, **kwargs):
         wake = kwargs.get("wake")
-        if wake is not None and trigger in (Pin.WAKE_LOW, Pin.WAKE_HIGH):
+        if wake is not None and trigger in (_WAKE_LOW, _WAKE_HIGH):
             return self._wake_irq(trigger, wake, kwargs)
         rpc.call("irq", self._h, trigger, kwargs)  # the port's keywords, checked there
         if ext0[0] == self._h:
@@ -117,6 +119,8 @@ class Pin(rpc.Remote):
         rpc.call("irq", self._h, Pin.IRQ_FALLING | Pin.IRQ_RISING, kwargs)
         if not isinstance(wake, int) or not 2 <= wake <= 7:
             raise ValueError("bad wake value")
+        if wake_touch[0]:
+            raise ValueError("no resources")
         try:
             rpc.call("ext0", self._h)
         except ValueError:
@@ -124,7 +128,7 @@ class Pin(rpc.Remote):
         if ext0[0] is not None and ext0[0] != self._h:
             raise ValueError("no resources")
         ext0[0] = self._h
-        ext0[1] = 1 if trigger == Pin.WAKE_HIGH else 0
+        ext0[1] = 1 if trigger == _WAKE_HIGH else 0
         ext0[2] = wake
         self._irq = _Irq(None, trigger, False)
         _irq_pins[self._h] = self
@@ -169,10 +173,13 @@ def deliver(edges):
             # An esp32 asleep runs no pin IRQ; an edge wakes it only on a configured source
             # (ports/esp32/modmachine.c machine_sleep_helper), and its IRQ is not delivered.
             if _ext0_armed(_sleep[0]) and ext0[0] == h and (flags == Pin.IRQ_RISING) == bool(ext0[1]):
-                _wake[0] = EXT0_WAKE
+                _wake[0] = _EXT0_WAKE
                 ran = True
             elif h in ext1[0] and _ext1_met():
-                _wake[0] = EXT1_WAKE
+                _wake[0] = _EXT1_WAKE
+                ran = True
+            elif h in gpio[0] and _sleep[0] == "light" and (flags == Pin.IRQ_RISING) == gpio[1]:
+                _wake[0] = _GPIO_WAKE
                 ran = True
             continue
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
@@ -224,7 +231,16 @@ class RTC:
     def __init__(self, id=0):
         pass
 
-    def memory(self, data=None):
+    def __getattr__(self, name):
+        # RTC.memory() is esp32's (ports/esp32/machine_rtc.c, MICROPY_HW_RTC_USER_MEM_MAX 2048 B,
+        # v1.22.0-v1.28.0); the rp2 RTC has datetime() alone (ports/rp2/machine_rtc.c).
+        if name == "memory" and port.get("name") == "esp32":
+            return self._memory
+        raise AttributeError(name)
+
+    def _memory(self, data=None):
+        if data is not None and len(data) > 2048:
+            raise ValueError("buffer too long")
         return rpc.call("rtc", data)
 
 
@@ -254,21 +270,25 @@ class WDT:
 
 
 def reset():
-    raise board.Reset(HARD_RESET)
+    raise board.Reset(board.HARD_RESET)
 
 
 def soft_reset():
-    raise board.Reset(SOFT_RESET)
+    raise board.Reset(board.SOFT_RESET)
 
 
 def reset_cause():
-    return board.state["cause"]
+    cause = board.state["cause"]
+    if port.get("name") == "rp2" and cause != PWRON_RESET:
+        # ports/rp2/modmachine.c: WDT_RESET when watchdog_caused_reboot(), else PWRON_RESET; its
+        # machine.reset() is watchdog_reboot(), which sets the watchdog's reason bits (pico-sdk
+        # hardware_watchdog), so a deliberate reset (and deepsleep's) reads as WDT_RESET too.
+        return WDT_RESET
+    return cause
 
 
-def wake_reason():
-    """esp32 only (ports/esp32/modmachine.c); the rp2 port has no wake_reason."""
-    if port["name"] != "esp32":
-        raise AttributeError("wake_reason")
+def _wake_reason():
+    """esp32 only (ports/esp32/modmachine.c): machine.wake_reason at the end of this module."""
     return _wake[0]
 
 
@@ -304,12 +324,14 @@ def deepsleep(ms=None):
     """esp32: a reset that keeps only RTC memory, its wake reason told to the next boot;
     rp2: lightsleep, then reset (ports/rp2/modmachine.c mp_machine_deepsleep)."""
     if port["name"] != "rp2":
+        if gpio[0]:  # ports/esp32/modmachine.c v1.27.0-v1.28.0: !SOC_GPIO_SUPPORT_DEEPSLEEP_WAKEUP
+            raise ValueError("DEEPSLEEP with gpio pins not supported on this chip")
         vtime.clock.wdt_timeout_us = 0  # the chip is off: no watchdog runs until the wake's reset
     _asleep("deep", ms)
     if port["name"] == "rp2":
-        raise board.Reset(HARD_RESET)
+        raise board.Reset(board.HARD_RESET)
     rpc.call("wake", _wake[0])
-    raise board.Reset(DEEPSLEEP_RESET)
+    raise board.Reset(board.DEEPSLEEP_RESET)
 
 
 def _asleep(how, ms):
@@ -319,10 +341,17 @@ def _asleep(how, ms):
     armed = [ext0[0], ext0[1]] if _ext0_armed(how) else [None, 0]
     if ext1[0]:
         if _ext1_met():  # level-triggered: a pin already at its level wakes the chip at once
-            _wake[0] = EXT1_WAKE
+            _wake[0] = _EXT1_WAKE
             return
         if ms is None and armed[0] is None:
             ms = 1 << 30  # as the port rules sleep "forever" with an ext0 source
+    if gpio[0] and how == "light":
+        levels = [rpc.call("call", h, "value", ()) for h in gpio[0]]
+        if (1 if gpio[1] else 0) in levels:  # gpio_wakeup_enable is level-triggered too
+            _wake[0] = _GPIO_WAKE
+            return
+        if ms is None and armed[0] is None:
+            ms = 1 << 30
     action, value = rpc.call("sleep", how, ms, armed)
     if action == "hang":
         raise board.Hang(value)
@@ -332,7 +361,7 @@ def _asleep(how, ms):
     if action == "woke":
         _wake[0] = value
         return
-    _wake[0] = TIMER_WAKE  # unless an edge says otherwise
+    _wake[0] = _TIMER_WAKE  # unless an edge says otherwise
     clock = vtime.clock
     clock.advance()
     wdt = port["wdt_sleep"]  # rp2's deepsleep is a lightsleep; esp32's watchdog counts
@@ -361,3 +390,23 @@ def _asleep(how, ms):
 
 def idle():
     vtime.clock.idle(1000, True)
+
+
+if board.state.get("port") == "esp32":
+    # What only the esp32 port has (ports/esp32/modmachine.c and machine_pin.c, v1.22.0-v1.28.0):
+    # on rp2 these are AttributeErrors, as on the board.
+    HARD_RESET = board.HARD_RESET
+    DEEPSLEEP_RESET = board.DEEPSLEEP_RESET
+    SOFT_RESET = board.SOFT_RESET
+    PIN_WAKE = EXT0_WAKE = _EXT0_WAKE
+    EXT1_WAKE = _EXT1_WAKE
+    TIMER_WAKE = _TIMER_WAKE
+    TOUCHPAD_WAKE = 5
+    ULP_WAKE = 6
+    wake_reason = _wake_reason
+    Pin.WAKE_LOW = _WAKE_LOW
+    Pin.WAKE_HIGH = _WAKE_HIGH
+    Pin.DRIVE_0 = 0
+    Pin.DRIVE_1 = 1
+    Pin.DRIVE_2 = 2
+    Pin.DRIVE_3 = 3

@@ -24,6 +24,8 @@ from firmware.sim import board, rpc, vtime
 import firmware.sim.network as _network
 
 _EHOSTUNREACH = 113
+_EAGAIN = 11
+_ETIMEDOUT = 110
 _DNS_TRIES_US = (1000000, 1000000, 2000000, 3000000)  # lwIP dns_check_entry: tmr = retries
 _DNS_RTT_US = 20000
 AF_INET = _real.AF_INET
@@ -69,6 +71,7 @@ class socket:
         self._s = _real.socket(*args)
         self._losses = _network.losses()
         self._dead = False
+        self._timeout = None  # blocking; 0 non-blocking; else seconds
 
     def _check(self):
         gone = board.state["link_down"] or _network.losses() != self._losses
@@ -85,26 +88,40 @@ class socket:
         self._s.connect(addr)
 
     def settimeout(self, t):
+        self._timeout = t
         if not self._dead:
             self._s.settimeout(t)
 
     def setblocking(self, flag):
+        self._timeout = None if flag else 0
         if not self._dead:
             self._s.setblocking(flag)
+
+    def _io(self, method, arg):
+        """A read or write: a timeout given by settimeout() that runs out is OSError(ETIMEDOUT) on
+        both ports, EAGAIN only without a timeout (non-blocking): extmod/modlwip.c lwip_tcp_receive/
+        lwip_tcp_send, ports/esp32/modsocket.c (retries == 0 ? EWOULDBLOCK : ETIMEDOUT), v1.22.0-
+        v1.28.0. The unix port under the simulator says EAGAIN for both."""
+        try:
+            return method(arg)
+        except OSError as exc:
+            if exc.args and exc.args[0] == _EAGAIN and self._timeout:
+                raise OSError(_ETIMEDOUT)
+            raise
 
     def send(self, data):
         self._check()
         _sent()
-        return self._s.send(data)
+        return self._io(self._s.send, data)
 
     def write(self, data):
         self._check()
         _sent()
-        return self._s.write(data)
+        return self._io(self._s.write, data)
 
     def recv(self, n):
         self._check()
-        return self._s.recv(n)
+        return self._io(self._s.recv, n)
 
     def close(self):
         if not self._dead:

@@ -9,7 +9,7 @@ named, so a site without them never has their code on the heap.
 """
 from firmware.sim.io import Pin, disable_irq, enable_irq, time_pulse_us  # noqa: F401
 
-_LAZY = {"ADC": "adc", "I2C": "i2c", "SoftI2C": "i2c", "UART": "uart", "OneWire": "onewire"}
+_LAZY = {"ADC": "adc", "I2C": "i2c", "SoftI2C": "i2c", "UART": "uart", "OneWire": "onewire", "PCNT": "ports.pcnt"}
 
 
 def __getattr__(name):

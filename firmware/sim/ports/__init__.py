@@ -55,11 +55,10 @@ class Rules:
         return {"name": self.name, "chip": self.chip, "wdt_sleep": self.wdt_in_lightsleep}
 
     def wdt(self, id, timeout):
-        """machine.WDT(id, timeout): extmod/machine_wdt.c, ports/rp2/machine_wdt.c."""
+        """machine.WDT(id, timeout): extmod/machine_wdt.c, ports/rp2/machine_wdt.c, ports/esp32/machine_wdt.c."""
         if id != 0:
             raise ValueError("WDT(%d) doesn't exist" % id)
-        if self.wdt_max_ms is not None and timeout > self.wdt_max_ms:
-            raise ValueError("timeout exceeds %d" % self.wdt_max_ms)
+        self.port.wdt_timeout(timeout, self.wdt_max_ms)
 
     def sleep(self, how, ms, level_now):
         """What machine.lightsleep/deepsleep(ms) does first on this port, as [action, value]:
@@ -102,17 +101,31 @@ class Rules:
             self.allowed("Pin", kwargs)
             if len(args) > 3:
                 raise TypeError("function takes 3 positional arguments but %d were given" % len(args))
+            if args[0] not in self.port.GPIOS[self.chip]:
+                raise ValueError("invalid pin")  # machine_pin_find (both ports)
             self.pin_free(args[0], "Pin")
+            args = list(args) + [kwargs.get(name, -1) for name in ("mode", "pull")[len(args) - 1:]]
+            self.port.pin_options(self.chip, args[0], args[1], kwargs)
             value = kwargs.get("value")
             return args, ({} if value is None else {"value": value})
+        if kind == "ADC":
+            source = getattr(args[0], "id", args[0])
+            if not (self.name == "rp2" and isinstance(args[0], int) and 0 <= source < 5):  # an rp2 channel
+                self.port.adc_pin(self.chip, source)
+            return args, kwargs
+        if kind == "PCNT":
+            self.port.pcnt_unit(self.chip, self.version, args)
+            return args, kwargs
         if kind == "I2C":
             self.allowed("I2C", kwargs)
+            self.port.bus_pins(self.chip, "I2C", args[0], _pin_ids(kwargs, ("scl", "sda")))
             defaults = self.port.I2C_DEFAULT
             defaults = defaults.get(self.chip, defaults)
             bus = self._wired("I2C", args[0], (kwargs.get("scl"), kwargs.get("sda")), defaults, wiring)
             return [bus], {"freq": kwargs.get("freq", 400000)}
         if kind == "UART":
             self.allowed("UART", kwargs)
+            self.port.bus_pins(self.chip, "UART", args[0], _pin_ids(kwargs, ("tx", "rx")))
             bus = self._wired("UART", args[0], (kwargs.get("tx"), kwargs.get("rx")), self.port.UART_DEFAULT, wiring)
             return [bus], {"baudrate": kwargs.get("baudrate", 115200), "timeout": kwargs.get("timeout", 0)}
         return args, kwargs
@@ -130,6 +143,11 @@ class Rules:
             self.pin_free(p, kind)
         table = getattr(wiring, kind, {})
         return bus_id if list(table.get(bus_id, ())) == pins else -1
+
+
+def _pin_ids(kwargs, names):
+    """The GPIO numbers of the pins given by these keywords (a Pin or a number; None if not given)."""
+    return [getattr(kwargs.get(name), "id", kwargs.get(name)) for name in names]
 
 
 def load(board, version):

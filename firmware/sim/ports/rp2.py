@@ -23,6 +23,10 @@ ARGS = {
     "WDT": ("id", "timeout"),
 }
 
+# GPIOs Pin(id) finds (ports/rp2/machine_pin.c machine_pin_find, else ValueError "invalid pin"):
+# GPIO0-29 on the RP2040 and on the Pico 2 W's RP2350A (30 GPIOs).
+GPIOS = {"rp2040": range(30), "rp2350": range(30)}
+
 # I2C(id) without scl/sda: the board's PICO_DEFAULT_I2C pins (pico-sdk boards/pico.h,
 # pico_w.h, pico2_w.h: SDA 4, SCL 5 on I2C0; ports/rp2/machine_i2c.c uses them for I2C0
 # and MICROPY_HW_I2C1_SCL/SDA 7/6 for I2C1), as (scl, sda).
@@ -76,3 +80,47 @@ def wdt_in_lightsleep(chip, version):
     if version >= _LIGHTSLEEP_WDT_FIXED:
         return "counts"
     return "hangs" if chip == "rp2040" else "paused"
+
+
+def pin_options(chip, pin, mode, kwargs):
+    """Pin's keyword-only `alt` (ports/rp2/machine_pin.c allowed_args, MP_ARG_INT, v1.22.0-v1.28.0):
+    an int, else mp_arg_parse_all's TypeError. It selects a function only in mode ALT, which the
+    simulator does not model (no peripheral there takes over the pad)."""
+    alt = kwargs.get("alt")
+    if alt is not None and not isinstance(alt, int):
+        raise TypeError("can't convert %s to int" % type(alt).__name__)
+
+
+def wdt_timeout(timeout, maximum):
+    """ports/rp2/machine_wdt.c takes the timeout as a uint32_t: a negative one is huge."""
+    if timeout < 0 or timeout > maximum:
+        raise ValueError("timeout exceeds %d" % maximum)
+
+
+def pcnt_unit(chip, version, args):
+    raise AttributeError("PCNT")  # an esp32 peripheral
+
+
+def adc_pin(chip, pin):
+    """ADC(Pin): GPIO26-29 only (ports/rp2/machine_adc.c ADC_IS_VALID_GPIO, ADC_BASE_PIN 26,
+    v1.22.0-v1.28.0); ADC(0..4) is a channel."""
+    if not 26 <= pin <= 29:
+        raise ValueError("Pin doesn't have ADC capabilities")
+
+
+def bus_pins(chip, kind, bus, pins):
+    """The pins an I2C or UART peripheral can reach, checked when given (v1.22.0-v1.28.0):
+    ports/rp2/machine_i2c.c IS_VALID_SCL/SDA (SCL odd, SDA even, bit 1 the bus: "bad SCL pin");
+    machine_uart.c IS_VALID_PERIPH/TX/RX (bit 3 of pin + 4 the UART; TX pin % 4 == 0, RX 1 on
+    the RP2040; on the RP2350 (v1.25.0 on) any even pin TX, odd RX, its UART_AUX function)."""
+    first, second = pins
+    if kind == "I2C":
+        checks = ((first, 1, "bad SCL pin"), (second, 0, "bad SDA pin"))
+        for pin, odd, error in checks:
+            if pin is not None and not (pin & 1 == odd and (pin & 2) >> 1 == bus):
+                raise ValueError(error)
+        return
+    mask = 1 if chip == "rp2350" else 3
+    for pin, low, error in ((first, 0, "bad TX pin"), (second, 1, "bad RX pin")):
+        if pin is not None and not (pin & mask == low and ((pin + 4) & 8) >> 3 == bus):
+            raise ValueError(error)
