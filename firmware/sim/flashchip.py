@@ -21,13 +21,11 @@ memory: the step is torn the same way (an RP2040's flash program is one
 ROM call that a reset aborts). The ring's power-cut test
 (tests/test_firmware_ring.py) uses the same chip in one process.
 
-With a scenario's "flash_time" (`port` set) each step takes the flash's
-datasheet time, the CPU held meanwhile; on rp2 with interrupts off, so that
-UART bytes arriving beyond the RX FIFO are lost (firmware/sim/uart.py
-flash_busy). It is not the default because the simulator runs pin IRQ
-handlers at the firmware's next sleep or poll: an edge during a commit's
-steps would be handled after all of them, where an rp2 runs it as soon as
-the step it fell in ends, so the time would make tips later than a board's.
+Each step takes the flash's datasheet time (`port` set; a scenario's
+"flash_time": false turns it off), the CPU held meanwhile; on rp2 with
+interrupts off, so that UART bytes arriving beyond the RX FIFO are lost
+(firmware/sim/uart.py flash_busy), and a pin edge meanwhile has its IRQ
+handler run as the step ends (firmware/sim/hardware.py flash_step).
 """
 import os
 import struct

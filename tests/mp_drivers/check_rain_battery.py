@@ -65,6 +65,28 @@ def rain_keeps_tips_arriving_while_irqs_are_off():
     check(sensor.pending() == 2, "delivered after enable")
 
 
+def rain_counts_once_a_release_bounce_handled_after_a_flash_step():
+    """An rp2 erases a flash sector with interrupts off (ports/rp2/rp2_flash.c; 45 ms typical,
+    400 ms at most): a release bounce in the erase is handled when it ends, a 150 ms closure
+    plus the erase after the tip, past the 170 ms hold, and the reed reads open by then."""
+    fresh()
+    cfg = dict(RAIN, debounce_ms=20)
+    wire(board, {"sensors": [cfg]})
+    sensor = sensors.make(board, cfg)
+    pin = board.PINS["rain"]
+    for _ in range(3):
+        io.fire(pin, 0)  # the tip: the reed closes, handled at once
+        time.sleep_ms(150)
+        state = io.disable_irq()  # an erase starts as the reed lets go
+        for level in (1, 0, 1, 0, 1):
+            io.fire(pin, level)
+            time.sleep_ms(1)
+        time.sleep_ms(45)
+        io.enable_irq(state)  # the held bounce's handler runs now
+        time.sleep_ms(400)
+    check(sensor.take() == 3, "a bounce handled after a flash step is no second tip")
+
+
 def rain_residue_sums_exactly():
     fresh()
     cfg = dict(RAIN, mm_per_tip=0.254)
@@ -112,6 +134,7 @@ run((
     (rain_counts_every_tip_without_allocating, ()),
     (rain_debounces_a_bouncing_reed, ()),
     (rain_keeps_tips_arriving_while_irqs_are_off, ()),
+    (rain_counts_once_a_release_bounce_handled_after_a_flash_step, ()),
     (rain_residue_sums_exactly, ()),
     (dead_gauge_counts_nothing, ()),
     (battery_reads_the_divided_voltage, ()),
