@@ -21,7 +21,8 @@ than a hold after its closure looked quiet and was counted again (a tip
 twice in the outage test on the esp32s3's 6 MB image; on pico in the storm,
 a bounce held through an erase). So an edge whose handler finds the reed
 open counts only if the reed was seen open since the last tip (by a handler,
-or by settle_ms() before every sleep): a bounce of a counted tip never is.
+by settle_ms() before every sleep, or by the loop's pass a hold after the last
+edge, took_fresh()): a bounce of a counted tip never is.
 With the reed's pull-up on a power group (firmware/power.py) the gauge holds
 the rail up for good, and an edge while the rail is off or settling is the
 supply switching, not the reed: it is no tip (hold()).
@@ -114,10 +115,17 @@ class RainGauge:
             self.fresh = True
 
     def took_fresh(self):
-        """True once for the tips since the last call (the main loop's cue to evaluate its rules)."""
+        """True once for the tips since the last call (the main loop's cue to evaluate its rules).
+        Called at every pass of the loop, before its flash work, it also looks at the reed: open
+        a hold after its last edge, no bounce of the last tip is still to come, and it is seen open.
+        Else a tip whose closure falls whole in a long erase (up to 400 ms) would find it open
+        and not count, when the loop last slept on a shut bounce and the reed opened in the sleep."""
         state = machine.disable_irq()
         fresh = self.fresh
         self.fresh = False
+        if (not self._opened and self._hold and time.ticks_diff(time.ticks_ms(), self._last) >= self._hold
+                and self._pin.value() != self._closed):
+            self._opened = True
         machine.enable_irq(state)
         return fresh
 

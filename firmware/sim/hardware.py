@@ -14,7 +14,7 @@ sleeps, the radio's from the firmware's network module.
 """
 import time
 
-from firmware.sim import board, bus, currents, energy, hwclock, io, peripherals, rpc
+from firmware.sim import board, bus, currents, energy, flashchip, hwclock, io, peripherals, rpc
 
 # What the MCU does during an idle request: machine's light or deep sleep, or time.sleep (awake).
 _MCU_STATE = {None: "idle", "light": "light", "deep": "deep"}
@@ -26,6 +26,8 @@ class Hardware:
         self.chip = chip
         scenario.chip = chip
         chip.clock = self.virtual_s
+        if scenario.flash_time:
+            chip.step_us = flashchip.STEP_US[scenario.flash_time]
         chip.uarts = lambda: [o for o in self.objects if hasattr(o, "irqs_off")]
         self.speed = speed
         self.v_us = 0  # scenario time, microseconds since the first power-on
@@ -155,6 +157,8 @@ class Hardware:
             else:
                 edges.append([edge[0], edge[1], end, self.objects[edge[0]].value()])
         self.edges = []
+        if edges:
+            print("DBGSTEP", op, start, end, edges)
         return [n, edges]
 
     def _edge_to(self, handle):
@@ -200,6 +204,8 @@ class Hardware:
             control = "end"
         edges = self.edges
         self.edges = []
+        if edges:
+            print("DBGIDLE", now_us, limit_us, self.v_us, edges)
         hwclock.sync(self.v_us)
         if e is not None:
             e.set("mcu", "active", self.v_us)

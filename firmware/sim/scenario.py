@@ -5,8 +5,8 @@ JSON, all times in scenario seconds from the first power-on:
  "world": {"battery_v": 4.0, "water_level_m": 0.4},        initial bus.world values
  "flash_ballast_kb": 500,                                    other files on a newly formatted board (optional)
  "ring_seq": [16777200, [7]],                                a new board's store: next seq, its epochs (optional)
- "flash_time": false,                                        erases and programs take no time (default: their
-                                                             datasheet time, sim/flashchip.py)
+ "flash_time": false,                                        erases and programs take no time (default true: their
+                                                             typical datasheet time; "max": the maxima, sim/flashchip.py)
  "rain": [{"from_s": 0, "to_s": 600, "every_s": 1.0}],       tips at from+every, from+2*every, ... <= to
  "ramps": [{"key": "water_level_m", "from_s": 0, "to_s": 600, "start": 0.4, "end": 2.1, "step_s": 5}],
  "link_down": [{"from_s": 120, "to_s": 420}],
@@ -41,6 +41,8 @@ class Scenario:
         self.flash_ballast_kb = raw.get("flash_ballast_kb", 0)
         self.ring_seq = raw.get("ring_seq")
         self.flash_time = raw.get("flash_time", True)
+        if self.flash_time not in (True, False, "max"):
+            raise ValueError('scenario flash_time: true, false or "max", not %r' % (self.flash_time,))
         self.initial_world = raw.get("world", {})
         self.rain = raw.get("rain", [])
         self._tip_k = [0] * len(self.rain)
