@@ -143,7 +143,7 @@ class Pad:
 
 gauge = RainGauge(Pad(6), 0, 0.2, 0)
 for i in range(50):
-    assert machine.deliver([[6, machine.Pin.IRQ_FALLING, 0]])  # under micropython.heap_lock(), at its edge's time
+    assert machine.deliver([[6, machine.Pin.IRQ_FALLING, 0, 0]])  # under micropython.heap_lock(), at its edge's time and level
 assert gauge.pending() == 50, gauge.pending()
 
 # The lock is real: a handler that allocates fails the same way.
@@ -151,7 +151,7 @@ def allocating(pin):
     [pin, pin]
 Pad(7).irq(allocating, machine.Pin.IRQ_FALLING, hard=True)
 try:
-    machine.deliver([[7, machine.Pin.IRQ_FALLING, 0]])
+    machine.deliver([[7, machine.Pin.IRQ_FALLING, 0, 0]])
     print("allocating handler was not caught")
 except MemoryError:
     print("irq ok")

@@ -12,13 +12,17 @@ also its ext0 wake source and the tip that woke it is counted on waking
 A reed switch stays closed 50-150 ms and bounces on release: every edge
 restarts a hold of the longest closure plus debounce_ms, and only an edge
 after a quiet hold is a tip, so the release bounce is never a second tip.
-The hold is timed when the handler runs, which on an esp32 is when the
-scheduler gets to it: a flash commit in C (littlefs) keeps it waiting, and a
-release bounce handled more than a hold after its closure looked quiet and
-was counted again (a tip twice in the outage test on the esp32s3's 6 MB
-image). So there an edge whose handler finds the reed open counts only if
-the reed was seen open (settle_ms(), before every sleep) since the last tip:
-a bounce of a counted tip never is.
+The hold is timed when the handler runs, which is late on both ports: an
+esp32 runs it when the scheduler gets to it, after a flash commit in C
+(littlefs) has ended, and an rp2 runs its hard IRQ only when a flash erase
+or program ends (interrupts are off meanwhile, ports/rp2/rp2_flash.c, a
+sector erase 45 ms typical, 400 ms at most). A release bounce handled more
+than a hold after its closure looked quiet and was counted again (a tip
+twice in the outage test on the esp32s3's 6 MB image; on pico in the storm,
+a bounce held through an erase). So an edge whose handler finds the reed
+open counts only if the reed was seen open since the last tip (by a handler,
+by settle_ms() before every sleep, or by the loop's pass a hold after the last
+edge, took_fresh()): a bounce of a counted tip never is.
 With the reed's pull-up on a power group (firmware/power.py) the gauge holds
 the rail up for good, and an edge while the rail is off or settling is the
 supply switching, not the reed: it is no tip (hold()).
@@ -60,7 +64,7 @@ class RainGauge:
         self._count = 0
         self._last = 0
         self._armed = False
-        self._opened = True  # esp32: the reed seen open since the last tip
+        self._opened = True  # the reed seen open since the last tip
         # Rain not yet sent, below one 0.1 mm step, in micrometres: a bucket
         # of 0.254 mm loses nothing to rounding over a storm.
         self._residue_um = 0
@@ -95,8 +99,11 @@ class RainGauge:
         quiet = not self._armed or time.ticks_diff(now, self._last) >= self._hold
         self._last = now
         self._armed = True
-        if quiet and _ESP32 and self._hold and not self._opened and pin.value() != self._closed:
-            quiet = False  # a late-run handler of the last tip's release bounce
+        if self._hold and pin.value() != self._closed:
+            # Open again: a late-run handler. Unless the reed was seen open since the last tip,
+            # this is that tip's release bounce; either way it has been seen open now.
+            quiet = quiet and self._opened
+            self._opened = True
         if quiet:
             self._count += 1
             self._opened = False
@@ -108,10 +115,17 @@ class RainGauge:
             self.fresh = True
 
     def took_fresh(self):
-        """True once for the tips since the last call (the main loop's cue to evaluate its rules)."""
+        """True once for the tips since the last call (the main loop's cue to evaluate its rules).
+        Called at every pass of the loop, before its flash work, it also looks at the reed: open
+        a hold after its last edge, no bounce of the last tip is still to come, and it is seen open.
+        Else a tip whose closure falls whole in a long erase (up to 400 ms) would find it open
+        and not count, when the loop last slept on a shut bounce and the reed opened in the sleep."""
         state = machine.disable_irq()
         fresh = self.fresh
         self.fresh = False
+        if (not self._opened and self._hold and time.ticks_diff(time.ticks_ms(), self._last) >= self._hold
+                and self._pin.value() != self._closed):
+            self._opened = True
         machine.enable_irq(state)
         return fresh
 
@@ -144,11 +158,10 @@ class RainGauge:
 
     def settle_ms(self):
         """How long to stay awake before sleeping: an esp32 whose reed is still closed
-        would wake at once on its level-triggered ext0 source."""
-        if _ESP32:
-            if self._pin.value() == self._closed:
-                return self._hold
-            self._opened = True
+        would wake at once on its level-triggered ext0 source. An open reed is seen open."""
+        if self._pin.value() == self._closed:
+            return self._hold if _ESP32 else 0
+        self._opened = True
         return 0
 
     def pending(self):

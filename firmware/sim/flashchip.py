@@ -21,13 +21,12 @@ memory: the step is torn the same way (an RP2040's flash program is one
 ROM call that a reset aborts). The ring's power-cut test
 (tests/test_firmware_ring.py) uses the same chip in one process.
 
-With a scenario's "flash_time" (`port` set) each step takes the flash's
-datasheet time, the CPU held meanwhile; on rp2 with interrupts off, so that
-UART bytes arriving beyond the RX FIFO are lost (firmware/sim/uart.py
-flash_busy). It is not the default because the simulator runs pin IRQ
-handlers at the firmware's next sleep or poll: an edge during a commit's
-steps would be handled after all of them, where an rp2 runs it as soon as
-the step it fell in ends, so the time would make tips later than a board's.
+Each step takes the flash's typical datasheet time (`port` set; a scenario's
+"flash_time": false turns it off, "max" takes the maxima: STEP_US), the CPU
+held meanwhile; on rp2 with
+interrupts off, so that UART bytes arriving beyond the RX FIFO are lost
+(firmware/sim/uart.py flash_busy), and a pin edge meanwhile has its IRQ
+handler run as the step ends (firmware/sim/hardware.py flash_step).
 """
 import os
 import struct
@@ -45,9 +44,10 @@ _SHIP = ("main.py", "firmware", "protocol", "boards")
 _PC_ONLY = ("firmware/sim", "firmware/scenarios", "firmware/main.py")
 # Winbond W25Q16JV datasheet (the Pico's 2 MB flash; the Pico 2 W's W25Q32 and the ESP32
 # modules' 4-8 MB parts are specified alike), AC electrical characteristics: sector erase
-# (4 KB) tSE 45 ms typical (400 ms max), page program (256 B) tPP 0.4 ms typical (3 ms max).
-_ERASE_US = 45000
-_PAGE_US = 400
+# (4 KB) tSE 45 ms typical, 400 ms max; page program (256 B) tPP 0.4 ms typical, 3 ms max.
+# A scenario's "flash_time": "max" takes the maxima (a worn or hot chip; the datasheet's
+# maximum tPP reflects wear), true (the default) the typical times. [erase, page] in us.
+STEP_US = {True: (45000, 400), "max": (400000, 3000)}
 _PAGE = 256
 
 
@@ -88,6 +88,7 @@ class Chip:
         self._buf = memoryview(bytearray(BLOCK))
         self.clock = lambda: 0.0  # scenario seconds, for the events (hardware.py sets it)
         self.port = None  # the board's port rules module (runner.py sets it): steps take time
+        self.step_us = STEP_US[True]  # an erase's and a page program's time (hardware.py sets it)
         self.uarts = lambda: ()  # the running boot's UARTs (hardware.py sets it)
 
     @classmethod
@@ -203,7 +204,8 @@ class Chip:
             from firmware.sim.uart import flash_busy
 
             pages = (offset + length - 1) // _PAGE - offset // _PAGE + 1
-            flash_busy(_ERASE_US if op == "erase" else pages * _PAGE_US, self.uarts(), self.port.FLASH_RX_FIFO)
+            erase_us, page_us = self.step_us
+            flash_busy(erase_us if op == "erase" else pages * page_us, self.uarts(), self.port.FLASH_RX_FIFO)
         return n
 
 

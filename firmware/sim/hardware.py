@@ -14,7 +14,7 @@ sleeps, the radio's from the firmware's network module.
 """
 import time
 
-from firmware.sim import board, bus, currents, energy, hwclock, io, peripherals, rpc
+from firmware.sim import board, bus, currents, energy, flashchip, hwclock, io, peripherals, rpc
 
 # What the MCU does during an idle request: machine's light or deep sleep, or time.sleep (awake).
 _MCU_STATE = {None: "idle", "light": "light", "deep": "deep"}
@@ -26,6 +26,8 @@ class Hardware:
         self.chip = chip
         scenario.chip = chip
         chip.clock = self.virtual_s
+        if scenario.flash_time:
+            chip.step_us = flashchip.STEP_US[scenario.flash_time]
         chip.uarts = lambda: [o for o in self.objects if hasattr(o, "irqs_off")]
         self.speed = speed
         self.v_us = 0  # scenario time, microseconds since the first power-on
@@ -118,17 +120,62 @@ class Hardware:
             board.state["wake"] = message[1]
             return None
         if op == "flash":
-            return self.chip.gate(message[1], message[2], message[3], message[4])
+            return self.flash_step(message[1], message[2], message[3], message[4])
         if op == "hello":
             hwclock.sync(self.v_us)  # the device models' time starts where the firmware's does
             return self.hello
         raise ValueError("unknown request %r" % (op,))
 
+    def flash_step(self, op, block, offset, length):
+        """An erase or program of the chip (flashchip.gate), then [bytes written, pin edges]
+        ([handle, flags, scenario us, level] each, as idle() tells them): where the port runs
+        a pin IRQ as soon as the step ends, the edges that came by then. rp2 turns interrupts
+        off for each erase or program alone and back on after it (ports/rp2/rp2_flash.c:
+        v1.22.0 MICROPY_END_ATOMIC_SECTION, v1.23.0-v1.28.0 end_critical_flash_section's
+        restore_interrupts), so a hard IRQ held through a step runs at its end, before the
+        next step: not at the firmware's next sleep, after the whole commit. Edges within the
+        step are one IRQ per pin at its end (the GPIO's latched events, ports/rp2/machine_pin.c
+        gpio_irq, v1.22.0-v1.28.0), whose handler reads the pin as it is then. An edge before
+        the step, with interrupts on, had its handler run at once: it goes with its own time
+        and level. Edges the firmware's own pin writes made (a power group's rail) wait for
+        the sleep, as before, and so does everything but pin edges."""
+        start = hwclock.now_us()
+        n = self.chip.gate(op, block, offset, length)
+        if self.chip.cut is not None or self.edges or not self.rules.port.PIN_IRQ_AFTER_FLASH_STEP:
+            return [n, []]
+        end = hwclock.now_us()
+        scenario = self.scenario
+        while True:
+            nxt = scenario.next_edge_us()
+            if nxt is None or nxt > end:
+                break
+            if nxt > self.v_us:
+                self.v_us = nxt
+            scenario.fire(self.v_us)
+        edges = []
+        for edge in self.edges:
+            if edge[2] < start:
+                edges.append(edge)
+                continue
+            for held in edges:
+                if held[0] == edge[0] and held[2] == end:
+                    held[1] |= edge[1]
+                    break
+            else:
+                edges.append([edge[0], edge[1], end, self.objects[edge[0]].value()])
+        self.edges = []
+        if edges:
+            print("DBGSTEP", op, start, end, edges)
+        return [n, edges]
+
     def _edge_to(self, handle):
         def edge(pin):
-            # When the edge happened: a model that knows says (bus.edge_us), else now.
+            # When the edge happened: a model that knows says (bus.edge_us), else now. And the
+            # pin's level just after it: a hard handler runs at its edge on a board and reads
+            # the pin then, though the firmware's process hears of the edge later, after
+            # more edges may have come (machine._run).
             at = bus.edge_us[0]
-            self.edges.append([handle, pin.irq().flags(), self.v_us if at is None else at])
+            self.edges.append([handle, pin.irq().flags(), self.v_us if at is None else at, pin.value()])
         return edge
 
     def idle(self, now_us, limit_us, how=None):
@@ -166,6 +213,8 @@ class Hardware:
         io.gated[0] = False
         edges = self.edges
         self.edges = []
+        if edges:
+            print("DBGIDLE", now_us, limit_us, self.v_us, edges)
         hwclock.sync(self.v_us)
         if e is not None:
             e.set("mcu", "active", self.v_us)

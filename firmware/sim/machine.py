@@ -85,10 +85,13 @@ class Pin(rpc.Remote):
     IRQ_FALLING = 4
     IRQ_RISING = 8
     _irq = None  # what irq() set up
+    _level = None  # the pin's level while its hard IRQ handler runs (_run)
 
 
     def value(self, v=None):
         if v is None:
+            if self._level is not None:
+                return self._level
             return rpc.call("call", self._h, "value", ())
         rpc.call("call", self._h, "value", (v,))
         return None
@@ -164,10 +167,10 @@ def time_pulse_us(pin, pulse_level, timeout_us=1000000):
 
 
 def deliver(edges):
-    """Run the handlers of the edges the hardware saw, [handle, flags, scenario us] each; True
-    when one ran."""
+    """Run the handlers of the edges the hardware saw, [handle, flags, scenario us, pin level
+    after the edge] each; True when one ran."""
     ran = False
-    for h, flags, at_us in edges:
+    for h, flags, at_us, level in edges:
         pin = _irq_pins.get(h)
         if _sleep[0] is not None and port["name"] == "esp32":
             # An esp32 asleep runs no pin IRQ; an edge wakes it only on a configured source
@@ -185,19 +188,23 @@ def deliver(edges):
         if pin is not None and pin._irq is not None and pin._irq.handler is not None:
             pin._irq._flags = flags
             if _irq[0]:
-                _run(pin, at_us)
+                _run(pin, at_us, level)
             else:
                 _held.append(pin)
             ran = True
     return ran
 
 
-def _run(pin, at_us=None):
+def _run(pin, at_us=None, level=None):
     irq = pin._irq
     if irq.hard:
         # A hard IRQ runs at its edge, even while the CPU is busy (rp2: waiting on a socket,
         # where this process hears of the edge only at its next sleep): its handler reads the
-        # edge's time from the clock, as a debounce on a board does. Then the clock goes on.
+        # edge's time from the clock, and the pin's level then (the hardware's, with the edge),
+        # as a debounce on a board does. Then the clock goes on. Reading its pin allocates
+        # nothing on a board; here it is a request, whose reply would move the clock on to the
+        # hardware's present (rpc.py): so a held edge's level is read before the clock goes back.
+        pin._level = pin.value() if level is None else level
         clock = vtime.clock
         clock.advance()
         early = clock.v_us - at_us if at_us is not None and at_us < clock.v_us else 0
@@ -208,6 +215,7 @@ def _run(pin, at_us=None):
             irq.handler(pin)
         finally:
             micropython.heap_unlock()
+            pin._level = None
             clock.advance()
             clock.v_us += early
     else:

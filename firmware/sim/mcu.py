@@ -97,7 +97,14 @@ def _install(hello):
 
 
 def _gate(op, block, offset, length):
-    return rpc.call("flash", op, block, offset, length)
+    """The hardware's leave for a flash step; the pin IRQs that come due by its end run
+    now, as an rp2's do when the step ends (hardware.py flash_step). Before the firmware
+    has handlers (the mount, at boot) no edge finds one."""
+    n, edges = rpc.call("flash", op, block, offset, length)
+    deliver = vtime.clock.deliver
+    if edges and deliver is not None:
+        deliver(edges)
+    return n
 
 
 def mount(hello):

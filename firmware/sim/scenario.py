@@ -5,7 +5,8 @@ JSON, all times in scenario seconds from the first power-on:
  "world": {"battery_v": 4.0, "water_level_m": 0.4},        initial bus.world values
  "flash_ballast_kb": 500,                                    other files on a newly formatted board (optional)
  "ring_seq": [16777200, [7]],                                a new board's store: next seq, its epochs (optional)
- "flash_time": true,                                         erases and programs take their time (sim/flashchip.py)
+ "flash_time": false,                                        erases and programs take no time (default true: their
+                                                             typical datasheet time; "max": the maxima, sim/flashchip.py)
  "rain": [{"from_s": 0, "to_s": 600, "every_s": 1.0}],       tips at from+every, from+2*every, ... <= to
  "ramps": [{"key": "water_level_m", "from_s": 0, "to_s": 600, "start": 0.4, "end": 2.1, "step_s": 5}],
  "link_down": [{"from_s": 120, "to_s": 420}],
@@ -39,7 +40,9 @@ class Scenario:
         self.duration_us = int(raw.get("duration_s", 60) * _US)
         self.flash_ballast_kb = raw.get("flash_ballast_kb", 0)
         self.ring_seq = raw.get("ring_seq")
-        self.flash_time = raw.get("flash_time", False)
+        self.flash_time = raw.get("flash_time", True)
+        if self.flash_time not in (True, False, "max"):
+            raise ValueError('scenario flash_time: true, false or "max", not %r' % (self.flash_time,))
         self.initial_world = raw.get("world", {})
         self.rain = raw.get("rain", [])
         self._tip_k = [0] * len(self.rain)
@@ -101,6 +104,24 @@ class Scenario:
             if t is not None and (best is None or t < best):
                 best = t
         return best
+
+    def next_edge_us(self):
+        """When the next pin edge comes (a tip's closing, a reed's release and bounce), when
+        nothing else is due before it or with it; else None (a flash step tells only edges)."""
+        edge = self._next_tip()[0]
+        for model in self.rain_models:
+            t = model.next_us()
+            if t is not None and (edge is None or t < edge):
+                edge = t
+        if edge is None:
+            return None
+        others = [self.duration_us, self._next_ramp()[0], self._next_link_change()]
+        if self._event_at < len(self.events):
+            others.append(int(self.events[self._event_at]["at_s"] * _US))
+        for t in others:
+            if t is not None and t <= edge:
+                return None
+        return edge
 
     def _next_link_change(self):
         best = None

@@ -21,8 +21,12 @@ datasheets, UART section) takes what arrives, less the few bytes the handler
 had not taken yet (its IRQ fires at 1/8 full, 4 bytes, or 32 bit times after
 the last byte: pico-sdk uart_set_irq_enables, PL011 receive timeout), and
 every byte after is lost (an overrun: `overrun` and `lost` count it).
-flash_busy() runs such a step, reading the peer every millisecond meanwhile
-so that bytes reach the line when they really came.
+Sending stalls the same way: the TX buffer reaches the PL011's 32-entry TX
+FIFO only through write() and that IRQ (uart_fill_tx_fifo, v1.22-v1.28), which refills it
+when it falls to 1/8 full, 4 entries (pico-sdk uart_set_irq_enables:
+TXIFLSEL 0); through a step the line sends what the FIFO held and then idles
+until interrupts are back. flash_busy() runs such a step, reading the peer
+every millisecond meanwhile so that bytes reach the line when they really came.
 """
 import sys
 
@@ -40,6 +44,7 @@ _BITS_PER_BYTE = 10
 _DEFAULT_BUF = 256
 _RX_IRQ_LEVEL = 4  # pico-sdk uart_set_irq_enables: RXIFLSEL 1/8 of the 32-entry FIFO
 _RX_TIMEOUT_BITS = 32  # PL011: the receive timeout IRQ after 32 bit times without a byte
+_TX_IRQ_LEVEL = 4  # pico-sdk uart_set_irq_enables: TXIFLSEL 0, the TX IRQ at 1/8 of the FIFO
 _POLL_US = 1000
 
 
@@ -49,9 +54,9 @@ def flash_busy(us, uarts, fifo):
     if not fifo:
         hwclock.busy_us(us)  # esp32: the UART ISR is in IRAM and receives on (ports/esp32)
         return
-    for u in uarts:
-        u.irqs_off(fifo)
     end = hwclock.now_us() + us
+    for u in uarts:
+        u.irqs_off(fifo, end)
     while True:
         left = end - hwclock.now_us()
         if left <= 0:
@@ -76,6 +81,7 @@ class UART:
         self._line_free_us = 0  # when the RX line has carried everything pulled so far
         self._tx = []  # [us when at the peer's end, bytes] written and not yet delivered
         self._tx_done_us = 0  # when the TX line has sent everything written
+        self._tx_run_us = 0  # when the TX line last started sending after being idle
         self.lost = 0  # received bytes dropped by a full RX buffer or FIFO
         self.overrun = 0  # of them, by the FIFO while interrupts were off
         self._off = None  # us since interrupts are off (a flash step on rp2), else None
@@ -136,12 +142,35 @@ class UART:
         if len(data) > room:
             self.lost += len(data) - room
 
-    def irqs_off(self, fifo):
+    def irqs_off(self, fifo, on_us):
+        """Interrupts off from now until on_us (a flash step), the FIFOs `fifo` entries each."""
         self._step()
         self._overrun_at = self.overrun
         self._off = hwclock.now_us()
         held = self._unread if self._off - self._last_us < _RX_TIMEOUT_BITS * self.byte_us / _BITS_PER_BYTE else 0
         self._fifo_room = fifo - held
+        if self._tx_done_us > self._off:
+            # The TX FIFO is full after a write or a refill and refilled each time it falls to the
+            # IRQ's level: what it holds now goes out, the rest waits for interrupts.
+            sent = int((self._off - self._tx_run_us) / self.byte_us)
+            held = fifo - sent % (fifo - _TX_IRQ_LEVEL)
+            self._stall_tx(self._off + held * self.byte_us, on_us)
+
+    def _stall_tx(self, fed_us, on_us):
+        """The TX line idles from fed_us (what the FIFO held has gone) to on_us."""
+        delay = on_us - fed_us
+        if delay <= 0 or self._tx_done_us <= fed_us:
+            return
+        tx = []
+        for done, data in self._tx:
+            gone = min(len(data), max(0, int((fed_us - (done - len(data) * self.byte_us)) / self.byte_us)))
+            if gone:
+                tx.append([done - (len(data) - gone) * self.byte_us, data[:gone]])
+            if gone < len(data):
+                tx.append([done + delay, data[gone:]])
+        self._tx = tx
+        self._tx_done_us += delay
+        self._tx_run_us = on_us  # the IRQ fills the emptied FIFO again
 
     def irqs_on(self):
         """The IRQ handler runs at once and empties the FIFO into the RX buffer."""
@@ -173,6 +202,8 @@ class UART:
         self._step()
         now = hwclock.now_us()
         start = max(now, self._tx_done_us)
+        if now >= self._tx_done_us:
+            self._tx_run_us = now  # the line was idle: the FIFO fills from here
         # Bytes in flight leave the line one by one: each is delivered to the peer when it has crossed.
         data = bytes(data)
         self._tx_done_us = start + len(data) * self.byte_us

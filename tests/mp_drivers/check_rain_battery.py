@@ -65,6 +65,63 @@ def rain_keeps_tips_arriving_while_irqs_are_off():
     check(sensor.pending() == 2, "delivered after enable")
 
 
+def rain_counts_once_a_release_bounce_handled_after_a_flash_step():
+    """An rp2 erases a flash sector with interrupts off (ports/rp2/rp2_flash.c; 45 ms typical,
+    400 ms at most): a release bounce in the erase is handled when it ends, a 150 ms closure
+    plus the erase after the tip, past the 170 ms hold, and the reed reads open by then."""
+    fresh()
+    cfg = dict(RAIN, debounce_ms=20)
+    wire(board, {"sensors": [cfg]})
+    sensor = sensors.make(board, cfg)
+    pin = board.PINS["rain"]
+    for _ in range(3):
+        io.fire(pin, 0)  # the tip: the reed closes, handled at once
+        time.sleep_ms(150)
+        state = io.disable_irq()  # an erase starts as the reed lets go
+        for level in (1, 0, 1, 0, 1):
+            io.fire(pin, level)
+            time.sleep_ms(1)
+        time.sleep_ms(45)
+        io.enable_irq(state)  # the held bounce's handler runs now
+        time.sleep_ms(400)
+    check(sensor.take() == 3, "a bounce handled after a flash step is no second tip")
+
+
+def rain_counts_a_tip_whose_closure_fell_whole_in_a_long_erase():
+    """A sector erase takes up to 400 ms (W25Q16JV tSE max): a tip's closure (50-150 ms) and
+    release can both fall inside it, and the one IRQ run as the erase ends finds the reed open.
+    It is a tip when the reed was seen open since the last one: the main loop's pass before the
+    erase looked (took_fresh), though the loop last slept on a shut bounce (settle_ms saw it
+    shut) and the reed settled open while the board slept (no IRQ on a rising edge)."""
+    fresh()
+    cfg = dict(RAIN, debounce_ms=20)
+    wire(board, {"sensors": [cfg]})
+    sensor = sensors.make(board, cfg)
+    pin = board.PINS["rain"]
+
+    def tip_and_release(closure_ms):
+        io.fire(pin, 0)
+        time.sleep_ms(closure_ms)
+        for level in (1, 0, 1, 0):
+            io.fire(pin, level)
+            time.sleep_ms(1)
+
+    for _ in range(3):
+        tip_and_release(60)  # handled as it comes, its last shut bounce too
+        sensor.driver.settle_ms()  # the loop goes to sleep with the reed shut
+        io.fire(pin, 1)  # and it settles open meanwhile
+        time.sleep_ms(700)
+        sensor.driver.took_fresh()  # the next wake's pass, then a report's commit
+        state = io.disable_irq()  # a 400 ms erase
+        time.sleep_ms(100)
+        tip_and_release(53)
+        io.fire(pin, 1)
+        time.sleep_ms(243)
+        io.enable_irq(state)  # the held edges' handler runs now: the reed is open
+        time.sleep_ms(300)
+    check(sensor.take() == 6, "a tip held whole through a long erase is counted")
+
+
 def rain_residue_sums_exactly():
     fresh()
     cfg = dict(RAIN, mm_per_tip=0.254)
@@ -112,6 +169,8 @@ run((
     (rain_counts_every_tip_without_allocating, ()),
     (rain_debounces_a_bouncing_reed, ()),
     (rain_keeps_tips_arriving_while_irqs_are_off, ()),
+    (rain_counts_once_a_release_bounce_handled_after_a_flash_step, ()),
+    (rain_counts_a_tip_whose_closure_fell_whole_in_a_long_erase, ()),
     (rain_residue_sums_exactly, ()),
     (dead_gauge_counts_nothing, ()),
     (battery_reads_the_divided_voltage, ()),

@@ -95,8 +95,37 @@ def an_rp2_flash_step_loses_what_the_fifo_cannot_hold():
         check(uart.overrun == 100 - kept, "FIFO %r: %d lost, %d counted" % (fifo, 100 - kept, uart.overrun))
 
 
+def an_rp2_flash_step_stalls_the_line_once_the_tx_fifo_is_sent():
+    """100 bytes written at 115200 baud (8.7 ms of line), then at once a 45 ms erase with interrupts
+    off: the PL011 sends the 32 its TX FIFO holds, and the UART IRQ that refills it from the TX
+    buffer (ports/rp2/machine_uart.c uart_fill_tx_fifo) waits for the erase's end: 32 bytes have
+    crossed when it ends, the last at 45 + 68 byte times (50.9 ms). An esp32 (UART ISR in IRAM)
+    sends on: all 100 by then."""
+    import machine
+    from firmware.sim.uart import flash_busy
+    byte_ms = 10 * 1000 / 115200
+    for fifo, sent in ((32, 32), (None, 100)):
+        fresh()
+        end = GatewayEnd()
+        bus.uart_attach(1, end)
+        uart = machine.UART(1, baudrate=115200, tx=machine.Pin(4), rx=machine.Pin(5), timeout=0)
+        start = board_time.now_us() / 1000
+        uart.write(bytes(range(100)))
+        flash_busy(45000, [uart], fifo)
+        uart.any()
+        got = b"".join(data for _, data in end.got)
+        check(got == bytes(range(sent)), "FIFO %r: %d bytes sent through the step, %d wanted" % (fifo, len(got), sent))
+        while len(b"".join(data for _, data in end.got)) < 100 and board_time.now_us() / 1000 - start < 70:
+            board_time.sleep_ms(1)
+            uart.any()
+        check(b"".join(data for _, data in end.got) == bytes(range(100)), "FIFO %r: all 100 bytes, in order" % fifo)
+        if fifo:
+            near(end.got[-1][0] - start, 45 + 68 * byte_ms, 1.5, "rp2: the last byte's arrival")
+
+
 run((
     (an_rp2_flash_step_loses_what_the_fifo_cannot_hold, ()),
+    (an_rp2_flash_step_stalls_the_line_once_the_tx_fifo_is_sent, ()),
     (a_frame_reaches_the_gateway_after_its_line_time, ()),
     (write_blocks_for_what_the_tx_buffer_cannot_hold, ()),
     (received_bytes_come_at_the_baud_rate, ()),

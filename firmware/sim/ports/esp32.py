@@ -70,6 +70,10 @@ EPOCH = 946684800  # 2000-01-01 in the 1970 epoch
 # is off and moves the 128-byte hardware FIFO into the driver's RX ring buffer as usual.
 # The CPU is held for the step all the same (the time is charged).
 FLASH_RX_FIFO = None
+# A pin IRQ only schedules its handler (ports/esp32/machine_pin.c machine_pin_isr_handler:
+# mp_sched_schedule, v1.22.0-v1.28.0), which runs between bytecodes: after the littlefs call
+# that made the steps has returned, so the hardware tells its edges at the next sleep.
+PIN_IRQ_AFTER_FLASH_STEP = False
 
 # machine.wake_reason() values (ports/esp32/modmachine.c, ESP-IDF esp_sleep_wakeup_cause_t).
 EXT0_WAKE = 2

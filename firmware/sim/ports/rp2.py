@@ -55,6 +55,10 @@ EPOCH = 0
 # anyway): the UART's IRQ handler (ports/rp2/machine_uart.c) cannot empty the PL011's RX
 # FIFO, 32 entries (RP2040 datasheet 4.2, RP2350 datasheet 12.1), and bytes beyond it are lost.
 FLASH_RX_FIFO = 32
+# Interrupts come back after each erase or program (rp2_flash.c end_critical_flash_section /
+# MICROPY_END_ATOMIC_SECTION, v1.22.0-v1.28.0): a hard pin IRQ held through a step runs as it
+# ends, between the steps of one littlefs commit (firmware/sim/hardware.py flash_step).
+PIN_IRQ_AFTER_FLASH_STEP = True
 
 # The fix of micropython #17228/#17229 (PR #17546, commit 434b9daf33 "rp2/modmachine:
 # Fix lightsleep watchdog interactions", merged 2026-06-12) is in no release up to
