@@ -48,7 +48,7 @@ import sqlite3
 import threading
 import time
 
-from huaico.alerts import acks, lifecycle as alerts, templates
+from huaico.alerts import acks, lifecycle as alerts, sms_send
 from huaico.alerts.policy import Policy
 from huaico.sms.backend import SmsError
 from huaico.store import db
@@ -468,18 +468,10 @@ class Dispatcher:
     def _send_sms(self, row, now):
         """Mark the copy in flight, then send what of it the modem has not
         accepted yet; the references of all its parts."""
-        parts = json.loads(row["parts"]) if row["parts"] else []
-        copies = row["copies"] or 1
-        reference = row["concat_ref"]
+        copies, parts, reference = sms_send.next_copy(row)
         if row["inflight"]:
-            # In flight at a crash: it may have gone out. Once more, marked.
-            copies, parts, reference = copies + 1, [], None
             log.warning("event=message_repeat outbox=%d to=%s alert=%s", row["id"],
                         row["recipient"], row["alert_id"])
-        if reference is None or not parts:
-            # Per row and copy, so that consecutive messages (and a message
-            # and its repeat) never share one: a phone would join their parts.
-            reference = (row["id"] * 2 + copies - 1) % 256
         try:
             with db.transaction(self.database) as conn:
                 taken = conn.execute(
@@ -495,20 +487,12 @@ class Dispatcher:
             # is stored could then repeat it unmarked.
             log.error("event=inflight_not_stored outbox=%d error=%s", row["id"], exc)
         row.update(copies=copies, inflight=1, concat_ref=reference, parts=json.dumps(parts))
-        text = row["body"] if copies < 2 else templates.repeat(row["language"] or "en",
-                                                               row["body"])
-        # The group's national shift table, when it has one: the stored text
-        # kept its accents for it (huaico.alerts.templates.sms_form).
-        shift = (self.groups.get(row["grp"]) or {}).get("shift_table")
         try:
-            refs = self.sms.send(row["recipient"], text, self.status_reports,
-                                 reference=reference, skip=len(parts),
-                                 **({"shift": shift} if shift else {}))
+            return sms_send.send(self.sms, row, self.groups, self.status_reports, copies, parts,
+                                 reference)
         except SmsError as exc:
-            row["parts"] = json.dumps(parts + list(exc.sent_refs))
-            exc.sent_refs = parts + list(exc.sent_refs)
+            row["parts"] = json.dumps(exc.sent_refs)
             raise
-        return parts + refs
 
     def _expired(self, row, now):
         detail = "test message not sent within %.0f s" % self.policy.test_expiry_s
@@ -539,14 +523,8 @@ class Dispatcher:
                          [detail, row["parts"], row["id"]])
             self._log(conn, row, now, "failed", detail, None)
             db.add_counters(conn, {"messages_failed": 1})
-            # Nobody at this number will be warned: for a warning or an
-            # emergency the next group must know now, not after the timer.
-            if row["alert_id"] is not None and row["level"] in ("warning", "emergency"):
-                acked = conn.execute("SELECT acked, status FROM alerts WHERE id = ?",
-                                     [row["alert_id"]]).fetchone()
-                if acked and acked[0] is None and acked[1] == "active":
-                    alerts.escalate(conn, self.config, row["alert_id"], now,
-                                    "delivery to %s failed: %s" % (row["recipient"], detail))
+            # Nobody at this number will be warned: the next group must know now.
+            sms_send.escalate_failed(conn, self.config, row, now, detail)
         log.error("event=message_failed outbox=%d to=%s alert=%s error=%s",
                   row["id"], row["recipient"], row["alert_id"], detail)
         return "failed"

@@ -50,7 +50,7 @@ import random
 import threading
 import time
 
-from huaico.alerts import acks, templates
+from huaico.alerts import acks, sms_send
 from huaico.alerts.policy import Policy
 from huaico.hub.operator import HubRules
 from huaico.hub.rules import CHANNEL
@@ -62,11 +62,12 @@ log = logging.getLogger("huaico.hub")
 _LOCK = "SELECT pg_try_advisory_lock(hashtext('huaico-hub-dispatch-' || %s))"
 _CLAIM = """
     SELECT id, alert_id, transport, recipient, grp, level, language, body, attempts, copies,
-           inflight, concat_ref, hold, created
-    FROM outbox WHERE status = 'pending' AND next_attempt <= %s AND transport = ANY(%s)
+           inflight, concat_ref, parts, hold, next_attempt, created
+    FROM outbox WHERE status = 'pending' AND transport = ANY(%s)
     AND id > %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"""
 _FIELDS = ("id", "alert_id", "transport", "recipient", "grp", "level", "language", "body",
-           "attempts", "copies", "inflight", "concat_ref", "hold", "created")
+           "attempts", "copies", "inflight", "concat_ref", "parts", "hold", "next_attempt",
+           "created")
 BATCH = 200
 
 
@@ -159,16 +160,21 @@ class HubDispatcher:
         "rate")."""
         done = {}
         after = 0
+        # (transport, recipient) whose earlier row waits for its retry: their
+        # later rows wait behind it, in order, as at a gateway. Rows not due
+        # are claimed too, so that they are seen.
+        blocked = set()
         while not self._stop.is_set():
             with conn.transaction():
                 rows = [dict(zip(_FIELDS, row)) for row in conn.execute(
-                    _CLAIM, [now, self.holding, after, BATCH]).fetchall()]
-                mqtt = [row for row in rows if row["transport"] == "mqtt"]
+                    _CLAIM, [self.holding, after, BATCH]).fetchall()]
+                mqtt = [row for row in rows if row["transport"] == "mqtt" and
+                        not _waits(row, now, blocked)]
                 if mqtt:
-                    self._send_mqtt(conn, mqtt, now, done)
+                    self._send_mqtt(conn, mqtt, now, done, blocked)
             for row in rows:
                 if row["transport"] == "sms":
-                    _count(done, self._send_sms(conn, row, now))
+                    _count(done, self._send_sms(conn, row, now, blocked))
             if len(rows) < BATCH:
                 break
             after = rows[-1]["id"]
@@ -184,24 +190,28 @@ class HubDispatcher:
 
     # -- MQTT ----------------------------------------------------------------------
 
-    def _send_mqtt(self, conn, rows, now, done):
-        blocked = set()
+    def _send_mqtt(self, conn, rows, now, done, blocked):
         published = []
         for row in rows:
             published.append((row, self.mqtt.publish(row["recipient"],
                                                      row["body"].encode("utf-8"), qos=1)))
         for row, delivery in published:
-            if row["recipient"] not in blocked and delivery.wait(self.mqtt_timeout_s):
+            key = ("mqtt", row["recipient"])
+            if key not in blocked and delivery.wait(self.mqtt_timeout_s):
                 _count(done, self._sent(conn, row, now, []))
                 continue
             # Not acked: this one and the rest of its topic wait, in order.
-            blocked.add(row["recipient"])
+            blocked.add(key)
             _count(done, self._retry(conn, row, now, "broker did not ack (link down or slow)"))
 
     # -- SMS -----------------------------------------------------------------------
 
-    def _send_sms(self, conn, row, now):
-        """Send one claimed SMS row unless a policy holds it; its outcome."""
+    def _send_sms(self, conn, row, now, blocked):
+        """Send one claimed SMS row unless a policy holds it or its turn has
+        not come; its outcome (None: waits behind an earlier row or for its
+        own retry, uncounted, as at a gateway)."""
+        if (row["transport"], row["recipient"]) in blocked:
+            return None
         if self.policy.expired(row, now):
             detail = "test message not sent within %.0f s" % self.policy.test_expiry_s
             with conn.transaction():
@@ -216,39 +226,40 @@ class HubDispatcher:
                 conn.execute("UPDATE outbox SET hold = %s WHERE id = %s AND status = 'pending'",
                              [hold, row["id"]])
             return hold
-        copies = row["copies"] or 1
+        if _waits(row, now, blocked):
+            return None
+        if row["inflight"] and (row["copies"] or 1) >= 2:
+            # A third copy would break the promise of at most two.
+            with conn.transaction():
+                conn.execute("UPDATE outbox SET status = 'sent', sent = %s, inflight = 0, "
+                             "hold = '', last_error = %s, sent_by = %s WHERE id = %s",
+                             [now, "second copy in flight at a crash: unconfirmed",
+                              self.worker_id, row["id"]])
+                self._log(conn, row, now, "unconfirmed", None, None)
+            return "unconfirmed"
+        copies, parts, reference = sms_send.next_copy(row)
         if row["inflight"]:
-            if copies >= 2:
-                # A third copy would break the promise of at most two.
-                with conn.transaction():
-                    conn.execute("UPDATE outbox SET status = 'sent', sent = %s, inflight = 0, "
-                                 "hold = '', last_error = %s, sent_by = %s WHERE id = %s",
-                                 [now, "second copy in flight at a crash: unconfirmed",
-                                  self.worker_id, row["id"]])
-                    self._log(conn, row, now, "unconfirmed", None, None)
-                return "unconfirmed"
-            copies += 1
             log.warning("event=message_repeat outbox=%d to=%s", row["id"], row["recipient"])
-        reference = (row["id"] * 2 + copies - 1) % 256
         with conn.transaction():
             taken = conn.execute(
-                "UPDATE outbox SET copies = %s, inflight = 1, concat_ref = %s WHERE id = %s "
-                "AND status = 'pending'", [copies, reference, row["id"]]).rowcount
+                "UPDATE outbox SET copies = %s, inflight = 1, concat_ref = %s, parts = %s "
+                "WHERE id = %s AND status = 'pending'",
+                [copies, reference, json.dumps(parts), row["id"]]).rowcount
         if not taken:
             return "superseded"  # since it was claimed
-        text = row["body"] if copies < 2 else templates.repeat(row["language"] or "en",
-                                                               row["body"])
         try:
-            refs = self.sms.send(row["recipient"], text, self.status_reports,
-                                 reference=reference)
+            refs = sms_send.send(self.sms, row, self.policy.groups, self.status_reports, copies,
+                                 parts, reference)
         except SmsError as exc:
-            with conn.transaction():
-                if exc.retryable:
-                    return self._retry(conn, row, now, str(exc))
-                conn.execute("UPDATE outbox SET status = 'failed', inflight = 0, "
-                             "last_error = %s WHERE id = %s", [str(exc), row["id"]])
-                self._log(conn, row, now, "failed", str(exc), None)
-            return "failed"
+            # The parts the modem accepted, so that a retry resumes after them.
+            row["parts"] = json.dumps(exc.sent_refs)
+            detail = "%s%s" % (exc, " (parts accepted: %s)" % ",".join(exc.sent_refs)
+                               if exc.sent_refs else "")
+            if exc.retryable:
+                blocked.add((row["transport"], row["recipient"]))
+                with conn.transaction():
+                    return self._retry(conn, row, now, detail)
+            return self._failed(conn, row, now, detail)
         with conn.transaction():
             return self._sent(conn, row, now, refs)
 
@@ -257,7 +268,7 @@ class HubDispatcher:
     def _sent(self, conn, row, now, refs):
         conn.execute("UPDATE outbox SET status = 'sent', sent = %s, refs = %s, "
                      "attempts = attempts + 1, hold = '', last_error = NULL, inflight = 0, "
-                     "sent_by = %s WHERE id = %s AND status = 'pending'",
+                     "parts = NULL, sent_by = %s WHERE id = %s AND status = 'pending'",
                      [now, json.dumps(refs), self.worker_id, row["id"]])
         self._log(conn, row, now, "sent", None, refs)
         log.info("event=message_sent outbox=%d transport=%s to=%s alert=%s worker=%s",
@@ -268,12 +279,27 @@ class HubDispatcher:
         attempts = row["attempts"] + 1
         delay = self.policy.delay(attempts, self.rng)
         conn.execute("UPDATE outbox SET attempts = %s, next_attempt = %s, hold = 'retry', "
-                     "last_error = %s, inflight = 0 WHERE id = %s",
-                     [attempts, now + delay, detail, row["id"]])
+                     "last_error = %s, inflight = 0, parts = %s WHERE id = %s",
+                     [attempts, now + delay, detail, row.get("parts"), row["id"]])
         self._log(conn, row, now, "retry", detail, None)
         log.warning("event=message_retry outbox=%d to=%s attempt=%d in_s=%.1f error=%s",
                     row["id"], row["recipient"], attempts, delay, detail)
         return "retry"
+
+    def _failed(self, conn, row, now, detail):
+        """A permanent failure: the row failed and, for a warning or an
+        emergency, its alert escalated at once, in one transaction under
+        the engine's lock (gateway/hub/rules.py), as an operator's write."""
+        with HubRules(conn).write() as store:
+            conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, "
+                         "hold = '', last_error = %s, inflight = 0, parts = %s WHERE id = %s",
+                         [detail, row["parts"], row["id"]])
+            self._log(conn, row, now, "failed", detail, None)
+            if sms_send.escalate_failed(store, self.config, row, now, detail):
+                conn.execute("NOTIFY %s" % CHANNEL)
+        log.error("event=message_failed outbox=%d to=%s alert=%s error=%s",
+                  row["id"], row["recipient"], row["alert_id"], detail)
+        return "failed"
 
     def _log(self, conn, row, now, outcome, detail, refs):
         conn.execute("INSERT INTO delivery_log (outbox_id, time, outcome, detail, refs, worker) "
@@ -283,4 +309,18 @@ class HubDispatcher:
 
 
 def _count(done, outcome):
-    done[outcome] = done.get(outcome, 0) + 1
+    if outcome is not None:
+        done[outcome] = done.get(outcome, 0) + 1
+
+
+def _waits(row, now, blocked):
+    """Whether the row's turn has not come: an earlier row of its recipient
+    waits (blocked), or its own retry is not due, which then blocks the
+    recipient's later rows."""
+    key = (row["transport"], row["recipient"])
+    if key in blocked:
+        return True
+    if row["next_attempt"] > now:
+        blocked.add(key)
+        return True
+    return False
