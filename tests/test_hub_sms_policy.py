@@ -55,7 +55,7 @@ language = "es"
 numbers = ["%s"]
 min_level = "advisory"
 quiet_hours = "%s"
-"""
+%s"""
 _names = itertools.count()
 
 
@@ -84,13 +84,13 @@ class Sides:
     """A gateway's home and the hub's (both with the same huaico.toml), and
     each side's dispatcher on the one modem."""
 
-    def __init__(self, tmp_path, dsn, modem, emulator, alerts_keys="", quiet=""):
+    def __init__(self, tmp_path, dsn, modem, emulator, alerts_keys="", quiet="", groups=""):
         self.homes = []
         for name in ("gateway", "operator"):
             home = tmp_path / name
             home.mkdir()
             (home / "huaico.toml").write_text(CONFIG % (alerts_keys, emulator.path, LEADER,
-                                                        quiet))
+                                                        quiet, groups))
             self.homes.append(home)
         self.config = config_mod.load(self.homes[0])
         self.dsn = dsn
@@ -107,16 +107,16 @@ class Sides:
         assert dispatcher.holding == ["sms"]
         return dispatcher
 
-    def queue(self, levels, now):
+    def queue(self, levels, now, body="msg %s"):
         """The same SMS rows, one a level, in each side's outbox."""
         with db.transaction(self.edge.database) as conn:
             for level in levels:
                 alerts._insert(conn, None, None, "sms", LEADER, "leaders", level, "es",
-                               "msg %s" % level, 0, now)
+                               body.replace("%s", level), 0, now)
         with self.conn.transaction():
             for level in levels:
                 alerts._insert(PgEngineStore(self.conn), None, None, "sms", LEADER, "leaders",
-                               level, "es", "msg %s" % level, 0, now)
+                               level, "es", body.replace("%s", level), 0, now)
 
     def step(self, now):
         """(gateway's outcomes, hub's) of one pass each."""
@@ -187,8 +187,8 @@ def test_the_default_rate_limit_holds_the_13th_sms_of_an_hour_at_both(sides, mod
     assert len(modem_emulator.sent) == 2 * 14
 
 
-def test_a_reply_ok_acknowledges_at_both_and_alerts_show_prints_it(sides, modem_emulator):
-    both = sides()
+def raise_warning(both):
+    """The same rule and reading at both tiers: warning alert 1, its SMS queued."""
     hub = HubSide(both.dsn)
     try:
         device = ("0a0b0c0d", "g1", "chosica")
@@ -206,6 +206,11 @@ def test_a_reply_ok_acknowledges_at_both_and_alerts_show_prints_it(sides, modem_
     finally:
         hub.conn.close()
     assert both.rows("SELECT id, level, acked FROM alerts") == ([(1, "warning", None)],) * 2
+
+
+def test_a_reply_ok_acknowledges_at_both_and_alerts_show_prints_it(sides, modem_emulator):
+    both = sides()
+    raise_warning(both)
     modem_emulator.deliver(LEADER, "OK 1")
     assert both.gateway.poll_incoming(T0 + 60) == [("acked", 1)]
     assert modem_emulator.inbox == {}
@@ -301,3 +306,69 @@ def test_kill_9_of_the_sms_lock_holder_mid_send_repeats_that_sms_once(sides, mod
     assert [record["number"] for record in modem_emulator.sent] == [LEADER]
     assert decode_submit(modem_emulator.sent[0]["hex"])["text"] == templates.repeat(
         "es", "Alerta: nivel alto")
+
+
+# Fits one part only with the Spanish single shift table (its accents cost
+# two septets each); without it the text is UCS-2, 70 characters a part.
+SPANISH = ("Huaico: nivel de alerta en la quebrada. Evacúe a zona segura, lejos del cauce; "
+           "no cruce el río ni el puente. Atención a la sirena. %s")
+
+
+def test_a_spanish_alert_with_the_shift_table_is_one_part_at_both(sides, modem_emulator):
+    both = sides(groups='shift_table = "es"\n')
+    both.queue(["warning"], T0, body=SPANISH)
+    assert both.step(T0) == ({"sent": 1},) * 2
+    assert [record["number"] for record in modem_emulator.sent] == [LEADER] * 2
+    assert decode_submit(modem_emulator.sent[0]["hex"])["concat"] is None
+
+
+CIVIL = """escalate_to = "civil"
+
+[[groups]]
+name = "civil"
+language = "es"
+numbers = ["+5114000000"]
+min_level = "emergency"
+"""
+
+
+def test_a_permanent_failure_of_a_warning_escalates_at_once_at_both(sides, modem_emulator):
+    both = sides(groups=CIVIL)
+    raise_warning(both)
+    outbox = "SELECT recipient, status, escalation FROM outbox WHERE transport = 'sms' " \
+             "ORDER BY id"
+    assert both.rows(outbox) == ([(LEADER, "pending", 0)],) * 2
+    for step in (lambda: both.gateway.step(T0 + 1), lambda: both.hub.step(both.conn, T0 + 1)):
+        modem_emulator.fail_sends(1)  # +CMS ERROR 1: unassigned number, not retryable
+        assert step().get("failed") == 1
+    escalated = [(LEADER, "failed", 0), ("+5114000000", "pending", 1)]
+    assert both.rows(outbox) == (escalated, escalated)
+    assert both.rows("SELECT escalation FROM alerts") == ([(1,)],) * 2
+    assert both.step(T0 + 2)[1] == {"sent": 1}
+    assert [record["number"] for record in modem_emulator.sent] == ["+5114000000"] * 2
+
+
+def test_a_multipart_sms_whose_second_part_failed_resumes_there_at_both(sides,
+                                                                        modem_emulator):
+    both = sides()
+    both.queue(["warning"], T0, body="Alerta " + "nivel alto en la quebrada, " * 10 + "%s")
+    for step in (both.gateway.step, lambda now: both.hub.step(both.conn, now)):
+        modem_emulator.fail_sends(38, after=1)  # part 2 refused once (retryable)
+        assert step(T0) == {"retry": 1}
+        assert step(T0 + 1000) == {"sent": 1}
+    parts = [decode_submit(record["hex"])["concat"] for record in modem_emulator.sent]
+    assert [part[2] for part in parts] == [1, 2, 1, 2]
+    assert parts[0][0] == parts[1][0] and parts[2][0] == parts[3][0], "not joined"
+    assert both.rows("SELECT status, parts FROM outbox") == ([("sent", None)],) * 2
+
+
+def test_a_later_sms_to_the_same_number_waits_behind_a_retry_at_both(sides, modem_emulator):
+    both = sides()
+    both.queue(["watch", "advisory"], T0)
+    for step in (both.gateway.step, lambda now: both.hub.step(both.conn, now)):
+        modem_emulator.fail_sends(38)  # the first row's send fails (retryable)
+        assert step(T0) == {"retry": 1}
+        assert step(T0 + 1) == {}  # its retry is not due: the second waits behind it
+        assert step(T0 + 1000) == {"sent": 2}
+    texts = [decode_submit(record["hex"])["text"] for record in modem_emulator.sent]
+    assert texts == ["msg watch", "msg advisory"] * 2
