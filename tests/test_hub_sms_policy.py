@@ -13,6 +13,7 @@ One PostgreSQL server for the module, a database of its own per test."""
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -372,3 +373,25 @@ def test_a_later_sms_to_the_same_number_waits_behind_a_retry_at_both(sides, mode
         assert step(T0 + 1000) == {"sent": 2}
     texts = [decode_submit(record["hex"])["text"] for record in modem_emulator.sent]
     assert texts == ["msg watch", "msg advisory"] * 2
+
+
+def test_a_retry_the_database_refused_still_holds_the_numbers_later_sms_at_a_gateway(
+        sides, modem_emulator):
+    """A gateway keeps a retry it could not commit in memory: the number's
+    later SMS must wait behind it all the same."""
+    both = sides()
+    both.queue(["watch", "advisory"], T0)
+    both.edge.database.conn.execute("PRAGMA busy_timeout=100")
+    locker = sqlite3.connect(str(both.homes[0] / "huaico.db"), isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        modem_emulator.fail_sends(38)
+        assert both.gateway.step(T0) == {"unrecorded": 1}
+        assert modem_emulator.sent == []
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    assert both.gateway.step(T0 + 1000) == {"retry": 1}  # the retry stored, now
+    assert both.gateway.step(T0 + 2000) == {"sent": 2}
+    assert [decode_submit(record["hex"])["text"] for record in modem_emulator.sent] == [
+        "msg watch", "msg advisory"]

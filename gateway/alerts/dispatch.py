@@ -289,8 +289,11 @@ class Dispatcher:
                 published = []
             if row["id"] in self._unrecorded:
                 # Sent already: only its outcome waits for the database.
+                retrying = self._retrying(row["id"])
                 outcome = self._record_again(row["id"], now)
                 done[outcome] = done.get(outcome, 0) + 1
+                if retrying:
+                    blocked.add(key)
                 continue
             if key in blocked:
                 continue
@@ -313,7 +316,7 @@ class Dispatcher:
                 continue
             outcome = self._attempt(row, now)
             done[outcome] = done.get(outcome, 0) + 1
-            if outcome == "retry":
+            if outcome == "retry" or self._retrying(row["id"]):
                 blocked.add(key)
         if published:
             self._settle(published, now, done, blocked)
@@ -405,6 +408,12 @@ class Dispatcher:
             log.error("event=outcome_not_stored outbox=%d outcome=%s retry_in_s=%.1f error=%s",
                       row["id"], function.__name__.strip("_"), delay, exc)
             return "unrecorded"
+
+    def _retrying(self, outbox_id):
+        """Whether the row's outcome kept in memory is a retry: it waits for
+        its next attempt, and its recipient's later rows behind it, though
+        the database does not say so yet."""
+        return self._unrecorded.get(outbox_id, (None,))[0] == self._retry
 
     def _record_again(self, outbox_id, now):
         function, row, args, tries, due = self._unrecorded[outbox_id]
