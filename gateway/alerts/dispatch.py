@@ -50,6 +50,7 @@ import time
 
 from huaico.alerts import acks, lifecycle as alerts, sms_send
 from huaico.alerts.policy import Policy
+from huaico.alerts.sms_health import SmsHealth
 from huaico.sms.backend import SmsError
 from huaico.store import db
 
@@ -100,13 +101,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._thread = None
         self._last_incoming = None
-        # SMS delivery health: since when it has failed (None: working), why,
-        # and whether operators were told on MQTT (after sms_alert_after_s).
-        self.sms_alert_after_s = float(((config or {}).get("sms") or {}).get(
-            "alert_after_s", 300))
-        self.sms_down_since = None
-        self.sms_error = None
-        self._sms_alerted = False
+        self.health = SmsHealth(sms, config)
         # MQTT rows published by the committing thread (wake), by outbox id,
         # and the newest this thread published itself: an early publish that
         # selected a row before this thread took it must not send it again.
@@ -193,49 +188,22 @@ class Dispatcher:
 
     # -- SMS health --------------------------------------------------------------
 
-    def _sms_absent(self):
-        ensure = getattr(self.sms, "ensure_open", None)
-        return ensure is not None and not ensure()
-
     def watch_sms(self, now):
-        """Try an absent modem (its own backoff), tell operators on MQTT once
-        SMS delivery has failed for sms_alert_after_s, and when it works again."""
-        if self.sms is None:
-            return
-        was_absent = self.sms_down_since is not None and "absent" in (self.sms_error or "")
-        if self._sms_absent():
-            self._sms_fault(now, "modem port %s absent: %s" % (self.sms.url, self.sms.open_error))
-        elif was_absent:
-            # Back: what waited for it goes now, not at its backed-off time.
-            with db.transaction(self.database) as conn:
-                conn.execute("UPDATE outbox SET next_attempt = ? WHERE status = 'pending' "
-                             "AND transport = 'sms' AND next_attempt > ?", [now, now])
-            self._sms_ok(now)
-        if self.sms_down_since is not None and not self._sms_alerted and \
-                now - self.sms_down_since >= self.sms_alert_after_s:
-            self._sms_alerted = True
-            self._health(now, "sms_delivery_failing")
-            log.error("event=sms_delivery_failing since_s=%.0f error=%s",
-                      now - self.sms_down_since, self.sms_error)
+        """Try an absent modem, tell operators on MQTT once SMS delivery has
+        failed for [sms] alert_after_s, and when it works again (SmsHealth)."""
+        self.health.watch(now, self._health, self._release)
 
-    def _sms_fault(self, now, detail):
-        self.sms_error = detail
-        if self.sms_down_since is None:
-            self.sms_down_since = now
-            self._health(now, None)
-
-    def _sms_ok(self, now):
-        if self.sms_down_since is None:
-            return
-        event = "sms_delivery_restored" if self._sms_alerted else None
-        self.sms_down_since, self.sms_error, self._sms_alerted = None, None, False
-        self._health(now, event)
-        log.info("event=sms_delivery_ok")
+    def _release(self, now):
+        # The modem is back: what waited for it goes now, not at its
+        # backed-off time.
+        with db.transaction(self.database) as conn:
+            conn.execute("UPDATE outbox SET next_attempt = ? WHERE status = 'pending' "
+                         "AND transport = 'sms' AND next_attempt > ?", [now, now])
 
     def _health(self, now, event):
         """Store the SMS state for `status` and `doctor`; with an event, queue
         the operators' MQTT message in the same transaction."""
-        state = "ok" if self.sms_down_since is None else "failing"
+        state = "ok" if self.health.down_since is None else "failing"
         try:
             with db.transaction(self.database) as conn:
                 conn.execute(
@@ -243,10 +211,10 @@ class Dispatcher:
                     "VALUES ('sms', ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                     "state = excluded.state, since = excluded.since, "
                     "detail = excluded.detail, updated = excluded.updated",
-                    [state, self.sms_down_since, self.sms_error, now])
+                    [state, self.health.down_since, self.health.error, now])
                 if event is not None:
-                    alerts.queue_gateway_alert(conn, self.config, event, self.sms_error,
-                                               self.sms_down_since, now)
+                    alerts.queue_gateway_alert(conn, self.config, event, self.health.error,
+                                               self.health.down_since, now)
         except sqlite3.Error as exc:
             log.warning("event=health_not_stored error=%s", exc)
         if event is not None:
@@ -254,11 +222,7 @@ class Dispatcher:
 
     def sms_state(self):
         """("none" | "ok" | "failing", seconds failing or None, why)."""
-        if self.sms is None:
-            return "none", None, None
-        if self.sms_down_since is None:
-            return "ok", None, None
-        return "failing", self.clock() - self.sms_down_since, self.sms_error
+        return self.health.state(self.clock())
 
     # -- one pass ---------------------------------------------------------------
 
@@ -366,9 +330,7 @@ class Dispatcher:
             return "" if self.mqtt is not None else "no_mqtt"
         if self.sms is None:
             return "no_sms_backend"
-        if self.sms_down_since is not None and self._sms_absent():
-            return "sms_absent"
-        return self.policy.hold(conn, row, now)
+        return self.health.hold() or self.policy.hold(conn, row, now)
 
     def _attempt(self, row, now):
         if row["transport"] == "sms" and row["inflight"] and row["copies"] >= 2:
@@ -395,9 +357,9 @@ class Dispatcher:
         is not sent again."""
         if row["transport"] == "sms" and self.sms is not None:
             if function == self._sent:
-                self._sms_ok(now)
+                self.health.ok(now, self._health)
             elif function == self._retry:
-                self._sms_fault(now, args[0])
+                self.health.fault(now, args[0], self._health)
         try:
             return function(row, now, *args)
         except sqlite3.Error as exc:
