@@ -7,10 +7,16 @@ a reply "OK 1" acknowledges alert 1 at both and `alerts show` prints the
 same at both. Then the hub's crash cases: a reply read again after its
 delete failed is a repeat, and after kill -9 of the SMS-lock holder in the
 middle of a send the next holder sends that SMS once more, marked, and
-nothing after that.
+nothing after that. Then the sending both tiers share
+(huaico.alerts.sms_send, sms_health): the same Spanish alert is one part
+with the shift table, a permanent failure of a warning escalates at once, a
+multipart SMS resumes at its failed part, a number's later SMS waits behind
+its retried one (at a gateway also when the retry could not be stored), and
+an absent modem holds SMS, tells operators on MQTT and sends when back.
 
 One PostgreSQL server for the module, a database of its own per test."""
 import itertools
+import json
 import os
 import signal
 import sqlite3
@@ -366,11 +372,14 @@ def test_a_multipart_sms_whose_second_part_failed_resumes_there_at_both(sides,
 def test_a_later_sms_to_the_same_number_waits_behind_a_retry_at_both(sides, modem_emulator):
     both = sides()
     both.queue(["watch", "advisory"], T0)
-    for step in (both.gateway.step, lambda now: both.hub.step(both.conn, now)):
+    for step, health in ((both.gateway.step, both.gateway.health),
+                         (lambda now: both.hub.step(both.conn, now), both.hub.health)):
         modem_emulator.fail_sends(38)  # the first row's send fails (retryable)
         assert step(T0) == {"retry": 1}
+        assert health.state(T0 + 1)[:2] == ("failing", 1)
         assert step(T0 + 1) == {}  # its retry is not due: the second waits behind it
         assert step(T0 + 1000) == {"sent": 2}
+        assert health.state(T0 + 1000) == ("ok", None, None)
     texts = [decode_submit(record["hex"])["text"] for record in modem_emulator.sent]
     assert texts == ["msg watch", "msg advisory"] * 2
 
@@ -395,3 +404,43 @@ def test_a_retry_the_database_refused_still_holds_the_numbers_later_sms_at_a_gat
     assert both.gateway.step(T0 + 2000) == {"sent": 2}
     assert [decode_submit(record["hex"])["text"] for record in modem_emulator.sent] == [
         "msg watch", "msg advisory"]
+
+
+def test_an_absent_modem_holds_sms_tells_operators_and_sends_when_back_at_both(
+        tmp_path, city, modem_emulator):
+    """A USB modem that enumerates late: SMS wait with "sms_absent", operators
+    are told on MQTT after [sms] alert_after_s (300 s by default) and again
+    when it is back, and what waited goes then, at both tiers."""
+    link = tmp_path / "ttyUSB2"  # not there yet
+    modem = Modem(str(link), command_timeout=2.0)
+    both = Sides(tmp_path, city, modem, modem_emulator)
+    try:
+        both.config["mqtt"]["enabled"] = True  # the operators' notices go on MQTT
+
+        def watch_and_step(now):
+            both.gateway.watch_sms(now)
+            both.hub.watch_sms(both.conn, now)
+            return both.step(now)
+        both.queue(["warning"], T0)
+        assert watch_and_step(T0) == ({"sms_absent": 1},) * 2
+        gateway, hub = watch_and_step(T0 + 300)
+        assert (gateway, hub) == ({"sms_absent": 1, "no_mqtt": 1}, {"sms_absent": 1})
+        os.symlink(modem_emulator.path, link)  # udev made it
+        deadline = time.monotonic() + 10
+        while not modem.ensure_open():  # the modem's own backoff, 1 s at first
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        gateway, hub = watch_and_step(T0 + 400)
+        assert (gateway, hub) == ({"sent": 1, "no_mqtt": 2}, {"sent": 1})
+        states = [("sms", "sent", ""), ("mqtt", "pending", "no_mqtt"),
+                  ("mqtt", "pending", "no_mqtt")]
+        assert both.rows("SELECT transport, status, hold FROM outbox ORDER BY id") == (
+            states, [(transport, status, "") for transport, status, _ in states])
+        for bodies in both.rows("SELECT body FROM outbox WHERE transport = 'mqtt' ORDER BY id"):
+            events = [json.loads(body) for body, in bodies]
+            assert [event["event"] for event in events] == ["sms_delivery_failing",
+                                                            "sms_delivery_restored"]
+            assert events[0]["since"] == T0 and "absent" in events[0]["detail"]
+    finally:
+        both.close()
+        modem.close()

@@ -10,7 +10,8 @@ Each pass takes the pending rows in id order and, per recipient:
 - a test message not gone out within [alerts] test_expiry_s expires
   (status 'expired'): a test that arrives hours later would mislead;
 - sends the rest in order: a row waiting for its retry blocks the
-  recipient's later rows (in order per recipient), but never anyone else's;
+  recipient's later rows (in order per recipient), but never anyone else's,
+  and so does a retry whose outcome the database refused (kept in memory);
 - a retryable failure sets the row's own next attempt, exponential from
   retry_base_s to retry_max_s with jitter so that many rows failing together
   do not retry together; a permanent one (SmsError.retryable False) marks it
@@ -27,7 +28,8 @@ What the modem accepted is never forgotten in a way that repeats it:
   is not sent again while this process lives;
 - a multipart message whose later part failed resumes at that part under
   the same concatenation reference (outbox.parts holds the references of
-  the parts accepted), so the first part is not sent again each time;
+  the parts accepted), so the first part is not sent again each time
+  (huaico.alerts.sms_send, which the hub's dispatcher sends through too);
 - after a crash, a row still in flight may or may not have gone out: it is
   sent once more with the language's repeat mark in front ("REPETIDO: "),
   because a doubled warning costs a shrug and a lost one can cost a life.

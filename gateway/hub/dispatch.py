@@ -30,7 +30,17 @@ from the same [alerts] and [[groups]] keys with the same defaults:
   outcomes, as at a gateway; the next pass looks at it again;
 - the copy is marked in flight and committed before the modem gets it; a
   row found in flight after a crash is sent once more with the language's
-  repeat mark, and a second copy found in flight is not sent a third time.
+  repeat mark, and a second copy found in flight is not sent a third time;
+- it goes to the modem through huaico.alerts.sms_send, a gateway's code:
+  the group's shift_table, a multipart send resumed at its failed part
+  (outbox.parts), and a permanent failure of a warning or emergency
+  escalating the alert at once, under the engine's lock as any write;
+- a row waiting for its retry holds its recipient's later rows (topic or
+  number) behind it, in order, as at a gateway: a pass claims pending rows
+  whether due or not, so that it sees the waiting one;
+- huaico.alerts.sms_health watches the modem, as a gateway's: an absent one
+  holds SMS rows ("sms_absent") and, once delivery has failed for [sms]
+  alert_after_s, operators are told on MQTT (the hub has no health table).
 Rows wait while no worker has a backend for their transport.
 
 The SMS-lock holder also reads the modem's replies and delivery reports
@@ -50,7 +60,8 @@ import random
 import threading
 import time
 
-from huaico.alerts import acks, sms_send
+from huaico.alerts import acks, lifecycle as alerts, sms_send
+from huaico.alerts.sms_health import SmsHealth
 from huaico.alerts.policy import Policy
 from huaico.hub.operator import HubRules
 from huaico.hub.rules import CHANNEL
@@ -82,6 +93,7 @@ class HubDispatcher:
         self.sms = sms
         self.config = config
         self.policy = Policy(config)
+        self.health = SmsHealth(sms, config)
         self.status_reports = bool(((config or {}).get("sms") or {}).get("status_reports", True))
         self.poll_s = poll_s
         self.incoming_every_s = incoming_every_s
@@ -123,6 +135,8 @@ class HubDispatcher:
                 self._wake.clear()
                 if self.holding:
                     now = self.clock()
+                    if "sms" in self.holding:
+                        self.watch_sms(conn, now)
                     self.step(conn, now)
                     if "sms" in self.holding and (self._last_incoming is None or
                                                   now - self._last_incoming >=
@@ -182,6 +196,26 @@ class HubDispatcher:
             self.counts[outcome] = self.counts.get(outcome, 0) + count
         return done
 
+    def watch_sms(self, conn, now):
+        """The SMS-lock holder's watch of its modem, as a gateway's (SmsHealth)."""
+        self.health.watch(now, self._recorder(conn), lambda now: conn.execute(
+            "UPDATE outbox SET next_attempt = %s WHERE status = 'pending' "
+            "AND transport = 'sms' AND next_attempt > %s", [now, now]))
+
+    def _recorder(self, conn):
+        """SmsHealth's record function: the hub has no health table, so only
+        an event is stored, as the operators' MQTT message; NOTIFY wakes
+        the MQTT-lock holder, which may be another worker."""
+        def record(now, event):
+            if event is None:
+                return
+            with conn.transaction():
+                if alerts.queue_gateway_alert(PgEngineStore(conn), self.config, event,
+                                              self.health.error, self.health.down_since,
+                                              now):
+                    conn.execute("NOTIFY %s" % CHANNEL)
+        return record
+
     def poll_incoming(self, conn, now):
         """The modem's replies and delivery reports, recorded under the
         engine's lock; handle_sms's (action, alert id) of each reply."""
@@ -220,7 +254,7 @@ class HubDispatcher:
                 self._log(conn, row, now, "expired", detail, None)
             log.warning("event=message_expired outbox=%d to=%s", row["id"], row["recipient"])
             return "expired"
-        hold = self.policy.hold(PgEngineStore(conn), row, now)
+        hold = self.health.hold() or self.policy.hold(PgEngineStore(conn), row, now)
         if hold:
             if row["hold"] != hold:  # shown to operators (`alerts show`, the outbox)
                 conn.execute("UPDATE outbox SET hold = %s WHERE id = %s AND status = 'pending'",
@@ -256,10 +290,12 @@ class HubDispatcher:
             detail = "%s%s" % (exc, " (parts accepted: %s)" % ",".join(exc.sent_refs)
                                if exc.sent_refs else "")
             if exc.retryable:
+                self.health.fault(now, detail, self._recorder(conn))
                 blocked.add((row["transport"], row["recipient"]))
                 with conn.transaction():
                     return self._retry(conn, row, now, detail)
             return self._failed(conn, row, now, detail)
+        self.health.ok(now, self._recorder(conn))
         with conn.transaction():
             return self._sent(conn, row, now, refs)
 
