@@ -34,7 +34,7 @@ from huaico.alerts import lifecycle as alerts, templates
 from huaico.alerts.dispatch import Dispatcher
 from huaico.alerts.policy import Policy
 from huaico.cli.main import main
-from huaico.hub import schema as hub_schema
+from huaico.hub import operator as hub_operator, rules as hub_rules, schema as hub_schema
 from huaico.hub.dispatch import BATCH, HubDispatcher
 from huaico.hub.rules_store import PgEngineStore
 from huaico.rules import engine as rules
@@ -444,3 +444,21 @@ def test_an_absent_modem_holds_sms_tells_operators_and_sends_when_back_at_both(
     finally:
         both.close()
         modem.close()
+
+
+def test_a_permanent_failure_while_the_engine_lock_is_stuck_still_fails_the_row_at_the_hub(
+        sides, modem_emulator, monkeypatch):
+    """Escalating takes the engine's lock; a session stuck in its transaction
+    holding it must not leave the row in flight (it would go again, marked
+    as a repeat): the row fails, the timer escalates later."""
+    both = sides(groups=CIVIL)
+    raise_warning(both)
+    monkeypatch.setattr(hub_operator, "LOCK_WAIT_S", 0.2)
+    with psycopg.connect(both.dsn) as stuck:
+        stuck.execute(hub_rules.LOCK)  # and left idle in its transaction
+        modem_emulator.fail_sends(1)
+        assert both.hub.step(both.conn, T0 + 1) == {"failed": 1}
+    assert both.conn.execute("SELECT recipient, status, inflight FROM outbox "
+                             "WHERE transport = 'sms' ORDER BY id").fetchall() == [
+        (LEADER, "failed", 0)]
+    assert both.hub.step(both.conn, T0 + 2) == {}

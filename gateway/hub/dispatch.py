@@ -63,7 +63,7 @@ import time
 from huaico.alerts import acks, lifecycle as alerts, sms_send
 from huaico.alerts.sms_health import SmsHealth
 from huaico.alerts.policy import Policy
-from huaico.hub.operator import HubRules
+from huaico.hub.operator import EngineBusy, HubRules
 from huaico.hub.rules import CHANNEL
 from huaico.hub.rules_store import PgEngineStore
 from huaico.sms.backend import SmsError
@@ -325,17 +325,29 @@ class HubDispatcher:
     def _failed(self, conn, row, now, detail):
         """A permanent failure: the row failed and, for a warning or an
         emergency, its alert escalated at once, in one transaction under
-        the engine's lock (gateway/hub/rules.py), as an operator's write."""
-        with HubRules(conn).write() as store:
-            conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, "
-                         "hold = '', last_error = %s, inflight = 0, parts = %s WHERE id = %s",
-                         [detail, row["parts"], row["id"]])
-            self._log(conn, row, now, "failed", detail, None)
-            if sms_send.escalate_failed(store, self.config, row, now, detail):
-                conn.execute("NOTIFY %s" % CHANNEL)
+        the engine's lock (gateway/hub/rules.py), as an operator's write.
+        When that lock is stuck (EngineBusy), the row is still marked failed
+        (left in flight, it would be sent again as a repeat) and the alert
+        escalates on the engine's timer instead."""
+        try:
+            with HubRules(conn).write() as store:
+                self._mark_failed(conn, row, now, detail)
+                if sms_send.escalate_failed(store, self.config, row, now, detail):
+                    conn.execute("NOTIFY %s" % CHANNEL)
+        except EngineBusy as exc:
+            log.error("event=escalation_deferred outbox=%d alert=%s error=%s", row["id"],
+                      row["alert_id"], exc)
+            with conn.transaction():
+                self._mark_failed(conn, row, now, detail)
         log.error("event=message_failed outbox=%d to=%s alert=%s error=%s",
                   row["id"], row["recipient"], row["alert_id"], detail)
         return "failed"
+
+    def _mark_failed(self, conn, row, now, detail):
+        conn.execute("UPDATE outbox SET status = 'failed', attempts = attempts + 1, "
+                     "hold = '', last_error = %s, inflight = 0, parts = %s WHERE id = %s",
+                     [detail, row["parts"], row["id"]])
+        self._log(conn, row, now, "failed", detail, None)
 
     def _log(self, conn, row, now, outcome, detail, refs):
         conn.execute("INSERT INTO delivery_log (outbox_id, time, outcome, detail, refs, worker) "
