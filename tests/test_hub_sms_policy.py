@@ -410,7 +410,9 @@ def test_an_absent_modem_holds_sms_tells_operators_and_sends_when_back_at_both(
         tmp_path, city, modem_emulator):
     """A USB modem that enumerates late: SMS wait with "sms_absent", operators
     are told on MQTT after [sms] alert_after_s (300 s by default) and again
-    when it is back, and what waited goes then, at both tiers."""
+    when it is back, and what waited goes then, at both tiers. The hub's
+    worker gives the SMS lock up once operators are told, and takes it
+    again when its modem is back."""
     link = tmp_path / "ttyUSB2"  # not there yet
     modem = Modem(str(link), command_timeout=2.0)
     both = Sides(tmp_path, city, modem, modem_emulator)
@@ -419,12 +421,15 @@ def test_an_absent_modem_holds_sms_tells_operators_and_sends_when_back_at_both(
 
         def watch_and_step(now):
             both.gateway.watch_sms(now)
-            both.hub.watch_sms(both.conn, now)
+            both.hub.take_locks(both.conn)  # as the hub's run loop, before each pass
+            if "sms" in both.hub.holding:
+                both.hub.watch_sms(both.conn, now)
             return both.step(now)
         both.queue(["warning"], T0)
         assert watch_and_step(T0) == ({"sms_absent": 1},) * 2
         gateway, hub = watch_and_step(T0 + 300)
-        assert (gateway, hub) == ({"sms_absent": 1, "no_mqtt": 1}, {"sms_absent": 1})
+        assert (gateway, hub) == ({"sms_absent": 1, "no_mqtt": 1}, {})
+        assert both.hub.holding == []  # handed over
         os.symlink(modem_emulator.path, link)  # udev made it
         deadline = time.monotonic() + 10
         while not modem.ensure_open():  # the modem's own backoff, 1 s at first
@@ -444,6 +449,54 @@ def test_an_absent_modem_holds_sms_tells_operators_and_sends_when_back_at_both(
     finally:
         both.close()
         modem.close()
+
+
+def test_a_worker_whose_modem_is_away_hands_the_sms_lock_to_one_whose_modem_works(
+        tmp_path, city, modem_emulator):
+    """hub-1 holds the SMS lock with its modem unplugged: once operators are
+    told (alert_after_s), it gives the lock up, hub-2 (its modem works) takes
+    it and sends what waited, and hub-1 does not take it back while its
+    modem is still away, even once nobody holds it."""
+    link = tmp_path / "ttyUSB2"
+    away = Modem(str(link), command_timeout=2.0)
+    both = Sides(tmp_path, city, away, modem_emulator)
+    working = Modem(modem_emulator.path, command_timeout=2.0)
+    conn = psycopg.connect(city, autocommit=True)
+    other = HubDispatcher(lambda: psycopg.connect(city), "hub-2", sms=working,
+                          config=both.config)
+    try:
+        both.config["mqtt"]["enabled"] = True  # the operators' notice goes on MQTT
+        both.queue(["warning"], T0)
+        both.hub.watch_sms(both.conn, T0)
+        assert both.hub.step(both.conn, T0) == {"sms_absent": 1}
+        other.take_locks(conn)
+        assert other.holding == []
+        both.hub.watch_sms(both.conn, T0 + 299)
+        assert both.hub.holding == ["sms"]
+        both.hub.watch_sms(both.conn, T0 + 300)
+        assert both.hub.holding == []
+        other.take_locks(conn)
+        assert other.holding == ["sms"]
+        assert other.step(conn, T0 + 301) == {"sent": 1}
+        assert [record["number"] for record in modem_emulator.sent] == [LEADER]
+        conn.close()  # hub-2 ends: the server drops its lock
+        both.hub.take_locks(both.conn)
+        assert both.hub.holding == []
+        os.symlink(modem_emulator.path, link)  # hub-1's modem is back
+        deadline = time.monotonic() + 10
+        while not away.ensure_open():  # the modem's own backoff, 1 s at first
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        both.hub.take_locks(both.conn)
+        assert both.hub.holding == ["sms"]
+        events = [json.loads(body)["event"] for body, in both.conn.execute(
+            "SELECT body FROM outbox WHERE transport = 'mqtt' ORDER BY id").fetchall()]
+        assert events == ["sms_delivery_failing"]
+    finally:
+        both.close()
+        conn.close()
+        away.close()
+        working.close()
 
 
 def test_a_permanent_failure_while_the_engine_lock_is_stuck_still_fails_the_row_at_the_hub(

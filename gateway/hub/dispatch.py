@@ -41,6 +41,10 @@ from the same [alerts] and [[groups]] keys with the same defaults:
 - huaico.alerts.sms_health watches the modem, as a gateway's: an absent one
   holds SMS rows ("sms_absent") and, once delivery has failed for [sms]
   alert_after_s, operators are told on MQTT (the hub has no health table).
+  Then the holder gives the SMS lock up, so that a worker whose modem
+  works takes the rows over within poll_s; it takes the lock again only
+  once its own modem is back. With every modem away the lock goes round
+  once per alert_after_s, each holder telling operators of its own.
 Rows wait while no worker has a backend for their transport.
 
 The SMS-lock holder also reads the modem's replies and delivery reports
@@ -71,6 +75,7 @@ from huaico.sms.backend import SmsError
 log = logging.getLogger("huaico.hub")
 
 _LOCK = "SELECT pg_try_advisory_lock(hashtext('huaico-hub-dispatch-' || %s))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtext('huaico-hub-dispatch-' || %s))"
 _CLAIM = """
     SELECT id, alert_id, transport, recipient, grp, level, language, body, attempts, copies,
            inflight, concat_ref, parts, hold, next_attempt, created
@@ -103,6 +108,7 @@ class HubDispatcher:
         self.transports = [name for name, backend in (("mqtt", mqtt), ("sms", sms))
                            if backend is not None]
         self.holding = []  # the transports whose lock this dispatcher holds
+        self.handed_over = False  # gave the SMS lock up while its modem was away
         self.counts = {}
         self._last_incoming = None
         self._wake = threading.Event()
@@ -161,6 +167,10 @@ class HubDispatcher:
         """Try the dispatch lock of each transport this worker has a backend
         for (conn: autocommit, the session that keeps them)."""
         for transport in self.transports:
+            if transport == "sms" and self.handed_over:
+                if self.health.absent():
+                    continue
+                self.handed_over = False
             if transport not in self.holding and conn.execute(_LOCK, [transport]).fetchone()[0]:
                 if not self.holding:
                     conn.execute("LISTEN %s" % CHANNEL)
@@ -201,6 +211,17 @@ class HubDispatcher:
         self.health.watch(now, self._recorder(conn), lambda now: conn.execute(
             "UPDATE outbox SET next_attempt = %s WHERE status = 'pending' "
             "AND transport = 'sms' AND next_attempt > %s", [now, now]))
+        if self.health.alerted and self.health.hold():
+            self.hand_over(conn)
+
+    def hand_over(self, conn):
+        """Give the SMS lock up: this worker's modem has been away for
+        alert_after_s and operators were told; another worker's may work."""
+        conn.execute(_UNLOCK, ["sms"])
+        self.holding.remove("sms")
+        self.handed_over = True
+        log.warning("event=hub_sms_handed_over worker=%s error=%s", self.worker_id,
+                    self.health.error)
 
     def _recorder(self, conn):
         """SmsHealth's record function: the hub has no health table, so only
